@@ -1,0 +1,129 @@
+"""Pinhole cameras, batched over views.
+
+Convention: OpenCV. Camera axes x right, y down, z forward (into the scene); ``viewmats`` are
+world-to-camera 4x4 matrices, ``Ks`` are 3x3 intrinsics in pixels with the pixel (u, v) covering
+[u, u+1) x [v, v+1), so the centre of the top-left pixel is (0.5, 0.5), as in gsplat.
+
+World convention of the orbit rig (the one SC4D and GSGD use, after DreamGaussian): +y is up, the
+object sits at the origin, azimuth 0 puts the camera on the +z axis, and azimuth grows from +z towards
++x (azimuth 90 = camera on +x): counter-clockwise when seen from above (+y). Elevation is positive
+above the equator (DreamGaussian's ``orbit_camera`` uses the opposite sign; the rig uses 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Cameras:
+    """V pinhole cameras sharing one image size."""
+
+    Ks: Tensor  # [V, 3, 3]
+    viewmats: Tensor  # [V, 4, 4] world-to-camera
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.Ks.dim() != 3 or self.Ks.shape[1:] != (3, 3):
+            raise ValueError(f"Cameras.Ks: expected shape [V, 3, 3], got {list(self.Ks.shape)}")
+        if self.viewmats.dim() != 3 or self.viewmats.shape[1:] != (4, 4):
+            raise ValueError(f"Cameras.viewmats: expected shape [V, 4, 4], got {list(self.viewmats.shape)}")
+        if self.Ks.shape[0] != self.viewmats.shape[0]:
+            raise ValueError(f"Cameras: {self.Ks.shape[0]} intrinsics but {self.viewmats.shape[0]} viewmats")
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f"Cameras: image size must be positive, got {self.width}x{self.height}")
+        if not (torch.isfinite(self.Ks).all() and torch.isfinite(self.viewmats).all()):
+            raise ValueError("Cameras: Ks or viewmats hold non-finite values")
+        self.width, self.height = int(self.width), int(self.height)
+
+    def __len__(self) -> int:
+        return self.Ks.shape[0]
+
+    def __getitem__(self, index) -> "Cameras":
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return Cameras(self.Ks[index], self.viewmats[index], self.width, self.height)
+
+    def to(self, device=None, dtype=None) -> "Cameras":
+        return Cameras(self.Ks.to(device=device, dtype=dtype), self.viewmats.to(device=device, dtype=dtype),
+                       self.width, self.height)
+
+    @property
+    def device(self) -> torch.device:
+        return self.Ks.device
+
+    @property
+    def centers(self) -> Tensor:
+        """[V, 3] camera centres in world coordinates."""
+        R, t = self.viewmats[:, :3, :3], self.viewmats[:, :3, 3]
+        return -(R.transpose(-1, -2) @ t[..., None])[..., 0]
+
+    @staticmethod
+    def cat(parts: Sequence["Cameras"]) -> "Cameras":
+        sizes = {(c.width, c.height) for c in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"Cameras.cat: mixed image sizes {sorted(sizes)}")
+        w, h = sizes.pop()
+        return Cameras(torch.cat([c.Ks for c in parts]), torch.cat([c.viewmats for c in parts]), w, h)
+
+    def resized(self, width: int, height: int) -> "Cameras":
+        """The same cameras for another image size (intrinsics scaled)."""
+        K = self.Ks.clone()
+        K[:, 0] *= width / self.width
+        K[:, 1] *= height / self.height
+        return Cameras(K, self.viewmats.clone(), width, height)
+
+
+def intrinsics_from_fovy(fovy_deg: float, width: int, height: int) -> Tensor:
+    """3x3 K with square pixels and the principal point at the image centre."""
+    f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
+    return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+
+
+def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
+    """World-to-camera 4x4 (OpenCV) for a camera at ``eye`` [3] looking at ``target`` [3]."""
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype) if up is None else up.to(eye)
+    forward = target - eye
+    forward = forward / forward.norm()
+    right = torch.linalg.cross(forward, up)
+    if right.norm() < 1e-8:
+        raise ValueError("look_at: viewing direction is parallel to the up vector")
+    right = right / right.norm()
+    down = torch.linalg.cross(forward, right)
+    c2w = torch.eye(4, dtype=eye.dtype)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, eye
+    return torch.linalg.inv(c2w)
+
+
+def orbit_camera(
+    azimuth_deg: float | Sequence[float] = 0.0,
+    elevation_deg: float = 0.0,
+    radius: float = 2.0,
+    fovy_deg: float = 49.1,
+    width: int = 256,
+    height: int = 256,
+) -> Cameras:
+    """Cameras on a sphere around the origin looking at it (the SC4D / GSGD rig by default).
+
+    ``azimuth_deg`` may be one value or a list (one camera each). Azimuth 0 is the +z axis, 90 the +x
+    axis; world +y is up; positive elevation is above the equator.
+    """
+    azimuths = [float(azimuth_deg)] if isinstance(azimuth_deg, (int, float)) else [float(a) for a in azimuth_deg]
+    if abs(elevation_deg) >= 90:
+        raise ValueError(f"orbit_camera: elevation must be in (-90, 90) degrees, got {elevation_deg}")
+    if radius <= 0:
+        raise ValueError(f"orbit_camera: radius must be positive, got {radius}")
+    el = math.radians(elevation_deg)
+    mats = []
+    for az_deg in azimuths:
+        az = math.radians(az_deg)
+        eye = torch.tensor([radius * math.cos(el) * math.sin(az), radius * math.sin(el), radius * math.cos(el) * math.cos(az)])
+        mats.append(look_at(eye, torch.zeros(3)))
+    K = intrinsics_from_fovy(fovy_deg, width, height)
+    return Cameras(K.expand(len(mats), 3, 3).clone(), torch.stack(mats), width, height)
