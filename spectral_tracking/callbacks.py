@@ -1,0 +1,97 @@
+"""Callbacks: the loss schedule (spectral bands, then the switch to the spatial phase), the
+optimisation-progression recorder, and periodic evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from spectral_tracking import schedule
+
+
+class LossScheduleCallback(pl.Callback):
+    """Applies `spectral_tracking.schedule` before every step: sets ``module.band_weights`` [K] and
+    ``module.phase`` ("spectral" | "spatial") and logs alpha and the number of active bands.
+
+    Its state is a pure function of the step, so resuming needs nothing but the global step.
+    """
+
+    def __init__(self, num_bands: int, warmup: float, switch_step: int, max_steps: int, expansion: str = "log") -> None:
+        self.num_bands = int(num_bands)
+        self.warmup = float(warmup)
+        self.switch_step = int(switch_step)
+        self.max_steps = int(max_steps)
+        self.expansion = expansion
+
+    def at(self, step: int) -> tuple[float, torch.Tensor, str]:
+        a = schedule.alpha(step, self.max_steps, self.warmup, self.switch_step, self.num_bands, mode=self.expansion)
+        w = schedule.band_weights(a, self.num_bands)
+        phase = schedule.phase(step, self.switch_step)
+        return a, w, phase
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        a, w, phase = self.at(int(trainer.global_step))
+        pl_module.band_weights = w
+        pl_module.phase = phase
+        pl_module.log("schedule/alpha", float(a), on_step=True)
+        pl_module.log("schedule/active_bands", float((w > 0).sum()) if phase == "spectral" else 0.0, on_step=True)
+        pl_module.log("schedule/spatial_phase", float(phase == "spatial"), on_step=True)
+
+
+class ProgressionCallback(pl.Callback):
+    """Renders one (frame, view) every ``every`` steps: the optimisation progression (paper Fig. 1).
+
+    Frames are kept in the checkpoint, so a resumed run produces the same GIF.
+    """
+
+    def __init__(self, frame: int, view: int, every: int) -> None:
+        self.frame, self.view, self.every = int(frame), int(view), int(every)
+        self.images: list[np.ndarray] = []
+
+    def _grab(self, pl_module) -> None:
+        with torch.no_grad():
+            out = pl_module.render_views(pl_module.gaussians_at(self.frame), [self.view])
+        self.images.append((out.rgb[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.every > 0 and trainer.global_step % self.every == 0 and len(self.images) <= trainer.global_step // self.every:
+            self._grab(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.every > 0:
+            self._grab(pl_module)
+
+    def state_dict(self) -> dict:
+        return {"images": [im.copy() for im in self.images]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.images = list(state_dict.get("images", []))
+
+    def save_gif(self, path: Path, target: np.ndarray | None = None, fps: int = 10) -> Path | None:
+        """GIF of the progression; with ``target`` [H, W, 3] uint8, each frame is shown beside it."""
+        if not self.images:
+            return None
+        from PIL import Image
+
+        frames = [np.concatenate([im, target], axis=1) if target is not None else im for im in self.images]
+        pil = [Image.fromarray(f) for f in frames]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
+        return path
+
+
+class PeriodicEvalCallback(pl.Callback):
+    """Runs ``evaluate(module)`` every ``every`` steps and logs its numbers as ``eval/*``."""
+
+    def __init__(self, evaluate, every: int) -> None:
+        self.evaluate, self.every = evaluate, int(every)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        if self.every > 0 and step % self.every == 0 and step < trainer.max_steps:
+            metrics = self.evaluate(pl_module)
+            for logger in trainer.loggers:
+                logger.log_metrics({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)

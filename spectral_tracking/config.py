@@ -1,0 +1,69 @@
+"""Config helpers: OmegaConf resolvers and validation with messages that say what to change."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _frac(total, fraction) -> int:
+    """``${frac:${max_steps},0.6}`` -> round(0.6 * max_steps): schedule steps that follow max_steps."""
+    return int(round(float(total) * float(fraction)))
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("frac"):
+        OmegaConf.register_new_resolver("frac", _frac)
+
+
+register_resolvers()
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what is expected."""
+
+
+def max_band_for_resolution(resolution: int) -> int:
+    """Number of bands K a square image of ``resolution`` pixels supports (see losses/spectral.py)."""
+    from spectral_tracking.losses.spectral import max_num_bands
+
+    return max_num_bands(resolution, resolution)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for settings that cannot run, before any data is touched."""
+    steps = int(cfg.max_steps)
+    if steps <= 0:
+        raise ConfigError(f"max_steps must be positive, got {steps}")
+    loss = cfg.loss
+    if loss.image == "spectral":
+        apl = int(loss.add_pixel_loss)
+        if apl > steps:
+            raise ConfigError(
+                f"loss.add_pixel_loss={apl} is after max_steps={steps}: the spatial phase would never start "
+                f"(set loss.add_pixel_loss <= max_steps, e.g. loss.add_pixel_loss=${{frac:${{max_steps}},0.6}})"
+            )
+        if not 0 <= float(loss.warmup) < 1:
+            raise ConfigError(f"loss.warmup is a fraction of max_steps in [0, 1), got {loss.warmup}")
+        if float(loss.warmup) * steps > apl:
+            raise ConfigError(
+                f"loss.warmup={loss.warmup} ends at step {math.ceil(float(loss.warmup) * steps)}, after "
+                f"loss.add_pixel_loss={apl}: the bands could never grow"
+            )
+        kmax = max_band_for_resolution(int(cfg.resolution))
+        if int(loss.num_bands) > kmax:
+            raise ConfigError(
+                f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
+                f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
+            )
+    if int(cfg.views) not in (1, 2, 4):
+        raise ConfigError(f"views must be 1, 2 or 4 (azimuths 0 / 0,180 / 0,90,180,270), got {cfg.views}")
+    if float(cfg.shift) < 0:
+        raise ConfigError(f"shift is a radius and must be >= 0, got {cfg.shift}")
+    if int(cfg.resolution) < 8:
+        raise ConfigError(f"resolution must be at least 8 pixels, got {cfg.resolution}")
+    if cfg.deform.name not in ("mlp", "direct", "rigid", "rigid_mlp"):
+        raise ConfigError(f"deform.name must be one of mlp, direct, rigid, rigid_mlp, got {cfg.deform.name!r}")
+    if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
+        raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")

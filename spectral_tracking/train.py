@@ -1,0 +1,282 @@
+"""`run(cfg) -> metrics`: one tracking run, from a composed Hydra config.
+
+train.py at the repository root is a thin `@hydra.main` shell around this function, so tests and
+scripts call it directly with a composed config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from spectral_tracking.callbacks import LossScheduleCallback, PeriodicEvalCallback, ProgressionCallback
+from spectral_tracking.config import validate
+from spectral_tracking.module import LossSettings, Targets, TrackingModule
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def build_targets(cfg: DictConfig):
+    """Load / generate the sequence named by ``cfg.dataset``, pick the views, composite over the
+    background. Returns (sequence, targets)."""
+    from spectral_tracking.data import build_sequence, select_views
+
+    seq = build_sequence(cfg.dataset, resolution=int(cfg.resolution))
+    if seq.canonical is None:
+        raise FileNotFoundError(
+            f"dataset={cfg.dataset.type}: no canonical asset; fit one from frame 0 first (see README, "
+            f"'Step one: a canonical asset') and point dataset.canonical at it"
+        )
+    train_views, eval_views = select_views(seq, int(cfg.views))
+    bg = torch.tensor(list(cfg.background), dtype=torch.float32)
+    images = seq.images.float()
+    if images.max() > 1.0:
+        images = images / 255.0
+    masks = seq.masks.float()
+    if masks.max() > 1.0:
+        masks = masks / 255.0
+    composite = images * masks[..., None] + bg * (1 - masks[..., None])
+    targets = Targets(
+        cameras=seq.cameras, images=composite, masks=masks, train_views=train_views,
+        eval_views=eval_views, view_names=list(seq.view_names),
+    )
+    return seq, targets
+
+
+def initial_overlap(canonical, targets: Targets, backend: str) -> list[float]:
+    """IoU of the (shifted) canonical's silhouette with frame 0's mask, per training view."""
+    from spectral_tracking.render import render
+
+    with torch.no_grad():
+        out = render(canonical, targets.cameras[targets.train_views], backend=backend)
+    pred = out.alpha.cpu() > 0.5
+    gt = targets.masks[targets.train_views, 0] > 0.5
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float().clamp_min(1)
+    return [round(float(x), 4) for x in inter / union]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def evaluate(module: TrackingModule, gt_means: torch.Tensor | None = None, lpips: bool = True) -> dict:
+    """Image metrics on training and novel views over every frame; 3D error where truth exists."""
+    from spectral_tracking.metrics import gaussian_3d_error, image_metrics
+
+    tg = module.targets
+    out: dict = {}
+    for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
+        if not views:
+            continue
+        rgb, _ = module.render_all(views)
+        pred = rgb.reshape(-1, *rgb.shape[2:])
+        gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
+        m = image_metrics(pred.clamp(0, 1), gt, lpips=lpips)
+        out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
+    if gt_means is not None:
+        tracked = module.tracked_means()
+        radius = 0.5
+        e = gaussian_3d_error(tracked, gt_means, radius=radius)
+        out.update({f"3d_{k}": float(v) for k, v in e.items()})
+    return out
+
+
+def save_strip(module: TrackingModule, initial: torch.Tensor, path: Path) -> Path:
+    """Final frame, first training view: initial (shifted canonical) | ground truth | result."""
+    from PIL import Image
+
+    t = module.targets.num_frames - 1
+    v = module.targets.train_views[0]
+    with torch.no_grad():
+        result = module.render_views(module.gaussians_at(t), [v]).rgb[0].cpu()
+    gt = module.targets.images[v, t]
+    row = torch.cat([initial, gt, result.clamp(0, 1)], dim=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((row.numpy() * 255).astype(np.uint8)).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# loggers and trainer
+# --------------------------------------------------------------------------------------------
+def build_logger(cfg: DictConfig, out_dir: Path):
+    name = cfg.logger.name
+    if name == "none":
+        return False
+    if name == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(out_dir), name="csv", version="")
+    if name == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="")
+    if name == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        run_name = f"{cfg.task_name}-{out_dir.name}"
+        return WandbLogger(
+            project=cfg.logger.project, entity=cfg.logger.entity, name=run_name, save_dir=str(out_dir),
+            offline=bool(cfg.logger.offline), tags=list(cfg.logger.tags), id=None,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    raise ValueError(f"logger.name: unknown logger {name!r}")
+
+
+def _finish_wandb(logger) -> None:
+    if logger and type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+def run(cfg: DictConfig) -> dict:
+    """Train one tracking run and return its metrics (also written to ``out_dir/metrics.json``)."""
+    validate(cfg)
+    out_dir = Path(cfg.out_dir)
+    metrics_path = out_dir / "metrics.json"
+    if cfg.skip_finished and metrics_path.exists():
+        log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
+        return json.loads(metrics_path.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    seq, targets = build_targets(cfg)
+    from spectral_tracking.data import shift_canonical
+    from spectral_tracking.deform import build_deformation
+
+    canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
+    overlap = initial_overlap(canonical, targets, cfg.backend)
+    run_meta = {
+        "shift_radius": float(cfg.shift), "shift_direction": [float(x) for x in direction],
+        "initial_iou": overlap, "train_views": [targets.view_names[v] for v in targets.train_views],
+        "eval_views": [targets.view_names[v] for v in targets.eval_views],
+    }
+    (out_dir / "run_meta.json").write_text(json.dumps(run_meta, indent=2))
+    log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
+
+    deformation = build_deformation(
+        cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points), seed=int(cfg.seed)
+    )
+    loss = LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True))
+    module = TrackingModule(
+        canonical=canonical, deformation=deformation, targets=targets, loss=loss, max_steps=int(cfg.max_steps),
+        lr_init=float(cfg.deform.lr_init), lr_final=float(cfg.deform.lr_final),
+        background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
+        progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
+        finetune_appearance=bool(cfg.finetune_appearance), lpips_net=str(cfg.eval.lpips),
+    )
+    with torch.no_grad():
+        initial = module.render_views(canonical, [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
+
+    schedule_cb = LossScheduleCallback(
+        loss.num_bands, loss.warmup, loss.switch_step, int(cfg.max_steps), loss.expansion
+    )
+    progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=int(cfg.eval.progression_every))
+    use_lpips = cfg.eval.lpips != "none"
+    callbacks = [
+        schedule_cb,
+        progression,
+        pl.callbacks.ModelCheckpoint(
+            dirpath=str(out_dir / "checkpoints"), save_last=True, save_top_k=0,
+            every_n_train_steps=max(1, int(cfg.max_steps) // 10),
+        ),
+    ]
+    if int(cfg.eval.every_n_steps) > 0:
+        callbacks.append(PeriodicEvalCallback(lambda m: evaluate(m, seq.gt_means, lpips=False), int(cfg.eval.every_n_steps)))
+
+    logger = build_logger(cfg, out_dir)
+    ckpt_path = cfg.ckpt_path
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and last.exists():
+        ckpt_path = str(last)
+        log.info("resuming from %s", last)
+    try:
+        trainer = pl.Trainer(
+            max_steps=int(cfg.max_steps), accelerator=cfg.trainer.accelerator, devices=1,
+            precision=cfg.trainer.precision, logger=logger, callbacks=callbacks,
+            enable_progress_bar=bool(cfg.trainer.enable_progress_bar), enable_model_summary=False,
+            log_every_n_steps=int(cfg.trainer.log_every_n_steps), num_sanity_val_steps=0,
+            limit_val_batches=0, default_root_dir=str(out_dir), deterministic=False,
+        )
+        trainer.fit(module, ckpt_path=ckpt_path)
+        module.eval()
+        metrics = evaluate(module, seq.gt_means, lpips=use_lpips)
+        metrics["initial_iou"] = float(np.mean(overlap))
+        metrics["steps"] = int(trainer.global_step)
+        metrics["seconds"] = round(time.time() - t_start, 1)
+        figures = {
+            "strip": str(save_strip(module, initial, out_dir / "final_strip.png")),
+        }
+        gt_last = (targets.images[targets.train_views[0], -1].numpy() * 255).astype(np.uint8)
+        gif = progression.save_gif(out_dir / "progression.gif", target=gt_last)
+        if gif:
+            figures["progression"] = str(gif)
+        if cfg.eval.export_ply:
+            from spectral_tracking.deform import export_frames
+
+            export_frames(module.deformation, out_dir / "ply")
+            figures["ply"] = str(out_dir / "ply")
+        for lg in trainer.loggers:
+            lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=int(trainer.global_step))
+            if type(lg).__name__ == "WandbLogger":
+                import wandb
+
+                lg.experiment.log({"eval/final_strip": wandb.Image(figures["strip"])})
+                if gif:
+                    lg.experiment.log({"eval/progression": wandb.Video(str(gif), format="gif")})
+        metrics_path.write_text(json.dumps({"metrics": metrics, "figures": figures, "run": run_meta}, indent=2))
+    finally:
+        _finish_wandb(logger)
+    print_summary(cfg, metrics, figures, out_dir)
+    return {"metrics": metrics, "figures": figures, "run": run_meta}
+
+
+def print_summary(cfg: DictConfig, metrics: dict, figures: dict, out_dir: Path) -> None:
+    lines = [
+        "=" * 72,
+        f"spectral_tracking | dataset={cfg.dataset.type} deform={cfg.deform.name} loss={cfg.loss.image}"
+        f"->{cfg.loss.spatial} shift={cfg.shift} views={cfg.views} steps={metrics.get('steps')}",
+        "-" * 72,
+    ]
+    keys = sorted(k for k in metrics if isinstance(metrics[k], float))
+    for i in range(0, len(keys), 3):
+        lines.append("   ".join(f"{k:>16s} {metrics[k]:9.4f}" for k in keys[i:i + 3]))
+    lines += ["-" * 72, f"output:  {out_dir}"]
+    lines += [f"{k + ':':8s} {v}" for k, v in figures.items()]
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """Entry used by train.py: in a multirun a failing job writes ``failed.txt`` in its own folder
+    and the sweep goes on; a single run raises."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return run(cfg)
+    except Exception:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            out = Path(cfg.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "failed.txt").write_text(traceback.format_exc())
+            log.error("job failed, traceback in %s; the sweep goes on", out / "failed.txt")
+            return None
+        raise
