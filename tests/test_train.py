@@ -1,0 +1,181 @@
+"""End-to-end tests of the real entry point with tiny settings (32 px, few Gaussians, 30 steps)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import spectral_tracking.config  # noqa: F401  (resolvers)
+from spectral_tracking.config import ConfigError
+from spectral_tracking.train import run
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def tiny_overrides(tmp_path: Path, data_root: Path) -> list[str]:
+    return [
+        "resolution=32",
+        "max_steps=24",
+        "num_control_points=16",
+        "dataset.frames=4",
+        f"dataset.root={data_root}",
+        "loss.num_bands=3",
+        "trainer=debug",
+        "logger=none",
+        "eval.lpips=none",
+        "eval.progression_every=8",
+        f"out_dir={tmp_path / 'run'}",
+    ]
+
+
+def make_cfg(tmp_path: Path, data_root: Path, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny_overrides(tmp_path, data_root), *overrides])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.mark.parametrize("deform", ["mlp", "direct", "rigid", "rigid_mlp"])
+def test_end_to_end_each_deformation(tmp_path, data_root, deform):
+    cfg = make_cfg(tmp_path, data_root, [f"deform={deform}", "shift=0.3"])
+    result = run(cfg)
+    m = result["metrics"]
+    assert m["steps"] == 24
+    for key in ("train_psnr", "train_ssim", "novel_psnr", "3d_mean_error", "3d_size_ratio"):
+        assert key in m and m[key] == m[key], key  # present and not NaN
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["metrics"] == m
+    assert Path(result["figures"]["strip"]).is_file()
+    assert Path(result["figures"]["progression"]).is_file()
+    run_meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())
+    assert run_meta["shift_radius"] == pytest.approx(0.3)
+    assert len(run_meta["initial_iou"]) == 1
+
+
+@pytest.mark.parametrize("loss", ["loss=pixel", "loss=spectral", "loss.spatial=lpips"])
+def test_end_to_end_each_loss(tmp_path, data_root, loss, monkeypatch):
+    overrides = [loss]
+    if "lpips" in loss:
+        from spectral_tracking.losses.lpips import weights_path
+
+        if not weights_path("alex").exists():
+            if os.environ.get("CI"):
+                pytest.fail("LPIPS weights missing in CI: .ci/run must build them (python -m spectral_tracking.weights)")
+            pytest.skip("LPIPS weights not built (python -m spectral_tracking.weights)")
+        overrides += ["eval.lpips=alex"]
+    cfg = make_cfg(tmp_path, data_root, overrides)
+    m = run(cfg)["metrics"]
+    assert m["steps"] == 24 and m["train_psnr"] > 5
+
+
+def test_finished_run_is_skipped(tmp_path, data_root):
+    cfg = make_cfg(tmp_path, data_root)
+    first = run(cfg)
+    stamp = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
+    again = run(cfg)
+    assert again == json.loads(json.dumps(first))
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
+    from spectral_tracking.module import TrackingModule
+
+    full = run(make_cfg(tmp_path / "a", data_root, ["eval.progression_every=0"]))["metrics"]
+
+    original = TrackingModule.training_step
+
+    def crashing(self, batch, batch_idx):
+        if self.global_step == 14:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, batch, batch_idx)
+
+    cfg_b = make_cfg(tmp_path / "b", data_root, ["eval.progression_every=0"])
+    monkeypatch.setattr(TrackingModule, "training_step", crashing)
+    with pytest.raises(BaseException):
+        run(cfg_b)
+    monkeypatch.setattr(TrackingModule, "training_step", original)
+    ckpt = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    assert torch.load(ckpt, weights_only=False)["global_step"] < 24
+    resumed = run(make_cfg(tmp_path / "b", data_root, ["eval.progression_every=0"]))["metrics"]
+    for key in ("train_psnr", "novel_psnr", "3d_mean_error"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-4, abs=1e-5), key
+
+
+def test_multirun_with_joblib_launcher(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}", "shift=0.0,0.3",
+        *[o for o in tiny_overrides(tmp_path, data_root) if not o.startswith("out_dir")],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert [p.name for p in jobs] == ["shift=0.0", "shift=0.3"]
+    iou = [json.loads((p / "run_meta.json").read_text())["initial_iou"][0] for p in jobs]
+    assert iou[0] > iou[1]  # the unshifted canonical overlaps frame 0 more
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["loss.add_pixel_loss=100"], "add_pixel_loss=100 is after max_steps=24"),
+        (["views=3"], "views must be 1, 2 or 4"),
+        (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
+    ],
+)
+def test_bad_configs_are_explained(tmp_path, data_root, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run(make_cfg(tmp_path, data_root, overrides))
+
+
+def test_unknown_preset_and_missing_data(tmp_path, data_root):
+    with pytest.raises(ValueError, match="preset"):
+        run(make_cfg(tmp_path, data_root, ["dataset.preset=unicorn_dance"]))
+    with pytest.raises(FileNotFoundError, match="gart"):
+        run(make_cfg(tmp_path, data_root, ["dataset=gart", f"dataset.path={tmp_path / 'nowhere'}"]))
+
+
+@pytest.mark.parametrize(
+    "group, options",
+    [
+        ("dataset", ["synthetic", "synthetic_realistic", "donut", "consistent4d", "sc4d", "gart", "folder"]),
+        ("deform", ["mlp", "direct", "rigid", "rigid_mlp"]),
+        ("loss", ["spectral", "pixel"]),
+        ("logger", ["csv", "wandb", "tensorboard", "none"]),
+        ("trainer", ["cpu", "gpu", "debug"]),
+        ("experiment", ["sc4d_mlp", "sc4d_direct", "gart", "sc4d_mlp_cpu", "sc4d_direct_cpu", "gart_cpu"]),
+        ("hydra/launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"]),
+    ],
+)
+def test_every_config_option_composes(group, options):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for option in options:
+            extra = ["dataset.path=/tmp/x"] if option == "folder" else []
+            cfg = compose("train", overrides=[f"{group}={option}", *extra], return_hydra_config=group == "hydra/launcher")
+            container = OmegaConf.to_container(cfg, resolve=group != "hydra/launcher")
+            assert container["loss"]["num_bands"] >= 1
+            if group == "experiment":
+                assert cfg.task_name == option and cfg.max_steps > 0
+
+
+def test_loggers_instantiate(tmp_path):
+    from spectral_tracking.train import build_logger
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in ["csv", "wandb", "tensorboard", "none"]:
+            cfg = compose("train", overrides=[f"logger={name}"])
+            lg = build_logger(cfg, tmp_path)
+            assert (lg is False) == (name == "none")
