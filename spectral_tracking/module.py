@@ -102,7 +102,7 @@ class TrackingModule(pl.LightningModule):
         self.arap_frames = int(arap_frames)
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.lpips_net = lpips_net
-        self._lpips: nn.Module | None = None
+        self._lpips: list[nn.Module] = []  # a list, so the frozen LPIPS net stays out of checkpoints
         self.finetune_appearance = finetune_appearance
         if finetune_appearance:
             self.appearance_offset = nn.Parameter(torch.zeros_like(canonical.sh))
@@ -137,11 +137,11 @@ class TrackingModule(pl.LightningModule):
         return render(gaussians, self.targets.cameras[views].to(self.device), background=self.background, backend=self.backend)
 
     def lpips_model(self) -> nn.Module:
-        if self._lpips is None:
+        if not self._lpips:
             from spectral_tracking.losses.lpips import load_lpips
 
-            self._lpips = load_lpips(self.lpips_net).to(self.device)
-        return self._lpips
+            self._lpips.append(load_lpips(self.lpips_net).to(self.device))
+        return self._lpips[0]
 
     # --- losses ----------------------------------------------------------------------------------
     def image_loss(self, out, gt_rgb: Tensor, gt_mask: Tensor) -> dict[str, Tensor]:

@@ -70,7 +70,7 @@ def initial_overlap(canonical, targets: Targets, backend: str) -> list[float]:
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-def evaluate(module: TrackingModule, gt_means: torch.Tensor | None = None, lpips: bool = True) -> dict:
+def evaluate(module: TrackingModule, gt_means: torch.Tensor | None = None, lpips_net: str | None = "alex") -> dict:
     """Image metrics on training and novel views over every frame; 3D error where truth exists."""
     from spectral_tracking.metrics import gaussian_3d_error, image_metrics
 
@@ -82,7 +82,7 @@ def evaluate(module: TrackingModule, gt_means: torch.Tensor | None = None, lpips
         rgb, _ = module.render_all(views)
         pred = rgb.reshape(-1, *rgb.shape[2:])
         gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
-        m = image_metrics(pred.clamp(0, 1), gt, lpips=lpips)
+        m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
         out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
     if gt_means is not None:
         tracked = module.tracked_means()
@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> dict:
         loss.num_bands, loss.warmup, loss.switch_step, int(cfg.max_steps), loss.expansion
     )
     progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=int(cfg.eval.progression_every))
-    use_lpips = cfg.eval.lpips != "none"
+    lpips_net = None if cfg.eval.lpips == "none" else str(cfg.eval.lpips)
     callbacks = [
         schedule_cb,
         progression,
@@ -199,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
         ),
     ]
     if int(cfg.eval.every_n_steps) > 0:
-        callbacks.append(PeriodicEvalCallback(lambda m: evaluate(m, seq.gt_means, lpips=False), int(cfg.eval.every_n_steps)))
+        callbacks.append(PeriodicEvalCallback(lambda m: evaluate(m, seq.gt_means, lpips_net=None), int(cfg.eval.every_n_steps)))
 
     logger = build_logger(cfg, out_dir)
     ckpt_path = cfg.ckpt_path
@@ -217,7 +217,7 @@ def run(cfg: DictConfig) -> dict:
         )
         trainer.fit(module, ckpt_path=ckpt_path)
         module.eval()
-        metrics = evaluate(module, seq.gt_means, lpips=use_lpips)
+        metrics = evaluate(module, seq.gt_means, lpips_net=lpips_net)
         metrics["initial_iou"] = float(np.mean(overlap))
         metrics["steps"] = int(trainer.global_step)
         metrics["seconds"] = round(time.time() - t_start, 1)

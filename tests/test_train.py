@@ -67,9 +67,9 @@ def test_end_to_end_each_deformation(tmp_path, data_root, deform):
 def test_end_to_end_each_loss(tmp_path, data_root, loss, monkeypatch):
     overrides = [loss]
     if "lpips" in loss:
-        from spectral_tracking.losses.lpips import weights_path
+        from spectral_tracking.weights import lpips_weights_path
 
-        if not weights_path("alex").exists():
+        if not lpips_weights_path("alex").exists():
             if os.environ.get("CI"):
                 pytest.fail("LPIPS weights missing in CI: .ci/run must build them (python -m spectral_tracking.weights)")
             pytest.skip("LPIPS weights not built (python -m spectral_tracking.weights)")

@@ -1,0 +1,154 @@
+"""Evaluation metrics: PSNR, SSIM, LPIPS on rendered vs target frames, and the 3D tracking error.
+
+Image functions take channels-last batches as the renderer produces them (``RenderOutput.rgb``):
+``pred: [B, H, W, 3]``, ``gt: [B, H, W, 3]``, RGB in [0, 1], and return one value per image,
+``[B]``. PSNR and SSIM are torchmetrics' with ``data_range=1`` (SSIM: Gaussian window 11, sigma 1.5,
+k1 0.01, k2 0.03). LPIPS is :class:`spectral_tracking.losses.lpips.LPIPS` (AlexNet by default, as
+in the tracking literature); it needs the weights built by ``python -m spectral_tracking.weights``,
+and without them :func:`lpips` returns ``None`` and logs one warning per net, so PSNR and SSIM
+still run.
+
+Image metrics alone can hide a stretched or misplaced asset, so where ground-truth Gaussians exist
+:func:`gaussian_3d_error` compares tracked and true Gaussian centres directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from spectral_tracking.losses.lpips import LPIPS, LPIPSWeightsMissing
+from spectral_tracking.weights import lpips_weights_path
+
+log = logging.getLogger(__name__)
+_warned_missing_lpips: set[str] = set()
+
+
+def _check_pair(pred: Tensor, gt: Tensor) -> None:
+    if pred.ndim != 4 or pred.shape[-1] != 3:
+        raise ValueError(f"expected images [B, H, W, 3] (channels last), got pred {tuple(pred.shape)}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in shape")
+    if not (pred.is_floating_point() and gt.is_floating_point()):
+        raise TypeError(f"expected float images in [0, 1], got {pred.dtype} and {gt.dtype}")
+
+
+def _channels_first(images: Tensor) -> Tensor:
+    return images.permute(0, 3, 1, 2).contiguous()  # [B, H, W, 3] -> [B, 3, H, W]
+
+
+def psnr(pred: Tensor, gt: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio in dB per image (data range 1); ``inf`` for identical images.
+
+    pred: [B, H, W, 3], gt: [B, H, W, 3] in [0, 1] -> [B].
+    """
+    _check_pair(pred, gt)
+    return peak_signal_noise_ratio(pred, gt, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+def ssim(pred: Tensor, gt: Tensor) -> Tensor:
+    """Structural similarity per image (data range 1, Gaussian window 11, sigma 1.5); 1 for identical images.
+
+    pred: [B, H, W, 3], gt: [B, H, W, 3] in [0, 1] -> [B].
+    """
+    _check_pair(pred, gt)
+    return structural_similarity_index_measure(
+        _channels_first(pred), _channels_first(gt), data_range=1.0, reduction="none"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _lpips_model(net: str, device: str, weights_path: str) -> LPIPS:
+    # Keyed on the weight file too, so pointing SPECTRAL_TRACKING_CACHE elsewhere takes effect.
+    return LPIPS(net, weights_path=Path(weights_path)).to(device)
+
+
+def lpips(pred: Tensor, gt: Tensor, net: str = "alex") -> Tensor | None:
+    """LPIPS distance per image, or ``None`` (with one logged warning per net) if the weights are not built.
+
+    pred: [B, H, W, 3], gt: [B, H, W, 3] in [0, 1] -> [B] (no gradient; for a loss use
+    :class:`spectral_tracking.losses.lpips.LPIPS` directly).
+    """
+    _check_pair(pred, gt)
+    try:
+        model = _lpips_model(net, str(pred.device), str(lpips_weights_path(net)))
+    except LPIPSWeightsMissing as err:
+        if net not in _warned_missing_lpips:
+            _warned_missing_lpips.add(net)
+            log.warning("LPIPS is not computed: %s", err)
+        return None
+    with torch.no_grad():
+        return model(_channels_first(pred.float()), _channels_first(gt.float()))
+
+
+def image_metrics(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> dict[str, float]:
+    """Batch means of PSNR, SSIM and LPIPS for rendered vs target frames.
+
+    Args:
+        pred: [B, H, W, 3] rendered RGB; clamped to [0, 1] first (renders can overshoot slightly).
+        gt: [B, H, W, 3] target RGB, must already lie in [0, 1].
+        lpips_net: backbone for LPIPS ("alex" or "vgg"), or None to skip LPIPS.
+
+    Returns:
+        ``{"psnr": dB, "ssim": ..., "lpips": ...}``, each the mean of the per-image values. The
+        ``"lpips"`` key is absent when the LPIPS weights are not built (a warning says so once).
+
+    Raises:
+        ValueError: shapes differ / are not [B, H, W, 3], or ``gt`` leaves [0, 1].
+    """
+    _check_pair(pred, gt)
+    with torch.no_grad():
+        lo, hi = float(gt.min()), float(gt.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"gt images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        pred = pred.detach().clamp(0.0, 1.0)
+        gt = gt.detach()
+        out = {"psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean())}
+        dist = None if lpips_net is None else lpips(pred, gt, net=lpips_net)
+        if dist is not None:
+            out["lpips"] = float(dist.mean())
+    return out
+
+
+def _spread(points: Tensor) -> Tensor:
+    """points: [T, N, 3] -> [T] RMS distance of the points from their centroid."""
+    centred = points - points.mean(dim=1, keepdim=True)
+    return centred.square().sum(dim=-1).mean(dim=1).sqrt()
+
+
+def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> dict[str, float]:
+    """3D tracking error of Gaussian centres, where the true Gaussians are known.
+
+    Args:
+        pred_means: [T, N, 3] tracked Gaussian means per frame (world units).
+        gt_means: [T, N, 3] true means of the same Gaussians (same order) per frame.
+        radius: the asset's bounding radius (world units, > 0), e.g. ``Gaussians.bounding_sphere``.
+
+    Returns:
+        ``mean_error``: mean over frames and Gaussians of ``||pred - gt||``, divided by ``radius``
+        (0.1 = off by a tenth of the asset's radius on average).
+        ``size_ratio``: per frame, RMS distance of the predicted means from their centroid divided
+        by the same for the true means, averaged over frames (1 = right size; 1.2 = 20% too large;
+        translation- and rotation-invariant, so it isolates stretching/shrinking).
+    """
+    if pred_means.ndim != 3 or pred_means.shape[-1] != 3:
+        raise ValueError(f"pred_means must be [T, N, 3], got {tuple(pred_means.shape)}")
+    if pred_means.shape != gt_means.shape:
+        raise ValueError(f"pred_means {tuple(pred_means.shape)} and gt_means {tuple(gt_means.shape)} differ in shape")
+    if pred_means.shape[0] < 1 or pred_means.shape[1] < 2:
+        raise ValueError(f"need at least 1 frame and 2 Gaussians, got {tuple(pred_means.shape)}")
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+    with torch.no_grad():
+        pred, gt = pred_means.detach().double(), gt_means.detach().to(pred_means.device).double()
+        mean_error = (pred - gt).norm(dim=-1).mean() / radius
+        gt_spread = _spread(gt)  # [T]
+        if bool((gt_spread <= 0).any()):
+            raise ValueError("gt_means collapse to a single point in some frame; size_ratio is undefined")
+        size_ratio = (_spread(pred) / gt_spread).mean()
+    return {"mean_error": float(mean_error), "size_ratio": float(size_ratio)}
