@@ -1,0 +1,103 @@
+"""Cost of the spectral moment loss next to a render, forward + backward (issue 3 bar: < 10% at 128x128).
+
+    python benchmarks/spectral.py [--sizes 128 512] [--repeats 7] [--threads N]
+
+For each image size: the spectral loss on RGB + mask (one view, K = 8 bands, l1) with every method
+(``fft``, ``dft``, ``auto``), once with all 8 bands active and once early in the schedule (bands 0-2
+active, the rest weight 0, which ``spectral_loss`` skips), and a render of 2,000 random Gaussians
+(``spectral_tracking.render.render``, backend "auto": gsplat on CUDA, the CPU rasteriser otherwise)
+at the same size in the same run. Times are the median of ``--repeats`` runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from spectral_tracking.cameras import orbit_camera
+from spectral_tracking.gaussians import random_gaussians
+from spectral_tracking.losses.spectral import spectral_loss
+
+NUM_BANDS = 8
+NUM_GAUSSIANS = 2000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_it(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of fn() (forward + backward) over repeats, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def loss_timer(size: int, weights: list[float], method: str, device: torch.device):
+    gen = torch.Generator().manual_seed(0)
+    pred_rgb = torch.rand(1, size, size, 3, generator=gen).to(device).requires_grad_()
+    pred_mask = torch.rand(1, size, size, generator=gen).to(device).requires_grad_()
+    gt_rgb = torch.rand(1, size, size, 3, generator=gen).to(device)
+    gt_mask = torch.rand(1, size, size, generator=gen).to(device)
+
+    def run():
+        loss = spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, lambda_mask=0.5, method=method)
+        loss.backward()
+
+    return run
+
+
+def render_timer(size: int, device: torch.device):
+    try:
+        from spectral_tracking.render import render
+    except ImportError as err:  # the renderer is a separate module; say so instead of failing obscurely
+        raise SystemExit(f"benchmarks/spectral.py: spectral_tracking.render is not available ({err}); "
+                         "the render comparison needs it") from err
+    gaussians = random_gaussians(NUM_GAUSSIANS, sh_degree=0, extent=0.5, seed=0, device=device)
+    params = [gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits, gaussians.sh]
+    for p in params:
+        p.requires_grad_()
+    cameras = orbit_camera(0.0, width=size, height=size).to(device)
+
+    def run():
+        out = render(gaussians, cameras)
+        (out.rgb.sum() + out.alpha.sum()).backward()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"K = {NUM_BANDS}, RGB + mask, 1 view, median of {args.repeats}")
+    all_bands = [1.0] * NUM_BANDS
+    early = [1.0, 1.0, 0.5] + [0.0] * (NUM_BANDS - 3)
+    for size in args.sizes:
+        render_s = time_it(render_timer(size, device), args.repeats, device)
+        print(f"\n{size}x{size}: render fwd+bwd ({NUM_GAUSSIANS} Gaussians) {render_s * 1e3:9.2f} ms")
+        for label, weights in (("all 8 bands", all_bands), ("bands 0-2 only", early)):
+            for method in ("fft", "dft", "auto"):
+                loss_s = time_it(loss_timer(size, weights, method, device), args.repeats, device)
+                print(f"{size}x{size}: spectral loss fwd+bwd {label:15s} {method:5s} {loss_s * 1e3:9.2f} ms "
+                      f"= {100 * loss_s / render_s:6.2f}% of the render")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Fit a canonical 3DGS asset (canonical.ply) to posed RGBA images: step one of the workflow.
+
+    python fit.py data.path=data/synthetic/<sequence>                  # frame 0 of its training views
+    python fit.py data.path=../shared/data/consistent4d/blooming_rose out=data/consistent4d/blooming_rose
+    python fit.py data.path=<nerf_synthetic>/lego strategy=default sh_degree=3
+    python fit.py -m strategy=default,spectral data.path=...           # compare the two strategies
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="fit")
+def main(cfg: DictConfig):
+    from spectral_tracking.fit import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""`mlp`: a TimeNet (the deformation MLP of SC-GS / SC4D / GSGD) moving the control points.
+
+The network runs on the J control points, not on the N Gaussians; skinning carries the motion to
+the Gaussians. Input: the positional encoding of the control point's canonical position (10
+frequencies) and of the time t in [0, 1] (6 frequencies). Body: 8 layers of width 256 with ReLU, the
+encoded input concatenated back in after layer ``skip`` (0-based, default 4). Heads: a translation
+dxyz [3] (world units) and a quaternion [4] (w, x, y, z). The heads are zero-initialised (quaternion
+bias (1, 0, 0, 0)), so a new network is exactly the identity.
+
+Positions enter the encoding normalised by the asset's bounding sphere, ``(c - center) /
+asset_radius`` (in [-1, 1]), so the encoding's frequencies mean the same thing for any asset scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from spectral_tracking.deform.base import Deformation
+from spectral_tracking.gaussians import Gaussians
+
+
+def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
+    """NeRF encoding [..., D] -> [..., D (1 + 2 F)]: x, then sin(2^k x), cos(2^k x) for k < F."""
+    freqs = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)  # [F]
+    xf = (x[..., None, :] * freqs[:, None]).flatten(-2)  # [..., F D]
+    return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
+
+
+class TimeNet(nn.Module):
+    """MLP (position [J, 3], time t) -> (dxyz [J, 3], quaternion [J, 4]); identity at initialisation.
+
+    pos_freqs / time_freqs: encoding frequencies (10 / 6). depth / width: body layers (8 / 256).
+    skip: the encoded input is concatenated to the output of body layer ``skip`` (0-based).
+    """
+
+    def __init__(self, pos_freqs: int = 10, time_freqs: int = 6, depth: int = 8, width: int = 256, skip: int = 4) -> None:
+        super().__init__()
+        if depth < 1 or width < 1:
+            raise ValueError(f"TimeNet: depth and width must be >= 1, got depth={depth}, width={width}")
+        if not 0 <= skip < depth - 1 and skip != -1:
+            raise ValueError(f"TimeNet: skip must be in [0, {depth - 2}] (or -1 for none), got {skip}")
+        self.pos_freqs, self.time_freqs, self.skip = pos_freqs, time_freqs, skip
+        self.in_dim = 3 * (1 + 2 * pos_freqs) + (1 + 2 * time_freqs)
+        layers = [nn.Linear(self.in_dim, width)]
+        for i in range(1, depth):
+            layers.append(nn.Linear(width + (self.in_dim if i - 1 == skip else 0), width))
+        self.body = nn.ModuleList(layers)
+        self.head_translation = nn.Linear(width, 3)
+        self.head_rotation = nn.Linear(width, 4)
+        for head in (self.head_translation, self.head_rotation):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            self.head_rotation.bias[0] = 1.0
+
+    def forward(self, points: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """points: [J, 3] (normalised to about [-1, 1]); t: 0-dim time in [0, 1].
+        Returns (dxyz [J, 3], quaternion [J, 4] wxyz, not normalised)."""
+        x = torch.cat(
+            [
+                positional_encoding(points, self.pos_freqs),
+                positional_encoding(t.reshape(1, 1).to(points), self.time_freqs).expand(points.shape[0], -1),
+            ],
+            dim=-1,
+        )
+        h = x
+        for i, layer in enumerate(self.body):
+            h = torch.relu(layer(h))
+            if i == self.skip:
+                h = torch.cat([x, h], dim=-1)
+        return self.head_translation(h), self.head_rotation(h)
+
+
+class MLPDeformation(Deformation):
+    """``mlp``: TimeNet on control points + skinning (SC4D). Parameter groups: "deform" (+ "radius").
+
+    Keyword arguments beyond the base class (see `Deformation`): pos_freqs, time_freqs, depth,
+    width, skip (see `TimeNet`).
+    """
+
+    def __init__(
+        self,
+        canonical: Gaussians,
+        num_frames: int,
+        num_control_points: int = 800,
+        num_neighbors: int = 4,
+        learnable_radius: bool = False,
+        fps_start_index: int = 0,
+        pos_freqs: int = 10,
+        time_freqs: int = 6,
+        depth: int = 8,
+        width: int = 256,
+        skip: int = 4,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
+            learnable_radius=learnable_radius, fps_start_index=fps_start_index, check_finite=check_finite,
+        )
+        self.net = TimeNet(pos_freqs, time_freqs, depth, width, skip).to(self.canonical_means)
+        self.register_buffer(
+            "_net_points", (self.canonical_control_points - self.center) / self.asset_radius
+        )  # [J, 3] network input positions
+
+    def local_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor]:
+        return self.net(self._net_points, t)
+
+    def _param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = super()._param_groups()
+        groups["deform"] = list(self.net.parameters())
+        return groups

@@ -1,0 +1,569 @@
+"""Spectral moments and the spectral moment loss (SpectralSplats, Sec. 3.2 and Appendix C.1, eq. 21-22).
+
+Definitions
+-----------
+Spectral moment of an image ``I`` at the integer frequency pair ``w = (kx, ky)`` (paper eq. 21)::
+
+    M(w; I) = sum_p I(p) * exp(j * 0.5*pi * w^T p)
+
+``p = (x, y)`` are the pixel centres in normalised coordinates. **Non-square images** keep square
+pixels: the *longer* side spans [-1, 1] and the shorter one [-s, s] with ``s = short / long``, so
+with ``L = max(H, W)`` the pixel pitch is ``2 / L`` on both axes and the centres are
+``x_i = (2 i + 1 - W) / L`` (i = 0..W-1, x right) and ``y_i = (2 i + 1 - H) / L`` (y down, the image
+row direction). A frequency therefore means the same wavelength in pixels along both axes, and the
+phase-wrapping bound |0.5*pi * w^T d| < pi of Appendix A is isotropic, which matters for rotations.
+With the 0.5*pi factor the phase of the lowest band (|kx|, |ky| <= 1) stays inside (-pi/2, pi/2)
+along each axis over the whole image, so it never wraps.
+
+Bands (logarithmic grid): band 0 holds |kx|, |ky| <= 1 (9 frequencies); band k >= 1 holds the
+frequencies with ``max(|kx|, |ky|)`` in (2^(k-1), 2^k]. Bands 0..K-1 together are the full square
+[-2^(K-1), 2^(K-1)]^2.
+
+Resolution limit ("K too large"): the phase advances ``pi * k / L`` per pixel, so integer frequencies
+are distinct on the pixel grid for |k| <= L (k = L is the alternating, Nyquist pattern; +L and -L
+coincide there). ``num_bands`` is accepted while ``2^(K-1) <= max(H, W)``, i.e.
+``K <= 1 + floor(log2(max(H, W)))`` (8 at 128 x 128, 10 at 512 x 512), and rejected otherwise.
+
+Loss (paper eq. 22)::
+
+    L = sum_k w_k * E_k(I_rend, I_gt) + lambda_mask * sum_k w_k * E_k(O_rend, O_gt)
+
+with ``E_k`` the distance between the moments of band k, made resolution independent: moments are
+divided by the pixel count ``H * W`` (so they approximate an area average) and ``E_k`` is the mean
+over the band's frequencies (and over views and channels) of ``|dM|`` (``norm="l1"``, the complex
+modulus, which is what makes unit-modulus phase factors cancel) or ``|dM|^2`` (``norm="l2"``).
+By linearity only the moments of the difference ``I_rend - I_gt`` are computed.
+
+The l1 modulus is smoothed, ``sqrt(|dM|^2 + eps^2) - eps`` with ``eps = L1_EPS = 1e-6`` (moments are
+normalised, so |dM| is at most the image value range): |dM| has a kink wherever dM = 0, which for a
+pure translation d happens on every frequency with w^T d = 0 (and for the DC term of two equal-mass
+images). There the plain modulus's gradient is a unit phasor whose phase is set by rounding error,
+so it differs between the FFT, DFT and direct-sum evaluations; the smoothed one is 0, and it differs
+from |dM| by less than eps.
+
+Computation
+-----------
+Both fast paths compute exactly the needed square of frequencies for the highest *active* band
+(bands with zero weight above it cost nothing), on the half plane kx >= 0 only: images are real, so
+M(-w) = conj(M(w)) and |dM(-w)| = |dM(w)|; the kx > 0 columns count twice.
+
+- ``"fft"``: along each axis a zero-padded FFT of length 2L returns every integer frequency of this
+  grid up to a unit-modulus phase factor (x_i is affine in i), which cancels in |dM|.
+- ``"dft"``: separable DFT matrices, ``Ey^T (D Ex)``, costing O(H W N) for max frequency N.
+- ``"reference"``: the plain twin, a direct sum over pixels of the full symmetric frequency set
+  (``spectral_moments_reference``); slow, for tests.
+- ``"auto"``: ``"dft"`` while the top active frequency is small (N <= L / 8), else ``"fft"``.
+  Chosen from ``benchmarks/spectral.py`` timings on CPU: for K = 8 (N = L) FFT wins, for the few
+  low bands of the early schedule the DFT is several times cheaper.
+
+Image layout: ``spectral_loss`` takes the renderer's layout, rgb ``[V, H, W, C]`` and opacity /
+mask ``[V, H, W]``. ``spectral_moments`` and ``spectral_band_errors`` take channels-first
+``[..., H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+PHASE_SCALE = 0.5 * math.pi
+"""The 0.5*pi factor of eq. 21: phase = PHASE_SCALE * (kx * x + ky * y)."""
+
+NORMS = ("l1", "l2")
+L1_EPS = 1e-6
+"""Smoothing of the l1 modulus, sqrt(|dM|^2 + eps^2) - eps (see module docstring)."""
+METHODS = ("auto", "fft", "dft", "reference")
+
+BandWeights = Union[Tensor, Sequence[float]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Frequency grid
+# --------------------------------------------------------------------------------------------------
+
+
+def max_frequency(num_bands: int) -> int:
+    """Largest |kx| or |ky| in bands 0..num_bands-1: 2^(num_bands-1)."""
+    _check_num_bands(num_bands, "max_frequency")
+    return 2 ** (num_bands - 1)
+
+
+def max_num_bands(height: int, width: int) -> int:
+    """Largest K whose top frequency 2^(K-1) is resolvable on an H x W image (2^(K-1) <= max(H, W))."""
+    longest = max(int(height), int(width))
+    if longest < 1:
+        raise ValueError(f"max_num_bands: image size must be positive, got {height}x{width}")
+    return longest.bit_length()  # 1 + floor(log2(longest))
+
+
+def frequency_band(freqs: Tensor) -> Tensor:
+    """Band index of each frequency.
+
+    Args:
+        freqs: [F, 2] integer (kx, ky).
+    Returns:
+        [F] int64: 0 where max(|kx|, |ky|) <= 1, else k with max(|kx|, |ky|) in (2^(k-1), 2^k].
+    """
+    if freqs.ndim != 2 or freqs.shape[-1] != 2:
+        raise ValueError(f"frequency_band: freqs must be [F, 2] (kx, ky), got {tuple(freqs.shape)}")
+    m = freqs.abs().amax(dim=-1).long()
+    band = torch.zeros_like(m)
+    # Count the thresholds 2^0, 2^1, ... that m exceeds; integer-exact, unlike ceil(log2(m)).
+    threshold = 1
+    while bool((m > threshold).any()):
+        band += (m > threshold).long()
+        threshold *= 2
+    return band
+
+
+def frequency_grid(num_bands: int, ndim: int = 2, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """All integer frequencies of bands 0..num_bands-1, ordered by band.
+
+    Args:
+        num_bands: K >= 1.
+        ndim: 2 for (kx, ky) pairs on the square [-N, N]^2, N = 2^(K-1); 1 for the 1D grid
+            kx in [-N, N] with ky = 0 (used by the 1D demo on [1, W] "images").
+    Returns:
+        freqs: [F, 2] int64 (kx, ky), F = (2N+1)^2 (ndim=2) or 2N+1 (ndim=1).
+        band_index: [F] int64, non-decreasing.
+    """
+    n = max_frequency(num_bands)
+    k = torch.arange(-n, n + 1, device=device)
+    if ndim == 2:
+        ky, kx = torch.meshgrid(k, k, indexing="ij")
+        freqs = torch.stack([kx.reshape(-1), ky.reshape(-1)], dim=-1)
+    elif ndim == 1:
+        freqs = torch.stack([k, torch.zeros_like(k)], dim=-1)
+    else:
+        raise ValueError(f"frequency_grid: ndim must be 1 or 2, got {ndim}")
+    band = frequency_band(freqs)
+    order = torch.argsort(band, stable=True)
+    return freqs[order], band[order]
+
+
+def full_frequency_grid(height: int, width: int, device: torch.device | str | None = None) -> Tensor:
+    """Every distinct integer frequency of an H x W image: (kx, ky) in (-L, L]^2, L = max(H, W).
+
+    These (2L)^2 frequencies are the bins of a 2L x 2L DFT of the zero-padded image, an orthogonal
+    basis: used by the Parseval identity (``moment_loss`` with weight 1 each and ``norm="l2"``
+    equals ``4 L^2 / (H W)`` times the pixel MSE).
+
+    Returns:
+        [(2L)^2, 2] int64 (kx, ky).
+    """
+    longest = max(int(height), int(width))
+    k = torch.arange(-longest + 1, longest + 1, device=device)
+    ky, kx = torch.meshgrid(k, k, indexing="ij")
+    return torch.stack([kx.reshape(-1), ky.reshape(-1)], dim=-1)
+
+
+def pixel_coordinates(height: int, width: int, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Normalised pixel-centre coordinates (longer side spans [-1, 1], square pixels).
+
+    Returns:
+        x: [W], x_i = (2 i + 1 - W) / L;  y: [H], y_i = (2 i + 1 - H) / L;  L = max(H, W).
+    """
+    longest = max(height, width)
+    x = (2 * torch.arange(width, dtype=torch.float64, device=device) + 1 - width) / longest
+    y = (2 * torch.arange(height, dtype=torch.float64, device=device) + 1 - height) / longest
+    return x.to(dtype), y.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Moments
+# --------------------------------------------------------------------------------------------------
+
+
+def spectral_moments(images: Tensor, freqs: Tensor) -> Tensor:
+    """Spectral moments, paper eq. 21, exactly (no normalisation): sum_p I(p) exp(j 0.5 pi w^T p).
+
+    Separable evaluation over the distinct kx and ky values of ``freqs``.
+
+    Args:
+        images: [..., H, W] real (any leading batch dims: views, frames, channels).
+        freqs: [F, 2] integer (kx, ky).
+    Returns:
+        [..., F] complex (complex64 for float32 input, complex128 for float64).
+    """
+    _check_images(images, "spectral_moments", "images")
+    _check_freqs(freqs, "spectral_moments")
+    height, width = images.shape[-2:]
+    x, y = pixel_coordinates(height, width, torch.float64, images.device)
+    kx_unique, kx_inverse = torch.unique(freqs[:, 0], return_inverse=True)
+    ky_unique, ky_inverse = torch.unique(freqs[:, 1], return_inverse=True)
+    cdtype = _complex_dtype(images.dtype)
+    # Phases in float64 before casting: 0.5*pi*k*x reaches hundreds of radians at high k.
+    ex = torch.exp(1j * PHASE_SCALE * x[:, None] * kx_unique.to(torch.float64)[None, :]).to(cdtype)  # [W, Ux]
+    ey = torch.exp(1j * PHASE_SCALE * y[:, None] * ky_unique.to(torch.float64)[None, :]).to(cdtype)  # [H, Uy]
+    partial = images.to(cdtype) @ ex  # [..., H, Ux]
+    full = ey.transpose(0, 1) @ partial  # [..., Uy, Ux]
+    return full[..., ky_inverse, kx_inverse]
+
+
+def spectral_moments_reference(images: Tensor, freqs: Tensor) -> Tensor:
+    """Plain twin of ``spectral_moments``: the direct sum over all pixels of eq. 21.
+
+    Memory is O(H W F); meant for tests and small images.
+
+    Args:
+        images: [..., H, W] real.
+        freqs: [F, 2] integer (kx, ky).
+    Returns:
+        [..., F] complex.
+    """
+    _check_images(images, "spectral_moments_reference", "images")
+    _check_freqs(freqs, "spectral_moments_reference")
+    height, width = images.shape[-2:]
+    x, y = pixel_coordinates(height, width, torch.float64, images.device)
+    yy, xx = torch.meshgrid(y, x, indexing="ij")  # [H, W]
+    k = freqs.to(torch.float64)
+    phase = PHASE_SCALE * (xx.reshape(-1, 1) * k[None, :, 0] + yy.reshape(-1, 1) * k[None, :, 1])  # [HW, F]
+    basis = torch.exp(1j * phase).to(_complex_dtype(images.dtype))
+    flat = images.reshape(*images.shape[:-2], height * width).to(basis.dtype)
+    return flat @ basis
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------
+
+
+def moment_loss(pred: Tensor, gt: Tensor, freqs: Tensor, weights: Tensor, norm: str = "l1") -> Tensor:
+    """General weighted moment distance over an explicit frequency set (reference path).
+
+    ``mean_over_leading( sum_f weights_f * d(dM_f) )`` with ``dM = M(pred - gt) / (H W)`` and
+    ``d = |.|`` (l1) or ``|.|^2`` (l2). With ``full_frequency_grid`` and weight 1 each, the l2 form
+    equals ``4 L^2 / (H W)`` times the pixel MSE (Parseval).
+
+    Args:
+        pred, gt: [..., H, W] real, same shape.
+        freqs: [F, 2] integer (kx, ky).
+        weights: [F] non-negative.
+    Returns:
+        scalar.
+    """
+    _check_pair(pred, gt, "moment_loss", "pred", "gt")
+    _check_freqs(freqs, "moment_loss")
+    _check_norm(norm, "moment_loss")
+    if weights.shape != (freqs.shape[0],):
+        raise ValueError(f"moment_loss: weights must be [F]={freqs.shape[0]}, got {tuple(weights.shape)}")
+    height, width = pred.shape[-2:]
+    dm = spectral_moments_reference(pred - gt, freqs) / (height * width)  # [..., F]
+    dist = moment_distance(dm, norm)
+    return (dist * weights.to(dist.dtype)).sum(-1).mean()
+
+
+def spectral_band_errors(pred: Tensor, gt: Tensor, num_bands: int, norm: str = "l1", method: str = "auto") -> Tensor:
+    """Per-band mean moment distance E_k between two image stacks.
+
+    Args:
+        pred, gt: [..., H, W] real, same shape.
+        num_bands: K; bands 0..K-1 are evaluated (requires 2^(K-1) <= max(H, W)).
+        norm: "l1" (mean smoothed |dM|) or "l2" (mean |dM|^2), dM = (M(pred) - M(gt)) / (H W).
+        method: "auto" | "fft" | "dft" | "reference" (see module docstring).
+    Returns:
+        [..., K]: E_k averaged over the band's frequencies (full symmetric set).
+    """
+    _check_pair(pred, gt, "spectral_band_errors", "pred", "gt")
+    _check_norm(norm, "spectral_band_errors")
+    _check_method(method, "spectral_band_errors")
+    height, width = pred.shape[-2:]
+    _check_resolution(num_bands, height, width, "spectral_band_errors")
+    lead = pred.shape[:-2]
+    errors = _band_errors((pred - gt).reshape(-1, height, width), num_bands, norm, method)
+    return errors.reshape(*lead, num_bands)
+
+
+def _band_errors(diff: Tensor, num_bands: int, norm: str, method: str) -> Tensor:
+    """Unchecked core of ``spectral_band_errors``: diff [B, H, W] -> [B, K]."""
+    height, width = diff.shape[-2:]
+    if method == "auto":
+        method = _auto_method(num_bands, height, width)
+    if method == "reference":
+        freqs, band = frequency_grid(num_bands, device=diff.device)
+        dm = spectral_moments_reference(diff, freqs) / (height * width)  # [B, F]
+        onehot = torch.nn.functional.one_hot(band, num_bands).to(diff.dtype)  # [F, K]
+        return (moment_distance(dm, norm) @ onehot) / onehot.sum(0)
+    power = _half_plane_power(diff, num_bands, norm, method)  # [B, cells]
+    matrix, offset = _band_matrix(num_bands, method, height, width, norm, diff.dtype, diff.device)
+    return power @ matrix - offset
+
+
+def _half_plane_power(diff: Tensor, num_bands: int, norm: str, method: str) -> Tensor:
+    """|X|^2 (l2) or sqrt(|X|^2 + (eps H W)^2) (l1) of the half-plane moments X, flattened: [B, cells].
+
+    The 1/(H W) normalisation, the smoothing constant of the l1 modulus and the band averaging are
+    folded into ``_band_matrix`` (no extra passes over the spectrum).
+    """
+    height, width = diff.shape[-2:]
+    moments = _half_plane_moments(diff, num_bands, method)  # [B, rows, N+1], not normalised
+    power = moments.real.square() + moments.imag.square()
+    if norm == "l1":
+        eps = L1_EPS * height * width
+        power = torch.sqrt(power + eps * eps)
+    return power.flatten(1)
+
+
+def spectral_loss(
+    pred_rgb: Tensor,
+    gt_rgb: Tensor,
+    pred_mask: Tensor | None,
+    gt_mask: Tensor | None,
+    band_weights: BandWeights,
+    *,
+    lambda_mask: float,
+    norm: str = "l1",
+    method: str = "auto",
+) -> Tensor:
+    """Spectral moment loss, paper eq. 22 (renderer layout).
+
+    ``sum_k w_k E_k(rgb) + lambda_mask * sum_k w_k E_k(mask)``, E_k from ``spectral_band_errors``
+    averaged over views and channels. Bands above the highest non-zero weight are not computed.
+
+    Args:
+        pred_rgb: [V, H, W, C] rendered colours.
+        gt_rgb: [V, H, W, C] target colours.
+        pred_mask: [V, H, W] rendered opacity, or None (then gt_mask must be None and lambda_mask 0).
+        gt_mask: [V, H, W] target mask, or None.
+        band_weights: [K] w_k(t) in [0, inf), e.g. ``schedule.band_weights``; K = num_bands, which
+            must satisfy 2^(K-1) <= max(H, W).
+        lambda_mask: weight of the mask term (paper Table 6: 0.5 / 0.2 / 0.3).
+        norm: "l1" (paper) or "l2".
+        method: "auto" | "fft" | "dft" | "reference".
+    Returns:
+        scalar (0 with a graph when every weight is 0).
+    """
+    where = "spectral_loss"
+    if pred_rgb.ndim != 4:
+        raise ValueError(f"{where}: pred_rgb must be [V, H, W, C] (renderer layout), got {tuple(pred_rgb.shape)}")
+    _check_pair(pred_rgb, gt_rgb, where, "pred_rgb", "gt_rgb")
+    _check_norm(norm, where)
+    _check_method(method, where)
+    views, height, width, _ = pred_rgb.shape
+    if (pred_mask is None) != (gt_mask is None):
+        raise ValueError(f"{where}: pass both pred_mask and gt_mask or neither "
+                         f"(got pred_mask={'None' if pred_mask is None else 'tensor'}, "
+                         f"gt_mask={'None' if gt_mask is None else 'tensor'})")
+    if not math.isfinite(lambda_mask) or lambda_mask < 0:
+        raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
+    if pred_mask is None and lambda_mask != 0:
+        raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
+    if pred_mask is not None:
+        if pred_mask.shape != (views, height, width):
+            raise ValueError(f"{where}: pred_mask must be [V, H, W]={[views, height, width]} to match pred_rgb, "
+                             f"got {tuple(pred_mask.shape)}")
+        _check_pair(pred_mask, gt_mask, where, "pred_mask", "gt_mask")
+    weights = _check_band_weights(band_weights, where)  # on the CPU: no device sync to find `top`
+    num_bands = weights.shape[0]
+    _check_resolution(num_bands, height, width, where)
+
+    active = [k for k, value in enumerate(weights.tolist()) if value > 0]
+    if not active:
+        zero = pred_rgb.sum() * 0
+        return zero if pred_mask is None else zero + pred_mask.sum() * 0
+    top = active[-1] + 1  # evaluate bands 0..top-1 only
+
+    channels = pred_rgb.shape[-1]
+    diff = (pred_rgb - gt_rgb).permute(0, 3, 1, 2)  # [V, C, H, W]
+    # per-channel factor: mean over views and colour channels, lambda_mask / V for the mask
+    coeff = [1.0 / (views * channels)] * channels
+    if pred_mask is not None:
+        diff = torch.cat([diff, (pred_mask - gt_mask)[:, None].to(diff.dtype)], dim=1)  # one transform for both
+        coeff.append(lambda_mask / views)
+    diff = diff.reshape(-1, height, width)  # [V * (C+1), H, W]
+    coeff_t = torch.tensor(coeff, dtype=diff.dtype).repeat(views).to(diff.device)
+    w = weights[:top].to(dtype=diff.dtype, device=diff.device)
+    if method == "auto":
+        method = _auto_method(top, height, width)
+    if method == "reference":
+        return coeff_t @ _band_errors(diff, top, norm, method) @ w
+    # sum_k w_k E_k = power . (matrix w) - offset . w: one weight per spectrum cell
+    power = _half_plane_power(diff, top, norm, method)  # [V * (C+1), cells]
+    matrix, offset = _band_matrix(top, method, height, width, norm, diff.dtype, diff.device)
+    return coeff_t @ (power @ (matrix @ w)) - coeff_t.sum() * (offset @ w)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast paths
+# --------------------------------------------------------------------------------------------------
+
+
+def _auto_method(num_bands: int, height: int, width: int) -> str:
+    return "dft" if 8 * max_frequency(num_bands) <= max(height, width) else "fft"
+
+
+def _half_plane_moments(diff: Tensor, num_bands: int, method: str) -> Tensor:
+    """Moments of diff [B, H, W] for kx in [0, N], up to a unit-modulus factor per frequency.
+
+    Returns (not normalised), N = 2^(K-1):
+        "fft": [B, 2L, N+1] complex, row r holding ky = r (mod 2L), r = 0..2L-1;
+        "dft": [B, 2N+1, N+1] complex, rows ky = -N..N.
+    """
+    height, width = diff.shape[-2:]
+    n = max_frequency(num_bands)
+    if method == "fft":
+        size = 2 * max(height, width)
+        # x_i = (2i + 1 - W) / L makes the phase pi*k*i/L + const(k): the length-2L DFT bin -k
+        # (conjugated, and |.| ignores the conjugation of a difference of real-image moments).
+        # Two 1D stages rather than rfft2(s=(2L, 2L)): the x stage skips the 2L - H zero rows, the y
+        # stage skips the columns kx > N, and the backward passes shrink the same way (measured 1.5x).
+        along_x = torch.fft.rfft(diff, n=size, dim=-1)[..., : n + 1]  # [B, H, N+1]
+        return torch.fft.fft(along_x, n=size, dim=-2)  # [B, 2L, N+1]
+    if method == "dft":
+        x, y = pixel_coordinates(height, width, torch.float64, diff.device)
+        kx = torch.arange(0, n + 1, device=diff.device, dtype=torch.float64)
+        ky = torch.arange(-n, n + 1, device=diff.device, dtype=torch.float64)
+        ex = torch.exp(1j * PHASE_SCALE * x[:, None] * kx[None, :])  # [W, N+1]
+        ey = torch.exp(1j * PHASE_SCALE * y[None, :] * ky[:, None])  # [2N+1, H]
+        # Real x complex as two real matmuls: half the work of a complex matmul.
+        along_x = torch.complex(diff @ ex.real.to(diff.dtype), diff @ ex.imag.to(diff.dtype))  # [B, H, N+1]
+        return ey.to(_complex_dtype(diff.dtype)) @ along_x  # [B, 2N+1, N+1]
+    raise ValueError(f"_half_plane_moments: unknown method {method!r}")
+
+
+_BAND_MATRIX_CACHE: dict = {}
+
+
+def _band_matrix(num_bands: int, method: str, height: int, width: int, norm: str, dtype: torch.dtype,
+                 device: torch.device) -> tuple[Tensor, Tensor]:
+    """Band averaging over the half-plane grid of ``_half_plane_moments``.
+
+    Returns ``matrix`` [rows * (N+1), K] and ``offset`` [K] with
+    ``E = (|X|^2 or sqrt(|X|^2 + (eps H W)^2)) @ matrix - offset`` equal to the per-band mean of
+    ``|X / (H W)|^2`` or of ``sqrt(|X / (H W)|^2 + eps^2) - eps``. Each cell weighs
+    (number of frequencies of the full set [-N, N]^2 it stands for) / (band size): kx > 0 stands for
+    +-kx as well; in the FFT layout row L stands for ky = +L and -L when N = L, and rows with
+    |ky| > N stand for none.
+    """
+    key = (num_bands, method, height, width, norm, dtype, str(device))
+    if key in _BAND_MATRIX_CACHE:
+        return _BAND_MATRIX_CACHE[key]
+    n = max_frequency(num_bands)
+    if method == "fft":
+        size = 2 * max(height, width)
+        row_count = torch.zeros(size, dtype=torch.float64)
+        row_ky = torch.zeros(size, dtype=torch.int64)
+        for ky in range(-n, n + 1):
+            row_count[ky % size] += 1
+            row_ky[ky % size] = abs(ky)
+    else:
+        row_count = torch.ones(2 * n + 1, dtype=torch.float64)
+        row_ky = torch.arange(-n, n + 1).abs()
+    kx = torch.arange(0, n + 1)
+    ky_grid, kx_grid = torch.meshgrid(row_ky, kx, indexing="ij")
+    band = frequency_band(torch.stack([kx_grid.reshape(-1), ky_grid.reshape(-1)], dim=-1))
+    count = (row_count[:, None] * torch.where(kx > 0, 2.0, 1.0).double()[None, :]).reshape(-1)
+    _, full_band = frequency_grid(num_bands)
+    band_size = torch.bincount(full_band, minlength=num_bands).double()
+    matrix = torch.nn.functional.one_hot(band, num_bands).double() * (count / band_size[band])[:, None]
+    pixels = float(height * width)
+    if norm == "l2":
+        matrix = matrix / pixels**2
+        offset = torch.zeros(num_bands, dtype=torch.float64)
+    else:
+        matrix = matrix / pixels
+        offset = L1_EPS * matrix.sum(0) * pixels  # each band's weights sum to 1 / (H W)
+    result = (matrix.to(dtype=dtype, device=device), offset.to(dtype=dtype, device=device))
+    _BAND_MATRIX_CACHE[key] = result
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def moment_distance(dm: Tensor, norm: str) -> Tensor:
+    """Per-frequency distance of normalised moment differences dm (complex, any shape).
+
+    "l1": sqrt(|dm|^2 + L1_EPS^2) - L1_EPS (smoothed modulus); "l2": |dm|^2.
+    """
+    _check_norm(norm, "moment_distance")
+    if norm == "l2":
+        return _abs2(dm)
+    return torch.sqrt(_abs2(dm) + L1_EPS**2) - L1_EPS
+
+
+def _abs2(z: Tensor) -> Tensor:
+    return z.real.square() + z.imag.square()
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _check_num_bands(num_bands: int, where: str) -> None:
+    if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 1:
+        raise ValueError(f"{where}: num_bands must be an integer >= 1, got {num_bands!r}")
+
+
+def _check_images(images: Tensor, where: str, name: str) -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim < 2:
+        raise ValueError(f"{where}: {name} must be [..., H, W], got shape {tuple(images.shape)}")
+    if not images.dtype.is_floating_point:
+        raise TypeError(f"{where}: {name} must be a real floating tensor, got dtype {images.dtype}")
+    if images.shape[-1] < 1 or images.shape[-2] < 1:
+        raise ValueError(f"{where}: {name} has an empty image, shape {tuple(images.shape)}")
+    # One reduction instead of an element-wise isfinite pass: NaN / Inf propagate into the sum; only
+    # if the sum is not finite (or overflowed) are the elements counted.
+    if not bool(torch.isfinite(images.detach().sum())):
+        bad = int((~torch.isfinite(images)).sum())
+        if bad:
+            raise ValueError(f"{where}: {name} has {bad} non-finite values (NaN or Inf)")
+
+
+def _check_pair(pred: Tensor, gt: Tensor, where: str, pred_name: str, gt_name: str) -> None:
+    if not isinstance(gt, Tensor):
+        raise TypeError(f"{where}: {gt_name} must be a torch.Tensor, got {type(gt).__name__}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"{where}: {pred_name} {tuple(pred.shape)} and {gt_name} {tuple(gt.shape)} must have the same shape")
+    if pred.device != gt.device:
+        raise ValueError(f"{where}: {pred_name} is on {pred.device} but {gt_name} is on {gt.device}")
+    _check_images(pred, where, pred_name)
+    _check_images(gt, where, gt_name)
+
+
+def _check_freqs(freqs: Tensor, where: str) -> None:
+    if freqs.ndim != 2 or freqs.shape[-1] != 2:
+        raise ValueError(f"{where}: freqs must be [F, 2] integer (kx, ky), got shape {tuple(freqs.shape)}")
+    if freqs.dtype.is_floating_point or freqs.dtype.is_complex:
+        raise TypeError(f"{where}: freqs must be an integer tensor (integer frequency pairs), got {freqs.dtype}")
+
+
+def _check_norm(norm: str, where: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"{where}: norm must be one of {NORMS}, got {norm!r}")
+
+
+def _check_method(method: str, where: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"{where}: method must be one of {METHODS}, got {method!r}")
+
+
+def _check_resolution(num_bands: int, height: int, width: int, where: str) -> None:
+    _check_num_bands(num_bands, where)
+    limit = max_num_bands(height, width)
+    if num_bands > limit:
+        raise ValueError(
+            f"{where}: num_bands={num_bands} needs frequencies up to 2^{num_bands - 1}={2 ** (num_bands - 1)}, "
+            f"but a {height}x{width} image resolves integer frequencies only up to max(H, W)={max(height, width)} "
+            f"(pixel pitch 2/max(H, W) with the 0.5*pi phase scale); use num_bands <= {limit} or a larger image"
+        )
+
+
+def _check_band_weights(band_weights: BandWeights, where: str) -> Tensor:
+    """band_weights as a detached [K] CPU tensor (the weights are few and come from the schedule)."""
+    weights = torch.as_tensor(band_weights).detach().cpu()
+    if weights.ndim != 1 or weights.shape[0] < 1:
+        raise ValueError(f"{where}: band_weights must be a non-empty 1D [K] sequence, got shape {tuple(weights.shape)}")
+    if not weights.dtype.is_floating_point:
+        weights = weights.double()
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"{where}: band_weights must be finite and >= 0, got {weights.tolist()}")
+    return weights.detach()

@@ -1,0 +1,131 @@
+"""Reader for NeRF-synthetic style folders (``transforms_<split>.json`` + RGBA PNGs).
+
+Layout (Mildenhall et al. 2020, also written by Blender exporters and instant-ngp tools)::
+
+    <folder>/transforms_train.json   {"camera_angle_x": fov_x in radians (or "fl_x"[, "fl_y"], "cx", "cy"),
+                                       "frames": [{"file_path": "./train/r_0", "transform_matrix": 4x4}, ...]}
+    <folder>/train/r_0.png           RGBA (alpha = object mask) or RGB (then the mask is all ones)
+
+``transform_matrix`` is camera-to-world in the OpenGL/Blender convention (x right, y up, z backwards);
+it is converted to this project's OpenCV world-to-camera ``viewmats`` (x right, y down, z forward) by
+flipping the camera's y and z axes. ``file_path`` may omit the ``.png`` extension. The world frame is
+kept as it is (NeRF-synthetic scenes are z-up); only the cameras are converted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from spectral_tracking.cameras import Cameras
+
+PathLike = Union[str, Path]
+
+# OpenGL camera (x right, y up, z back) -> OpenCV camera (x right, y down, z forward)
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def transforms_path(folder: PathLike, split: str = "train") -> Path:
+    return Path(folder) / f"transforms_{split}.json"
+
+
+def is_nerf_synthetic(folder: PathLike) -> bool:
+    return any(Path(folder).glob("transforms_*.json"))
+
+
+def _image_path(folder: Path, file_path: str) -> Path:
+    p = (folder / file_path).resolve()
+    if p.suffix == "":
+        p = p.with_suffix(".png")
+    return p
+
+
+def read_nerf_synthetic(folder: PathLike, split: str = "train") -> tuple[Cameras, Tensor, Tensor, list[str]]:
+    """Cameras [V], straight RGB [V, H, W, 3] in [0, 1], masks [V, H, W] in [0, 1], view names [V].
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file and what was expected (no frames,
+    missing image, images of different sizes, a bad matrix, no focal length).
+    """
+    folder = Path(folder)
+    path = transforms_path(folder, split)
+    if not path.is_file():
+        found = sorted(p.name for p in folder.glob("transforms_*.json")) if folder.is_dir() else []
+        raise FileNotFoundError(f"{path}: no such file (NeRF-synthetic layout expected; found {found or 'no transforms_*.json'})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise ValueError(f"{path}: \"frames\" must be a non-empty list of {{file_path, transform_matrix}}; no cameras found")
+    images, masks, viewmats, names, sizes = [], [], [], [], []
+    for i, fr in enumerate(frames):
+        if "file_path" not in fr or "transform_matrix" not in fr:
+            raise ValueError(f"{path}: frame {i} lacks \"file_path\" or \"transform_matrix\"")
+        c2w = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
+        if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
+            raise ValueError(f"{path}: frame {i} transform_matrix must be a finite 4x4 matrix, got shape {list(c2w.shape)}")
+        img_path = _image_path(folder, fr["file_path"])
+        if not img_path.is_file():
+            raise FileNotFoundError(f"{path}: frame {i} image {img_path} does not exist")
+        try:
+            with Image.open(img_path) as im:
+                arr = np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB"))
+        except Exception as e:
+            raise ValueError(f"{img_path}: not a readable image ({type(e).__name__}: {e})") from e
+        arr = arr.astype(np.float32) / 255.0
+        rgb = arr[..., :3]
+        mask = arr[..., 3] if arr.shape[-1] == 4 else np.ones(arr.shape[:2], np.float32)
+        images.append(torch.from_numpy(np.ascontiguousarray(rgb)))
+        masks.append(torch.from_numpy(np.ascontiguousarray(mask)))
+        sizes.append((arr.shape[1], arr.shape[0]))
+        viewmats.append(torch.linalg.inv(c2w @ _GL_TO_CV).float())
+        names.append(Path(fr["file_path"]).name)
+    if len(set(sizes)) != 1:
+        raise ValueError(f"{path}: images have different sizes {sorted(set(sizes))} (width x height); all must match")
+    W, H = sizes[0]
+    if "fl_x" in meta:
+        fx = float(meta["fl_x"])
+        fy = float(meta.get("fl_y", fx))
+    elif "camera_angle_x" in meta:
+        fx = fy = 0.5 * W / math.tan(0.5 * float(meta["camera_angle_x"]))
+    else:
+        raise ValueError(f"{path}: needs \"camera_angle_x\" (radians) or \"fl_x\" for the focal length")
+    if "w" in meta and "h" in meta and (int(meta["w"]), int(meta["h"])) != (W, H):
+        # intrinsics given for another resolution: scale them to the images
+        sx, sy = W / float(meta["w"]), H / float(meta["h"])
+        fx, fy = fx * sx, fy * sy
+        cx, cy = float(meta.get("cx", meta["w"] / 2)) * sx, float(meta.get("cy", meta["h"] / 2)) * sy
+    else:
+        cx, cy = float(meta.get("cx", W / 2)), float(meta.get("cy", H / 2))
+    K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    cams = Cameras(K.expand(len(frames), 3, 3).clone(), torch.stack(viewmats), W, H)
+    return cams, torch.stack(images), torch.stack(masks), names
+
+
+def write_nerf_synthetic(folder: PathLike, cameras: Cameras, images: Tensor, masks: Tensor, split: str = "train") -> Path:
+    """Write cameras [V] and RGB [V, H, W, 3] / masks [V, H, W] in [0, 1] as a NeRF-synthetic folder.
+
+    Square pixels and a centred principal point are assumed (``camera_angle_x`` only). Used by tests
+    and to export scenes for other tools.
+    """
+    folder = Path(folder)
+    (folder / split).mkdir(parents=True, exist_ok=True)
+    fx = float(cameras.Ks[0, 0, 0])
+    frames = []
+    for v in range(len(cameras)):
+        rgba = torch.cat([images[v], masks[v][..., None]], -1).clamp(0, 1)
+        Image.fromarray((rgba.numpy() * 255 + 0.5).astype(np.uint8), "RGBA").save(folder / split / f"r_{v}.png")
+        c2w = torch.linalg.inv(cameras.viewmats[v].double()) @ _GL_TO_CV  # back to OpenGL axes
+        frames.append({"file_path": f"./{split}/r_{v}", "transform_matrix": c2w.tolist()})
+    meta = {"camera_angle_x": 2 * math.atan(0.5 * cameras.width / fx), "frames": frames}
+    path = transforms_path(folder, split)
+    path.write_text(json.dumps(meta, indent=1))
+    return path

@@ -1,0 +1,5 @@
+"""Differentiable Gaussian-splatting renderer: ``render(gaussians, cameras) -> RenderOutput``."""
+
+from .render import BACKENDS, RenderOutput, render
+
+__all__ = ["BACKENDS", "RenderOutput", "render"]

@@ -1,0 +1,372 @@
+// Tile-based alpha compositing of projected 3D Gaussians on the CPU: forward and backward.
+//
+// The C++ twin of gsplat's rasterize_to_pixels (RasterizeToPixels3DGS{Fwd,Bwd}.cu) and of the
+// PyTorch reference in ../torch_ref.py; it gives the same per-pixel result. Plain C++ with an
+// extern "C" interface (loaded with ctypes by ../cpu.py), parallelised over tiles with OpenMP.
+//
+// Layouts (all row-major, contiguous; S is float or double; M = V * N flattened Gaussians):
+//   means2d [M, 2], conics [M, 3] = (a, b, c), features [M, 4] = (r, g, b, camera z), opacities [M],
+//   background [V, 3]
+//   tile_offsets [V * tiles_y * tiles_x + 1], flatten_ids [n_isects]: the Gaussians of each tile,
+//   front to back (built by bin_count / bin_fill below, or projection.bin_tiles)
+//   outputs rgb [V, H, W, 3] (over the background), alpha [V, H, W], depth [V, H, W] (sum of
+//   weight * z divided by max(alpha, 1e-10)), last_ids [V, H, W] (index into flatten_ids of the last
+//   Gaussian blended into the pixel, -1 if none)
+// The background and the depth normalisation are done here, not in torch, so that no image-sized
+// torch op runs per render (each is a multi-threaded region that stalls on a busy 2-core machine).
+//
+// Threads: plain std::thread workers started per call that take tiles from an atomic counter. Not
+// OpenMP: a second OpenMP runtime next to torch's keeps its idle threads spinning after each call,
+// which on a 2-core machine starves torch's own work (measured: 5x slower renders).
+//
+// Unlike the GPU kernel, which runs one thread per pixel, a CPU thread takes a whole tile and walks
+// its Gaussian list once, visiting only the pixels of the tile where alpha >= 1/255 is possible
+// (the ellipse's bounding box). Each pixel still sees the Gaussians in the same order and applies
+// the same tests, so the result is the same.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// Run body(worker_state, task) for task in [0, n_tasks) on up to n_threads OpenMP threads, tasks
+// handed out dynamically. Each thread builds its scratch state once with make_state().
+template <typename MakeState, typename Body>
+void parallel_tasks(int n_tasks, int n_threads, MakeState make_state, Body body) {
+    n_threads = std::max(1, std::min(n_threads, n_tasks / 2));
+#pragma omp parallel num_threads(n_threads)
+    {
+        auto state = make_state();
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < n_tasks; ++t) body(state, t);
+    }
+}
+
+constexpr int C = 4;  // blended channels: r, g, b, camera z
+
+template <typename S>
+struct Consts {
+    static constexpr S alpha_threshold = S(1.0 / 255.0);
+    static constexpr S alpha_max = S(0.999);
+    static constexpr S t_stop = S(1e-4);
+};
+
+// Pixel rectangle [x0, x1) x [y0, y1), inside the tile [tx0, tx1) x [ty0, ty1), outside of which
+// o * exp(-sigma) < 1/255 for sure. Returns false when it is empty. ``smax`` receives the sigma
+// above which a pixel can be skipped without evaluating exp (with a safety margin).
+template <typename S>
+inline bool footprint(S mx, S my, S a, S b, S c, S op, int tx0, int ty0, int tx1, int ty1,
+                      int &x0, int &x1, int &y0, int &y1, S &smax) {
+    if (!(op >= Consts<S>::alpha_threshold)) return false;
+    const double s = std::log(double(op) / (1.0 / 255.0));  // sigma at which o exp(-sigma) = 1/255
+    smax = S(s + 1e-3);
+    const double det = double(a) * double(c) - double(b) * double(b);
+    double fx0 = tx0, fx1 = tx1, fy0 = ty0, fy1 = ty1;
+    if (det > 0 && a > 0 && c > 0) {
+        // |dx| <= sqrt(2 s Sigma_xx) on the ellipse sigma = s, with Sigma = inverse(conic)
+        // (the 1e-3 margin on s and the 1e-4 px below absorb float rounding; a pixel the box keeps
+        // is still tested exactly)
+        const double ex = std::sqrt(2.0 * (s + 1e-3) * double(c) / det) + 1e-4;
+        const double ey = std::sqrt(2.0 * (s + 1e-3) * double(a) / det) + 1e-4;
+        // integer x with pixel centre x + 0.5 in [mx - ex, mx + ex]
+        fx0 = std::max(fx0, std::ceil(double(mx) - ex - 0.5));
+        fx1 = std::min(fx1, std::floor(double(mx) + ex - 0.5) + 1.0);
+        fy0 = std::max(fy0, std::ceil(double(my) - ey - 0.5));
+        fy1 = std::min(fy1, std::floor(double(my) + ey - 0.5) + 1.0);
+    }
+    if (!(fx0 < fx1 && fy0 < fy1)) return false;
+    x0 = int(fx0); x1 = int(fx1); y0 = int(fy0); y1 = int(fy1);
+    return true;
+}
+
+template <typename S>
+void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
+                   const S *means2d, const S *conics, const S *colors, const S *opacities,
+                   const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
+                   S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, int n_threads) {
+    const int tiles_per_view = tiles_x * tiles_y;
+    const int n_tiles = V * tiles_per_view;
+    struct Scratch {
+        std::vector<S> T, acc;
+        std::vector<int32_t> last;
+        std::vector<uint8_t> done;
+    };
+    auto make_state = [&]() { return Scratch{std::vector<S>(ts * ts), std::vector<S>(ts * ts * C),
+                                             std::vector<int32_t>(ts * ts), std::vector<uint8_t>(ts * ts)}; };
+    parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
+            auto &T = sc.T; auto &acc = sc.acc; auto &last = sc.last; auto &done = sc.done;
+            const int v = t / tiles_per_view, r = t % tiles_per_view;
+            const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
+            const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
+            const int tw = tx1 - tx0, n_pix = tw * (ty1 - ty0);
+            std::fill(T.begin(), T.begin() + n_pix, S(1));
+            std::fill(acc.begin(), acc.begin() + n_pix * C, S(0));
+            std::fill(last.begin(), last.begin() + n_pix, -1);
+            std::fill(done.begin(), done.begin() + n_pix, 0);
+            int n_done = 0;
+            const int start = tile_offsets[t], end = tile_offsets[t + 1];
+            for (int k = start; k < end && n_done < n_pix; ++k) {
+                const int64_t g = flatten_ids[k];
+                const S mx = means2d[2 * g], my = means2d[2 * g + 1];
+                const S a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
+                const S op = opacities[g];
+                int x0, x1, y0, y1;
+                S smax;
+                if (!footprint(mx, my, a, b, c, op, tx0, ty0, tx1, ty1, x0, x1, y0, y1, smax)) continue;
+                const S *col = colors + g * C;
+                for (int y = y0; y < y1; ++y) {
+                    const S dy = my - (S(y) + S(0.5));
+                    for (int x = x0; x < x1; ++x) {
+                        const int p = (y - ty0) * tw + (x - tx0);
+                        if (done[p]) continue;
+                        const S dx = mx - (S(x) + S(0.5));
+                        const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+                        if (sigma < S(0) || sigma > smax) continue;
+                        const S alpha = std::min(Consts<S>::alpha_max, op * std::exp(-sigma));
+                        if (alpha < Consts<S>::alpha_threshold) continue;
+                        const S next_T = T[p] * (S(1) - alpha);
+                        if (next_T <= Consts<S>::t_stop) {  // pixel saturated: exclusive stop
+                            done[p] = 1;
+                            ++n_done;
+                            continue;
+                        }
+                        const S w = alpha * T[p];
+                        for (int ch = 0; ch < C; ++ch) acc[p * C + ch] += col[ch] * w;
+                        T[p] = next_T;
+                        last[p] = k;
+                    }
+                }
+            }
+            for (int y = ty0; y < ty1; ++y) {
+                for (int x = tx0; x < tx1; ++x) {
+                    const int p = (y - ty0) * tw + (x - tx0);
+                    const int64_t pix = (int64_t(v) * H + y) * W + x;
+                    const S alpha = S(1) - T[p];
+                    alpha_out[pix] = alpha;
+                    last_ids[pix] = last[p];
+                    for (int ch = 0; ch < 3; ++ch) rgb_out[pix * 3 + ch] = acc[p * C + ch] + T[p] * background[3 * v + ch];
+                    depth_out[pix] = acc[p * C + 3] / std::max(alpha, S(1e-10));
+                }
+            }
+    });
+}
+
+template <typename S>
+inline void atomic_add(S *dst, S v) {
+    std::atomic_ref<S>(*dst).fetch_add(v, std::memory_order_relaxed);
+}
+
+template <typename S>
+void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
+                   const S *means2d, const S *conics, const S *colors, const S *opacities,
+                   const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
+                   const S *alpha_out, const S *depth_out, const int32_t *last_ids,
+                   const S *v_rgb, const S *v_alpha_out, const S *v_depth,
+                   S *v_means2d, S *v_conics, S *v_colors, S *v_opacities, S *v_background, int n_threads) {
+    const int tiles_per_view = tiles_x * tiles_y;
+    const int n_tiles = V * tiles_per_view;
+    struct Scratch {
+        std::vector<S> T, T_final, buf, vC, vA, v_col;
+        std::vector<int32_t> last;
+    };
+    const int P = ts * ts;
+    auto make_state = [&]() {
+        return Scratch{std::vector<S>(P), std::vector<S>(P), std::vector<S>(P * C), std::vector<S>(P * C),
+                       std::vector<S>(P), std::vector<S>(C), std::vector<int32_t>(P)};
+    };
+    parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
+            auto &T = sc.T; auto &T_final = sc.T_final; auto &buf = sc.buf; auto &vC = sc.vC;
+            auto &vA = sc.vA; auto &v_col = sc.v_col; auto &last = sc.last;
+            const int start = tile_offsets[t];
+            const int v = t / tiles_per_view, r = t % tiles_per_view;
+            const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
+            const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
+            const int tw = tx1 - tx0;
+            int max_last = -1;
+            S v_bg[3] = {0, 0, 0};
+            for (int y = ty0; y < ty1; ++y) {
+                for (int x = tx0; x < tx1; ++x) {
+                    const int p = (y - ty0) * tw + (x - tx0);
+                    const int64_t pix = (int64_t(v) * H + y) * W + x;
+                    const S alpha = alpha_out[pix];
+                    T[p] = T_final[p] = S(1) - alpha;
+                    last[p] = last_ids[pix];
+                    max_last = std::max(max_last, last[p]);
+                    // rgb = acc_rgb + T_final * bg and depth = acc_z / max(alpha, 1e-10): turn the
+                    // output gradients into gradients of the blended sums and of alpha
+                    const S denom = std::max(alpha, S(1e-10));
+                    S va = v_alpha_out[pix];
+                    for (int ch = 0; ch < 3; ++ch) {
+                        const S g = v_rgb[pix * 3 + ch];
+                        vC[p * C + ch] = g;
+                        va -= background[3 * v + ch] * g;
+                        v_bg[ch] += T_final[p] * g;
+                    }
+                    vC[p * C + 3] = v_depth[pix] / denom;
+                    if (alpha >= S(1e-10)) va -= v_depth[pix] * depth_out[pix] / denom;
+                    vA[p] = va;
+                    for (int ch = 0; ch < C; ++ch) buf[p * C + ch] = S(0);
+                }
+            }
+            for (int ch = 0; ch < 3; ++ch) atomic_add(v_background + 3 * v + ch, v_bg[ch]);
+            // back to front, starting at the last Gaussian any pixel of the tile blended
+            for (int k = max_last; k >= start; --k) {
+                const int64_t g = flatten_ids[k];
+                const S mx = means2d[2 * g], my = means2d[2 * g + 1];
+                const S a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
+                const S op = opacities[g];
+                int x0, x1, y0, y1;
+                S smax;
+                if (!footprint(mx, my, a, b, c, op, tx0, ty0, tx1, ty1, x0, x1, y0, y1, smax)) continue;
+                const S *col = colors + g * C;
+                std::fill(v_col.begin(), v_col.end(), S(0));
+                S v_ca = 0, v_cb = 0, v_cc = 0, v_mx = 0, v_my = 0, v_op = 0;
+                bool touched = false;
+                for (int y = y0; y < y1; ++y) {
+                    const S dy = my - (S(y) + S(0.5));
+                    for (int x = x0; x < x1; ++x) {
+                        const int p = (y - ty0) * tw + (x - tx0);
+                        if (k > last[p]) continue;
+                        const S dx = mx - (S(x) + S(0.5));
+                        const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
+                        if (sigma < S(0) || sigma > smax) continue;
+                        const S vis = std::exp(-sigma);
+                        const S alpha = std::min(Consts<S>::alpha_max, op * vis);
+                        if (alpha < Consts<S>::alpha_threshold) continue;
+                        touched = true;
+                        const S ra = S(1) / (S(1) - alpha);
+                        T[p] *= ra;  // transmittance in front of this Gaussian
+                        const S fac = alpha * T[p];
+                        S v_alpha = T_final[p] * ra * vA[p];
+                        for (int ch = 0; ch < C; ++ch) {
+                            const S vc = vC[p * C + ch];
+                            v_col[ch] += fac * vc;
+                            v_alpha += (col[ch] * T[p] - buf[p * C + ch] * ra) * vc;
+                            buf[p * C + ch] += col[ch] * fac;
+                        }
+                        if (op * vis <= Consts<S>::alpha_max) {  // no gradient through the clamp
+                            const S v_sigma = -op * vis * v_alpha;
+                            v_ca += S(0.5) * v_sigma * dx * dx;
+                            v_cb += v_sigma * dx * dy;
+                            v_cc += S(0.5) * v_sigma * dy * dy;
+                            v_mx += v_sigma * (a * dx + b * dy);
+                            v_my += v_sigma * (b * dx + c * dy);
+                            v_op += vis * v_alpha;
+                        }
+                    }
+                }
+                if (!touched) continue;
+                for (int ch = 0; ch < C; ++ch) atomic_add(v_colors + g * C + ch, v_col[ch]);
+                atomic_add(v_conics + 3 * g, v_ca);
+                atomic_add(v_conics + 3 * g + 1, v_cb);
+                atomic_add(v_conics + 3 * g + 2, v_cc);
+                atomic_add(v_means2d + 2 * g, v_mx);
+                atomic_add(v_means2d + 2 * g + 1, v_my);
+                atomic_add(v_opacities + g, v_op);
+            }
+    });
+}
+
+
+// Tile rectangle [x0, x1) x [y0, y1) of a Gaussian, in tiles; false when culled or empty. The same
+// float arithmetic as projection.bin_tiles, so both produce identical lists.
+template <typename S>
+inline bool tile_rect(const S *means2d, const int32_t *radii, int64_t g, int ts, int tiles_x, int tiles_y,
+                      int &x0, int &x1, int &y0, int &y1) {
+    const int32_t rx = radii[2 * g], ry = radii[2 * g + 1];
+    if (rx <= 0 || ry <= 0) return false;
+    const S mx = means2d[2 * g], my = means2d[2 * g + 1];
+    auto clampi = [](S v, int hi) { return v < S(0) ? 0 : (v > S(hi) ? hi : int(v)); };
+    x0 = clampi(std::floor((mx - S(rx)) / S(ts)), tiles_x);
+    x1 = clampi(std::ceil((mx + S(rx)) / S(ts)), tiles_x);
+    y0 = clampi(std::floor((my - S(ry)) / S(ts)), tiles_y);
+    y1 = clampi(std::ceil((my + S(ry)) / S(ts)), tiles_y);
+    return x0 < x1 && y0 < y1;
+}
+
+// Pass 1: tile_offsets [V * tiles_y * tiles_x + 1] (exclusive prefix sum of per-tile counts).
+// Returns the number of (tile, Gaussian) intersections.
+template <typename S>
+int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, const int32_t *radii,
+                  int32_t *tile_offsets) {
+    const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
+    std::vector<int64_t> counts(n_tiles + 1, 0);
+    for (int64_t g = 0; g < int64_t(V) * N; ++g) {
+        int x0, x1, y0, y1;
+        if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
+        const int64_t base = (g / N) * tiles_x * tiles_y;
+        for (int y = y0; y < y1; ++y)
+            for (int x = x0; x < x1; ++x) ++counts[base + int64_t(y) * tiles_x + x];
+    }
+    int64_t total = 0;
+    for (int64_t t = 0; t < n_tiles; ++t) {
+        tile_offsets[t] = int32_t(total);
+        total += counts[t];
+    }
+    tile_offsets[n_tiles] = int32_t(total);
+    return total;
+}
+
+// Pass 2: flatten_ids, visiting Gaussians in ascending depth (ties by index) so that every tile's
+// list comes out sorted front to back (a stable counting sort by tile).
+template <typename S>
+void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, const int32_t *radii,
+              const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids) {
+    const int64_t M = int64_t(V) * N;
+    std::vector<int32_t> order;
+    order.reserve(M);
+    for (int64_t g = 0; g < M; ++g)
+        if (radii[2 * g] > 0 && radii[2 * g + 1] > 0) order.push_back(int32_t(g));
+    std::stable_sort(order.begin(), order.end(), [depths](int32_t i, int32_t j) { return depths[i] < depths[j]; });
+    const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
+    std::vector<int64_t> cursor(tile_offsets, tile_offsets + n_tiles);
+    for (const int32_t g : order) {
+        int x0, x1, y0, y1;
+        if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
+        const int64_t base = (g / N) * tiles_x * tiles_y;
+        for (int y = y0; y < y1; ++y)
+            for (int x = x0; x < x1; ++x) flatten_ids[cursor[base + int64_t(y) * tiles_x + x]++] = g;
+    }
+}
+
+}  // namespace
+
+#define ST_EXPORT(S, SUFFIX)                                                                          \
+    extern "C" void st_rasterize_fwd_##SUFFIX(                                                        \
+        int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,               \
+        const S *conics, const S *colors, const S *opacities, const S *background,                    \
+        const int32_t *tile_offsets, const int32_t *flatten_ids, S *rgb_out, S *alpha_out,            \
+        S *depth_out, int32_t *last_ids, int n_threads) {                                             \
+        rasterize_fwd<S>(V, N, H, W, ts, tiles_x, tiles_y, means2d, conics, colors, opacities,        \
+                         background, tile_offsets, flatten_ids, rgb_out, alpha_out, depth_out,        \
+                         last_ids, n_threads);                                                        \
+    }                                                                                                 \
+    extern "C" void st_rasterize_bwd_##SUFFIX(                                                        \
+        int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,               \
+        const S *conics, const S *colors, const S *opacities, const S *background,                    \
+        const int32_t *tile_offsets, const int32_t *flatten_ids, const S *alpha_out,                  \
+        const S *depth_out, const int32_t *last_ids, const S *v_rgb, const S *v_alpha_out,            \
+        const S *v_depth, S *v_means2d, S *v_conics, S *v_colors, S *v_opacities,                     \
+        S *v_background, int n_threads) {                                                             \
+        rasterize_bwd<S>(V, N, H, W, ts, tiles_x, tiles_y, means2d, conics, colors, opacities,        \
+                         background, tile_offsets, flatten_ids, alpha_out, depth_out, last_ids,       \
+                         v_rgb, v_alpha_out, v_depth, v_means2d, v_conics, v_colors, v_opacities,     \
+                         v_background, n_threads);                                                    \
+    }                                                                                                 \
+    extern "C" int64_t st_bin_count_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,          \
+                                             const S *means2d, const int32_t *radii,                  \
+                                             int32_t *tile_offsets) {                                 \
+        return bin_count<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, tile_offsets);               \
+    }                                                                                                 \
+    extern "C" void st_bin_fill_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,              \
+                                         const S *means2d, const int32_t *radii, const S *depths,     \
+                                         const int32_t *tile_offsets, int32_t *flatten_ids) {         \
+        bin_fill<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, depths, tile_offsets, flatten_ids);  \
+    }
+
+ST_EXPORT(float, f32)
+ST_EXPORT(double, f64)

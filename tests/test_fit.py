@@ -1,0 +1,271 @@
+"""Canonical asset fitting: input adapters, initialisation, the loop, the Hydra entry, clear errors."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spectral_tracking.cameras import Cameras, orbit_camera
+from spectral_tracking.fit import (
+    FitInputError,
+    FitSettings,
+    PosedImages,
+    build_strategy,
+    fit,
+    init_from_ply,
+    init_random,
+    load_posed_images,
+    photometric_loss,
+    posed_images_from_sequence,
+    project_points,
+    psnr,
+    render_views,
+    view_volume,
+)
+from spectral_tracking.gaussians import Gaussians, load_ply, random_gaussians, save_ply
+from spectral_tracking.nerf_synthetic import read_nerf_synthetic, write_nerf_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scene(size=32, views=(0, 90, 180, 270), n=150, seed=0):
+    """Posed images rendered from random Gaussians (straight colour, alpha as mask)."""
+    from spectral_tracking.render import render
+
+    gt = random_gaussians(n, seed=seed, extent=0.3, scale_range=(0.04, 0.09))
+    gt.opacity_logits[:] = 3.0
+    cams = orbit_camera(list(views), 15, 2.0, width=size, height=size)
+    with torch.no_grad():
+        out = render(gt, cams, torch.zeros(3), "cpu")
+    alpha = out.alpha.clamp(0, 1)
+    rgb = torch.where(alpha[..., None] > 1e-4, out.rgb / alpha.clamp_min(1e-4)[..., None], torch.zeros_like(out.rgb)).clamp(0, 1)
+    return PosedImages(cams, rgb, alpha, source="tiny synthetic scene")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return _scene()
+
+
+# --- the loop ----------------------------------------------------------------------------------
+def test_fit_tiny_scene_raises_psnr(scene):
+    g0 = init_random(scene, 300, sh_degree=0, seed=1)
+    black = torch.zeros(3)
+    before = np.mean([psnr(r, t) for r, t in zip(render_views(g0, scene.cameras, black, "cpu"), scene.target(torch.arange(4), black))])
+    strategy = build_strategy("spectral", {"refine_start_iter": 40, "refine_every": 40, "refine_stop_iter": 100})
+    res = fit(scene, g0, strategy, FitSettings(steps=120, log_every=40, backend="cpu", progress=False))
+    assert res.metrics["psnr"] > before + 4.0, (before, res.metrics)
+    assert res.metrics["psnr"] > 24.0
+    assert [h["step"] for h in res.history] == [40, 80, 120]
+    assert res.history[-1]["psnr"] > res.history[0]["psnr"]
+    for key in ("num_gaussians", "mean_entropy", "needle_fraction", "seconds", "spectral_splits"):
+        assert key in res.metrics
+    assert res.metrics["num_gaussians"] == len(res.gaussians)
+    assert 0 <= res.metrics["needle_fraction"] <= 1 and 0 < res.metrics["mean_entropy"] <= math.log(3) + 1e-6
+    res.gaussians.check_finite()
+    assert res.renders.shape == (4, 32, 32, 3) and res.targets.shape == (4, 32, 32, 3)
+
+
+def test_photometric_loss_zero_for_identical_and_differentiable():
+    a = torch.rand(2, 16, 16, 3, requires_grad=True)
+    assert photometric_loss(a.detach(), a.detach()).item() == pytest.approx(0.0, abs=1e-6)
+    b = torch.rand(2, 16, 16, 3)
+    loss = photometric_loss(a, b)
+    loss.backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    assert photometric_loss(a, b, ssim_weight=0).item() == pytest.approx((a - b).abs().mean().item(), rel=1e-6)
+
+
+# --- initialisation ----------------------------------------------------------------------------
+def test_view_volume_of_orbit_rig_and_single_view():
+    cams = orbit_camera([0, 90, 180, 270], 10, 2.0, width=64, height=48)
+    c, r = view_volume(cams)
+    assert c.norm() < 1e-4 and 0.5 < r < 1.0
+    one = orbit_camera([30], 0, 3.0, width=64, height=64)
+    c1, r1 = view_volume(one)
+    assert c1.norm() < 1e-4  # the axis point closest to the origin is the origin (camera looks at it)
+    assert r1 == pytest.approx(3.0 * math.sin(math.radians(49.1 / 2)), rel=1e-4)
+
+
+def test_random_init_inside_every_view_and_mask(scene):
+    g = init_random(scene, 400, sh_degree=2, seed=0)
+    assert len(g) == 400 and g.sh_degree == 2
+    uv, z = project_points(g.means, scene.cameras)
+    assert (z > 0).all()
+    assert ((uv >= 0) & (uv[..., :1] < 32) & (uv[..., 1:] < 32)).all()
+    # every point lands on the object in every mask (nearest pixel, allowing bilinear edges)
+    px = uv.long().clamp(0, 31)
+    m = torch.stack([scene.masks[v, px[v, :, 1], px[v, :, 0]] for v in range(4)])
+    assert (m > 0.05).float().mean() > 0.97
+    assert (g.sh[:, 1:] == 0).all() and torch.isfinite(g.log_scales).all()
+
+
+def test_init_from_point_cloud_and_3dgs_ply(tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    pts = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    rec = np.empty(50, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    rec["x"], rec["y"], rec["z"] = pts.T
+    rec["red"], rec["green"], rec["blue"] = 255, 0, 128
+    PlyData([PlyElement.describe(rec, "vertex")]).write(str(tmp_path / "pc.ply"))
+    g = init_from_ply(tmp_path / "pc.ply", sh_degree=1)
+    assert len(g) == 50 and g.sh_degree == 1
+    torch.testing.assert_close(g.means, torch.from_numpy(pts))
+    torch.testing.assert_close(g.colors[0], torch.tensor([0.98, 0.02, 128 / 255]), atol=1e-5, rtol=0)
+    src = random_gaussians(20, sh_degree=0, seed=2)
+    save_ply(src, tmp_path / "gs.ply")
+    g3 = init_from_ply(tmp_path / "gs.ply", sh_degree=3)
+    assert g3.sh_degree == 3 and (g3.sh[:, 1:] == 0).all()
+    torch.testing.assert_close(g3.sh[:, :1], src.sh)
+    torch.testing.assert_close(g3.log_scales, src.log_scales)
+    with pytest.raises(FitInputError, match="does not exist"):
+        init_from_ply(tmp_path / "nope.ply", 0)
+
+
+# --- input adapters ----------------------------------------------------------------------------
+def test_nerf_synthetic_roundtrip(tmp_path, scene):
+    write_nerf_synthetic(tmp_path, scene.cameras, scene.images, scene.masks)
+    cams, images, masks, names = read_nerf_synthetic(tmp_path)
+    assert names == ["r_0", "r_1", "r_2", "r_3"]
+    torch.testing.assert_close(cams.viewmats, scene.cameras.viewmats, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cams.Ks, scene.cameras.Ks, atol=1e-3, rtol=0)
+    assert (images - scene.images).abs().max() < 1 / 255 + 1e-6
+    assert (masks - scene.masks).abs().max() < 1 / 255 + 1e-6
+    # auto-detected by the fit loader, views picked by name
+    d = load_posed_images(tmp_path, views=["r_1", "r_3"])
+    assert d.names == ["r_1", "r_3"] and d.images.shape == (2, 32, 32, 3)
+    torch.testing.assert_close(d.cameras.viewmats, scene.cameras.viewmats[[1, 3]], atol=1e-5, rtol=0)
+
+
+def test_sequence_frame_adapter(scene):
+    from spectral_tracking.data.sequence import Sequence
+
+    u8 = (scene.images * 255).round().to(torch.uint8)
+    imgs = torch.stack([u8, torch.zeros_like(u8)], 1)  # [V, T=2, H, W, 3]; frame 1 is black
+    masks = torch.stack([(scene.masks * 255).round().to(torch.uint8)] * 2, 1)
+    seq = Sequence(canonical=None, cameras=scene.cameras, view_names=["a", "b", "c", "d"], azimuths=[0.0, 90.0, 180.0, 270.0],
+                   images=imgs, masks=masks, supervision_views=[0, 1, 2], novel_views=[3])
+    d = posed_images_from_sequence(seq, frame=0)
+    assert d.names == ["a", "b", "c"] and len(d.cameras) == 3
+    assert (d.images - scene.images[:3]).abs().max() < 1 / 255 + 1e-6
+    assert posed_images_from_sequence(seq, frame=1, views=["d"]).images.max() == 0
+    with pytest.raises(FitInputError, match="frame 5 out of range"):
+        posed_images_from_sequence(seq, frame=5)
+    with pytest.raises(FitInputError, match="no view named 'x'"):
+        posed_images_from_sequence(seq, views=["x"])
+
+
+def test_resized_scales_cameras_with_images(scene):
+    d = scene.resized(16)
+    assert d.images.shape == (4, 16, 16, 3) and d.masks.shape == (4, 16, 16)
+    assert d.cameras.width == 16 and d.cameras.Ks[0, 0, 0] == pytest.approx(scene.cameras.Ks[0, 0, 0].item() / 2)
+    assert scene.resized(None) is scene and scene.resized(32) is scene
+
+
+# --- bad input ---------------------------------------------------------------------------------
+def test_bad_input_errors(tmp_path, scene):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FitInputError, match="no cameras found"):
+        load_posed_images(empty)
+    with pytest.raises(FitInputError, match="no such folder"):
+        load_posed_images(tmp_path / "missing")
+    # transforms with no frames: no cameras
+    nf = tmp_path / "noframes"
+    nf.mkdir()
+    (nf / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": []}))
+    with pytest.raises(FitInputError, match="no cameras found"):
+        load_posed_images(nf)
+    # a frame whose image is missing
+    miss = tmp_path / "missing_image"
+    write_nerf_synthetic(miss, scene.cameras, scene.images, scene.masks)
+    (miss / "train" / "r_2.png").unlink()
+    with pytest.raises(FitInputError, match=r"r_2\.png does not exist"):
+        load_posed_images(miss)
+    # images of mixed sizes
+    mixed = tmp_path / "mixed"
+    write_nerf_synthetic(mixed, scene.cameras, scene.images, scene.masks)
+    Image.new("RGBA", (20, 24)).save(mixed / "train" / "r_1.png")
+    with pytest.raises(FitInputError, match="different sizes"):
+        load_posed_images(mixed)
+    with pytest.raises(FitInputError, match="mixed sizes"):
+        PosedImages.from_lists(scene.cameras[:2], [torch.zeros(32, 32, 3), torch.zeros(24, 20, 3)])
+    # no images / no cameras / counts or sizes that disagree
+    with pytest.raises(FitInputError, match="no images"):
+        PosedImages.from_lists(scene.cameras, [])
+    with pytest.raises(FitInputError, match="no images"):
+        PosedImages(scene.cameras, torch.zeros(0, 32, 32, 3), torch.zeros(0, 32, 32))
+    with pytest.raises(FitInputError, match="no cameras"):
+        PosedImages(None, scene.images, scene.masks)
+    with pytest.raises(FitInputError, match="4 images but 2 cameras"):
+        PosedImages(scene.cameras[:2], scene.images, scene.masks)
+    with pytest.raises(FitInputError, match="images are 32x32 but the cameras are 64x64"):
+        PosedImages(scene.cameras.resized(64, 64), scene.images, scene.masks)
+    with pytest.raises(FitInputError, match="data.type"):
+        load_posed_images(empty, type="colmap")
+    with pytest.raises(FitInputError, match="strategy must be one of"):
+        build_strategy("mcmc")
+
+
+# --- Hydra entry -------------------------------------------------------------------------------
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    import spectral_tracking.config  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="fit", overrides=overrides)
+
+
+def test_run_composes_real_config_and_writes_outputs(tmp_path, scene):
+    from spectral_tracking.fit import run
+
+    write_nerf_synthetic(tmp_path / "scene", scene.cameras, scene.images, scene.masks)
+    cfg = _compose([
+        f"data.path={tmp_path / 'scene'}", f"out={tmp_path / 'out'}", "steps=30", "resolution=24", "num_points=200",
+        "progress=false", "log_every=10", "densify.refine_start_iter=5", "densify.refine_every=10", "backend=cpu",
+        "sh_degree=1",
+    ])
+    assert cfg.densify.refine_stop_iter == round(0.75 * 30)
+    metrics = run(cfg)
+    out = tmp_path / "out"
+    for name in ("canonical.ply", "fit_views.png", "fit_log.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    g = load_ply(out / "canonical.ply")
+    assert len(g) == metrics["num_gaussians"] and g.sh_degree == 1
+    assert metrics["resolution"] == [24, 24] and metrics["strategy"] == "SpectralStrategy"
+    assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"])
+    png = Image.open(out / "fit_views.png")
+    assert png.size == (4 * 24, 2 * 24)
+    assert len((out / "fit_log.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_run_config_errors(tmp_path):
+    from spectral_tracking.fit import run
+
+    with pytest.raises(FitInputError, match="data.path is required"):
+        run(_compose([f"out={tmp_path}", "data.path=''"]))
+    with pytest.raises(FitInputError, match="sh_degree must be 0..3"):
+        run(_compose([f"out={tmp_path}", "data.path=x", "sh_degree=4"]))
+    with pytest.raises(FitInputError, match="strategy must be one of"):
+        run(_compose([f"out={tmp_path}", "data.path=x", "strategy=mcmc"]))
+
+
+@pytest.mark.slow
+def test_fit_entry_point_multirun_both_strategies(tmp_path, scene):
+    write_nerf_synthetic(tmp_path / "scene", scene.cameras, scene.images, scene.masks)
+    cmd = [sys.executable, str(REPO / "fit.py"), "-m", "strategy=default,spectral", f"data.path={tmp_path / 'scene'}",
+           "steps=10", "resolution=16", "num_points=100", "progress=false", "backend=cpu",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${strategy}"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for s in ("default", "spectral"):
+        m = json.loads((tmp_path / "sweep" / s / "metrics.json").read_text())
+        assert m["strategy"] == {"default": "DefaultStrategy", "spectral": "SpectralStrategy"}[s]
+        assert (tmp_path / "sweep" / s / "canonical.ply").is_file()

@@ -1,0 +1,357 @@
+"""Tests of the renderer: the backends are twins (same images, same gradients), the maths matches
+closed forms and gsplat, and the public wrapper rejects bad inputs."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import fields, replace
+
+import pytest
+import torch
+
+from spectral_tracking.cameras import Cameras, orbit_camera
+from spectral_tracking.gaussians import SH_C0, Gaussians, load_ply, random_gaussians
+from spectral_tracking.render import RenderOutput, render
+from spectral_tracking.render.projection import ALPHA_THRESHOLD, bin_tiles, project, view_colors
+from spectral_tracking.render.sh import eval_sh
+
+from conftest import requires_cuda
+
+PARAMS = [f.name for f in fields(Gaussians)]
+
+
+def _scene(n=300, sh_degree=1, seed=0, dtype=torch.float32):
+    g = random_gaussians(n, sh_degree=sh_degree, extent=0.5, scale_range=(0.01, 0.06), seed=seed).to(dtype=dtype)
+    # 2 views, an image size that is not a multiple of the 16 px tile
+    cams = orbit_camera([20.0, 115.0], elevation_deg=15.0, radius=2.0, width=56, height=44).to(dtype=dtype)
+    return g, cams
+
+
+def _leaf(g: Gaussians) -> Gaussians:
+    return Gaussians(**{k: getattr(g, k).detach().clone().requires_grad_(True) for k in PARAMS})
+
+
+def _render_and_grads(g: Gaussians, cams: Cameras, backend: str, background=None):
+    """Render, back-propagate a fixed random functional of rgb, alpha and depth; return images and grads."""
+    g = _leaf(g)
+    bg = None if background is None else background.detach().clone().requires_grad_(True)
+    out = render(g, cams, background=bg, backend=backend)
+    gen = torch.Generator().manual_seed(123)
+    w_rgb = torch.randn(out.rgb.shape, generator=gen, dtype=out.rgb.dtype)
+    w_a = torch.randn(out.alpha.shape, generator=gen, dtype=out.rgb.dtype)
+    w_d = torch.randn(out.depth.shape, generator=gen, dtype=out.rgb.dtype)
+    loss = (out.rgb * w_rgb).sum() + (out.alpha * w_a).sum() + (out.depth * out.alpha.detach() * w_d).sum()
+    loss.backward()
+    grads = {k: getattr(g, k).grad for k in PARAMS}
+    grads["means2d"] = out.meta["means2d"].grad
+    if bg is not None:
+        grads["background"] = bg.grad
+    return out, grads
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+# --------------------------------------------------------------------------------------------------
+# the backends are twins
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sh_degree", [0, 2])
+def test_cpu_and_torch_backends_agree(sh_degree):
+    g, cams = _scene(n=400, sh_degree=sh_degree, seed=sh_degree)
+    bg = torch.tensor([[0.1, 0.5, 0.9], [0.7, 0.2, 0.3]])
+    ref, gref = _render_and_grads(g, cams, "torch", bg)
+    out, gout = _render_and_grads(g, cams, "cpu", bg)
+    assert ref.alpha.max() > 0.9 and ref.alpha.mean() > 0.2  # the scene fills the view
+    assert (ref.rgb - out.rgb).abs().max() < 1e-4
+    assert (ref.alpha - out.alpha).abs().max() < 1e-4
+    covered = ref.alpha > 0.05
+    assert (ref.depth[covered] - out.depth[covered]).abs().max() < 1e-4
+    assert torch.equal(ref.meta["radii"], out.meta["radii"])
+    for k in PARAMS + ["means2d", "background"]:
+        assert gref[k].abs().sum() > 0, f"reference gradient of {k} is zero; the test is vacuous"
+        assert _rel(gout[k], gref[k]) < 1e-3, f"{k}: relative L2 gap {_rel(gout[k], gref[k]):.2e}"
+
+
+def test_cpu_tile_binning_matches_reference():
+    for dtype in (torch.float32, torch.float64):
+        g = random_gaussians(2000, extent=0.9, scale_range=(0.005, 0.1), seed=3).to(dtype=dtype)
+        cams = orbit_camera([0.0, 70.0, 200.0], 20.0, radius=1.5, width=80, height=60).to(dtype=dtype)
+        from spectral_tracking.render.cpu import bin_tiles_cpu
+
+        p = project(g, cams)
+        ref = bin_tiles(p.means2d, p.radii, p.depths, 80, 60)
+        out = bin_tiles_cpu(p.means2d, p.radii, p.depths, 80, 60, 16)
+        assert ref.flatten_ids.numel() > 2000
+        assert torch.equal(ref.tile_offsets, out.tile_offsets)
+        assert torch.equal(ref.flatten_ids, out.flatten_ids)
+        # lists are front to back within every tile
+        d = p.depths.reshape(-1)[ref.flatten_ids.long()]
+        for t in range(ref.tile_offsets.numel() - 1):
+            s, e = int(ref.tile_offsets[t]), int(ref.tile_offsets[t + 1])
+            assert torch.all(d[s + 1:e] >= d[s:e - 1])
+
+
+def test_projection_matches_gsplat_torch_impl():
+    from gsplat.cuda._torch_impl import _fully_fused_projection
+
+    g = random_gaussians(500, extent=0.9, scale_range=(0.005, 0.1), seed=3).to(dtype=torch.float64)
+    cams = orbit_camera([0.0, 70.0, 200.0], 20.0, radius=1.5, width=80, height=60).to(dtype=torch.float64)
+    p = project(g, cams)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(g.means, g.covariances(), cams.viewmats, cams.Ks, 80, 60)
+    visible = (p.radii > 0).all(-1)
+    assert visible.sum() > 500
+    # gsplat's pure-torch twin uses a 3.33 sigma box; ours shrinks it with opacity like its CUDA kernel
+    assert torch.all((radii > 0).all(-1) | ~visible)
+    assert torch.allclose(p.means2d[visible], means2d[visible], atol=1e-9)
+    assert torch.allclose(p.conics[visible], conics[visible], atol=1e-9)
+    assert torch.allclose(p.depths, depths, atol=1e-12)
+
+
+def test_sh_matches_gsplat_and_is_view_dependent():
+    from gsplat.cuda._torch_impl import _spherical_harmonics
+
+    gen = torch.Generator().manual_seed(0)
+    dirs = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    coeffs = torch.randn(64, 16, 3, generator=gen, dtype=torch.float64)
+    for degree in range(4):
+        k = (degree + 1) ** 2
+        ours = eval_sh(coeffs[:, :k], dirs)
+        assert torch.allclose(ours, _spherical_harmonics(degree, dirs, coeffs[:, :k]), atol=1e-12)
+
+
+@pytest.mark.parametrize("sh_degree", [1, 2, 3])
+def test_sh_colours_depend_on_view_and_backends_agree(sh_degree):
+    g = random_gaussians(150, sh_degree=sh_degree, extent=0.4, scale_range=(0.02, 0.08), seed=sh_degree)
+    cams = orbit_camera([0.0, 90.0], 0.0, width=32, height=32)
+    cols = view_colors(g, cams)  # [2, N, 3]
+    assert (cols[0] - cols[1]).abs().max() > 0.05
+    # degree-0 part alone is view independent
+    g0 = replace(g, sh=g.sh[:, :1])
+    cols0 = view_colors(g0, cams)
+    assert torch.equal(cols0[0], cols0[1])
+    ref = render(g, cams, backend="torch")
+    out = render(g, cams, backend="cpu")
+    assert (ref.rgb - out.rgb).abs().max() < 1e-4
+    # the same Gaussians with their higher bands removed render differently
+    assert (render(g0, cams, backend="cpu").rgb - out.rgb).abs().max() > 0.01
+
+
+def test_batched_views_equal_single_views():
+    g, cams = _scene(n=200)
+    both = render(g, cams, backend="cpu")
+    for v in range(len(cams)):
+        one = render(g, cams[v], backend="cpu")
+        assert torch.allclose(both.rgb[v], one.rgb[0], atol=1e-6)
+        assert torch.allclose(both.alpha[v], one.alpha[0], atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# closed forms and gradient checks
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_single_isotropic_gaussian_matches_closed_form(backend):
+    W, H, f, z, s, op = 33, 29, 100.0, 2.0, 0.1, 0.8
+    u0, v0 = 16.3, 13.6  # principal point, off the pixel grid (pixel centres are at k + 0.5)
+    K = torch.tensor([[f, 0.0, u0], [0.0, f, v0], [0.0, 0.0, 1.0]])
+    cams = Cameras(K[None], torch.eye(4)[None], W, H)  # camera at the origin looking along +z
+    mean = torch.tensor([0.0, 0.0, z])  # on the optical axis: projects to (u0, v0), isotropic footprint
+    sh = torch.tensor([[[0.6, -0.2, 0.1]]])
+    g = Gaussians(mean[None], torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.full((1, 3), math.log(s)),
+                  torch.tensor([math.log(op / (1 - op))]), sh)
+    out = render(g, cams, background=torch.tensor([0.0, 0.0, 1.0]), backend=backend)
+
+    var = (f * s / z) ** 2 + 0.3  # EWA: J Sigma J^T plus the 0.3 px^2 low-pass
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
+    alpha = op * torch.exp(-0.5 * ((u - u0) ** 2 + (v - v0) ** 2) / var)
+    alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))
+    colour = 0.5 + SH_C0 * sh[0, 0].double()
+    rgb = alpha[..., None] * colour + (1 - alpha[..., None]) * torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    assert torch.allclose(out.alpha[0].double(), alpha, atol=2e-6)
+    assert torch.allclose(out.rgb[0].double(), rgb, atol=2e-6)
+    # centre pixel and fall-off, spelled out
+    iu, iv = int(u0), int(v0)
+    assert abs(float(out.alpha[0, iv, iu]) - op * math.exp(-0.5 * ((iu + 0.5 - u0) ** 2 + (iv + 0.5 - v0) ** 2) / var)) < 1e-6
+    assert abs(float(out.alpha[0, iv, iu + 4]) - op * math.exp(-0.5 * ((iu + 4.5 - u0) ** 2 + (iv + 0.5 - v0) ** 2) / var)) < 1e-6
+    covered = alpha > 0
+    assert torch.allclose(out.depth[0][covered].double(), torch.full_like(alpha[covered], z), atol=1e-5)
+    assert torch.all(out.depth[0][~covered] == 0)
+    r = out.meta["radii"][0, 0]
+    # opacity-aware 3-sigma-ish box: ceil(min(3.33, sqrt(2 ln(255 o))) * sigma)
+    expect_r = math.ceil(min(3.33, math.sqrt(2 * math.log(255 * op))) * math.sqrt(var))
+    assert r.tolist() == [expect_r, expect_r]
+
+
+def _tiny_scene_f64():
+    gen = torch.Generator().manual_seed(7)
+    n = 3
+    g = Gaussians(
+        means=(torch.rand(n, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.3,
+        quats=torch.randn(n, 4, generator=gen, dtype=torch.float64),
+        log_scales=torch.log(torch.rand(n, 3, generator=gen, dtype=torch.float64) * 0.05 + 0.05),
+        opacity_logits=torch.rand(n, generator=gen, dtype=torch.float64) - 0.5,
+        sh=torch.randn(n, 4, 3, generator=gen, dtype=torch.float64) * 0.3,
+    )
+    cams = orbit_camera([10.0, 80.0], 10.0, radius=1.5, fovy_deg=40.0, width=14, height=12).to(dtype=torch.float64)
+    return g, cams
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_gradcheck_float64(backend):
+    g, cams = _tiny_scene_f64()
+    bg = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 12, 14, 5, generator=gen, dtype=torch.float64)
+
+    def f(*tensors):
+        out = render(Gaussians(*tensors), cams, background=bg, backend=backend)
+        return (out.rgb * w[..., :3]).sum() + (out.alpha * w[..., 3]).sum() + (out.depth * out.alpha * w[..., 4]).sum()
+
+    inputs = tuple(getattr(g, k).clone().requires_grad_(True) for k in PARAMS)
+    assert render(g, cams, backend=backend).alpha.max() > 0.3
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# gsplat: the CUDA twin, and its densification strategy reading our meta
+# --------------------------------------------------------------------------------------------------
+@requires_cuda
+@pytest.mark.cuda
+def test_gsplat_backend_matches_cpu():
+    g, cams = _scene(n=400, sh_degree=2)
+    bg = torch.tensor([0.2, 0.4, 0.6])
+    ref, gref = _render_and_grads(g, cams, "cpu", bg[None].expand(2, 3))
+    out, gout = _render_and_grads(g.to("cuda"), cams.to("cuda"), "gsplat", bg[None].expand(2, 3).cuda())
+    assert out.meta["backend"] == "gsplat"
+    assert (ref.rgb - out.rgb.cpu()).abs().max() < 1e-3
+    assert (ref.alpha - out.alpha.cpu()).abs().max() < 1e-3
+    assert torch.equal(ref.meta["radii"], out.meta["radii"].cpu().to(torch.int32))
+    for k in PARAMS + ["means2d", "background"]:
+        assert _rel(gout[k].cpu(), gref[k]) < 1e-2, k
+    auto = render(g.to("cuda"), cams.to("cuda"))
+    assert auto.meta["backend"] == "gsplat"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_meta_drives_gsplat_default_strategy_on_cpu(backend):
+    from gsplat.strategy import DefaultStrategy
+
+    g = random_gaussians(200, sh_degree=1, seed=0)
+    params = torch.nn.ParameterDict({"means": g.means, "quats": g.quats, "scales": g.log_scales,
+                                     "opacities": g.opacity_logits, "sh": g.sh})
+    opts = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
+    strategy = DefaultStrategy(refine_start_iter=0, refine_every=2, grow_grad2d=1e-9, reset_every=1000)
+    strategy.check_sanity(params, opts)
+    state = strategy.initialize_state(scene_scale=1.0)
+    cams = orbit_camera([0.0, 90.0], 10.0, width=32, height=32)
+    for step in range(3):
+        gs = Gaussians(params["means"], params["quats"], params["scales"], params["opacities"], params["sh"])
+        out = render(gs, cams, backend=backend)
+        assert {"means2d", "radii", "width", "height", "n_cameras", "gaussian_ids"} <= out.meta.keys()
+        assert out.meta["radii"].shape == (2, len(gs), 2)
+        strategy.step_pre_backward(params, opts, state, step, out.meta)
+        out.rgb.mean().backward()
+        assert out.meta["means2d"].grad is not None and out.meta["means2d"].grad.abs().sum() > 0
+        strategy.step_post_backward(params, opts, state, step, out.meta, packed=False)
+        for o in opts.values():
+            o.step()
+            o.zero_grad()
+    assert len(params["means"]) > 200  # step 2 refined: Gaussians were split / duplicated
+    assert all(len(p) == len(params["means"]) for p in params.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# the wrapper: bad inputs, empty views, real asset
+# --------------------------------------------------------------------------------------------------
+def test_bad_inputs_raise_clear_errors():
+    g, cams = _scene(n=20)
+    with pytest.raises(ValueError, match="unknown backend"):
+        render(g, cams, backend="vulkan")
+    with pytest.raises(ValueError, match="gsplat.*CUDA"):
+        render(g, cams, backend="gsplat")
+    with pytest.raises(ValueError, match="means holds 1 non-finite"):
+        bad = g.clone()
+        bad.means[3, 1] = float("nan")
+        render(bad, cams)
+    with pytest.raises(ValueError, match="sh holds 1 non-finite"):
+        bad = g.clone()
+        bad.sh[0, 0, 0] = float("inf")
+        render(bad, cams)
+    with pytest.raises(ValueError, match="empty"):
+        render(g.subset(torch.zeros(20, dtype=torch.bool)), cams)
+    with pytest.raises(ValueError, match="background must have shape"):
+        render(g, cams, background=torch.zeros(4))
+    with pytest.raises(ValueError, match="background holds non-finite"):
+        render(g, cams, background=torch.tensor([0.0, float("nan"), 0.0]))
+    with pytest.raises(ValueError, match="must be a Gaussians"):
+        render(g.means, cams)
+    with pytest.raises(ValueError, match="must be a Cameras"):
+        render(g, cams.Ks)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        render(g.to(dtype=torch.float16), cams)
+    nan_cams = Cameras(cams.Ks.clone(), cams.viewmats.clone(), cams.width, cams.height)
+    nan_cams.viewmats[1, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        render(g, nan_cams)
+    with pytest.raises(ValueError, match="image size must be positive"):
+        render(g, Cameras(cams.Ks, cams.viewmats, 0, 32))
+    with pytest.raises(ValueError, match="expected shape"):
+        Gaussians(g.means, g.quats[:, :3], g.log_scales, g.opacity_logits, g.sh)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_scene_outside_the_view_renders_the_background(backend):
+    g = _leaf(random_gaussians(50, seed=1).translate(torch.tensor([0.0, 0.0, 10.0])))  # behind the +z camera
+    far_left = _leaf(random_gaussians(50, seed=2).translate(torch.tensor([40.0, 0.0, 0.0])))
+    cams = orbit_camera(0.0, width=24, height=20)
+    bg = torch.tensor([0.25, 0.5, 0.75])
+    for scene in (g, far_left):
+        out = render(scene, cams, background=bg, backend=backend)
+        assert isinstance(out, RenderOutput)
+        assert torch.equal(out.rgb, bg.expand(1, 20, 24, 3))
+        assert torch.all(out.alpha == 0) and torch.all(out.depth == 0)
+        assert torch.all(out.meta["radii"] == 0)
+        out.rgb.sum().backward()
+        for k in PARAMS:
+            grad = getattr(scene, k).grad
+            assert grad is None or (torch.isfinite(grad).all() and torch.all(grad == 0))
+
+
+def test_auto_backend_is_cpu_for_cpu_tensors():
+    g, cams = _scene(n=30)
+    assert render(g, cams).meta["backend"] == "cpu"
+    assert render(g, cams, backend="torch").meta["backend"] == "torch"
+
+
+def test_donut_renders_from_an_orbit_camera(donut_ply):
+    g, _ = load_ply(donut_ply).normalize()
+    cams = orbit_camera([0.0, 90.0], elevation_deg=20.0, radius=2.0, width=64, height=64)
+    out = render(g, cams, background=torch.ones(3), backend="cpu")
+    assert torch.isfinite(out.rgb).all()
+    for v in range(2):
+        assert out.alpha[v].mean() > 0.05  # something is there...
+        assert out.alpha[v, 0].max() < 0.05 and out.alpha[v, :, 0].max() < 0.05  # ...framed, not cropped
+        assert (out.rgb[v] - 1).abs().amax(-1).max() > 0.2  # and differs from the white background
+    covered = out.alpha > 0.5
+    assert torch.all((out.depth[covered] > 1.0) & (out.depth[covered] < 3.0))  # near the 2.0 orbit radius
+
+
+@pytest.mark.slow
+def test_concurrent_first_builds_share_the_cache(tmp_path):
+    """Two processes compiling the C++ compositor into the same empty cache both succeed."""
+    code = ("import torch; from spectral_tracking.render import render; "
+            "from spectral_tracking.gaussians import random_gaussians; "
+            "from spectral_tracking.cameras import orbit_camera; "
+            "print(float(render(random_gaussians(50), orbit_camera(0.0, width=16, height=16), backend='cpu').alpha.sum()))")
+    env = dict(os.environ, SPECTRAL_TRACKING_CACHE=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    assert results[0][0] == results[1][0] and float(results[0][0]) > 0
+    assert len(list((tmp_path / "ext").glob("*.so"))) == 1
+    assert not list((tmp_path / "ext").glob("*.tmp"))
