@@ -83,17 +83,23 @@ def main() -> None:
     ap.add_argument("--torch-reps", type=int, default=3, help="timed repetitions for the slow torch reference")
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     ap.add_argument("--backends", nargs="+", default=None, help="default: every backend available here")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads in each measurement (default: torch's default, one per core)")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         scene, backend = args._child
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(_measure(scene, backend, args.torch_reps if backend == "torch" else args.reps)))
         return
 
     import torch
 
     backends = args.backends or (["cpu", "torch"] + (["gsplat"] if torch.cuda.is_available() else []))
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+    print(f"# torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start; fwd+bwd wall-clock medians; "
           f"peak = max-RSS growth (CPU) / max allocated (CUDA)")
     for scene in args.scenes:
@@ -102,8 +108,9 @@ def main() -> None:
             continue
         res = {}
         for backend in backends:
-            proc = subprocess.run([sys.executable, __file__, "--reps", str(args.reps), "--torch-reps", str(args.torch_reps),
-                                   "--_child", scene, backend], capture_output=True, text=True, cwd=REPO)
+            cmd = [sys.executable, __file__, "--reps", str(args.reps), "--torch-reps", str(args.torch_reps)]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            proc = subprocess.run([*cmd, "--_child", scene, backend], capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
                 res[backend] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
             else:

@@ -27,6 +27,8 @@ class LossScheduleCallback(pl.Callback):
         self.expansion = expansion
 
     def at(self, step: int) -> tuple[float, torch.Tensor, str]:
+        if self.switch_step == 0:  # the Pixel baseline: spatial from the first step, no bands
+            return 0.0, torch.zeros(self.num_bands), schedule.SPATIAL
         a = schedule.alpha(step, self.max_steps, self.warmup, self.switch_step, self.num_bands, mode=self.expansion)
         w = schedule.band_weights(a, self.num_bands)
         phase = schedule.phase(step, self.switch_step)

@@ -78,8 +78,8 @@ class TrackingModule(pl.LightningModule):
         targets: Targets,
         loss: LossSettings,
         max_steps: int,
-        lr_init: float,
-        lr_final: float,
+        lr: dict[str, float],
+        lr_final_ratio: float,
         background: Tensor,  # [3]
         seed: int = 0,
         backend: str = "auto",
@@ -94,7 +94,8 @@ class TrackingModule(pl.LightningModule):
         self.targets = targets
         self.loss_cfg = loss
         self.max_steps = int(max_steps)
-        self.lr_init, self.lr_final = float(lr_init), float(lr_final)
+        self.lr = {k: float(v) for k, v in lr.items()}
+        self.lr_final_ratio = float(lr_final_ratio)
         self.register_buffer("background", background.float().reshape(3), persistent=False)
         self.seed = int(seed)
         self.backend = backend
@@ -180,6 +181,11 @@ class TrackingModule(pl.LightningModule):
             arap = self.arap(points)
             loss = loss + self.loss_cfg.lambda_arap * arap
             self.log("train/arap", arap.detach(), on_step=True, prog_bar=False)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"step {step}: the loss is not finite ({float(loss)}; terms "
+                f"{ {k: float(v) for k, v in terms.items()} }); lower deform.lr_init or check the data"
+            )
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), on_step=True)
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True)
@@ -187,11 +193,11 @@ class TrackingModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        groups = self.deformation.param_groups(self.lr_init)
+        groups = self.deformation.param_groups(self.lr)
         if self.finetune_appearance:
             groups.append({"params": [self.appearance_offset], "lr": 0.0025, "name": "appearance"})
         opt = torch.optim.Adam(groups, eps=1e-15)
-        ratio = self.lr_final / self.lr_init
+        ratio = self.lr_final_ratio
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: ratio ** (min(s, self.max_steps) / max(self.max_steps, 1))
         )

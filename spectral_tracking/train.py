@@ -27,29 +27,67 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-def build_targets(cfg: DictConfig):
-    """Load / generate the sequence named by ``cfg.dataset``, pick the views, composite over the
-    background. Returns (sequence, targets)."""
-    from spectral_tracking.data import build_sequence, select_views
+def build_sequence(ds: DictConfig, resolution: int):
+    """The `Sequence` named by a ``dataset`` config group (generated and cached where synthetic)."""
+    from spectral_tracking import data
+    from spectral_tracking.gaussians import load_ply
 
-    seq = build_sequence(cfg.dataset, resolution=int(cfg.resolution))
+    kind = ds.type
+    if kind == "synthetic":
+        if ds.preset not in data.PRESETS:
+            raise ValueError(f"dataset.preset: unknown preset {ds.preset!r}; presets: {sorted(data.PRESETS)}")
+        folder = data.generate(preset=ds.preset, setting=ds.setting, frames=int(ds.frames), resolution=resolution,
+                               seed=int(ds.get("seed", 0)), root=ds.root)
+        return data.load_sequence(folder)
+    if kind == "donut":
+        asset = Path(ds.asset)
+        if not asset.is_file():
+            raise FileNotFoundError(f"dataset=donut: the donut asset is not at {asset} (set dataset.asset=PATH "
+                                    f"to the 3DGS point_cloud.ply)")
+        folder = data.generate(preset=f"donut_{ds.motion}", frames=int(ds.frames), resolution=resolution,
+                               root=ds.root, donut_ply=asset)
+        return data.load_sequence(folder)
+    if kind == "consistent4d":
+        canonical = Path(ds.canonical)
+        asset = load_ply(canonical) if canonical.is_file() else None
+        seq = data.load_consistent4d(ds.path, resolution=resolution, canonical=asset)
+        if asset is None:
+            raise FileNotFoundError(
+                f"dataset=consistent4d: no canonical asset at {canonical}. Fit one from frame 0 first: "
+                f"python experiments/fit_consistent4d.py --name {ds.name} (see README, 'Step one: a canonical asset')"
+            )
+        return seq
+    if kind == "sc4d":
+        return data.load_sc4d(ds.path, resolution=resolution)
+    if kind == "gart":
+        return data.load_gart(ds.path, canonical=ds.canonical, resolution=resolution)
+    if kind == "folder":
+        seq = data.load_sequence(ds.path)
+        if (seq.height, seq.width) != (resolution, resolution):
+            raise ValueError(
+                f"dataset.path={ds.path}: frames are {seq.width}x{seq.height} but resolution={resolution}; "
+                f"set resolution={seq.width} (the folder format is used at its own size)"
+            )
+        return seq
+    raise ValueError(f"dataset.type: unknown dataset type {kind!r} (synthetic, donut, consistent4d, sc4d, gart, folder)")
+
+
+def build_targets(cfg: DictConfig):
+    """Load / generate the sequence named by ``cfg.dataset``, pick the views, composite the frames
+    over the run's background. Returns (sequence, targets)."""
+    from spectral_tracking.data import select_views
+
+    seq = build_sequence(cfg.dataset, int(cfg.resolution))
     if seq.canonical is None:
-        raise FileNotFoundError(
-            f"dataset={cfg.dataset.type}: no canonical asset; fit one from frame 0 first (see README, "
-            f"'Step one: a canonical asset') and point dataset.canonical at it"
-        )
-    train_views, eval_views = select_views(seq, int(cfg.views))
+        raise FileNotFoundError(f"dataset={cfg.dataset.type}: the sequence has no canonical asset")
+    seq = select_views(seq, int(cfg.views))
     bg = torch.tensor(list(cfg.background), dtype=torch.float32)
-    images = seq.images.float()
-    if images.max() > 1.0:
-        images = images / 255.0
-    masks = seq.masks.float()
-    if masks.max() > 1.0:
-        masks = masks / 255.0
+    images = seq.images.float() / 255.0
+    masks = seq.masks.float() / 255.0
     composite = images * masks[..., None] + bg * (1 - masks[..., None])
     targets = Targets(
-        cameras=seq.cameras, images=composite, masks=masks, train_views=train_views,
-        eval_views=eval_views, view_names=list(seq.view_names),
+        cameras=seq.cameras, images=composite, masks=masks, train_views=list(seq.train_views),
+        eval_views=list(seq.eval_views), view_names=list(seq.view_names),
     )
     return seq, targets
 
@@ -172,12 +210,16 @@ def run(cfg: DictConfig) -> dict:
     log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
 
     deformation = build_deformation(
-        cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points), seed=int(cfg.seed)
+        cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
+        check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
+        **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
     )
+    lr_init = float(cfg.deform.lr_init)
+    lr = {"deform": lr_init, "rigid": float(cfg.deform.rigid_lr), "radius": 0.1 * lr_init}
     loss = LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True))
     module = TrackingModule(
         canonical=canonical, deformation=deformation, targets=targets, loss=loss, max_steps=int(cfg.max_steps),
-        lr_init=float(cfg.deform.lr_init), lr_final=float(cfg.deform.lr_final),
+        lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / lr_init,
         background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
         progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
         finetune_appearance=bool(cfg.finetune_appearance), lpips_net=str(cfg.eval.lpips),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spectral_tracking.cameras import Cameras, orbit_camera
+from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.fit import (
     FitInputError,
     FitSettings,
@@ -28,7 +28,7 @@ from spectral_tracking.fit import (
     render_views,
     view_volume,
 )
-from spectral_tracking.gaussians import Gaussians, load_ply, random_gaussians, save_ply
+from spectral_tracking.gaussians import load_ply, random_gaussians, save_ply
 from spectral_tracking.nerf_synthetic import read_nerf_synthetic, write_nerf_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,16 @@ def _scene(size=32, views=(0, 90, 180, 270), n=150, seed=0):
     alpha = out.alpha.clamp(0, 1)
     rgb = torch.where(alpha[..., None] > 1e-4, out.rgb / alpha.clamp_min(1e-4)[..., None], torch.zeros_like(out.rgb)).clamp(0, 1)
     return PosedImages(cams, rgb, alpha, source="tiny synthetic scene")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """32 px images gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
+    contention makes these tests several times slower; run them single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

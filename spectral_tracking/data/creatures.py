@@ -17,7 +17,7 @@ quadruped walks along +x, so the front camera (azimuth 0, on +z) sees it in prof
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -415,7 +415,11 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
         raise SequenceFormatError(f"{folder / 'cameras.json'}: views have different image sizes {sorted(sizes)}; all must match")
     W, H = sizes.pop()
     for split in ("frames", "novel"):
-        on_disk = sorted(p.name for p in (folder / split).iterdir() if p.is_dir()) if (folder / split).is_dir() else []
+        entries = list((folder / split).iterdir()) if (folder / split).is_dir() else []
+        stray = [p for p in entries if not p.is_dir()]
+        if stray:
+            raise SequenceFormatError(f"{stray[0]}: unexpected file; {folder / split} holds one folder per view")
+        on_disk = sorted(p.name for p in entries)
         listed = sorted(n for n, s in zip(names, splits) if s == split)
         if on_disk != listed:
             raise SequenceFormatError(

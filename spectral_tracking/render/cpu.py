@@ -1,7 +1,7 @@
 """The fast CPU compositor: ``csrc/rasterize.cpp`` behind a ``torch.autograd.Function``.
 
 The C++ source ships inside the package and is compiled on first use with the system C++ compiler
-(``$CXX`` or ``g++``, C++20, std::thread) into a per-user cache, ``$SPECTRAL_TRACKING_CACHE`` or
+(``$CXX`` or ``g++``, C++20, OpenMP: it binds to the libgomp torch has loaded, sharing its threads) into a per-user cache, ``$SPECTRAL_TRACKING_CACHE`` or
 ``~/.cache/spectral_tracking``. The library's file name carries a hash of the source, the compiler
 command and the machine (CPU model and flags: it is built with -march=native, 17% faster here), so
 an edited source or another machine rebuilds. It is compiled under a unique temporary name and
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .projection import TileBins
 
@@ -73,10 +74,12 @@ def load_library() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".so.tmp", dir=out.parent)
         os.close(fd)
         try:
-            res = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-            if res.returncode != 0:  # e.g. a compiler without -march=native: build portable code
-                portable = [f for f in flags if f != "-march=native"]
-                res = subprocess.run([cxx, *portable, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            # fall back to portable code, then to one thread, for compilers lacking those options
+            for drop in ((), ("-march=native",), ("-march=native", "-fopenmp")):
+                cmd = [cxx, *[f for f in flags if f not in drop], str(SOURCE), "-o", tmp]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode == 0:
+                    break
             if res.returncode != 0:
                 raise RuntimeError(f"render backend 'cpu': compiling {SOURCE} with {cxx} failed:\n{res.stderr}")
             os.replace(tmp, out)  # atomic: concurrent builders each install a complete library
@@ -155,6 +158,7 @@ class _CompositeCPU(torch.autograd.Function):
         return rgb, alpha, depth
 
     @staticmethod
+    @once_differentiable  # the C++ backward is not itself differentiable (no double backward)
     def backward(ctx, v_rgb, v_alpha, v_depth):
         means2d, conics, features, opacities, background, tile_offsets, flatten_ids, alpha, depth, last_ids = ctx.saved_tensors
         width, height, tile_size, tiles_x, tiles_y = ctx.dims
