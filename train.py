@@ -5,6 +5,8 @@
     python train.py -m shift=0,0.2,0.4,0.6,0.8        # a sweep; finished jobs are skipped on rerun
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -13,9 +15,13 @@ import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
-    from spectral_tracking.train import run_job
+    from spectral_tracking.train import UserError, run_job
 
-    result = run_job(cfg)
+    try:
+        result = run_job(cfg)
+    except UserError as e:  # bad config or missing data: the message says what to do, no stack trace
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     return None if result is None else result["metrics"]
 
 

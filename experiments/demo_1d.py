@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spectral_tracking.losses.spectral import frequency_grid, pixel_coordinates, spectral_moments
+from spectral_tracking.losses.spectral import frequency_grid, moment_distance, pixel_coordinates, spectral_moments
 from spectral_tracking.schedule import SpectralSchedule
 
 WIDTH = 512  # pixels of the 1D "image" [1, W]
@@ -54,7 +54,7 @@ def l2_loss(pred: Tensor, gt: Tensor) -> Tensor:
 
 
 def moment_losses(pred: Tensor, gt: Tensor, freqs: Tensor, weights: Tensor) -> Tensor:
-    """Weighted l1 moment distance per pulse, as ``moment_loss`` but kept per pulse.
+    """Weighted (smoothed) l1 moment distance per pulse, as ``moment_loss`` but kept per pulse.
 
     Args:
         pred: [P, 1, W]; gt: [1, 1, W]; freqs: [F, 2]; weights: [F].
@@ -62,7 +62,7 @@ def moment_losses(pred: Tensor, gt: Tensor, freqs: Tensor, weights: Tensor) -> T
         [P]: sum_f weights_f |M_f(pred - gt)| / W.
     """
     dm = spectral_moments(pred - gt, freqs) / pred.shape[-1]  # [P, F] (images [P, H=1, W])
-    return (dm.abs() * weights).sum(-1)
+    return (moment_distance(dm, "l1") * weights).sum(-1)
 
 
 def static_weights(k: int = STATIC_K) -> tuple[Tensor, Tensor]:

@@ -12,9 +12,22 @@ def _frac(total, fraction) -> int:
     return int(round(float(total) * float(fraction)))
 
 
+def _job_dirname(overrides: str, max_len: int = 100) -> str:
+    """A folder name for one sweep job from its overrides: stable across reruns (so finished jobs
+    are found and skipped), no path separators, long names shortened with a hash."""
+    import hashlib
+
+    name = overrides.replace("/", "_").replace("\\", "_") or "default"
+    if len(name) > max_len:
+        name = name[: max_len - 9] + "-" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return name
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("frac"):
         OmegaConf.register_new_resolver("frac", _frac)
+    if not OmegaConf.has_resolver("job_dirname"):
+        OmegaConf.register_new_resolver("job_dirname", _job_dirname)
 
 
 register_resolvers()

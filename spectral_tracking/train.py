@@ -18,10 +18,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spectral_tracking.callbacks import LossScheduleCallback, PeriodicEvalCallback, ProgressionCallback
-from spectral_tracking.config import validate
+from spectral_tracking.config import ConfigError, validate
+from spectral_tracking.data.sequence import SequenceFormatError
 from spectral_tracking.module import LossSettings, Targets, TrackingModule
 
 log = logging.getLogger(__name__)
+
+# Errors whose message tells the user what to change (bad config, missing or malformed data):
+# the entry point prints them without a stack trace.
+UserError = (ConfigError, FileNotFoundError, SequenceFormatError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,7 +40,7 @@ def build_sequence(ds: DictConfig, resolution: int):
     kind = ds.type
     if kind == "synthetic":
         if ds.preset not in data.PRESETS:
-            raise ValueError(f"dataset.preset: unknown preset {ds.preset!r}; presets: {sorted(data.PRESETS)}")
+            raise ConfigError(f"dataset.preset: unknown preset {ds.preset!r}; presets: {sorted(data.PRESETS)}")
         folder = data.generate(preset=ds.preset, setting=ds.setting, frames=int(ds.frames), resolution=resolution,
                                seed=int(ds.get("seed", 0)), root=ds.root)
         return data.load_sequence(folder)
@@ -64,12 +69,12 @@ def build_sequence(ds: DictConfig, resolution: int):
     if kind == "folder":
         seq = data.load_sequence(ds.path)
         if (seq.height, seq.width) != (resolution, resolution):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.path={ds.path}: frames are {seq.width}x{seq.height} but resolution={resolution}; "
                 f"set resolution={seq.width} (the folder format is used at its own size)"
             )
         return seq
-    raise ValueError(f"dataset.type: unknown dataset type {kind!r} (synthetic, donut, consistent4d, sc4d, gart, folder)")
+    raise ConfigError(f"dataset.type: unknown dataset type {kind!r} (synthetic, donut, consistent4d, sc4d, gart, folder)")
 
 
 def build_targets(cfg: DictConfig):

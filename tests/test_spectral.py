@@ -185,15 +185,15 @@ def test_band_errors_at_the_nyquist_limit(method):
 
 def test_float32_fast_paths_close_to_reference():
     torch.manual_seed(4)
-    pred, gt = torch.rand(1, 4, 64, 64), torch.rand(1, 4, 64, 64)
-    ref = spectral_band_errors(pred.double(), gt.double(), 7, method="reference")
+    pred, gt = torch.rand(1, 4, 32, 32), torch.rand(1, 4, 32, 32)
+    ref = spectral_band_errors(pred.double(), gt.double(), 6, method="reference")
     for method in ("fft", "dft"):
-        fast = spectral_band_errors(pred, gt, 7, method=method)
+        fast = spectral_band_errors(pred, gt, 6, method=method)
         assert fast.dtype == torch.float32
         assert torch.allclose(fast.double(), ref, rtol=1e-4, atol=1e-7)
     rgb, mask = pred.permute(0, 2, 3, 1)[..., :3], pred[:, 3]
     gt_rgb, gt_mask = gt.permute(0, 2, 3, 1)[..., :3], gt[:, 3]
-    weights = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    weights = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
     ref_loss = spectral_loss(rgb.double(), gt_rgb.double(), mask.double(), gt_mask.double(), weights,
                              lambda_mask=0.5, method="reference")
     for method in ("fft", "dft"):
