@@ -1,6 +1,6 @@
 """Cost of the spectral moment loss next to a render, forward + backward (issue 3 bar: < 10% at 128x128).
 
-    python benchmarks/spectral.py [--sizes 128 512] [--repeats 7] [--threads N]
+    python benchmarks/spectral.py [--sizes 128 512] [--repeats 7] [--threads 1]
 
 For each image size: the spectral loss on RGB + mask (one view, K = 8 bands, l1) with every method
 (``fft``, ``dft``, ``auto``), once with all 8 bands active and once early in the schedule (bands 0-2
@@ -85,9 +85,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads, 0 for torch's default. 1 by default: on a small or shared machine OpenMP "
+             "threads spin-wait for each other and the timings become noise (on 2 busy cores both the loss "
+             "and the render measured 5-100x slower with 2 threads)",
+    )
     args = parser.parse_args()
-    if args.threads is not None:
+    too_small = [s for s in args.sizes if s < 2 ** (NUM_BANDS - 1)]
+    if too_small:
+        parser.error(f"--sizes {too_small}: K = {NUM_BANDS} bands need images of at least {2 ** (NUM_BANDS - 1)} pixels")
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "

@@ -149,7 +149,7 @@ class TrackingModule(pl.LightningModule):
         cfg = self.loss_cfg
         if self.phase == "spectral":
             value = spectral_loss(
-                out.rgb, gt_rgb, out.alpha, gt_mask, self.band_weights.to(self.device),
+                out.rgb, gt_rgb, out.alpha, gt_mask, self.band_weights,  # CPU weights: no device sync
                 lambda_mask=cfg.lambda_spec_mask, norm=cfg.norm,
             )
             return {"spectral": value, "image": value}
