@@ -16,7 +16,6 @@ widths. Everything is float64; all three runs use the same Adam optimiser and le
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch

@@ -12,7 +12,7 @@ def _frac(total, fraction) -> int:
     return int(round(float(total) * float(fraction)))
 
 
-def _job_dirname(overrides: str, max_len: int = 100) -> str:
+def _job_dirname(overrides: str, max_len: int = 200) -> str:
     """A folder name for one sweep job from its overrides: stable across reruns (so finished jobs
     are found and skipped), no path separators, long names shortened with a hash."""
     import hashlib

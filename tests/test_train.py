@@ -145,8 +145,11 @@ def test_bad_configs_are_explained(tmp_path, data_root, overrides, message):
 def test_unknown_preset_and_missing_data(tmp_path, data_root):
     with pytest.raises(ConfigError, match="preset"):
         run(make_cfg(tmp_path, data_root, ["dataset.preset=unicorn_dance"]))
-    with pytest.raises(FileNotFoundError, match="gart"):
-        run(make_cfg(tmp_path, data_root, ["dataset=gart", f"dataset.path={tmp_path / 'nowhere'}"]))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=gart", f"dataset.path={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'run'}",
+                                           "logger=none", "trainer=debug"])
+    with pytest.raises(FileNotFoundError, match=r"GART dog data: no folder at .*nowhere"):
+        run(cfg)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +167,7 @@ def test_unknown_preset_and_missing_data(tmp_path, data_root):
 def test_every_config_option_composes(group, options):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for option in options:
-            extra = ["dataset.path=/tmp/x"] if option == "folder" else []
+            extra = ["out_dir=/tmp/unused"] + (["dataset.path=/tmp/x"] if option == "folder" else [])
             cfg = compose("train", overrides=[f"{group}={option}", *extra], return_hydra_config=group == "hydra/launcher")
             container = OmegaConf.to_container(cfg, resolve=group != "hydra/launcher")
             assert container["loss"]["num_bands"] >= 1
@@ -177,6 +180,6 @@ def test_loggers_instantiate(tmp_path):
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in ["csv", "wandb", "tensorboard", "none"]:
-            cfg = compose("train", overrides=[f"logger={name}"])
+            cfg = compose("train", overrides=[f"logger={name}", f"out_dir={tmp_path}"])
             lg = build_logger(cfg, tmp_path)
             assert (lg is False) == (name == "none")

@@ -241,8 +241,9 @@ def moment_loss(pred: Tensor, gt: Tensor, freqs: Tensor, weights: Tensor, norm: 
     """General weighted moment distance over an explicit frequency set (reference path).
 
     ``mean_over_leading( sum_f weights_f * d(dM_f) )`` with ``dM = M(pred - gt) / (H W)`` and
-    ``d`` from ``moment_distance`` (smoothed modulus for l1, squared modulus for l2). With ``full_frequency_grid`` and weight 1 each, the l2 form
-    equals ``4 L^2 / (H W)`` times the pixel MSE (Parseval).
+    ``d`` from ``moment_distance`` (smoothed modulus for l1, squared modulus for l2). With
+    ``full_frequency_grid`` and weight 1 each, the l2 form equals ``4 L^2 / (H W)`` times the pixel
+    MSE (Parseval).
 
     Args:
         pred, gt: [..., H, W] real, same shape.
