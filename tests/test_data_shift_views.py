@@ -110,18 +110,3 @@ def test_datamodule(folder):
         SequenceDataModule(sequence=mono).val_dataloader()
     with pytest.raises(ValueError, match="exactly one"):
         SequenceDataModule()
-
-
-def test_load_dataset_entry_point(folder, tmp_path):
-    from spectral_tracking.data import load_dataset
-
-    seq = load_dataset("sequence", views=2, folder=folder)
-    assert [seq.view_names[i] for i in seq.train_views] == ["0.0", "180.0"]
-    syn = load_dataset("synthetic", preset="flower_twist", frames=3, resolution=32, num_gaussians=300, root=tmp_path)
-    assert syn.meta["preset"] == "flower_twist" and syn.num_frames == 3
-    with pytest.raises(ValueError, match="unknown dataset kind"):
-        load_dataset("imagenet")
-    from spectral_tracking.data.sequence import DataNotFoundError
-
-    with pytest.raises(DataNotFoundError, match=r"images/NNNN\.png"):
-        load_dataset("gart", folder=tmp_path / "dogs" / "shiba")

@@ -5,7 +5,6 @@
 - `load_consistent4d`, `load_gart`, `load_sc4d`: readers of other layouts into a `Sequence`.
 - `select_views` (views = 1 | 2 | 4), `shift_canonical`, `initial_overlap`, `shift_record`.
 - `FrameViewDataset`, `SequenceDataModule`: (frame, time, view, camera, image, mask) items.
-- `load_dataset(kind, views=..., **options)`: one entry point for configs (see ``registry.py``).
 """
 
 from spectral_tracking.data.consistent4d import load_consistent4d
@@ -14,7 +13,6 @@ from spectral_tracking.data.formats import decode_coco_rle, encode_coco_rle, loa
 from spectral_tracking.data.sequence import (
     DataNotFoundError, Sequence, SequenceFormatError, load_sequence, normalize_scene, write_sequence,
 )
-from spectral_tracking.data.registry import KINDS, load_dataset
 from spectral_tracking.data.shift import initial_overlap, mask_iou, shift_canonical, shift_record
 from spectral_tracking.data.views import TRAIN_AZIMUTHS, select_views
 
@@ -30,8 +28,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DONUT_PRESETS", "KINDS", "PRESETS", "TRAIN_AZIMUTHS", "DataNotFoundError", "FrameViewDataset", "Sequence",
+    "DONUT_PRESETS", "PRESETS", "TRAIN_AZIMUTHS", "DataNotFoundError", "FrameViewDataset", "Sequence",
     "SequenceDataModule", "SequenceFormatError", "decode_coco_rle", "encode_coco_rle", "generate",
-    "initial_overlap", "load_consistent4d", "load_dataset", "load_gart", "load_sc4d", "load_sequence", "mask_iou",
+    "initial_overlap", "load_consistent4d", "load_gart", "load_sc4d", "load_sequence", "mask_iou",
     "normalize_scene", "select_views", "shift_canonical", "shift_record", "write_sequence",
 ]
