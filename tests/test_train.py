@@ -183,3 +183,41 @@ def test_loggers_instantiate(tmp_path):
             cfg = compose("train", overrides=[f"logger={name}", f"out_dir={tmp_path}"])
             lg = build_logger(cfg, tmp_path)
             assert (lg is False) == (name == "none")
+
+
+def test_wandb_offline_logs_media_and_finishes(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path, data_root, ["logger=wandb", "eval.every_n_steps=12", "eval.export_ply=true"])
+    result = run(cfg)
+    import wandb
+
+    assert wandb.run is None  # finished
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    assert list(media.glob("images/eval/final_strip_*.png")) and list(media.glob("videos/eval/progression_*.gif"))
+    plys = sorted((tmp_path / "run" / "ply").glob("*.ply"))
+    assert len(plys) == 4 and result["figures"]["ply"]
+
+
+def test_failed_multirun_job_does_not_stop_the_sweep(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    # views=4 is valid for the benchmark; num_control_points=100000 fails (more than the Gaussians)
+    cmd = [
+        sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep}", "num_control_points=16,100000",
+        *[o for o in tiny_overrides(tmp_path, data_root) if not o.startswith(("out_dir", "num_control_points"))],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = [p.parent.name for p in sweep.glob("*/metrics.json")]
+    failed = [p.parent.name for p in sweep.glob("*/failed.txt")]
+    assert len(done) == 1 and "num_control_points=16" in done[0]
+    assert len(failed) == 1 and "num_control_points=100000" in failed[0]
+    assert "num_control_points" in (sweep / failed[0] / "failed.txt").read_text()
+
+
+def test_realistic_setting_measures_3d_error_on_matched_gaussians(tmp_path, data_root):
+    cfg = make_cfg(tmp_path, data_root, ["dataset=synthetic_realistic", "max_steps=6", "eval.progression_every=0"])
+    m = run(cfg)["metrics"]
+    assert 0 < m["3d_mean_error"] < 5 and 0.5 < m["3d_size_ratio"] < 2
