@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def main() -> None:
             for shift in args.shifts:
                 for seed in args.seeds:
                     name = f"{args.experiment}_{loss}_shift{shift:g}_seed{seed}"
+                    if args.override:  # runs with other overrides get their own folders
+                        name += "_" + hashlib.sha1(" ".join(args.override).encode()).hexdigest()[:8]
                     cfg = compose("train", overrides=[
                         f"experiment={args.experiment}", f"loss={loss}", f"shift={shift}", f"seed={seed}",
                         "logger=csv", f"out_dir={args.out / 'runs' / name}", *args.override,

@@ -46,17 +46,19 @@ class LossScheduleCallback(pl.Callback):
 class ProgressionCallback(pl.Callback):
     """Renders one (frame, view) every ``every`` steps: the optimisation progression (paper Fig. 1).
 
-    Frames are kept in the checkpoint, so a resumed run produces the same GIF.
+    Frames are kept (uint8 tensors, loadable with ``torch.load(weights_only=True)``) in the
+    checkpoint, so a resumed run produces the same GIF. ``every`` is derived from the number of
+    frames wanted (`progression_interval`), so long runs do not grow the checkpoint without bound.
     """
 
     def __init__(self, frame: int, view: int, every: int) -> None:
         self.frame, self.view, self.every = int(frame), int(view), int(every)
-        self.images: list[np.ndarray] = []
+        self.images: list[torch.Tensor] = []  # [H, W, 3] uint8 each
 
     def _grab(self, pl_module) -> None:
         with torch.no_grad():
             out = pl_module.render_views(pl_module.gaussians_at(self.frame), [self.view])
-        self.images.append((out.rgb[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+        self.images.append((out.rgb[0].clamp(0, 1).cpu() * 255).round().to(torch.uint8))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.every > 0 and trainer.global_step % self.every == 0 and len(self.images) <= trainer.global_step // self.every:
@@ -67,7 +69,7 @@ class ProgressionCallback(pl.Callback):
             self._grab(pl_module)
 
     def state_dict(self) -> dict:
-        return {"images": [im.copy() for im in self.images]}
+        return {"images": [im.clone() for im in self.images]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.images = list(state_dict.get("images", []))
@@ -78,11 +80,16 @@ class ProgressionCallback(pl.Callback):
             return None
         from PIL import Image
 
-        frames = [np.concatenate([im, target], axis=1) if target is not None else im for im in self.images]
+        frames = [np.concatenate([im.numpy(), target], axis=1) if target is not None else im.numpy() for im in self.images]
         pil = [Image.fromarray(f) for f in frames]
         path.parent.mkdir(parents=True, exist_ok=True)
         pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
         return path
+
+
+def progression_interval(max_steps: int, num_frames: int) -> int:
+    """Steps between progression frames so that about ``num_frames`` are recorded (0 = off)."""
+    return 0 if num_frames <= 0 else max(1, int(max_steps) // int(num_frames))
 
 
 class PeriodicEvalCallback(pl.Callback):

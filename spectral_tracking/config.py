@@ -78,5 +78,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"resolution must be at least 8 pixels, got {cfg.resolution}")
     if cfg.deform.name not in ("mlp", "direct", "rigid", "rigid_mlp"):
         raise ConfigError(f"deform.name must be one of mlp, direct, rigid, rigid_mlp, got {cfg.deform.name!r}")
+    if loss.spatial not in ("pixel", "lpips"):
+        raise ConfigError(f"loss.spatial must be pixel or lpips, got {loss.spatial!r}")
+    if loss.spatial == "lpips" and loss.lpips_net not in ("alex", "vgg"):
+        raise ConfigError(f"loss.lpips_net must be alex or vgg (the LPIPS loss backbone), got {loss.lpips_net!r}")
+    if cfg.eval.lpips not in ("alex", "vgg", "none"):
+        raise ConfigError(f"eval.lpips must be alex, vgg or none, got {cfg.eval.lpips!r}")
     if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
         raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")

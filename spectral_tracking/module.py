@@ -39,6 +39,7 @@ class LossSettings:
     lambda_spec_mask: float = 0.5
     lambda_bce: float = 0.3
     lambda_late_lpips: float = 1.0
+    lpips_net: str = "vgg"  # backbone of the LPIPS loss (spatial=lpips): alex | vgg
     lambda_arap: float = 1.0
     arap_start_iter: int = 50
 
@@ -47,6 +48,8 @@ class LossSettings:
             raise ValueError(f"loss.image: expected 'spectral' or 'pixel', got {self.image!r}")
         if self.spatial not in ("pixel", "lpips"):
             raise ValueError(f"loss.spatial: expected 'pixel' or 'lpips', got {self.spatial!r}")
+        if self.lpips_net not in ("alex", "vgg"):
+            raise ValueError(f"loss.lpips_net: expected 'alex' or 'vgg', got {self.lpips_net!r}")
 
     @property
     def switch_step(self) -> int:
@@ -168,6 +171,11 @@ class TrackingModule(pl.LightningModule):
                 "spectral_tracking.callbacks.LossScheduleCallback to the Trainer's callbacks"
             )
         step = int(self.global_step)
+        if step > 0 and hasattr(self.deformation, "copy_frame"):
+            # Per-frame parameterisations: a frame joining the progressive schedule starts where the
+            # previous frame is (GSGD-style warm start), not at the canonical pose.
+            for f in range(self.active_frames(step - 1), self.active_frames(step)):
+                self.deformation.copy_frame(f - 1, f)
         frame, view = self.sample(step)
         out = self.render_views(self.gaussians_at(frame), [view])
         gt_rgb = self.targets.images[view, frame][None].to(self.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.callbacks import LossScheduleCallback, PeriodicEvalCallback, ProgressionCallback
+from spectral_tracking.callbacks import (
+    LossScheduleCallback, PeriodicEvalCallback, ProgressionCallback, progression_interval,
+)
 from spectral_tracking.config import ConfigError, validate
 from spectral_tracking.data.sequence import SequenceFormatError
 from spectral_tracking.module import LossSettings, Targets, TrackingModule
@@ -67,7 +70,7 @@ def build_sequence(ds: DictConfig, resolution: int):
     if kind == "gart":
         return data.load_gart(ds.path, canonical=ds.canonical, resolution=resolution)
     if kind == "folder":
-        seq = data.load_sequence(ds.path)
+        seq = _normalized(data.load_sequence(ds.path))
         if (seq.height, seq.width) != (resolution, resolution):
             raise ConfigError(
                 f"dataset.path={ds.path}: frames are {seq.width}x{seq.height} but resolution={resolution}; "
@@ -75,6 +78,24 @@ def build_sequence(ds: DictConfig, resolution: int):
             )
         return seq
     raise ConfigError(f"dataset.type: unknown dataset type {kind!r} (synthetic, donut, consistent4d, sc4d, gart, folder)")
+
+
+def _normalized(seq):
+    """The sequence with its asset in the standard frame (bounding radius 0.5, cameras moved with it,
+    so the images are unchanged): shift radii and 3D errors are in those units."""
+    from dataclasses import replace
+
+    from spectral_tracking.data import normalize_scene
+
+    radius = seq.canonical.bounding_sphere()[1]
+    if abs(radius - 0.5) < 1e-3:
+        return seq
+    canonical, cameras, record = normalize_scene(seq.canonical, seq.cameras)
+    gt = seq.gt_means
+    if gt is not None:
+        gt = (gt - torch.tensor(record["center"], dtype=gt.dtype)) * record["scale"]
+    log.info("normalised the asset of %s (bounding radius %.4g -> 0.5)", seq.meta.get("folder"), radius)
+    return replace(seq, canonical=canonical, cameras=cameras, gt_means=gt, meta={**seq.meta, "normalization": record})
 
 
 def build_targets(cfg: DictConfig):
@@ -102,7 +123,7 @@ def initial_overlap(canonical, targets: Targets, backend: str) -> list[float]:
     from spectral_tracking.render import render
 
     with torch.no_grad():
-        out = render(canonical, targets.cameras[targets.train_views], backend=backend)
+        out = render(canonical, targets.cameras[targets.train_views].to(canonical.device), backend=backend)
     pred = out.alpha.cpu() > 0.5
     gt = targets.masks[targets.train_views, 0] > 0.5
     inter = (pred & gt).flatten(1).sum(1).float()
@@ -214,15 +235,56 @@ def _finish_wandb(logger) -> None:
 # --------------------------------------------------------------------------------------------
 # run
 # --------------------------------------------------------------------------------------------
+# Keys that do not change what a run computes: they may differ between a run and its resumption.
+_NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of the resolved settings that determine a run's result (see ``_NOT_IN_FINGERPRINT``)."""
+    import hashlib
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    kept = {k: v for k, v in container.items() if k not in _NOT_IN_FINGERPRINT}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
+    meta = out_dir / "run_meta.json"
+    if not meta.exists():
+        return
+    old = json.loads(meta.read_text()).get("config_fingerprint")
+    if old is not None and old != fingerprint:
+        raise ConfigError(
+            f"{out_dir} holds {what} of a run with different settings (config fingerprint {old}, now "
+            f"{fingerprint}); use another out_dir, or skip_finished=false to start this folder over"
+        )
+
+
 def run(cfg: DictConfig) -> dict:
-    """Train one tracking run and return its metrics (also written to ``out_dir/metrics.json``)."""
+    """Train one tracking run and return its metrics (also written to ``out_dir/metrics.json``).
+
+    An ``out_dir`` that holds a finished run of the same settings is returned as is
+    (``skip_finished``); one that holds an interrupted run resumes from ``checkpoints/last.ckpt``;
+    with ``skip_finished=false`` the folder starts over (unless ``ckpt_path`` names a checkpoint).
+    """
     validate(cfg)
     out_dir = Path(cfg.out_dir)
     metrics_path = out_dir / "metrics.json"
-    if cfg.skip_finished and metrics_path.exists():
-        log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
-        return json.loads(metrics_path.read_text())
+    fingerprint = config_fingerprint(cfg)
+    if cfg.skip_finished:
+        if metrics_path.exists():
+            _check_same_run(out_dir, fingerprint, "the results")
+            log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
+            return json.loads(metrics_path.read_text())
+        _check_same_run(out_dir, fingerprint, "a checkpoint")
+    else:
+        for stale in (metrics_path, out_dir / "checkpoints"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "failed.txt").unlink(missing_ok=True)
     t_start = time.time()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
@@ -232,8 +294,10 @@ def run(cfg: DictConfig) -> dict:
     from spectral_tracking.deform import build_deformation
 
     canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
-    overlap = initial_overlap(canonical, targets, cfg.backend)
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    overlap = initial_overlap(canonical.to(device), targets, cfg.backend)
     run_meta = {
+        "config_fingerprint": fingerprint,
         "shift_radius": float(cfg.shift), "shift_direction": [float(x) for x in direction],
         "initial_iou": overlap, "train_views": [targets.view_names[v] for v in targets.train_views],
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
@@ -254,15 +318,15 @@ def run(cfg: DictConfig) -> dict:
         lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / lr_init,
         background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
         progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
-        finetune_appearance=bool(cfg.finetune_appearance), lpips_net=str(cfg.eval.lpips),
-    )
+        finetune_appearance=bool(cfg.finetune_appearance), lpips_net=loss.lpips_net,
+    ).to(device)
     with torch.no_grad():
-        initial = module.render_views(canonical, [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
+        initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
 
     schedule_cb = LossScheduleCallback(
         loss.num_bands, loss.warmup, loss.switch_step, int(cfg.max_steps), loss.expansion
     )
-    progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=int(cfg.eval.progression_every))
+    progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=progression_interval(int(cfg.max_steps), int(cfg.eval.progression_frames)))
     lpips_net = None if cfg.eval.lpips == "none" else str(cfg.eval.lpips)
     callbacks = [
         schedule_cb,
@@ -290,7 +354,7 @@ def run(cfg: DictConfig) -> dict:
             limit_val_batches=0, default_root_dir=str(out_dir), deterministic=False,
         )
         trainer.fit(module, ckpt_path=ckpt_path)
-        module.eval()
+        module.to(device).eval()  # Lightning's teardown moves the module to the CPU
         metrics = evaluate(module, truth, lpips_net=lpips_net)
         metrics["initial_iou"] = float(np.mean(overlap))
         metrics["steps"] = int(trainer.global_step)

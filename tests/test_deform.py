@@ -449,3 +449,20 @@ def test_render_gradient_reaches_deformation():
     assert d.net.head_translation.weight.grad.abs().sum() > 0
     assert d.net.body[0].weight.grad.abs().sum() > 0
     assert float(d.rigid.translation.grad[0, 0]) < 0  # moving +x lowers the loss
+
+
+def test_copy_frame_warm_starts_per_frame_models():
+    from spectral_tracking.deform import build_deformation
+    from spectral_tracking.gaussians import random_gaussians
+
+    g = random_gaussians(200, seed=1)
+    direct = build_deformation("direct", g, 3, num_control_points=20)
+    with torch.no_grad():
+        direct.offsets[0] += 0.1
+    direct.copy_frame(0, 1)
+    assert torch.allclose(direct(1).means, direct(0).means) and not torch.allclose(direct(2).means, direct(0).means)
+    rigid = build_deformation("rigid", g, 3, num_control_points=20)
+    with torch.no_grad():
+        rigid.rigid.translation[0] += torch.tensor([0.2, 0.0, 0.0])
+    rigid.copy_frame(0, 2)
+    assert torch.allclose(rigid(2).means, rigid(0).means)

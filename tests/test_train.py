@@ -30,7 +30,7 @@ def tiny_overrides(tmp_path: Path, data_root: Path) -> list[str]:
         "trainer=debug",
         "logger=none",
         "eval.lpips=none",
-        "eval.progression_every=8",
+        "eval.progression_frames=3",
         f"out_dir={tmp_path / 'run'}",
     ]
 
@@ -91,7 +91,7 @@ def test_finished_run_is_skipped(tmp_path, data_root):
 def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
     from spectral_tracking.module import TrackingModule
 
-    full = run(make_cfg(tmp_path / "a", data_root, ["eval.progression_every=0"]))["metrics"]
+    full = run(make_cfg(tmp_path / "a", data_root))["metrics"]
 
     original = TrackingModule.training_step
 
@@ -100,7 +100,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
             raise KeyboardInterrupt("simulated kill")
         return original(self, batch, batch_idx)
 
-    cfg_b = make_cfg(tmp_path / "b", data_root, ["eval.progression_every=0"])
+    cfg_b = make_cfg(tmp_path / "b", data_root)
     monkeypatch.setattr(TrackingModule, "training_step", crashing)
     with pytest.raises(BaseException):
         run(cfg_b)
@@ -108,9 +108,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
     ckpt = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     assert torch.load(ckpt, weights_only=False)["global_step"] < 24
-    resumed = run(make_cfg(tmp_path / "b", data_root, ["eval.progression_every=0"]))["metrics"]
+    resumed_result = run(make_cfg(tmp_path / "b", data_root))
+    resumed = resumed_result["metrics"]
     for key in ("train_psnr", "novel_psnr", "3d_mean_error"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-4, abs=1e-5), key
+    from PIL import Image
+
+    gif_a = Image.open(tmp_path / "a" / "run" / "progression.gif")
+    gif_b = Image.open(resumed_result["figures"]["progression"])
+    assert gif_a.n_frames == gif_b.n_frames == 4  # steps 0, 8, 16 (3 frames over 24 steps) + the final one
 
 
 def test_multirun_with_joblib_launcher(tmp_path, data_root):
@@ -218,6 +224,15 @@ def test_failed_multirun_job_does_not_stop_the_sweep(tmp_path, data_root):
 
 
 def test_realistic_setting_measures_3d_error_on_matched_gaussians(tmp_path, data_root):
-    cfg = make_cfg(tmp_path, data_root, ["dataset=synthetic_realistic", "max_steps=6", "eval.progression_every=0"])
+    cfg = make_cfg(tmp_path, data_root, ["dataset=synthetic_realistic", "max_steps=6", "eval.progression_frames=0"])
     m = run(cfg)["metrics"]
     assert 0 < m["3d_mean_error"] < 5 and 0.5 < m["3d_size_ratio"] < 2
+
+
+def test_rerun_with_other_settings_is_refused_and_skip_finished_false_starts_over(tmp_path, data_root):
+    first = run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.progression_frames=0"]))
+    with pytest.raises(ConfigError, match="different settings"):
+        run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.progression_frames=0", "seed=1"]))
+    again = run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.progression_frames=0", "seed=1", "skip_finished=false"]))
+    assert again["run"]["shift_direction"] != first["run"]["shift_direction"]
+    assert again["metrics"]["steps"] == 6 and again["metrics"]["train_psnr"] != first["metrics"]["train_psnr"]

@@ -72,6 +72,13 @@ class RigidMotion(nn.Module):
         self.rotation = nn.Parameter(init)  # [T', 3 | 6]
         self.translation = nn.Parameter(torch.zeros(rows, 3))  # [T', 3] world units
 
+    @torch.no_grad()
+    def copy_frame(self, src: int, dst: int) -> None:
+        """Set frame ``dst``'s motion to frame ``src``'s (no-op for a shared motion)."""
+        if self.per_frame:
+            self.rotation[dst] = self.rotation[src]
+            self.translation[dst] = self.translation[src]
+
     def forward(self, position: float) -> tuple[Tensor, Tensor, Tensor]:
         pos = position if self.per_frame else 0.0
         rot = interpolate_frames(self.rotation, pos)
@@ -112,6 +119,10 @@ class RigidDeformation(Deformation):
 
     def global_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor, Tensor]:
         return self.rigid(position)
+
+    def copy_frame(self, src: int, dst: int) -> None:
+        """Warm start of a frame joining the tracker's progressive schedule."""
+        self.rigid.copy_frame(src, dst)
 
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super()._param_groups()
