@@ -11,7 +11,6 @@ same (frame, view) sequence as an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
@@ -242,6 +241,3 @@ class _Steps(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> int:
         return i
 
-
-def psnr_from_mse(mse: float) -> float:
-    return -10.0 * math.log10(max(mse, 1e-12))

@@ -1,7 +1,6 @@
 import math
 import struct
 
-import numpy as np
 import pytest
 import torch
 

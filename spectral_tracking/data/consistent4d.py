@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.formats import front_camera, resize_rgb_mask
-from spectral_tracking.data.sequence import DataNotFoundError, Sequence, SequenceFormatError, read_png
+from spectral_tracking.data.formats import front_camera, read_rgba_frame, resize_rgb_mask
+from spectral_tracking.data.sequence import DataNotFoundError, Sequence, SequenceFormatError
 from spectral_tracking.gaussians import Gaussians
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,14 +54,8 @@ def load_consistent4d(folder: str | Path, resolution: int = 256, canonical: Gaus
         raise SequenceFormatError(f"{folder}: {T} frame; tracking needs at least 2")
     rgbs, masks, size = [], [], None
     for t in range(T):
-        p = folder / f"{t}.png"
-        img = read_png(p)
-        if img.shape[2] != 4:
-            raise SequenceFormatError(f"{p}: Consistent4D frames must be RGBA (alpha = mask), got {img.shape[2]} channel(s)")
-        if size is None:
-            size = img.shape[:2]
-        elif img.shape[:2] != size:
-            raise SequenceFormatError(f"{p}: image is {img.shape[1]}x{img.shape[0]}, but 0.png is {size[1]}x{size[0]}")
+        img = read_rgba_frame(folder / f"{t}.png", "Consistent4D", size, "0.png")
+        size = img.shape[:2]
         rgb, m = resize_rgb_mask(img[..., :3], img[..., 3], resolution)
         rgbs.append(rgb)
         masks.append(m)

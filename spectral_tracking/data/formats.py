@@ -137,6 +137,16 @@ def encode_coco_rle(mask: np.ndarray) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Shared helpers
 # ----------------------------------------------------------------------------------------------
+def read_rgba_frame(path: Path, layout: str, size: tuple[int, int] | None, first: str) -> np.ndarray:
+    """An RGBA frame [H, W, 4] of a public layout; ``size`` is the first frame's (H, W), named ``first``."""
+    img = read_png(path)
+    if img.shape[2] != 4:
+        raise SequenceFormatError(f"{path}: {layout} frames must be RGBA (alpha = object mask), got {img.shape[2]} channel(s)")
+    if size is not None and img.shape[:2] != size:
+        raise SequenceFormatError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, but {first} is {size[1]}x{size[0]}")
+    return img
+
+
 def resize_rgb_mask(rgb: np.ndarray, mask: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Resize uint8 straight RGB [H, W, 3] and mask [H, W] to size (W, H) (antialiased, colours
     averaged with the mask as weight so the background does not bleed into the object's edge)."""
@@ -338,14 +348,8 @@ def load_sc4d(folder: str | Path, resolution: int | None = None, fovy_deg: float
     for d in view_dirs:
         vi, vm = [], []
         for t in range(T):
-            p = d / f"{t}.png"
-            img = read_png(p)
-            if img.shape[2] != 4:
-                raise SequenceFormatError(f"{p}: SC4D frames must be RGBA (alpha = object mask), got {img.shape[2]} channel(s)")
-            if size is None:
-                size = img.shape[:2]
-            elif img.shape[:2] != size:
-                raise SequenceFormatError(f"{p}: image is {img.shape[1]}x{img.shape[0]}, but {view_dirs[0].name}/0.png is {size[1]}x{size[0]}")
+            img = read_rgba_frame(d / f"{t}.png", "SC4D", size, f"{view_dirs[0].name}/0.png")
+            size = img.shape[:2]
             rgb, m = img[..., :3], img[..., 3]
             if resolution is not None:
                 rgb, m = resize_rgb_mask(rgb, m, resolution)

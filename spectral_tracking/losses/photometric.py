@@ -6,7 +6,6 @@ Each term is a mean over pixels (not a sum), so its size does not depend on the 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
