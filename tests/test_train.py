@@ -236,3 +236,19 @@ def test_rerun_with_other_settings_is_refused_and_skip_finished_false_starts_ove
     again = run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.progression_frames=0", "seed=1", "skip_finished=false"]))
     assert again["run"]["shift_direction"] != first["run"]["shift_direction"]
     assert again["metrics"]["steps"] == 6 and again["metrics"]["train_psnr"] != first["metrics"]["train_psnr"]
+
+
+@pytest.mark.parametrize("layout", ["gart", "sc4d"])
+def test_end_to_end_public_layouts(tmp_path, layout):
+    from test_data_formats import make_gart_tree, make_sc4d_tree
+
+    root = tmp_path / layout
+    (make_gart_tree if layout == "gart" else make_sc4d_tree)(root)
+    overrides = [f"dataset={layout}", f"dataset.path={root}", "resolution=32", "max_steps=6", "num_control_points=16",
+                 "loss.num_bands=3", "trainer=debug", "logger=none", "eval.lpips=none", "eval.progression_frames=0",
+                 f"out_dir={tmp_path / 'run'}", "views=" + ("1" if layout == "gart" else "2")]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    m = run(cfg)["metrics"]
+    assert m["steps"] == 6 and m["train_psnr"] > 0
+    assert ("novel_psnr" in m) == (layout == "sc4d")  # GART has one view: nothing held out
