@@ -54,12 +54,14 @@ M(-w) = conj(M(w)) and |dM(-w)| = |dM(w)|; the kx > 0 columns count twice.
   (``spectral_moments_reference``); slow, for tests.
 - ``"auto"``: ``"dft"`` only while the top active frequency is tiny against the image
   (64 N <= L), else ``"fft"``. Chosen from ``benchmarks/spectral.py`` (CPU, 1 thread, RGB + mask):
-  with all 8 bands the fused FFT path costs 1.8 ms at 128^2 and 17 ms at 512^2 against 6.7 / 36 ms
-  for the DFT; with bands 0-2 only (N = 4) they are within 15% of each other, the DFT ahead at 512^2.
+  with all 8 bands the fused FFT path costs about 1.3 ms at 128^2 and 15-18 ms at 512^2 against
+  6.5 / 38 ms for the DFT; with bands 0-2 only (N = 4) they are within 15% of each other.
 
-In ``spectral_loss`` the FFT path is one fused autograd function (``_FFTWeightedModulus``) whose
+In ``spectral_loss`` the FFT path is one fused autograd function (``_FFTSpectralLoss``, taking the
+renderer-layout images; ``_FFTWeightedModulus`` on stacked differences when the dtypes differ) whose
 backward pass applies the adjoint transforms directly; it is tested against the autograd DFT path
-and the direct-sum reference.
+and the direct-sum reference. It reuses per-thread scratch buffers (``_FFTPlan``) across calls, and
+checks the images for NaN / Inf only when the loss comes out non-finite.
 
 Image layout: ``spectral_loss`` takes the renderer's layout, rgb ``[V, H, W, C]`` and opacity /
 mask ``[V, H, W]``. ``spectral_moments`` and ``spectral_band_errors`` take channels-first
@@ -69,6 +71,7 @@ mask ``[V, H, W]``. ``spectral_moments`` and ``spectral_band_errors`` take chann
 from __future__ import annotations
 
 import math
+import threading
 from typing import Sequence, Union
 
 import torch
@@ -336,6 +339,35 @@ class _Modulus(torch.autograd.Function):
         return z * scale, None
 
 
+def _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
+                            finite: bool) -> Tensor:
+    """The argument checks of ``spectral_loss`` in order; returns the band weights ([K] CPU tensor)."""
+    where = "spectral_loss"
+    if pred_rgb.ndim != 4:
+        raise ValueError(f"{where}: pred_rgb must be [V, H, W, C] (renderer layout), got {tuple(pred_rgb.shape)}")
+    _check_pair(pred_rgb, gt_rgb, where, "pred_rgb", "gt_rgb", finite)
+    _check_norm(norm, where)
+    _check_method(method, where)
+    views, height, width, _ = pred_rgb.shape
+    if (pred_mask is None) != (gt_mask is None):
+        raise ValueError(f"{where}: pass both pred_mask and gt_mask or neither "
+                         f"(got pred_mask={'None' if pred_mask is None else 'tensor'}, "
+                         f"gt_mask={'None' if gt_mask is None else 'tensor'})")
+    if not math.isfinite(lambda_mask) or lambda_mask < 0:
+        raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
+    if pred_mask is None and lambda_mask != 0:
+        raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
+    if pred_mask is not None:
+        if pred_mask.shape != (views, height, width):
+            raise ValueError(f"{where}: pred_mask must be [V, H, W]={[views, height, width]} to match pred_rgb, "
+                             f"got {tuple(pred_mask.shape)}")
+        _check_pair(pred_mask, gt_mask, where, "pred_mask", "gt_mask", finite)
+    weights = _check_band_weights(band_weights, where)  # on the CPU: no device sync to find `top`
+    num_bands = weights.shape[0]
+    _check_resolution(num_bands, height, width, where)
+    return weights
+
+
 def spectral_loss(
     pred_rgb: Tensor,
     gt_rgb: Tensor,
@@ -366,36 +398,58 @@ def spectral_loss(
         scalar (0 with a graph when every weight is 0).
     """
     where = "spectral_loss"
-    if pred_rgb.ndim != 4:
-        raise ValueError(f"{where}: pred_rgb must be [V, H, W, C] (renderer layout), got {tuple(pred_rgb.shape)}")
-    _check_pair(pred_rgb, gt_rgb, where, "pred_rgb", "gt_rgb")
-    _check_norm(norm, where)
-    _check_method(method, where)
+    # Validation without the finiteness pass over the images (one reduction and device sync per
+    # image): on the fused FFT path a non-finite image makes the loss non-finite, and only then are
+    # the images checked. Any other error re-runs the full validation first, so the error raised is
+    # exactly the one full validation raises first.
+    try:
+        weights = _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm,
+                                          method, finite=False)
+    except (ValueError, TypeError):
+        _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
+                                finite=True)
+        raise
     views, height, width, _ = pred_rgb.shape
-    if (pred_mask is None) != (gt_mask is None):
-        raise ValueError(f"{where}: pass both pred_mask and gt_mask or neither "
-                         f"(got pred_mask={'None' if pred_mask is None else 'tensor'}, "
-                         f"gt_mask={'None' if gt_mask is None else 'tensor'})")
-    if not math.isfinite(lambda_mask) or lambda_mask < 0:
-        raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
-    if pred_mask is None and lambda_mask != 0:
-        raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
-    if pred_mask is not None:
-        if pred_mask.shape != (views, height, width):
-            raise ValueError(f"{where}: pred_mask must be [V, H, W]={[views, height, width]} to match pred_rgb, "
-                             f"got {tuple(pred_mask.shape)}")
-        _check_pair(pred_mask, gt_mask, where, "pred_mask", "gt_mask")
-    weights = _check_band_weights(band_weights, where)  # on the CPU: no device sync to find `top`
-    num_bands = weights.shape[0]
-    _check_resolution(num_bands, height, width, where)
+
+    def check_finite() -> None:
+        _check_finite(pred_rgb, where, "pred_rgb")
+        _check_finite(gt_rgb, where, "gt_rgb")
+        if pred_mask is not None:
+            _check_finite(pred_mask, where, "pred_mask")
+            _check_finite(gt_mask, where, "gt_mask")
 
     active = [k for k, value in enumerate(weights.tolist()) if value > 0]
     if not active:
+        check_finite()
         zero = pred_rgb.sum() * 0
         return zero if pred_mask is None else zero + pred_mask.sum() * 0
     top = active[-1] + 1  # evaluate bands 0..top-1 only
 
     channels = pred_rgb.shape[-1]
+    if method == "auto":
+        method = _auto_method(top, height, width)
+    if method == "fft" and (pred_mask is None or pred_mask.dtype == gt_mask.dtype == pred_rgb.dtype) \
+            and gt_rgb.dtype == pred_rgb.dtype:
+        # Fused path: differences, transforms, weighting and the channel / view average in one
+        # autograd function (the generic path below builds the same sum from separate ops).
+        dtype, device = pred_rgb.dtype, pred_rgb.device
+        band, factor, factor_half = _fft_cells(top, height, width, norm, dtype, device)
+        w = weights[:top].to(dtype=dtype, device=device)
+        band_weight = w.index_select(0, band)  # [cells]: w[band] per cell
+        eps = L1_EPS * height * width if norm == "l1" else 0.0
+        coeff_rgb = 1.0 / (views * channels)
+        coeff_mask = lambda_mask / views if pred_mask is not None else 0.0
+        # the l1 smoothing offset, sum_k w_k offset_k per image, summed with the image coefficients
+        offset = 0.0
+        if norm == "l1":
+            images = views * channels * coeff_rgb + (views * coeff_mask if pred_mask is not None else 0.0)
+            offset = images * sum(o * v for o, v in zip(_band_offsets(top, height, width), weights[:top].tolist()))
+        loss = _FFTSpectralLoss.apply(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weight,
+                                      (factor, factor_half, eps, coeff_rgb, coeff_mask, offset))
+        if not math.isfinite(float(loss.detach())):
+            check_finite()
+        return loss
+    check_finite()
     diff = (pred_rgb - gt_rgb).permute(0, 3, 1, 2)  # [V, C, H, W]
     # per-channel factor: mean over views and colour channels, lambda_mask / V for the mask
     coeff = [1.0 / (views * channels)] * channels
@@ -405,16 +459,15 @@ def spectral_loss(
     diff = diff.reshape(-1, height, width)  # [V * (C+1), H, W]
     coeff_t = torch.tensor(coeff, dtype=diff.dtype).repeat(views).to(diff.device)
     w = weights[:top].to(dtype=diff.dtype, device=diff.device)
-    if method == "auto":
-        method = _auto_method(top, height, width)
     if method == "reference":
         return coeff_t @ _band_errors(diff, top, norm, method) @ w
     # sum_k w_k E_k = power . (matrix w) - offset . w: one weight per spectrum cell
     matrix, offset = _band_matrix(top, method, height, width, norm, diff.dtype, diff.device)
     if method == "fft":
-        band, factor = _fft_cells(top, height, width, norm, diff.dtype, diff.device)
+        band, factor, _ = _fft_cells(top, height, width, norm, diff.dtype, diff.device)
         eps = L1_EPS * height * width if norm == "l1" else 0.0
-        per_image = _FFTWeightedModulus.apply(diff, factor * w[band], eps)  # [V * (C+1)]
+        n = max_frequency(top)
+        per_image = _FFTWeightedModulus.apply(diff, (factor * w.index_select(0, band)).reshape(n + 1, -1), eps)
     else:
         per_image = _half_plane_power(diff, top, norm, method) @ (matrix @ w)
     return coeff_t @ per_image - coeff_t.sum() * (offset @ w)
@@ -510,7 +563,151 @@ class _FFTWeightedModulus(torch.autograd.Function):
         return grad_diff, None, None
 
 
+class _FFTSpectralLoss(torch.autograd.Function):
+    """The whole FFT path of ``spectral_loss`` for the renderer layout, forward and backward.
+
+    ``coeff_rgb * sum_{v,c} P(rgb_v,c) + coeff_mask * sum_v P(mask_v)`` with ``P(D) = sum over cells
+    of weight * d(X)``, ``X`` the half-plane moments of D (layout and ``d`` as in
+    ``_FFTWeightedModulus``, whose maths this is), ``weight = factor * band_weight``. Differences
+    from the separate-op version, all layout / memory traffic: the differences are written straight
+    into the zero-padded transform input (no permute, cat or padding copies), the gradient leaves in
+    the renderer layout with the per-image coefficient applied in the same pass, and the backward's
+    transposed copy between the two inverse transforms goes through a buffer whose row stride is not
+    a power of two (the direct [.., 2L]-strided transposed read was about 3x slower).
+    """
+
+    @staticmethod
+    def forward(ctx, pred_rgb, gt_rgb, pred_mask, gt_mask, band_weight, config):
+        factor, factor_half, eps, coeff_rgb, coeff_mask, offset = config
+        views, height, width, channels = pred_rgb.shape
+        size = 2 * max(height, width)
+        n = factor.shape[0] // size - 1
+        plan_key = (views, channels, pred_mask is not None, height, width, n, coeff_rgb, coeff_mask, pred_rgb.dtype,
+                    pred_rgb.device)
+        plan = _fft_plan(*plan_key)
+        # The differences go straight into the zero-padded transform input (padding written once).
+        torch.sub(pred_rgb, gt_rgb, out=plan.rgb_out)
+        if pred_mask is not None:
+            torch.sub(pred_mask, gt_mask, out=plan.mask_out)
+        along_x = torch.fft.rfft(plan.padded_flat, dim=-1)  # [B, H, L+1]
+        plan.along_x_in.copy_(along_x[..., : n + 1].transpose(-1, -2))
+        moments = torch.fft.fft(plan.along_x_padded, dim=-1)  # [B, N+1, 2L]
+        # |X|^2 = re^2 + im^2 on the real view: squares in one contiguous pass, then one add of the
+        # interleaved halves (measured faster than X * conj(X) and its strided real part).
+        moments_real = torch.view_as_real(moments)
+        squares = torch.mul(moments_real, moments_real, out=plan.square_real)
+        value = torch.add(squares[..., 0], squares[..., 1], out=plan.value)  # not saved: scratch
+        inv_value = None
+        if eps > 0:  # value = sqrt(|X|^2 + eps^2) as p / sqrt(p): the backward needs 1 / sqrt(p) too
+            inv_value = value.add_(eps * eps).rsqrt()
+            value = value.mul_(inv_value)
+        loss = plan.coeff @ (value.view(plan.batch, -1) @ (factor * band_weight))
+        if offset:
+            loss = loss - offset
+        ctx.save_for_backward(moments, inv_value, band_weight)
+        ctx.plan_key, ctx.eps, ctx.factor_half = plan_key, eps, factor_half
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        moments, inv_value, band_weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if not any(needs[:4]):
+            return (None,) * 6
+        plan = _fft_plan(*ctx.plan_key)  # this thread's scratch buffers (backward may run on another thread)
+        scale = (ctx.factor_half * band_weight).view(moments.shape[1:])
+        # G = X * scale (scale = weight / d(X) for l1, 2 weight for l2), the real scale written straight
+        # into a complex buffer (a complex * complex product is several times faster on the CPU than a
+        # mixed one), then in place on the saved X, which is not needed again.
+        if ctx.eps > 0:
+            torch.mul(inv_value, scale, out=plan.square)
+        else:
+            plan.square.copy_(scale * 2)
+        moments.mul_(plan.square)
+        along_y = torch.fft.ifft(moments, dim=-1, norm="forward")  # [B, N+1, 2L]
+        # Through a buffer with rows of H + 1 entries: irfft's transposed read of it is then not at a
+        # power-of-two stride (reading along_y transposed directly measured about 3x slower).
+        plan.rows.copy_(along_y[..., : plan.height])
+        grad_padded = torch.fft.irfft(plan.rows_t, n=plan.size, dim=-1, norm="forward")  # [B, H, 2L]
+        grad_padded = grad_padded.view(plan.grad_shape)[..., : plan.width]  # [V, C(+1), H, W]
+        coeff_rgb, coeff_mask = plan.coeffs
+        channels = plan.channels
+        grad_rgb = grad_gt_rgb = grad_mask = grad_gt_mask = None
+        if needs[0] or needs[1]:
+            grad_rgb = grad_padded.new_empty(plan.rgb_shape)
+            torch.mul(grad_padded[:, :channels], grad * coeff_rgb, out=grad_rgb.permute(0, 3, 1, 2))
+            if needs[1]:
+                grad_gt_rgb = -grad_rgb
+            if not needs[0]:
+                grad_rgb = None
+        if plan.with_mask and (needs[2] or needs[3]):
+            grad_mask = grad_padded[:, channels] * (grad * coeff_mask)
+            if needs[3]:
+                grad_gt_mask = -grad_mask
+            if not needs[2]:
+                grad_mask = None
+        return grad_rgb, grad_gt_rgb, grad_mask, grad_gt_mask, None, None
+
+
+_WORKSPACES = threading.local()
+
+
+class _FFTPlan:
+    """Scratch buffers and their views for ``_FFTSpectralLoss`` at one configuration.
+
+    The buffers' contents are only used within one forward or one backward pass, never saved, so one
+    plan per thread and configuration is reused across calls: no reallocation (on the CPU, about a
+    megabyte of fresh, page-faulting memory per buffer per call), the zero padding is written once, and
+    the views are built once (indexing from Python costs microseconds per view).
+    """
+
+    def __init__(self, views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device):
+        size = 2 * max(height, width)
+        images = channels + int(with_mask)
+        batch = views * images
+        cdtype = _complex_dtype(dtype)
+        self.height, self.width, self.size, self.channels, self.with_mask = height, width, size, channels, with_mask
+        self.batch, self.coeffs = batch, (coeff_rgb, coeff_mask)
+        self.grad_shape, self.rgb_shape = (views, images, height, size), (views, height, width, channels)
+        padded = torch.zeros(views, images, height, size, dtype=dtype, device=device)
+        self.padded_flat = padded.view(batch, height, size)
+        self.rgb_out = padded[:, :channels, :, :width].permute(0, 2, 3, 1)  # [V, H, W, C] view
+        self.mask_out = padded[:, channels, :, :width] if with_mask else None
+        self.along_x_padded = torch.zeros(batch, n + 1, size, dtype=cdtype, device=device)
+        self.along_x_in = self.along_x_padded[..., :height]
+        self.square = torch.empty(batch, n + 1, size, dtype=cdtype, device=device)
+        self.square_real = torch.view_as_real(self.square)
+        self.value = torch.empty(batch, n + 1, size, dtype=dtype, device=device)
+        self.rows = torch.empty(batch, n + 1, height + 1, dtype=cdtype, device=device)[..., :height]
+        self.rows_t = self.rows.transpose(-1, -2)
+        coeff = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views, dtype=dtype)
+        self.coeff = coeff.to(device)
+
+
+def _fft_plan(views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device) -> _FFTPlan:
+    key = (views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device)
+    plans = getattr(_WORKSPACES, "plans", None)
+    if plans is None:
+        plans = _WORKSPACES.plans = {}
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= 8:  # a few configurations at a time (e.g. train and eval sizes)
+            plans.clear()
+        plan = plans[key] = _FFTPlan(views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype,
+                                     device)
+    return plan
+
+
 _BAND_MATRIX_CACHE: dict = {}
+
+
+def _band_offsets(num_bands: int, height: int, width: int) -> list[float]:
+    """The l1 ``offset`` of ``_band_matrix`` (float64) as Python floats: eps per band."""
+    key = ("offsets", num_bands, height, width)
+    if key not in _BAND_MATRIX_CACHE:
+        _, offset = _band_matrix(num_bands, "fft", height, width, "l1", torch.float64, torch.device("cpu"))
+        _BAND_MATRIX_CACHE[key] = offset.tolist()
+    return _BAND_MATRIX_CACHE[key]
 
 
 def _band_matrix(num_bands: int, method: str, height: int, width: int, norm: str, dtype: torch.dtype,
@@ -566,9 +763,15 @@ def _fft_cells(num_bands: int, height: int, width: int, norm: str, dtype: torch.
     if key not in _BAND_MATRIX_CACHE:
         matrix, _ = _band_matrix(num_bands, "fft", height, width, norm, dtype, device)
         n = max_frequency(num_bands)
-        band = matrix.argmax(dim=1).reshape(-1, n + 1).t().contiguous()  # cells without weight: any band
+        band = matrix.argmax(dim=1).reshape(-1, n + 1).t().reshape(-1).contiguous()  # cells without weight: any band
         factor = matrix.sum(dim=1).reshape(-1, n + 1).t().contiguous()
-        _BAND_MATRIX_CACHE[key] = (band, factor)
+        # The backward's irfft doubles the columns kx = 1..L-1 (Hermitian symmetry): the cell factor
+        # with those columns halved.
+        column = torch.full((n + 1, 1), 0.5, dtype=dtype, device=device)
+        column[0] = 1.0
+        if n == max(height, width):
+            column[n] = 1.0
+        _BAND_MATRIX_CACHE[key] = (band, factor.reshape(-1), (factor * column).reshape(-1))
     return _BAND_MATRIX_CACHE[key]
 
 
@@ -601,7 +804,7 @@ def _check_num_bands(num_bands: int, where: str) -> None:
         raise ValueError(f"{where}: num_bands must be an integer >= 1, got {num_bands!r}")
 
 
-def _check_images(images: Tensor, where: str, name: str) -> None:
+def _check_images(images: Tensor, where: str, name: str, finite: bool = True) -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim < 2:
@@ -610,23 +813,28 @@ def _check_images(images: Tensor, where: str, name: str) -> None:
         raise TypeError(f"{where}: {name} must be a real floating tensor, got dtype {images.dtype}")
     if images.shape[-1] < 1 or images.shape[-2] < 1:
         raise ValueError(f"{where}: {name} has an empty image, shape {tuple(images.shape)}")
+    if finite:
+        _check_finite(images, where, name)
+
+
+def _check_finite(images: Tensor, where: str, name: str) -> None:
     # One reduction instead of an element-wise isfinite pass: NaN / Inf propagate into the sum; only
     # if the sum is not finite (or overflowed) are the elements counted.
-    if not bool(torch.isfinite(images.detach().sum())):
+    if not math.isfinite(float(images.detach().sum())):
         bad = int((~torch.isfinite(images)).sum())
         if bad:
             raise ValueError(f"{where}: {name} has {bad} non-finite values (NaN or Inf)")
 
 
-def _check_pair(pred: Tensor, gt: Tensor, where: str, pred_name: str, gt_name: str) -> None:
+def _check_pair(pred: Tensor, gt: Tensor, where: str, pred_name: str, gt_name: str, finite: bool = True) -> None:
     if not isinstance(gt, Tensor):
         raise TypeError(f"{where}: {gt_name} must be a torch.Tensor, got {type(gt).__name__}")
     if pred.shape != gt.shape:
         raise ValueError(f"{where}: {pred_name} {tuple(pred.shape)} and {gt_name} {tuple(gt.shape)} must have the same shape")
     if pred.device != gt.device:
         raise ValueError(f"{where}: {pred_name} is on {pred.device} but {gt_name} is on {gt.device}")
-    _check_images(pred, where, pred_name)
-    _check_images(gt, where, gt_name)
+    _check_images(pred, where, pred_name, finite)
+    _check_images(gt, where, gt_name, finite)
 
 
 def _check_freqs(freqs: Tensor, where: str) -> None:
@@ -664,6 +872,7 @@ def _check_band_weights(band_weights: BandWeights, where: str) -> Tensor:
         raise ValueError(f"{where}: band_weights must be a non-empty 1D [K] sequence, got shape {tuple(weights.shape)}")
     if not weights.dtype.is_floating_point:
         weights = weights.double()
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError(f"{where}: band_weights must be finite and >= 0, got {weights.tolist()}")
+    values = weights.tolist()  # checked in Python: K values, cheaper than two tensor reductions
+    if not all(math.isfinite(value) and value >= 0 for value in values):
+        raise ValueError(f"{where}: band_weights must be finite and >= 0, got {values}")
     return weights.detach()
