@@ -118,22 +118,6 @@ def build_targets(cfg: DictConfig):
     return seq, targets
 
 
-def initial_overlap(canonical, targets: Targets, backend: str) -> list[float]:
-    """IoU of the (shifted) canonical's silhouette with frame 0's mask, per training view."""
-    from spectral_tracking.render import render
-
-    with torch.no_grad():
-        out = render(canonical, targets.cameras[targets.train_views].to(canonical.device), backend=backend)
-    pred = out.alpha.cpu() > 0.5
-    gt = targets.masks[targets.train_views, 0] > 0.5
-    inter = (pred & gt).flatten(1).sum(1).float()
-    union = (pred | gt).flatten(1).sum(1).float().clamp_min(1)
-    return [round(float(x), 4) for x in inter / union]
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------------
 def ground_truth_means(seq, num_canonical: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(canonical indices, true means [T, M, 3]) of the Gaussians whose truth is known, or None.
 
@@ -290,12 +274,12 @@ def run(cfg: DictConfig) -> dict:
 
     seq, targets = build_targets(cfg)
     truth = ground_truth_means(seq, seq.canonical.num_gaussians)
-    from spectral_tracking.data import shift_canonical
+    from spectral_tracking.data import initial_overlap, shift_canonical
     from spectral_tracking.deform import build_deformation
 
     canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
-    overlap = initial_overlap(canonical.to(device), targets, cfg.backend)
+    overlap = initial_overlap(canonical.to(device), seq, backend=cfg.backend)
     run_meta = {
         "config_fingerprint": fingerprint,
         "shift_radius": float(cfg.shift), "shift_direction": [float(x) for x in direction],

@@ -54,7 +54,7 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
 
     views = list(sequence.train_views if views is None else views)
     with torch.no_grad():
-        out = render(shifted.detach(), sequence.cameras[views], backend=backend)
+        out = render(shifted.detach(), sequence.cameras[views].to(shifted.device), backend=backend)
     return [mask_iou(out.alpha[i].cpu(), sequence.mask(v, frame)) for i, v in enumerate(views)]
 
 
