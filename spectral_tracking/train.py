@@ -108,9 +108,9 @@ def build_targets(cfg: DictConfig):
         raise FileNotFoundError(f"dataset={cfg.dataset.type}: the sequence has no canonical asset")
     seq = select_views(seq, int(cfg.views))
     bg = torch.tensor(list(cfg.background), dtype=torch.float32)
-    images = seq.images.float() / 255.0
-    masks = seq.masks.float() / 255.0
-    composite = images * masks[..., None] + bg * (1 - masks[..., None])
+    every = (slice(None), slice(None))  # all views, all frames
+    composite = seq.target(*every, background=bg)  # [V, T, H, W, 3]
+    masks = seq.mask(*every)  # [V, T, H, W]
     targets = Targets(
         cameras=seq.cameras, images=composite, masks=masks, train_views=list(seq.train_views),
         eval_views=list(seq.eval_views), view_names=list(seq.view_names),
