@@ -6,7 +6,8 @@ For each image size: the spectral loss on RGB + mask (one view, K = 8 bands, l1)
 (``fft``, ``dft``, ``auto``), once with all 8 bands active and once early in the schedule (bands 0-2
 active, the rest weight 0, which ``spectral_loss`` skips), and a render of 2,000 random Gaussians
 (``spectral_tracking.render.render``, backend "auto": gsplat on CUDA, the CPU rasteriser otherwise)
-at the same size in the same run. Times are the median of ``--repeats`` runs after one warm-up run.
+at the same size in the same run. The cases are timed round-robin, ``--repeats`` rounds after one
+warm-up call each, and each loss time is compared with the render time of its own round.
 """
 
 from __future__ import annotations
@@ -30,22 +31,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Median (wall, process CPU) seconds of fn() (forward + backward) over repeats, after a warm-up.
+def measure(fn, device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one fn() call (forward + backward).
 
     The process CPU time is the steadier number on a shared machine (it does not count time spent
     waiting for a core); on CUDA only the wall time means anything.
     """
+    _sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        _sync(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
+    _sync(device)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict:
+    """Per name: (median wall, median CPU, median of the per-round ratio to the first fn).
+
+    Round-robin: each round times every fn once, so a slow spell of a shared machine hits all of
+    them alike, and each loss time is compared with the render time of its own round.
+    """
+    for fn in fns.values():  # warm-up: plans, caches, compiled kernels
         fn()
-        _sync(device)
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - start_cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(measure(fn, device))
+    reference = next(iter(fns))
+    column = 0 if device.type == "cuda" else 1
+    results = {}
+    for name, values in samples.items():
+        ratios = [v[column] / r[column] for v, r in zip(values, samples[reference])]
+        results[name] = (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values),
+                         statistics.median(ratios))
+    return results
 
 
 def loss_timer(size: int, weights: list[float], method: str, device: torch.device):
@@ -84,7 +102,7 @@ def render_timer(size: int, device: torch.device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21, help="rounds (each times every case once)")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="torch CPU threads, 0 for torch's default. 1 by default: on a small or shared machine OpenMP "
@@ -102,19 +120,19 @@ def main() -> None:
           f"K = {NUM_BANDS}, RGB + mask, 1 view, median of {args.repeats}")
     all_bands = [1.0] * NUM_BANDS
     early = [1.0, 1.0, 0.5] + [0.0] * (NUM_BANDS - 3)
-    print("times: median wall ms / median process-CPU ms; ratio to the render from the CPU times "
-          "(from the wall times on CUDA)")
+    print("times: median wall ms / median process-CPU ms; % of the render: median over rounds of the loss "
+          "time over the render time of the same round (CPU times; wall times on CUDA)")
     for size in args.sizes:
-        render_wall, render_cpu = time_it(render_timer(size, device), args.repeats, device)
-        render_ref = render_wall if device.type == "cuda" else render_cpu
-        print(f"\n{size}x{size}: render fwd+bwd ({NUM_GAUSSIANS} Gaussians) "
-              f"{render_wall * 1e3:8.2f} / {render_cpu * 1e3:8.2f} ms")
+        fns = {"render": render_timer(size, device)}
         for label, weights in (("all 8 bands", all_bands), ("bands 0-2 only", early)):
             for method in ("fft", "dft", "auto"):
-                wall, cpu = time_it(loss_timer(size, weights, method, device), args.repeats, device)
-                ref = wall if device.type == "cuda" else cpu
-                print(f"{size}x{size}: spectral loss fwd+bwd {label:15s} {method:5s} "
-                      f"{wall * 1e3:8.2f} / {cpu * 1e3:8.2f} ms = {100 * ref / render_ref:6.2f}% of the render")
+                fns[(label, method)] = loss_timer(size, weights, method, device)
+        results = time_interleaved(fns, args.repeats, device)
+        wall, cpu, _ = results.pop("render")
+        print(f"\n{size}x{size}: render fwd+bwd ({NUM_GAUSSIANS} Gaussians) {wall * 1e3:8.2f} / {cpu * 1e3:8.2f} ms")
+        for (label, method), (wall, cpu, ratio) in results.items():
+            print(f"{size}x{size}: spectral loss fwd+bwd {label:15s} {method:5s} "
+                  f"{wall * 1e3:8.2f} / {cpu * 1e3:8.2f} ms = {100 * ratio:6.2f}% of the render")
 
 
 if __name__ == "__main__":

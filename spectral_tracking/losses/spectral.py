@@ -70,12 +70,18 @@ mask ``[V, H, W]``. ``spectral_moments`` and ``spectral_band_errors`` take chann
 
 from __future__ import annotations
 
+import ctypes
 import math
 import threading
-from typing import Sequence, Union
+import warnings
+from pathlib import Path
+from typing import NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..native import build
 
 PHASE_SCALE = 0.5 * math.pi
 """The 0.5*pi factor of eq. 21: phase = PHASE_SCALE * (kx * x + ky * y)."""
@@ -432,10 +438,6 @@ def spectral_loss(
             and gt_rgb.dtype == pred_rgb.dtype:
         # Fused path: differences, transforms, weighting and the channel / view average in one
         # autograd function (the generic path below builds the same sum from separate ops).
-        dtype, device = pred_rgb.dtype, pred_rgb.device
-        band, factor, factor_half = _fft_cells(top, height, width, norm, dtype, device)
-        w = weights[:top].to(dtype=dtype, device=device)
-        band_weight = w.index_select(0, band)  # [cells]: w[band] per cell
         eps = L1_EPS * height * width if norm == "l1" else 0.0
         coeff_rgb = 1.0 / (views * channels)
         coeff_mask = lambda_mask / views if pred_mask is not None else 0.0
@@ -444,8 +446,10 @@ def spectral_loss(
         if norm == "l1":
             images = views * channels * coeff_rgb + (views * coeff_mask if pred_mask is not None else 0.0)
             offset = images * sum(o * v for o, v in zip(_band_offsets(top, height, width), weights[:top].tolist()))
-        loss = _FFTSpectralLoss.apply(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weight,
-                                      (factor, factor_half, eps, coeff_rgb, coeff_mask, offset))
+        native = (pred_rgb.device.type == "cpu" and pred_rgb.dtype in _SUFFIX and _native_supported(height, width)
+                  and _native_kernels() is not None)
+        function = _NativeSpectralLoss if native else _FFTSpectralLoss
+        loss = function.apply(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, (norm, eps, coeff_rgb, coeff_mask, offset, top))
         if not math.isfinite(float(loss.detach())):
             check_finite()
         return loss
@@ -464,10 +468,11 @@ def spectral_loss(
     # sum_k w_k E_k = power . (matrix w) - offset . w: one weight per spectrum cell
     matrix, offset = _band_matrix(top, method, height, width, norm, diff.dtype, diff.device)
     if method == "fft":
-        band, factor, _ = _fft_cells(top, height, width, norm, diff.dtype, diff.device)
+        cells = _fft_cells(top, height, width, norm, diff.dtype, diff.device)
         eps = L1_EPS * height * width if norm == "l1" else 0.0
         n = max_frequency(top)
-        per_image = _FFTWeightedModulus.apply(diff, (factor * w.index_select(0, band)).reshape(n + 1, -1), eps)
+        per_image = _FFTWeightedModulus.apply(diff, (cells.factor * w.index_select(0, cells.band)).reshape(n + 1, -1),
+                                              eps)
     else:
         per_image = _half_plane_power(diff, top, norm, method) @ (matrix @ w)
     return coeff_t @ per_image - coeff_t.sum() * (offset @ w)
@@ -577,21 +582,22 @@ class _FFTSpectralLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pred_rgb, gt_rgb, pred_mask, gt_mask, band_weight, config):
-        factor, factor_half, eps, coeff_rgb, coeff_mask, offset = config
+    def forward(ctx, pred_rgb, gt_rgb, pred_mask, gt_mask, weights, config):
+        norm, eps, coeff_rgb, coeff_mask, offset, top = config
         views, height, width, channels = pred_rgb.shape
-        size = 2 * max(height, width)
-        n = factor.shape[0] // size - 1
-        plan_key = (views, channels, pred_mask is not None, height, width, n, coeff_rgb, coeff_mask, pred_rgb.dtype,
-                    pred_rgb.device)
+        dtype, device = pred_rgb.dtype, pred_rgb.device
+        plan_key = (views, channels, pred_mask is not None, height, width, max_frequency(top), coeff_rgb, coeff_mask,
+                    dtype, device)
         plan = _fft_plan(*plan_key)
+        cells = _fft_cells(top, height, width, norm, dtype, device)
         # The differences go straight into the zero-padded transform input (padding written once).
         torch.sub(pred_rgb, gt_rgb, out=plan.rgb_out)
         if pred_mask is not None:
             torch.sub(pred_mask, gt_mask, out=plan.mask_out)
         along_x = torch.fft.rfft(plan.padded_flat, dim=-1)  # [B, H, L+1]
-        plan.along_x_in.copy_(along_x[..., : n + 1].transpose(-1, -2))
+        plan.along_x_in.copy_(along_x[..., : plan.n + 1].transpose(-1, -2))
         moments = torch.fft.fft(plan.along_x_padded, dim=-1)  # [B, N+1, 2L]
+        cell_weight = cells.factor * weights[:top].to(dtype=dtype, device=device).index_select(0, cells.band)
         # |X|^2 = re^2 + im^2 on the real view: squares in one contiguous pass, then one add of the
         # interleaved halves (measured faster than X * conj(X) and its strided real part).
         moments_real = torch.view_as_real(moments)
@@ -601,24 +607,26 @@ class _FFTSpectralLoss(torch.autograd.Function):
         if eps > 0:  # value = sqrt(|X|^2 + eps^2) as p / sqrt(p): the backward needs 1 / sqrt(p) too
             inv_value = value.add_(eps * eps).rsqrt()
             value = value.mul_(inv_value)
-        loss = plan.coeff @ (value.view(plan.batch, -1) @ (factor * band_weight))
+        loss = plan.coeff @ (value.view(plan.batch, -1) @ cell_weight)
         if offset:
             loss = loss - offset
-        ctx.save_for_backward(moments, inv_value, band_weight)
-        ctx.plan_key, ctx.eps, ctx.factor_half = plan_key, eps, factor_half
+        ctx.save_for_backward(moments, inv_value, cell_weight)
+        ctx.plan_key, ctx.eps = plan_key, eps
+        ctx.row_scale = cells.row_scale
         return loss
 
     @staticmethod
     def backward(ctx, grad):
-        moments, inv_value, band_weight = ctx.saved_tensors
+        moments, inv_value, cell_weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if not any(needs[:4]):
             return (None,) * 6
         plan = _fft_plan(*ctx.plan_key)  # this thread's scratch buffers (backward may run on another thread)
-        scale = (ctx.factor_half * band_weight).view(moments.shape[1:])
-        # G = X * scale (scale = weight / d(X) for l1, 2 weight for l2), the real scale written straight
-        # into a complex buffer (a complex * complex product is several times faster on the CPU than a
-        # mixed one), then in place on the saved X, which is not needed again.
+        coeff_rgb, coeff_mask = plan.coeffs
+        scale = cell_weight.view(moments.shape[1:]) * ctx.row_scale[:, None]
+        # G = X * scale (scale = weight / d(X) for l1, 2 weight for l2), the real scale written
+        # straight into a complex buffer (a complex * complex product is several times faster on the
+        # CPU than a mixed one), then in place on the saved X, which is not needed again.
         if ctx.eps > 0:
             torch.mul(inv_value, scale, out=plan.square)
         else:
@@ -630,7 +638,6 @@ class _FFTSpectralLoss(torch.autograd.Function):
         plan.rows.copy_(along_y[..., : plan.height])
         grad_padded = torch.fft.irfft(plan.rows_t, n=plan.size, dim=-1, norm="forward")  # [B, H, 2L]
         grad_padded = grad_padded.view(plan.grad_shape)[..., : plan.width]  # [V, C(+1), H, W]
-        coeff_rgb, coeff_mask = plan.coeffs
         channels = plan.channels
         grad_rgb = grad_gt_rgb = grad_mask = grad_gt_mask = None
         if needs[0] or needs[1]:
@@ -647,6 +654,90 @@ class _FFTSpectralLoss(torch.autograd.Function):
             if not needs[2]:
                 grad_mask = None
         return grad_rgb, grad_gt_rgb, grad_mask, grad_gt_mask, None, None
+
+
+class _NativeSpectralLoss(torch.autograd.Function):
+    """``_FFTSpectralLoss`` on the CPU as one C++ call (csrc/spectral.cpp, ``st_spectral_fused``).
+
+    The C++ kernel computes the loss and, when a gradient is wanted, the gradient with respect to the
+    images in the same call: colour channels and masks in pairs, each pair as one complex 2D transform
+    (its own mixed-radix FFT), kept in the core's cache from the image differences to the image
+    gradients. The backward pass only scales the stored gradient by the upstream gradient, a scalar.
+    Tested against ``_FFTSpectralLoss`` (``USE_NATIVE = False``), the DFT path and the direct sum.
+    """
+
+    @staticmethod
+    def forward(ctx, pred_rgb, gt_rgb, pred_mask, gt_mask, weights, config):
+        norm, eps, coeff_rgb, coeff_mask, offset, top = config
+        views, height, width, channels = pred_rgb.shape
+        plan = _native_plan((views, channels, pred_mask is not None, height, width, top, norm, coeff_rgb, coeff_mask,
+                             pred_rgb.dtype))
+        pred_rgb, gt_rgb = pred_rgb.contiguous(), gt_rgb.contiguous()
+        grad_out = any(ctx.needs_input_grad[:4])
+        grad_rgb = torch.empty_like(pred_rgb) if grad_out else None
+        grad_mask = None
+        if pred_mask is not None:
+            pred_mask, gt_mask = pred_mask.contiguous(), gt_mask.contiguous()
+            masks = (pred_mask.data_ptr(), gt_mask.data_ptr())
+            if grad_out:
+                grad_mask = torch.empty_like(pred_mask)
+        else:
+            masks = (None, None)
+        weights = weights.to(torch.float64).contiguous()
+        status = ctypes.c_int(0)
+        total = plan.fused(views, height, width, channels, pred_rgb.data_ptr(), gt_rgb.data_ptr(), *masks,
+                           plan.n, plan.cells.factor.data_ptr(), plan.cells.band32.data_ptr(), weights.data_ptr(),
+                           plan.coeff64.data_ptr(), eps, None if grad_rgb is None else grad_rgb.data_ptr(),
+                           None if grad_mask is None else grad_mask.data_ptr(), torch.get_num_threads(),
+                           ctypes.byref(status))
+        if status.value != 0:  # _native_plan checks the transform length first: not expected
+            raise RuntimeError(f"spectral_loss: the C++ kernel cannot transform length {2 * max(height, width)}")
+        if grad_out:
+            ctx.save_for_backward(grad_rgb, grad_mask)
+        return torch.full((), total - offset, dtype=pred_rgb.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        needs = ctx.needs_input_grad
+        grad_rgb, grad_mask = ctx.saved_tensors
+        grad_rgb = grad_rgb * grad
+        grad_mask = grad_mask * grad if grad_mask is not None else None
+        return (grad_rgb if needs[0] else None, -grad_rgb if needs[1] else None,
+                grad_mask if needs[2] else None, -grad_mask if grad_mask is not None and needs[3] else None,
+                None, None)
+
+
+class _NativePlan:
+    """Kernel entry point and per-cell constants of ``_NativeSpectralLoss`` at one configuration."""
+
+    def __init__(self, views, channels, with_mask, height, width, top, norm, coeff_rgb, coeff_mask, dtype):
+        self.fused = getattr(_native_kernels(), f"st_spectral_fused_{_SUFFIX[dtype]}")
+        self.cells = _fft_cells(top, height, width, norm, dtype, torch.device("cpu"))
+        self.n = max_frequency(top)
+        self.coeff64 = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views,
+                                    dtype=torch.float64)
+
+
+def _native_supported(height: int, width: int) -> bool:
+    """The C++ kernel's FFT handles lengths 2 max(H, W) whose prime factors are 2, 3 and 5."""
+    rest = 2 * max(height, width)
+    for factor in (2, 3, 5):
+        while rest % factor == 0:
+            rest //= factor
+    return rest == 1
+
+
+def _native_plan(key: tuple) -> _NativePlan:
+    plans = getattr(_WORKSPACES, "native", None)
+    if plans is None:
+        plans = _WORKSPACES.native = {}
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= 8:  # a few configurations at a time (e.g. train and eval sizes)
+            plans.clear()
+        plan = plans[key] = _NativePlan(*key)
+    return plan
 
 
 _WORKSPACES = threading.local()
@@ -667,7 +758,7 @@ class _FFTPlan:
         batch = views * images
         cdtype = _complex_dtype(dtype)
         self.height, self.width, self.size, self.channels, self.with_mask = height, width, size, channels, with_mask
-        self.batch, self.coeffs = batch, (coeff_rgb, coeff_mask)
+        self.batch, self.coeffs, self.n = batch, (coeff_rgb, coeff_mask), n
         self.grad_shape, self.rgb_shape = (views, images, height, size), (views, height, width, channels)
         padded = torch.zeros(views, images, height, size, dtype=dtype, device=device)
         self.padded_flat = padded.view(batch, height, size)
@@ -680,8 +771,9 @@ class _FFTPlan:
         self.value = torch.empty(batch, n + 1, size, dtype=dtype, device=device)
         self.rows = torch.empty(batch, n + 1, height + 1, dtype=cdtype, device=device)[..., :height]
         self.rows_t = self.rows.transpose(-1, -2)
-        coeff = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views, dtype=dtype)
-        self.coeff = coeff.to(device)
+        coeff = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views, dtype=torch.float64)
+        self.coeff = coeff.to(dtype=dtype, device=device)
+        self.coeff64 = coeff  # for the C++ kernels
 
 
 def _fft_plan(views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device) -> _FFTPlan:
@@ -754,25 +846,68 @@ def _band_matrix(num_bands: int, method: str, height: int, width: int, norm: str
     return result
 
 
+class _Cells(NamedTuple):
+    """Per-cell constants of the fused FFT path in the kx-major [N+1, 2L] layout (see ``_fft_cells``)."""
+
+    band: Tensor  # [cells] int64 band index (cells without weight: any band)
+    band32: Tensor  # the same, int32, on the CPU (for the C++ kernels)
+    factor: Tensor  # [cells]: the cell weight is factor * w[band]
+    row_scale: Tensor  # [N+1]: 1 on kx = 0 (and kx = L when N = L), 0.5 on the columns irfft doubles
+    suffix: str  # "f32" | "f64", the C++ kernel for this dtype
+
+
 def _fft_cells(num_bands: int, height: int, width: int, norm: str, dtype: torch.dtype,
-               device: torch.device) -> tuple[Tensor, Tensor]:
-    """``_band_matrix`` for the fused FFT path, as (band index, factor) per cell in the kx-major
-    [N+1, 2L] layout of ``_FFTWeightedModulus``: cell weight = factor * w[band] (a gather instead
-    of a [cells, K] matrix product)."""
+               device: torch.device) -> _Cells:
+    """``_band_matrix`` for the fused FFT path, per cell in the kx-major [N+1, 2L] layout of
+    ``_FFTWeightedModulus``: cell weight = factor * w[band] (a gather instead of a [cells, K] matrix
+    product). The backward's inverse real FFT doubles the columns kx = 1..L-1 (it assumes Hermitian
+    symmetry), hence ``row_scale``."""
     key = ("cells", num_bands, height, width, norm, dtype, str(device))
     if key not in _BAND_MATRIX_CACHE:
         matrix, _ = _band_matrix(num_bands, "fft", height, width, norm, dtype, device)
         n = max_frequency(num_bands)
-        band = matrix.argmax(dim=1).reshape(-1, n + 1).t().reshape(-1).contiguous()  # cells without weight: any band
-        factor = matrix.sum(dim=1).reshape(-1, n + 1).t().contiguous()
-        # The backward's irfft doubles the columns kx = 1..L-1 (Hermitian symmetry): the cell factor
-        # with those columns halved.
-        column = torch.full((n + 1, 1), 0.5, dtype=dtype, device=device)
-        column[0] = 1.0
+        band = matrix.argmax(dim=1).reshape(-1, n + 1).t().reshape(-1).contiguous()
+        factor = matrix.sum(dim=1).reshape(-1, n + 1).t().reshape(-1).contiguous()
+        row_scale = torch.full((n + 1,), 0.5, dtype=dtype, device=device)
+        row_scale[0] = 1.0
         if n == max(height, width):
-            column[n] = 1.0
-        _BAND_MATRIX_CACHE[key] = (band, factor.reshape(-1), (factor * column).reshape(-1))
+            row_scale[n] = 1.0
+        suffix = _SUFFIX.get(dtype, "")
+        _BAND_MATRIX_CACHE[key] = _Cells(band, band.to(device="cpu", dtype=torch.int32), factor, row_scale, suffix)
     return _BAND_MATRIX_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# C++ kernels (csrc/spectral.cpp)
+# --------------------------------------------------------------------------------------------------
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+NATIVE_SOURCE = Path(__file__).resolve().parent / "csrc" / "spectral.cpp"
+_native: list = []  # [] before the first attempt, then [CDLL or None]
+USE_NATIVE = True
+"""Use the C++ element-wise kernels on the CPU (False: the torch-op twin, e.g. to compare them)."""
+
+
+def _native_kernels():
+    """The C++ kernels of the fused FFT path, compiled on first use; None if switched off (``USE_NATIVE``)
+    or if they cannot be built (no compiler: the torch-op twin runs instead, with one warning)."""
+    if not USE_NATIVE:
+        return None
+    if not _native:
+        try:
+            lib = build(NATIVE_SOURCE, "spectral loss C++ kernels")
+        except (RuntimeError, OSError) as err:
+            warnings.warn(f"{err}\nspectral_loss falls back to torch ops for its element-wise passes (slower, "
+                          "same result)", RuntimeWarning, stacklevel=3)
+            lib = None
+        if lib is not None:
+            c_int, ptr, c_double = ctypes.c_int, ctypes.c_void_p, ctypes.c_double
+            for suffix in _SUFFIX.values():
+                function = getattr(lib, f"st_spectral_fused_{suffix}")
+                function.argtypes = [c_int] * 4 + [ptr] * 4 + [c_int] + [ptr] * 4 + [c_double, ptr, ptr, c_int, ptr]
+                function.restype = c_double
+        _native.append(lib)
+    return _native[0]
 
 
 # --------------------------------------------------------------------------------------------------

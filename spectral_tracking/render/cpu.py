@@ -1,61 +1,23 @@
 """The fast CPU compositor: ``csrc/rasterize.cpp`` behind a ``torch.autograd.Function``.
 
-The C++ source ships inside the package and is compiled on first use with the system C++ compiler
-(``$CXX`` or ``g++``, C++20, OpenMP: it binds to the libgomp torch has loaded, sharing its threads) into a per-user cache, ``$SPECTRAL_TRACKING_CACHE`` or
-``~/.cache/spectral_tracking``. The library's file name carries a hash of the source, the compiler
-command and the machine (CPU model and flags: it is built with -march=native, 17% faster here), so
-an edited source or another machine rebuilds. It is compiled under a unique temporary name and
-atomically renamed into place, so processes building at the same time never see a half-written
-library. It is plain C++ loaded with ctypes (no torch headers), so the build takes seconds, not the
-minute of a torch extension, and does not depend on the installed torch version.
+The C++ source ships inside the package and is compiled on first use by ``spectral_tracking.native``
+(system C++ compiler, OpenMP sharing torch's threads, cached per user, source version and machine).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..native import build
 from .projection import TileBins
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "rasterize.cpp"
-_FLAGS = ["-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp"]
 _lib: ctypes.CDLL | None = None
-
-
-def _cpu_id() -> str:
-    """The CPU model and feature flags: part of the cache key, because -march=native code built on
-    one CPU may not run on another that shares the home directory."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        keep = [line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2]
-        return "\n".join(keep)
-    except OSError:
-        return platform.processor()
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("SPECTRAL_TRACKING_CACHE") or Path.home() / ".cache" / "spectral_tracking"
-    return Path(root) / "ext"
-
-
-def _compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if not cxx:
-        raise RuntimeError(
-            "render backend 'cpu': no C++ compiler found (set $CXX or install g++); "
-            "backend='torch' works without one"
-        )
-    return cxx
 
 
 def load_library() -> ctypes.CDLL:
@@ -63,30 +25,10 @@ def load_library() -> ctypes.CDLL:
     global _lib
     if _lib is not None:
         return _lib
-    cxx = _compiler()
-    flags = list(_FLAGS)
-    code = SOURCE.read_bytes()
-    key = " ".join([cxx, *flags, platform.machine(), platform.platform(), _cpu_id()])
-    tag = hashlib.sha256(code + key.encode()).hexdigest()[:16]
-    out = cache_dir() / f"rasterize_{tag}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".so.tmp", dir=out.parent)
-        os.close(fd)
-        try:
-            # fall back to portable code, then to one thread, for compilers lacking those options
-            for drop in ((), ("-march=native",), ("-march=native", "-fopenmp")):
-                cmd = [cxx, *[f for f in flags if f not in drop], str(SOURCE), "-o", tmp]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode == 0:
-                    break
-            if res.returncode != 0:
-                raise RuntimeError(f"render backend 'cpu': compiling {SOURCE} with {cxx} failed:\n{res.stderr}")
-            os.replace(tmp, out)  # atomic: concurrent builders each install a complete library
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(out))
+    try:
+        lib = build(SOURCE, "render backend 'cpu'")
+    except RuntimeError as err:
+        raise RuntimeError(f"{err}\n(backend='torch' works without a compiler)") from None
     for suffix in ("f32", "f64"):
         getattr(lib, f"st_rasterize_fwd_{suffix}").argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 11 + [ctypes.c_int]
         getattr(lib, f"st_rasterize_bwd_{suffix}").argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 18 + [ctypes.c_int]
