@@ -24,7 +24,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 // ---- the whole loss and its gradient in one call ------------------------------------------------
 //
@@ -144,7 +148,30 @@ void stockham_stage(int r, int l, int s, int m, int64_t ld, const S *xr, const S
                     y1r[j] = dr * wr - di * wi;
                     y1i[j] = dr * wi + di * wr;
                 }
-            } else {  // 3 or 5: the small DFT written as a sum
+            } else if (r == 3) {
+                // y0 = x0 + x1 + x2, y1,2 = x0 - (x1 + x2) / 2 -+ i sign (sqrt(3) / 2) (x1 - x2), then twiddled
+                const int t = p * s;
+                const S w1r = tw.cos_[t], w1i = sign * tw.sin_[t], w2r = tw.cos_[2 * t], w2i = sign * tw.sin_[2 * t];
+                const S h3 = sign * S(0.86602540378443864676);
+                const int i0 = p * s + q, i1 = (l + p) * s + q, i2 = (2 * l + p) * s + q;
+                const S *x0r = row(xr, i0), *x0i = row(xi, i0), *x1r = row(xr, i1), *x1i = row(xi, i1);
+                const S *x2r = row(xr, i2), *x2i = row(xi, i2);
+                S *y0r = yr + int64_t((p * 3 + 0) * s + q) * ld, *y0i = yi + int64_t((p * 3 + 0) * s + q) * ld;
+                S *y1r = yr + int64_t((p * 3 + 1) * s + q) * ld, *y1i = yi + int64_t((p * 3 + 1) * s + q) * ld;
+                S *y2r = yr + int64_t((p * 3 + 2) * s + q) * ld, *y2i = yi + int64_t((p * 3 + 2) * s + q) * ld;
+#pragma omp simd
+                for (int j = 0; j < m; ++j) {
+                    const S sr = x1r[j] + x2r[j], si = x1i[j] + x2i[j], dr = x1r[j] - x2r[j], di = x1i[j] - x2i[j];
+                    const S mr = x0r[j] - S(0.5) * sr, mi = x0i[j] - S(0.5) * si;
+                    const S z1r = mr + h3 * di, z1i = mi - h3 * dr, z2r = mr - h3 * di, z2i = mi + h3 * dr;
+                    y0r[j] = x0r[j] + sr;
+                    y0i[j] = x0i[j] + si;
+                    y1r[j] = z1r * w1r - z1i * w1i;
+                    y1i[j] = z1r * w1i + z1i * w1r;
+                    y2r[j] = z2r * w2r - z2i * w2i;
+                    y2i[j] = z2r * w2i + z2i * w2r;
+                }
+            } else {  // 5: the small DFT written as a sum
                 const S *xr_[5], *xi_[5];
                 for (int j = 0; j < r; ++j) {
                     xr_[j] = row(xr, (j * l + p) * s + q);
@@ -193,24 +220,70 @@ int stockham(int m, int64_t ld, S *re, S *im, S *re2, S *im2, const Tables<S> &t
     return which;
 }
 
-// dst[c][r] = src[r][c] for r < rows, c < cols, both split-complex planes.
+// dst[c][r] = src[r][c] for r < rows, c < cols, one plane: 8 x 8 register blocks (AVX, float), the
+// edges and double element by element.
+template <typename S>
+void transpose_plane(int rows, int cols, const S *src, int64_t src_ld, S *dst, int64_t dst_ld) {
+    int r8 = 0, c8 = 0;
+#ifdef __AVX__
+    if constexpr (std::is_same_v<S, float>) {
+        r8 = rows / 8 * 8;
+        c8 = cols / 8 * 8;
+        for (int r0 = 0; r0 < r8; r0 += 8)
+            for (int c0 = 0; c0 < c8; c0 += 8) {
+                const float *s0 = src + int64_t(r0) * src_ld + c0;
+                __m256 x0 = _mm256_loadu_ps(s0), x1 = _mm256_loadu_ps(s0 + src_ld),
+                       x2 = _mm256_loadu_ps(s0 + 2 * src_ld), x3 = _mm256_loadu_ps(s0 + 3 * src_ld),
+                       x4 = _mm256_loadu_ps(s0 + 4 * src_ld), x5 = _mm256_loadu_ps(s0 + 5 * src_ld),
+                       x6 = _mm256_loadu_ps(s0 + 6 * src_ld), x7 = _mm256_loadu_ps(s0 + 7 * src_ld);
+                const __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpackhi_ps(x0, x1),
+                             t2 = _mm256_unpacklo_ps(x2, x3), t3 = _mm256_unpackhi_ps(x2, x3),
+                             t4 = _mm256_unpacklo_ps(x4, x5), t5 = _mm256_unpackhi_ps(x4, x5),
+                             t6 = _mm256_unpacklo_ps(x6, x7), t7 = _mm256_unpackhi_ps(x6, x7);
+                const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+                             u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+                             u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                             u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+                             u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)),
+                             u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+                             u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)),
+                             u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+                float *d0 = dst + int64_t(c0) * dst_ld + r0;
+                _mm256_storeu_ps(d0, _mm256_permute2f128_ps(u0, u4, 0x20));
+                _mm256_storeu_ps(d0 + dst_ld, _mm256_permute2f128_ps(u1, u5, 0x20));
+                _mm256_storeu_ps(d0 + 2 * dst_ld, _mm256_permute2f128_ps(u2, u6, 0x20));
+                _mm256_storeu_ps(d0 + 3 * dst_ld, _mm256_permute2f128_ps(u3, u7, 0x20));
+                _mm256_storeu_ps(d0 + 4 * dst_ld, _mm256_permute2f128_ps(u0, u4, 0x31));
+                _mm256_storeu_ps(d0 + 5 * dst_ld, _mm256_permute2f128_ps(u1, u5, 0x31));
+                _mm256_storeu_ps(d0 + 6 * dst_ld, _mm256_permute2f128_ps(u2, u6, 0x31));
+                _mm256_storeu_ps(d0 + 7 * dst_ld, _mm256_permute2f128_ps(u3, u7, 0x31));
+            }
+    }
+#endif
+    // the rest: columns c8.. of all rows, and rows r8.. of the first c8 columns
+    constexpr int T = 16;
+    auto block = [&](int ra, int rb, int ca, int cb) {
+        for (int r0 = ra; r0 < rb; r0 += T)
+            for (int c0 = ca; c0 < cb; c0 += T) {
+                const int r1 = std::min(rb, r0 + T), c1 = std::min(cb, c0 + T);
+                for (int c = c0; c < c1; ++c)
+                    for (int r = r0; r < r1; ++r) dst[int64_t(c) * dst_ld + r] = src[int64_t(r) * src_ld + c];
+            }
+    };
+    block(0, rows, c8, cols);
+    block(r8, rows, 0, c8);
+}
+
 template <typename S>
 void transpose_planes(int rows, int cols, const S *sr, const S *si, int64_t src_ld, S *dr, S *di, int64_t dst_ld) {
-    constexpr int T = 16;
-    for (int r0 = 0; r0 < rows; r0 += T)
-        for (int c0 = 0; c0 < cols; c0 += T) {
-            const int r1 = std::min(rows, r0 + T), c1 = std::min(cols, c0 + T);
-            for (int c = c0; c < c1; ++c)
-                for (int r = r0; r < r1; ++r) {
-                    dr[int64_t(c) * dst_ld + r] = sr[int64_t(r) * src_ld + c];
-                    di[int64_t(c) * dst_ld + r] = si[int64_t(r) * src_ld + c];
-                }
-        }
+    transpose_plane(rows, cols, sr, src_ld, dr, dst_ld);
+    transpose_plane(rows, cols, si, src_ld, di, dst_ld);
 }
 
 template <typename S>
 struct Workspace {
-    std::vector<S> y[4], x[4], zero, mirror[2];  // column stage (re, im, scratch re, im), row stage, a zero row
+    std::vector<S> x[4], y[4], stage[2], zero, mirror[2];  // row stage (re, im, scratch re, im), column stage,
+                                                           // the image layout, a zero row, a reversed segment
     Tables<S> tables;
 };
 
@@ -218,20 +291,6 @@ template <typename S>
 Workspace<S> &workspace() {
     thread_local Workspace<S> ws;
     return ws;
-}
-
-// Cell loss and gradient. d(A) = sqrt(|A|^2 + eps^2) (eps > 0) or |A|^2; returns cw * d(A) and
-// sets g = cw * d'(A) (so that G = g * A).
-template <typename S>
-inline S cell(S ar, S ai, S cw, S eps2, bool smooth, S &g) {
-    const S p = ar * ar + ai * ai;
-    if (smooth) {
-        const S d = std::sqrt(p + eps2);
-        g = cw / d;
-        return cw * d;
-    }
-    g = 2 * cw;
-    return cw * p;
 }
 
 // The image accessor: image i is colour channel i % images of view i / images when
@@ -244,10 +303,73 @@ struct Images {
     int count() const { return V * images; }
 };
 
+// Cells whose mirror -k is not a loss cell, n of them: Z(k) = (r1, i1)[j], Z(-k) = (mr, mi)[j], weight
+// cw[j]. Returns sum cw * (sa d(A) + sb d(B)); overwrites Z(k) with T(k) = (G_A + i G_B) / 2 and Z(-k)
+// with T(-k) = (conj G_A + i conj G_B) / 2, G_A = sa cw d'(A) A, G_B likewise.
+template <typename S, bool SMOOTH>
+S open_cells(int n, S *r1, S *i1, S *mr, S *mi, const S *cw, S sa, S sb, S eps2) {
+    S acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int j = 0; j < n; ++j) {
+        const S z1r = r1[j], z1i = i1[j], z2r = mr[j], z2i = mi[j];
+        // A = (Z(k) + conj Z(-k)) / 2, B = (Z(k) - conj Z(-k)) / (2 i)
+        const S ar = S(0.5) * (z1r + z2r), ai = S(0.5) * (z1i - z2i);
+        const S br = S(0.5) * (z1i + z2i), bi = S(-0.5) * (z1r - z2r);
+        S ga, gb;
+        if constexpr (SMOOTH) {
+            const S da = std::sqrt(ar * ar + ai * ai + eps2), db = std::sqrt(br * br + bi * bi + eps2);
+            acc += cw[j] * (sa * da + sb * db);
+            ga = sa * cw[j] / da;
+            gb = sb * cw[j] / db;
+        } else {
+            acc += cw[j] * (sa * (ar * ar + ai * ai) + sb * (br * br + bi * bi));
+            ga = 2 * sa * cw[j];
+            gb = 2 * sb * cw[j];
+        }
+        const S gar = ga * ar, gai = ga * ai, gbr = gb * br, gbi = gb * bi;
+        r1[j] = S(0.5) * (gar - gbi);
+        i1[j] = S(0.5) * (gai + gbr);
+        mr[j] = S(0.5) * (gar + gbi);
+        mi[j] = S(0.5) * (-gai + gbr);
+    }
+    return acc;
+}
+
+// Two loss cells that are each other's mirror, Z(k) = z1 and Z(-k) = z2, weights cw1 and cw2 (or one
+// cell that is its own mirror: same location, then A and B are real). A(-k) = conj A(k), so both
+// cells have the same distance; H(G_A)(k) = (cw1 + cw2) / 2 * sa d'(A) A, H(G_A)(-k) its conjugate.
 template <typename S>
-double fused(const Images<S> &im, int N, const S *cell_w, const double *coeff, double eps, bool grad_out,
-             int n_threads, int *status) {
+S mirror_cells(S *z1r, S *z1i, S *z2r, S *z2i, S cw1, S cw2, S sa, S sb, S eps2, bool smooth) {
+    const bool same = z1r == z2r;
+    const S ar = S(0.5) * (*z1r + *z2r), ai = S(0.5) * (*z1i - *z2i);
+    const S br = S(0.5) * (*z1i + *z2i), bi = S(-0.5) * (*z1r - *z2r);
+    const S w = same ? cw1 : cw1 + cw2, half = same ? cw1 : S(0.5) * (cw1 + cw2);
+    S da, db, loss;
+    if (smooth) {
+        const S na = std::sqrt(ar * ar + ai * ai + eps2), nb = std::sqrt(br * br + bi * bi + eps2);
+        loss = w * (sa * na + sb * nb);
+        da = sa * half / na;
+        db = sb * half / nb;
+    } else {
+        loss = w * (sa * (ar * ar + ai * ai) + sb * (br * br + bi * bi));
+        da = 2 * sa * half;
+        db = 2 * sb * half;
+    }
+    const S gar = da * ar, gai = da * ai, gbr = db * br, gbi = db * bi;
+    *z1r = gar - gbi;
+    *z1i = gai + gbr;
+    *z2r = gar + gbi;  // for one self-mirrored cell ai = bi = 0 and both writes agree
+    *z2i = -gai + gbr;
+    return loss;
+}
+
+template <typename S>
+double fused(const Images<S> &im, int N, const S *cw, const double *coeff, double eps, bool grad_out, int n_threads,
+             int *status) {
+    // cw: [P, N+1] cell weights, row ky, column kx
     const int H = im.H, W = im.W, L = std::max(H, W), P = 2 * L;
+    const int M = N < L ? 2 * N + 1 : P;  // kept kx: 0..N, then -N..-1 (all P when N = L)
+    const int n_open = std::min(N, L - 1);  // kx = 1..n_open pair with -kx in another column
     const int count = im.count(), pairs = (count + 1) / 2;
     const bool smooth = eps > 0;
     const S eps2 = S(eps * eps);
@@ -262,18 +384,19 @@ double fused(const Images<S> &im, int N, const S *cell_w, const double *coeff, d
             failed = 1;
             continue;
         }
-        const int64_t ldw = padded_stride<S>(W), ldp = padded_stride<S>(P);
-        for (auto &v : ws.y) v.resize(size_t(P) * ldw);
-        for (auto &v : ws.x) v.resize(size_t(P) * ldp);
-        ws.zero.assign(size_t(std::max(ldw, ldp)), S(0));
-        for (auto &v : ws.mirror) v.resize(size_t(P));
+        const int64_t ldw = padded_stride<S>(W), ldh = padded_stride<S>(H), ldm = padded_stride<S>(M);
+        for (auto &v : ws.x) v.resize(size_t(P) * ldh);
+        for (auto &v : ws.y) v.resize(size_t(P) * ldm);
+        for (auto &v : ws.stage) v.resize(size_t(H) * ldw);
+        ws.zero.assign(size_t(std::max({ldw, ldh, ldm})), S(0));
+        for (auto &v : ws.mirror) v.resize(size_t(std::max(n_open, 1)));
         const S *zero = ws.zero.data();
         const int ia = 2 * pair, ib = 2 * pair + 1;
         const bool has_b = ib < count;
-        const double ca = coeff[ia], cb = has_b ? coeff[ib] : 0.0;
+        const S sa = S(coeff[ia]), sb = has_b ? S(coeff[ib]) : S(0);
 
-        // 1. z = a + i b into the column-stage input, rows h < H (rows >= H are zero: skipped).
-        S *yr = ws.y[0].data(), *yi = ws.y[1].data();
+        // 1. z = a + i b in the image layout [h][w], transposed to [w][h] for the row stage
+        S *gr = ws.stage[0].data(), *gi = ws.stage[1].data();
         auto load = [&](int image, S *dst) {
             const int v = image / im.images, c = image % im.images;
             for (int h = 0; h < H; ++h) {
@@ -288,121 +411,75 @@ double fused(const Images<S> &im, int N, const S *cell_w, const double *coeff, d
                 }
             }
         };
-        load(ia, yr);
-        if (has_b) {
-            load(ib, yi);
-        } else {
-            for (int h = 0; h < H; ++h) std::fill(yi + int64_t(h) * ldw, yi + int64_t(h) * ldw + W, S(0));
-        }
-        // 2. columns: along y, length P, rows >= H zero
-        int at = stockham<S>(W, ldw, yr, yi, ws.y[2].data(), ws.y[3].data(), ws.tables, S(1), H, P, zero);
-        const S *cr = ws.y[2 * at].data(), *ci = ws.y[2 * at + 1].data();
-        // 3. transpose to [w][ky], then rows: along x, length P, rows w >= W zero
+        load(ia, gr);
+        if (has_b)
+            load(ib, gi);
+        else
+            for (int h = 0; h < H; ++h) std::fill(gi + int64_t(h) * ldw, gi + int64_t(h) * ldw + W, S(0));
         S *xr = ws.x[0].data(), *xi = ws.x[1].data();
-        transpose_planes<S>(P, W, cr, ci, ldw, xr, xi, ldp);
-        at = stockham<S>(P, ldp, xr, xi, ws.x[2].data(), ws.x[3].data(), ws.tables, S(1), W, P, zero);
-        S *zr = ws.x[2 * at].data(), *zi = ws.x[2 * at + 1].data();  // Z[kx][ky]
-        S *sr = ws.x[2 * (1 - at)].data(), *si = ws.x[2 * (1 - at) + 1].data();  // scratch
+        transpose_planes<S>(H, W, gr, gi, ldw, xr, xi, ldh);
 
-        // 4. loss on the half plane, and the Hermitian-paired gradient spectrum T in place of Z
-        double total = 0.0;
-        const S sa = S(ca), sb = S(cb);
+        // 2. rows: along x (length P, rows w >= W zero), vectorised over h
+        int at = stockham<S>(H, ldh, xr, xi, ws.x[2].data(), ws.x[3].data(), ws.tables, S(1), W, P, zero);
+        const S *fr = ws.x[2 * at].data(), *fi = ws.x[2 * at + 1].data();  // [kx][h]
+        // 3. the kept kx rows, transposed to [h][column]: kx = 0..N to columns 0..N, the rest (-N..-1,
+        //    or L+1..P-1 when N = L) to columns N+1..M-1
+        S *yr = ws.y[0].data(), *yi = ws.y[1].data();
+        const int tail = M - N - 1, tail_row = P - tail;
+        transpose_planes<S>(N + 1, H, fr, fi, ldh, yr, yi, ldm);
+        if (tail > 0)
+            transpose_planes<S>(tail, H, fr + int64_t(tail_row) * ldh, fi + int64_t(tail_row) * ldh, ldh, yr + N + 1,
+                                yi + N + 1, ldm);
+        // 4. columns: along y (length P, rows h >= H zero), vectorised over the M kept kx
+        at = stockham<S>(M, ldm, yr, yi, ws.y[2].data(), ws.y[3].data(), ws.tables, S(1), H, P, zero);
+        S *zr = ws.y[2 * at].data(), *zi = ws.y[2 * at + 1].data();  // Z[ky][column]
+        S *sr = ws.y[2 * (1 - at)].data(), *si = ws.y[2 * (1 - at) + 1].data();
+
+        // 5. loss on the half plane kx = 0..N, and the Hermitian-paired gradient spectrum T in place
         S *mr = ws.mirror[0].data(), *mi = ws.mirror[1].data();
-        auto row_pair = [&](int kx) {  // kx in [1, L-1]: rows kx and P - kx
-            const int km = P - kx;
-            S *r1 = zr + int64_t(kx) * ldp, *i1 = zi + int64_t(kx) * ldp;
-            S *r2 = zr + int64_t(km) * ldp, *i2 = zi + int64_t(km) * ldp;
-            const S *cw = cell_w + int64_t(kx) * P;
-            // the mirror row in ky order (Z(-k) at index ky), so that the loop below is contiguous
-            mr[0] = r2[0];
-            mi[0] = i2[0];
-            for (int ky = 1; ky < P; ++ky) {
-                mr[ky] = r2[P - ky];
-                mi[ky] = i2[P - ky];
+        // cells (ky, 1..n_open) of row r1, their mirrors (-ky, -kx) in row r2 at columns M-1 .. M-n_open
+        auto open_segment = [&](S *r1r, S *r1i, S *r2r, S *r2i, const S *weights) -> S {
+            for (int j = 0; j < n_open; ++j) {
+                mr[j] = r2r[M - 1 - j];
+                mi[j] = r2i[M - 1 - j];
             }
-            S acc = 0;
-            if (smooth) {
-#pragma omp simd reduction(+ : acc)
-                for (int ky = 0; ky < P; ++ky) {
-                    const S z1r = r1[ky], z1i = i1[ky], z2r = mr[ky], z2i = mi[ky];
-                    // A = (Z(k) + conj Z(-k)) / 2, B = (Z(k) - conj Z(-k)) / (2 i)
-                    const S ar = S(0.5) * (z1r + z2r), ai = S(0.5) * (z1i - z2i);
-                    const S br = S(0.5) * (z1i + z2i), bi = S(-0.5) * (z1r - z2r);
-                    const S da = std::sqrt(ar * ar + ai * ai + eps2), db = std::sqrt(br * br + bi * bi + eps2);
-                    acc += cw[ky] * (sa * da + sb * db);
-                    const S ga = sa * cw[ky] / da, gb = sb * cw[ky] / db;
-                    // G_A = ga A, G_B = gb B; T(k) = (G_A + i G_B) / 2, T(-k) = (conj G_A + i conj G_B) / 2
-                    const S gar = ga * ar, gai = ga * ai, gbr = gb * br, gbi = gb * bi;
-                    r1[ky] = S(0.5) * (gar - gbi);
-                    i1[ky] = S(0.5) * (gai + gbr);
-                    mr[ky] = S(0.5) * (gar + gbi);
-                    mi[ky] = S(0.5) * (-gai + gbr);
-                }
-            } else {
-#pragma omp simd reduction(+ : acc)
-                for (int ky = 0; ky < P; ++ky) {
-                    const S z1r = r1[ky], z1i = i1[ky], z2r = mr[ky], z2i = mi[ky];
-                    const S ar = S(0.5) * (z1r + z2r), ai = S(0.5) * (z1i - z2i);
-                    const S br = S(0.5) * (z1i + z2i), bi = S(-0.5) * (z1r - z2r);
-                    acc += cw[ky] * (sa * (ar * ar + ai * ai) + sb * (br * br + bi * bi));
-                    const S ga = 2 * sa * cw[ky], gb = 2 * sb * cw[ky];
-                    const S gar = ga * ar, gai = ga * ai, gbr = gb * br, gbi = gb * bi;
-                    r1[ky] = S(0.5) * (gar - gbi);
-                    i1[ky] = S(0.5) * (gai + gbr);
-                    mr[ky] = S(0.5) * (gar + gbi);
-                    mi[ky] = S(0.5) * (-gai + gbr);
-                }
+            const S acc = smooth ? open_cells<S, true>(n_open, r1r + 1, r1i + 1, mr, mi, weights + 1, sa, sb, eps2)
+                                 : open_cells<S, false>(n_open, r1r + 1, r1i + 1, mr, mi, weights + 1, sa, sb, eps2);
+            for (int j = 0; j < n_open; ++j) {
+                r2r[M - 1 - j] = mr[j];
+                r2i[M - 1 - j] = mi[j];
             }
-            r2[0] = mr[0];
-            i2[0] = mi[0];
-            for (int ky = 1; ky < P; ++ky) {
-                r2[P - ky] = mr[ky];
-                i2[P - ky] = mi[ky];
+            return acc;
+        };
+        double total = 0.0;
+        for (int ky = 0; ky <= P / 2; ++ky) {
+            const int kym = ky == 0 ? 0 : P - ky;
+            S *r1r = zr + int64_t(ky) * ldm, *r1i = zi + int64_t(ky) * ldm;
+            S *r2r = zr + int64_t(kym) * ldm, *r2i = zi + int64_t(kym) * ldm;
+            const S *w1 = cw + int64_t(ky) * (N + 1), *w2 = cw + int64_t(kym) * (N + 1);
+            S acc = mirror_cells<S>(r1r, r1i, r2r, r2i, w1[0], w2[0], sa, sb, eps2, smooth);  // kx = 0
+            if (N >= L) acc += mirror_cells<S>(r1r + L, r1i + L, r2r + L, r2i + L, w1[L], w2[L], sa, sb, eps2, smooth);
+            if (n_open > 0) {
+                acc += open_segment(r1r, r1i, r2r, r2i, w1);
+                if (kym != ky) acc += open_segment(r2r, r2i, r1r, r1i, w2);
             }
             total += double(acc);
-        };
-        auto self_row = [&](int kx) {  // kx = 0 or L: its own mirror; cells ky and -ky paired
-            S *rr = zr + int64_t(kx) * ldp, *ii = zi + int64_t(kx) * ldp;
-            const S *cw = cell_w + int64_t(kx) * P;
-            S acc = 0;
-            for (int ky = 0; ky <= P / 2; ++ky) {
-                const int kym = ky == 0 ? 0 : P - ky;
-                const S z1r = rr[ky], z1i = ii[ky], z2r = rr[kym], z2i = ii[kym];
-                const S ar = S(0.5) * (z1r + z2r), ai = S(0.5) * (z1i - z2i);
-                const S br = S(0.5) * (z1i + z2i), bi = S(-0.5) * (z1r - z2r);
-                // A(-ky) = conj A(ky): the same distance; both cells' weights
-                const S w = kym == ky ? cw[ky] : cw[ky] + cw[kym];
-                const S half = kym == ky ? cw[ky] : S(0.5) * (cw[ky] + cw[kym]);
-                S ga, gb;
-                const S la = cell(ar, ai, w, eps2, smooth, ga), lb = cell(br, bi, w, eps2, smooth, gb);
-                acc += sa * la + sb * lb;
-                // T(ky) = (G_A(ky) + conj G_A(-ky)) / 2 + i (...) = half * (g_a A + i g_b B) with g = d'
-                S da, db;
-                cell(ar, ai, half, eps2, smooth, da);
-                cell(br, bi, half, eps2, smooth, db);
-                da *= sa;
-                db *= sb;
-                const S gar = da * ar, gai = da * ai, gbr = db * br, gbi = db * bi;
-                rr[ky] = gar - gbi;
-                ii[ky] = gai + gbr;
-                rr[kym] = gar + gbi;
-                ii[kym] = -gai + gbr;
-            }
-            total += double(acc);
-        };
-        self_row(0);
-        for (int kx = 1; kx <= std::min(N, L - 1); ++kx) row_pair(kx);
-        if (N >= L) self_row(L);
+        }
         partial[pair] = total;
         if (!grad_out) continue;
 
-        // 5. inverse rows (along kx; rows N+1 .. P-N-1 are zero), then columns (along ky)
-        at = stockham<S>(P, ldp, zr, zi, sr, si, ws.tables, S(-1), N + 1, P - N, zero);
-        const S *tr = at ? sr : zr, *ti = at ? si : zi;  // t[w][ky], rows w < W used
-        S *ur = ws.y[0].data(), *ui = ws.y[1].data();
-        transpose_planes<S>(W, P, tr, ti, ldp, ur, ui, ldw);
-        at = stockham<S>(W, ldw, ur, ui, ws.y[2].data(), ws.y[3].data(), ws.tables, S(-1), 0, 0, zero);
-        const S *gr = ws.y[2 * at].data(), *gi = ws.y[2 * at + 1].data();  // a_grad + i b_grad, [h][w]
+        // 6. inverse columns (along ky), rows h < H used
+        at = stockham<S>(M, ldm, zr, zi, sr, si, ws.tables, S(-1), 0, 0, zero);
+        const S *tr = at ? sr : zr, *ti = at ? si : zi;  // [h][column]
+        // 7. back to [kx][h] (rows N+1 .. P-tail-1 are zero: skipped), inverse rows (along kx), w < W used
+        S *ur = ws.x[0].data(), *ui = ws.x[1].data();
+        transpose_planes<S>(H, N + 1, tr, ti, ldm, ur, ui, ldh);
+        if (tail > 0)
+            transpose_planes<S>(H, tail, tr + N + 1, ti + N + 1, ldm, ur + int64_t(tail_row) * ldh,
+                                ui + int64_t(tail_row) * ldh, ldh);
+        at = stockham<S>(H, ldh, ur, ui, ws.x[2].data(), ws.x[3].data(), ws.tables, S(-1), N + 1, tail_row, zero);
+        const S *vr = ws.x[2 * at].data(), *vi = ws.x[2 * at + 1].data();  // a_grad + i b_grad, [w][h]
+        transpose_planes<S>(W, H, vr, vi, ldh, gr, gi, ldw);
         auto store = [&](int image, const S *src) {
             const int v = image / im.images, c = image % im.images;
             for (int h = 0; h < H; ++h) {
@@ -434,12 +511,14 @@ double fused(const Images<S> &im, int N, const S *cell_w, const double *coeff, d
                                                  int N, const S *factor, const int32_t *band,              \
                                                  const double *w, const double *coeff, double eps,         \
                                                  S *grad_rgb, S *grad_mask, int n_threads, int *status) {  \
-        const int L = std::max(H, W), P = 2 * L;                                                          \
-        std::vector<S> cell_w(size_t(N + 1) * P);                                                         \
-        for (size_t i = 0; i < cell_w.size(); ++i) cell_w[i] = factor[i] * S(w[band[i]]);                 \
+        const int P = 2 * std::max(H, W);                                                                 \
+        std::vector<S> cw(size_t(N + 1) * P); /* [ky][kx] from the [kx][ky] factor and band */            \
+        for (int kx = 0; kx <= N; ++kx)                                                                   \
+            for (int ky = 0; ky < P; ++ky)                                                                \
+                cw[size_t(ky) * (N + 1) + kx] = factor[size_t(kx) * P + ky] * S(w[band[size_t(kx) * P + ky]]); \
         Images<S> im{V, H, W, C, C + (pred_mask ? 1 : 0), pred_rgb, gt_rgb, pred_mask, gt_mask,           \
                      grad_rgb, grad_mask};                                                                \
-        return fused<S>(im, N, cell_w.data(), coeff, eps, grad_rgb != nullptr, n_threads, status);        \
+        return fused<S>(im, N, cw.data(), coeff, eps, grad_rgb != nullptr, n_threads, status);            \
     }
 
 ST_FUSED_EXPORT(float, f32)
