@@ -73,6 +73,7 @@ struct Tables {
         }
         radices.clear();
         int rem = n;
+        while (rem % 8 == 0) radices.push_back(8), rem /= 8;
         while (rem % 4 == 0) radices.push_back(4), rem /= 4;
         while (rem % 2 == 0) radices.push_back(2), rem /= 2;
         while (rem % 3 == 0) radices.push_back(3), rem /= 3;
@@ -103,7 +104,62 @@ void stockham_stage(int r, int l, int s, int m, int64_t ld, const S *xr, const S
     };
     for (int p = 0; p < l; ++p) {
         for (int q = 0; q < s; ++q) {
-            if (r == 4) {
+            if (r == 8) {
+                // radix 4 on the even and on the odd inputs, combined with u^k = w^{k n / 8}
+                const S *x_r[8], *x_i[8];
+                for (int j = 0; j < 8; ++j) {
+                    x_r[j] = row(xr, (j * l + p) * s + q);
+                    x_i[j] = row(xi, (j * l + p) * s + q);
+                }
+                S wr[8], wi[8];  // stage twiddles w^{p k s}
+                for (int k = 1; k < 8; ++k) {
+                    const int t = int((int64_t(p) * k * s) % n);
+                    wr[k] = tw.cos_[t];
+                    wi[k] = sign * tw.sin_[t];
+                }
+                S *y_r[8], *y_i[8];
+                for (int k = 0; k < 8; ++k) {
+                    y_r[k] = yr + int64_t((p * 8 + k) * s + q) * ld;
+                    y_i[k] = yi + int64_t((p * 8 + k) * s + q) * ld;
+                }
+                const S c = S(0.70710678118654752440);
+#pragma omp simd
+                for (int j = 0; j < m; ++j) {
+                    // radix-4 DFT of (x0, x2, x4, x6) -> e0..e3 and of (x1, x3, x5, x7) -> o0..o3, with
+                    // the rotation by w^{n/4} = -sign i written as (re, im) -> (sign im, -sign re)
+                    S e0r, e0i, e1r, e1i, e2r, e2i, e3r, e3i, o0r, o0i, o1r, o1i, o2r, o2i, o3r, o3i;
+                    {
+                        const S ar = x_r[0][j] + x_r[4][j], ai = x_i[0][j] + x_i[4][j];
+                        const S br = x_r[0][j] - x_r[4][j], bi = x_i[0][j] - x_i[4][j];
+                        const S cr = x_r[2][j] + x_r[6][j], ci = x_i[2][j] + x_i[6][j];
+                        const S dr = x_r[2][j] - x_r[6][j], di = x_i[2][j] - x_i[6][j];
+                        const S er = sign * di, ei = -sign * dr;
+                        e0r = ar + cr; e0i = ai + ci; e2r = ar - cr; e2i = ai - ci;
+                        e1r = br + er; e1i = bi + ei; e3r = br - er; e3i = bi - ei;
+                    }
+                    {
+                        const S ar = x_r[1][j] + x_r[5][j], ai = x_i[1][j] + x_i[5][j];
+                        const S br = x_r[1][j] - x_r[5][j], bi = x_i[1][j] - x_i[5][j];
+                        const S cr = x_r[3][j] + x_r[7][j], ci = x_i[3][j] + x_i[7][j];
+                        const S dr = x_r[3][j] - x_r[7][j], di = x_i[3][j] - x_i[7][j];
+                        const S er = sign * di, ei = -sign * dr;
+                        o0r = ar + cr; o0i = ai + ci; o2r = ar - cr; o2i = ai - ci;
+                        o1r = br + er; o1i = bi + ei; o3r = br - er; o3i = bi - ei;
+                    }
+                    // u^1 = c (1 - sign i), u^2 = -sign i, u^3 = c (-1 - sign i)
+                    const S t1r = c * (o1r + sign * o1i), t1i = c * (o1i - sign * o1r);
+                    const S t2r = sign * o2i, t2i = -sign * o2r;
+                    const S t3r = c * (-o3r + sign * o3i), t3i = c * (-o3i - sign * o3r);
+                    const S zr_[8] = {e0r + o0r, e1r + t1r, e2r + t2r, e3r + t3r, e0r - o0r, e1r - t1r, e2r - t2r, e3r - t3r};
+                    const S zi_[8] = {e0i + o0i, e1i + t1i, e2i + t2i, e3i + t3i, e0i - o0i, e1i - t1i, e2i - t2i, e3i - t3i};
+                    y_r[0][j] = zr_[0];
+                    y_i[0][j] = zi_[0];
+                    for (int k = 1; k < 8; ++k) {
+                        y_r[k][j] = zr_[k] * wr[k] - zi_[k] * wi[k];
+                        y_i[k][j] = zr_[k] * wi[k] + zi_[k] * wr[k];
+                    }
+                }
+            } else if (r == 4) {
                 const int t = p * s;
                 const S w1r = tw.cos_[t], w1i = sign * tw.sin_[t];
                 const S w2r = tw.cos_[2 * t], w2i = sign * tw.sin_[2 * t];
@@ -282,8 +338,8 @@ void transpose_planes(int rows, int cols, const S *sr, const S *si, int64_t src_
 
 template <typename S>
 struct Workspace {
-    std::vector<S> x[4], y[4], stage[2], zero, mirror[2];  // row stage (re, im, scratch re, im), column stage,
-                                                           // the image layout, a zero row, a reversed segment
+    std::vector<S> x[4], y[4], stage[2], zero;  // row stage (re, im, scratch re, im), column stage, the image
+                                                // layout, a zero row
     Tables<S> tables;
 };
 
@@ -304,7 +360,7 @@ struct Images {
 };
 
 // Cells whose mirror -k is not a loss cell, n of them: Z(k) = (r1, i1)[j], Z(-k) = (mr, mi)[j], weight
-// cw[j]. Returns sum cw * (sa d(A) + sb d(B)); overwrites Z(k) with T(k) = (G_A + i G_B) / 2 and Z(-k)
+// cw[j] (the two ranges do not overlap). Returns sum cw * (sa d(A) + sb d(B)); overwrites Z(k) with T(k) = (G_A + i G_B) / 2 and Z(-k)
 // with T(-k) = (conj G_A + i conj G_B) / 2, G_A = sa cw d'(A) A, G_B likewise.
 template <typename S, bool SMOOTH>
 S open_cells(int n, S *r1, S *i1, S *mr, S *mi, const S *cw, S sa, S sb, S eps2) {
@@ -389,7 +445,6 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         for (auto &v : ws.y) v.resize(size_t(P) * ldm);
         for (auto &v : ws.stage) v.resize(size_t(H) * ldw);
         ws.zero.assign(size_t(std::max({ldw, ldh, ldm})), S(0));
-        for (auto &v : ws.mirror) v.resize(size_t(std::max(n_open, 1)));
         const S *zero = ws.zero.data();
         const int ia = 2 * pair, ib = 2 * pair + 1;
         const bool has_b = ib < count;
@@ -422,13 +477,14 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         // 2. rows: along x (length P, rows w >= W zero), vectorised over h
         int at = stockham<S>(H, ldh, xr, xi, ws.x[2].data(), ws.x[3].data(), ws.tables, S(1), W, P, zero);
         const S *fr = ws.x[2 * at].data(), *fi = ws.x[2 * at + 1].data();  // [kx][h]
-        // 3. the kept kx rows, transposed to [h][column]: kx = 0..N to columns 0..N, the rest (-N..-1,
-        //    or L+1..P-1 when N = L) to columns N+1..M-1
+        // 3. the kept kx rows, transposed to [h][column]: kx = 0..N to columns 0..N, and -kx (row P - kx)
+        //    to column N + kx for kx = 1..tail (tail = N, or L - 1 when N = L), so that a cell's mirror
+        //    column runs in the same direction as the cell's
         S *yr = ws.y[0].data(), *yi = ws.y[1].data();
         const int tail = M - N - 1, tail_row = P - tail;
         transpose_planes<S>(N + 1, H, fr, fi, ldh, yr, yi, ldm);
         if (tail > 0)
-            transpose_planes<S>(tail, H, fr + int64_t(tail_row) * ldh, fi + int64_t(tail_row) * ldh, ldh, yr + N + 1,
+            transpose_planes<S>(tail, H, fr + int64_t(P - 1) * ldh, fi + int64_t(P - 1) * ldh, -ldh, yr + N + 1,
                                 yi + N + 1, ldm);
         // 4. columns: along y (length P, rows h >= H zero), vectorised over the M kept kx
         at = stockham<S>(M, ldm, yr, yi, ws.y[2].data(), ws.y[3].data(), ws.tables, S(1), H, P, zero);
@@ -436,20 +492,12 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         S *sr = ws.y[2 * (1 - at)].data(), *si = ws.y[2 * (1 - at) + 1].data();
 
         // 5. loss on the half plane kx = 0..N, and the Hermitian-paired gradient spectrum T in place
-        S *mr = ws.mirror[0].data(), *mi = ws.mirror[1].data();
-        // cells (ky, 1..n_open) of row r1, their mirrors (-ky, -kx) in row r2 at columns M-1 .. M-n_open
+        // cells (ky, 1..n_open) of row r1, their mirrors (-ky, -kx) in row r2 at columns N+1..N+n_open
         auto open_segment = [&](S *r1r, S *r1i, S *r2r, S *r2i, const S *weights) -> S {
-            for (int j = 0; j < n_open; ++j) {
-                mr[j] = r2r[M - 1 - j];
-                mi[j] = r2i[M - 1 - j];
-            }
-            const S acc = smooth ? open_cells<S, true>(n_open, r1r + 1, r1i + 1, mr, mi, weights + 1, sa, sb, eps2)
-                                 : open_cells<S, false>(n_open, r1r + 1, r1i + 1, mr, mi, weights + 1, sa, sb, eps2);
-            for (int j = 0; j < n_open; ++j) {
-                r2r[M - 1 - j] = mr[j];
-                r2i[M - 1 - j] = mi[j];
-            }
-            return acc;
+            return smooth ? open_cells<S, true>(n_open, r1r + 1, r1i + 1, r2r + N + 1, r2i + N + 1, weights + 1, sa, sb,
+                                                eps2)
+                          : open_cells<S, false>(n_open, r1r + 1, r1i + 1, r2r + N + 1, r2i + N + 1, weights + 1, sa,
+                                                 sb, eps2);
         };
         double total = 0.0;
         for (int ky = 0; ky <= P / 2; ++ky) {
@@ -475,8 +523,8 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         S *ur = ws.x[0].data(), *ui = ws.x[1].data();
         transpose_planes<S>(H, N + 1, tr, ti, ldm, ur, ui, ldh);
         if (tail > 0)
-            transpose_planes<S>(H, tail, tr + N + 1, ti + N + 1, ldm, ur + int64_t(tail_row) * ldh,
-                                ui + int64_t(tail_row) * ldh, ldh);
+            transpose_planes<S>(H, tail, tr + N + 1, ti + N + 1, ldm, ur + int64_t(P - 1) * ldh,
+                                ui + int64_t(P - 1) * ldh, -ldh);
         at = stockham<S>(H, ldh, ur, ui, ws.x[2].data(), ws.x[3].data(), ws.tables, S(-1), N + 1, tail_row, zero);
         const S *vr = ws.x[2 * at].data(), *vi = ws.x[2 * at + 1].data();  // a_grad + i b_grad, [w][h]
         transpose_planes<S>(W, H, vr, vi, ldh, gr, gi, ldw);
