@@ -1,13 +1,15 @@
 """Cost of the spectral moment loss next to a render, forward + backward (issue 3 bar: < 10% at 128x128).
 
-    python benchmarks/spectral.py [--sizes 128 512] [--repeats 7] [--threads 1]
+    python benchmarks/spectral.py [--sizes 128 512] [--repeats 21] [--threads 1]
 
-For each image size: the spectral loss on RGB + mask (one view, K = 8 bands, l1) with every method
-(``fft``, ``dft``, ``auto``), once with all 8 bands active and once early in the schedule (bands 0-2
-active, the rest weight 0, which ``spectral_loss`` skips), and a render of 2,000 random Gaussians
-(``spectral_tracking.render.render``, backend "auto": gsplat on CUDA, the CPU rasteriser otherwise)
-at the same size in the same run. The cases are timed round-robin, ``--repeats`` rounds after one
-warm-up call each, and each loss time is compared with the render time of its own round.
+For each image size: the spectral loss on RGB + mask (one view, K = 8 bands, l1), once with all 8
+bands active and once early in the schedule (bands 0-2 active, the rest weight 0, which
+``spectral_loss`` skips), by three methods: ``auto`` (what training uses: on the CPU the C++ kernel),
+``fft, torch ops`` (the C++ kernel's twin built from torch's FFTs, the reference for its speed-up) and
+``dft``; beside a render of 2,000 random Gaussians (``spectral_tracking.render.render``, backend
+"auto": gsplat on CUDA, the CPU rasteriser otherwise) at the same size. Every loss is timed right after
+a render, as in a training step, over ``--repeats`` rounds after one warm-up call each, and compared
+with the render just before it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.gaussians import random_gaussians
+from spectral_tracking.losses import spectral
 from spectral_tracking.losses.spectral import spectral_loss
 
 NUM_BANDS = 8
@@ -44,29 +47,36 @@ def measure(fn, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict:
-    """Per name: (median wall, median CPU, median of the per-round ratio to the first fn).
+def time_after_render(render, losses: dict, repeats: int, device: torch.device) -> tuple[tuple, dict]:
+    """Each case timed right after a render, as in a training step.
 
-    Round-robin: each round times every fn once, so a slow spell of a shared machine hits all of
-    them alike, and each loss time is compared with the render time of its own round.
+    Every round runs, for each loss case, a render (forward + backward) and then the loss, and times
+    both: the loss meets the caches as the render leaves them (a loss timed alone, back to back, finds
+    its buffers warm and measured 30-60% faster here), and a slow spell of a shared machine hits the
+    render and the loss of the same round alike.
+
+    Returns:
+        (median render wall, median render CPU), and per case (median wall, median CPU, median over
+        rounds of loss time / render time of the same round; CPU times, wall times on CUDA).
     """
-    for fn in fns.values():  # warm-up: plans, caches, compiled kernels
+    render()
+    for fn in losses.values():  # warm-up: plans, caches, compiled kernels
         fn()
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            samples[name].append(measure(fn, device))
-    reference = next(iter(fns))
     column = 0 if device.type == "cuda" else 1
-    results = {}
-    for name, values in samples.items():
-        ratios = [v[column] / r[column] for v, r in zip(values, samples[reference])]
-        results[name] = (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values),
-                         statistics.median(ratios))
-    return results
+    render_samples, samples = [], {name: [] for name in losses}
+    for _ in range(repeats):
+        for name, fn in losses.items():
+            before = measure(render, device)
+            after = measure(fn, device)
+            render_samples.append(before)
+            samples[name].append((*after, after[column] / before[column]))
+    results = {name: tuple(statistics.median(v[i] for v in values) for i in range(3)) for name, values in samples.items()}
+    return (statistics.median(v[0] for v in render_samples), statistics.median(v[1] for v in render_samples)), results
 
 
-def loss_timer(size: int, weights: list[float], method: str, device: torch.device):
+def loss_timer(size: int, weights: list[float], method: str, device: torch.device, native: bool = True):
+    """fn() running spectral_loss forward + backward; native=False selects the torch-op twin of the C++
+    kernel (``spectral.USE_NATIVE``) for that call."""
     gen = torch.Generator().manual_seed(0)
     pred_rgb = torch.rand(1, size, size, 3, generator=gen).to(device).requires_grad_()
     pred_mask = torch.rand(1, size, size, generator=gen).to(device).requires_grad_()
@@ -74,8 +84,12 @@ def loss_timer(size: int, weights: list[float], method: str, device: torch.devic
     gt_mask = torch.rand(1, size, size, generator=gen).to(device)
 
     def run():
-        loss = spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, lambda_mask=0.5, method=method)
-        loss.backward()
+        spectral.USE_NATIVE = native
+        try:
+            loss = spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, lambda_mask=0.5, method=method)
+            loss.backward()
+        finally:
+            spectral.USE_NATIVE = True
 
     return run
 
@@ -120,18 +134,19 @@ def main() -> None:
           f"K = {NUM_BANDS}, RGB + mask, 1 view, median of {args.repeats}")
     all_bands = [1.0] * NUM_BANDS
     early = [1.0, 1.0, 0.5] + [0.0] * (NUM_BANDS - 3)
-    print("times: median wall ms / median process-CPU ms; % of the render: median over rounds of the loss "
-          "time over the render time of the same round (CPU times; wall times on CUDA)")
+    print("each loss timed right after a render; times: median wall ms / median process-CPU ms; % of the render: "
+          "median over rounds of the loss time over the time of the render just before it (CPU times; wall "
+          "times on CUDA)")
+    cases = [("auto", "auto", True), ("fft", "fft, torch ops", False), ("dft", "dft", True)]
     for size in args.sizes:
-        fns = {"render": render_timer(size, device)}
+        losses = {}
         for label, weights in (("all 8 bands", all_bands), ("bands 0-2 only", early)):
-            for method in ("fft", "dft", "auto"):
-                fns[(label, method)] = loss_timer(size, weights, method, device)
-        results = time_interleaved(fns, args.repeats, device)
-        wall, cpu, _ = results.pop("render")
+            for method, name, native in cases:
+                losses[(label, name)] = loss_timer(size, weights, method, device, native)
+        (wall, cpu), results = time_after_render(render_timer(size, device), losses, args.repeats, device)
         print(f"\n{size}x{size}: render fwd+bwd ({NUM_GAUSSIANS} Gaussians) {wall * 1e3:8.2f} / {cpu * 1e3:8.2f} ms")
-        for (label, method), (wall, cpu, ratio) in results.items():
-            print(f"{size}x{size}: spectral loss fwd+bwd {label:15s} {method:5s} "
+        for (label, name), (wall, cpu, ratio) in results.items():
+            print(f"{size}x{size}: spectral loss fwd+bwd {label:15s} {name:15s} "
                   f"{wall * 1e3:8.2f} / {cpu * 1e3:8.2f} ms = {100 * ratio:6.2f}% of the render")
 
 

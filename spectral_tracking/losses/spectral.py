@@ -43,7 +43,7 @@ from |dM| by less than eps.
 
 Computation
 -----------
-Both fast paths compute exactly the needed square of frequencies for the highest *active* band
+Every fast path computes exactly the needed square of frequencies for the highest *active* band
 (bands with zero weight above it cost nothing), on the half plane kx >= 0 only: images are real, so
 M(-w) = conj(M(w)) and |dM(-w)| = |dM(w)|; the kx > 0 columns count twice.
 
@@ -52,16 +52,29 @@ M(-w) = conj(M(w)) and |dM(-w)| = |dM(w)|; the kx > 0 columns count twice.
 - ``"dft"``: separable DFT matrices, ``Ey^T (D Ex)``, costing O(H W N) for max frequency N.
 - ``"reference"``: the plain twin, a direct sum over pixels of the full symmetric frequency set
   (``spectral_moments_reference``); slow, for tests.
-- ``"auto"``: ``"dft"`` only while the top active frequency is tiny against the image
-  (64 N <= L), else ``"fft"``. Chosen from ``benchmarks/spectral.py`` (CPU, 1 thread, RGB + mask):
-  with all 8 bands the fused FFT path costs about 1.3 ms at 128^2 and 15-18 ms at 512^2 against
-  6.5 / 38 ms for the DFT; with bands 0-2 only (N = 4) they are within 15% of each other.
+- ``"auto"``: on the CPU, ``"fft"`` (the C++ kernel below) whenever it applies: it was faster than the
+  DFT at every size (128^2 to 512^2) and band count (K = 1 to 8) measured with
+  ``benchmarks/spectral.py``. Otherwise (CUDA, or no C++ kernel) ``"dft"`` only while the top active
+  frequency is tiny against the image (64 N <= L), else ``"fft"``.
 
-In ``spectral_loss`` the FFT path is one fused autograd function (``_FFTSpectralLoss``, taking the
-renderer-layout images; ``_FFTWeightedModulus`` on stacked differences when the dtypes differ) whose
-backward pass applies the adjoint transforms directly; it is tested against the autograd DFT path
-and the direct-sum reference. It reuses per-thread scratch buffers (``_FFTPlan``) across calls, and
-checks the images for NaN / Inf only when the loss comes out non-finite.
+``spectral_loss`` runs the FFT path as one autograd function:
+
+- CPU, float32 / float64, 2L a product of 2, 3 and 5 (``_native_supported``): ``_NativeSpectralLoss``,
+  one call of a C++ kernel (``csrc/spectral.cpp``, compiled on first use by ``spectral_tracking.native``)
+  that computes the loss and, when a gradient is wanted, the gradient with respect to the images in
+  the same pass. Colour channels and masks go in pairs, a + i b, through one complex 2D transform
+  (its own mixed-radix Stockham FFT, vectorised across transforms), rows first and then only the
+  2N + 1 kept kx columns; the two images' moments are separated by Hermitian symmetry, and the
+  gradient of both comes back through one inverse transform. A pair stays in the core's cache from the
+  image differences to the image gradients, which is what makes it several times faster than the torch
+  ops after a render has evicted the cache. The backward pass scales the stored gradient.
+- Otherwise ``_FFTSpectralLoss`` (torch ops: torch's FFTs and a hand-written backward with the
+  adjoint transforms; ``_FFTWeightedModulus`` on stacked differences when the dtypes differ), which
+  is also the C++ kernel's tested twin (``USE_NATIVE = False`` selects it on the CPU). Without a C++
+  compiler it runs after one warning.
+
+Both are tested against the autograd DFT path and the direct-sum reference, and check the images for
+NaN / Inf only when the loss comes out non-finite.
 
 Image layout: ``spectral_loss`` takes the renderer's layout, rgb ``[V, H, W, C]`` and opacity /
 mask ``[V, H, W]``. ``spectral_moments`` and ``spectral_band_errors`` take channels-first
@@ -432,8 +445,11 @@ def spectral_loss(
     top = active[-1] + 1  # evaluate bands 0..top-1 only
 
     channels = pred_rgb.shape[-1]
+    native = (pred_rgb.device.type == "cpu" and pred_rgb.dtype in _SUFFIX and _native_supported(height, width)
+              and _native_kernels() is not None)
     if method == "auto":
-        method = _auto_method(top, height, width)
+        # the C++ kernel is faster than the DFT at every size and band count measured (benchmarks/spectral.py)
+        method = "fft" if native else _auto_method(top, height, width)
     if method == "fft" and (pred_mask is None or pred_mask.dtype == gt_mask.dtype == pred_rgb.dtype) \
             and gt_rgb.dtype == pred_rgb.dtype:
         # Fused path: differences, transforms, weighting and the channel / view average in one
@@ -446,8 +462,6 @@ def spectral_loss(
         if norm == "l1":
             images = views * channels * coeff_rgb + (views * coeff_mask if pred_mask is not None else 0.0)
             offset = images * sum(o * v for o, v in zip(_band_offsets(top, height, width), weights[:top].tolist()))
-        native = (pred_rgb.device.type == "cpu" and pred_rgb.dtype in _SUFFIX and _native_supported(height, width)
-                  and _native_kernels() is not None)
         function = _NativeSpectralLoss if native else _FFTSpectralLoss
         loss = function.apply(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, (norm, eps, coeff_rgb, coeff_mask, offset, top))
         if not math.isfinite(float(loss.detach())):
