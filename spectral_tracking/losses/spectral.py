@@ -742,19 +742,26 @@ def _native_supported(height: int, width: int) -> bool:
     return rest == 1
 
 
-def _native_plan(key: tuple) -> _NativePlan:
-    plans = getattr(_WORKSPACES, "native", None)
+_WORKSPACES = threading.local()
+
+
+def _cached_plan(kind: type, key: tuple):
+    """This thread's ``kind(*key)``, built on first use; a few configurations at a time (e.g. the
+    training and evaluation sizes)."""
+    plans = getattr(_WORKSPACES, kind.__name__, None)
     if plans is None:
-        plans = _WORKSPACES.native = {}
+        plans = {}
+        setattr(_WORKSPACES, kind.__name__, plans)
     plan = plans.get(key)
     if plan is None:
-        if len(plans) >= 8:  # a few configurations at a time (e.g. train and eval sizes)
+        if len(plans) >= 8:
             plans.clear()
-        plan = plans[key] = _NativePlan(*key)
+        plan = plans[key] = kind(*key)
     return plan
 
 
-_WORKSPACES = threading.local()
+def _native_plan(key: tuple) -> _NativePlan:
+    return _cached_plan(_NativePlan, key)
 
 
 class _FFTPlan:
@@ -785,23 +792,13 @@ class _FFTPlan:
         self.value = torch.empty(batch, n + 1, size, dtype=dtype, device=device)
         self.rows = torch.empty(batch, n + 1, height + 1, dtype=cdtype, device=device)[..., :height]
         self.rows_t = self.rows.transpose(-1, -2)
-        coeff = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views, dtype=torch.float64)
-        self.coeff = coeff.to(dtype=dtype, device=device)
-        self.coeff64 = coeff  # for the C++ kernels
+        coeff = torch.tensor(([coeff_rgb] * channels + [coeff_mask] * int(with_mask)) * views, dtype=dtype)
+        self.coeff = coeff.to(device)
 
 
-def _fft_plan(views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device) -> _FFTPlan:
-    key = (views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device)
-    plans = getattr(_WORKSPACES, "plans", None)
-    if plans is None:
-        plans = _WORKSPACES.plans = {}
-    plan = plans.get(key)
-    if plan is None:
-        if len(plans) >= 8:  # a few configurations at a time (e.g. train and eval sizes)
-            plans.clear()
-        plan = plans[key] = _FFTPlan(views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype,
-                                     device)
-    return plan
+def _fft_plan(*key) -> _FFTPlan:
+    """key: (views, channels, with_mask, height, width, n, coeff_rgb, coeff_mask, dtype, device)."""
+    return _cached_plan(_FFTPlan, key)
 
 
 _BAND_MATRIX_CACHE: dict = {}

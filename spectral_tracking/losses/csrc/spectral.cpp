@@ -91,6 +91,21 @@ int64_t padded_stride(int m) {
     return blocks * unit;
 }
 
+// The 4-point DFT z_k = sum_j x_j u^{j k}, u = w^{n/4} = -sign * i (w = e^{-sign 2 pi i / n}).
+template <typename S>
+struct C4 {
+    S r0, i0, r1, i1, r2, i2, r3, i3;
+};
+
+// The 4-point DFT z_k = sum_j x_j u^{j k}, u = w^{n/4} = -sign * i (w = e^{-sign 2 pi i / n}).
+template <typename S>
+inline C4<S> butterfly4(S x0r, S x0i, S x1r, S x1i, S x2r, S x2i, S x3r, S x3i, S sign) {
+    const S ar = x0r + x2r, ai = x0i + x2i, br = x0r - x2r, bi = x0i - x2i;
+    const S cr = x1r + x3r, ci = x1i + x3i, dr = x1r - x3r, di = x1i - x3i;
+    const S er = sign * di, ei = -sign * dr;  // u (x1 - x3)
+    return {ar + cr, ai + ci, br + er, bi + ei, ar - cr, ai - ci, br - er, bi - ei};
+}
+
 // One Stockham stage of radix r: input rows (j l + p) s + q, output rows (p r + k) s + q,
 // y_k = w^{p k s} sum_j x_j w^{j k n / r} with w = e^{-sign 2 pi i / n} (sign +1: forward
 // transform, -1: unnormalised inverse). zero_lo..zero_hi: input rows
@@ -125,27 +140,15 @@ void stockham_stage(int r, int l, int s, int m, int64_t ld, const S *xr, const S
                 const S c = S(0.70710678118654752440);
 #pragma omp simd
                 for (int j = 0; j < m; ++j) {
-                    // radix-4 DFT of (x0, x2, x4, x6) -> e0..e3 and of (x1, x3, x5, x7) -> o0..o3, with
-                    // the rotation by w^{n/4} = -sign i written as (re, im) -> (sign im, -sign re)
-                    S e0r, e0i, e1r, e1i, e2r, e2i, e3r, e3i, o0r, o0i, o1r, o1i, o2r, o2i, o3r, o3i;
-                    {
-                        const S ar = x_r[0][j] + x_r[4][j], ai = x_i[0][j] + x_i[4][j];
-                        const S br = x_r[0][j] - x_r[4][j], bi = x_i[0][j] - x_i[4][j];
-                        const S cr = x_r[2][j] + x_r[6][j], ci = x_i[2][j] + x_i[6][j];
-                        const S dr = x_r[2][j] - x_r[6][j], di = x_i[2][j] - x_i[6][j];
-                        const S er = sign * di, ei = -sign * dr;
-                        e0r = ar + cr; e0i = ai + ci; e2r = ar - cr; e2i = ai - ci;
-                        e1r = br + er; e1i = bi + ei; e3r = br - er; e3i = bi - ei;
-                    }
-                    {
-                        const S ar = x_r[1][j] + x_r[5][j], ai = x_i[1][j] + x_i[5][j];
-                        const S br = x_r[1][j] - x_r[5][j], bi = x_i[1][j] - x_i[5][j];
-                        const S cr = x_r[3][j] + x_r[7][j], ci = x_i[3][j] + x_i[7][j];
-                        const S dr = x_r[3][j] - x_r[7][j], di = x_i[3][j] - x_i[7][j];
-                        const S er = sign * di, ei = -sign * dr;
-                        o0r = ar + cr; o0i = ai + ci; o2r = ar - cr; o2i = ai - ci;
-                        o1r = br + er; o1i = bi + ei; o3r = br - er; o3i = bi - ei;
-                    }
+                    // radix-4 DFTs of the even inputs (x0, x2, x4, x6) and of the odd ones
+                    const C4<S> e = butterfly4(x_r[0][j], x_i[0][j], x_r[2][j], x_i[2][j], x_r[4][j], x_i[4][j],
+                                               x_r[6][j], x_i[6][j], sign);
+                    const C4<S> o = butterfly4(x_r[1][j], x_i[1][j], x_r[3][j], x_i[3][j], x_r[5][j], x_i[5][j],
+                                               x_r[7][j], x_i[7][j], sign);
+                    const S e0r = e.r0, e0i = e.i0, e1r = e.r1, e1i = e.i1, e2r = e.r2, e2i = e.i2, e3r = e.r3,
+                            e3i = e.i3;
+                    const S o0r = o.r0, o0i = o.i0, o1r = o.r1, o1i = o.i1, o2r = o.r2, o2i = o.i2, o3r = o.r3,
+                            o3i = o.i3;
                     // u^1 = c (1 - sign i), u^2 = -sign i, u^3 = c (-1 - sign i)
                     const S t1r = c * (o1r + sign * o1i), t1i = c * (o1i - sign * o1r);
                     const S t2r = sign * o2i, t2i = -sign * o2r;
@@ -174,19 +177,15 @@ void stockham_stage(int r, int l, int s, int m, int64_t ld, const S *xr, const S
                 S *y3r = yr + int64_t((p * 4 + 3) * s + q) * ld, *y3i = yi + int64_t((p * 4 + 3) * s + q) * ld;
 #pragma omp simd
                 for (int j = 0; j < m; ++j) {
-                    const S ar = x0r[j] + x2r[j], ai = x0i[j] + x2i[j], br = x0r[j] - x2r[j], bi = x0i[j] - x2i[j];
-                    const S cr = x1r[j] + x3r[j], ci = x1i[j] + x3i[j], dr = x1r[j] - x3r[j], di = x1i[j] - x3i[j];
-                    // (x1 - x3) times w^{n/4} = -sign * i (w = e^{-sign 2 pi i / n})
-                    const S er = sign * di, ei = -sign * dr;
-                    const S z1r = br + er, z1i = bi + ei, z2r = ar - cr, z2i = ai - ci, z3r = br - er, z3i = bi - ei;
-                    y0r[j] = ar + cr;
-                    y0i[j] = ai + ci;
-                    y1r[j] = z1r * w1r - z1i * w1i;
-                    y1i[j] = z1r * w1i + z1i * w1r;
-                    y2r[j] = z2r * w2r - z2i * w2i;
-                    y2i[j] = z2r * w2i + z2i * w2r;
-                    y3r[j] = z3r * w3r - z3i * w3i;
-                    y3i[j] = z3r * w3i + z3i * w3r;
+                    const C4<S> z = butterfly4(x0r[j], x0i[j], x1r[j], x1i[j], x2r[j], x2i[j], x3r[j], x3i[j], sign);
+                    y0r[j] = z.r0;
+                    y0i[j] = z.i0;
+                    y1r[j] = z.r1 * w1r - z.i1 * w1i;
+                    y1i[j] = z.r1 * w1i + z.i1 * w1r;
+                    y2r[j] = z.r2 * w2r - z.i2 * w2i;
+                    y2i[j] = z.r2 * w2i + z.i2 * w2r;
+                    y3r[j] = z.r3 * w3r - z.i3 * w3i;
+                    y3i[j] = z.r3 * w3i + z.i3 * w3r;
                 }
             } else if (r == 2) {
                 const int t = p * s;
