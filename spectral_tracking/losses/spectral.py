@@ -704,7 +704,7 @@ class _NativeSpectralLoss(torch.autograd.Function):
                            plan.coeff64.data_ptr(), eps, None if grad_rgb is None else grad_rgb.data_ptr(),
                            None if grad_mask is None else grad_mask.data_ptr(), torch.get_num_threads(),
                            ctypes.byref(status))
-        if status.value != 0:  # _native_plan checks the transform length first: not expected
+        if status.value != 0:  # not expected: spectral_loss checks _native_supported first
             raise RuntimeError(f"spectral_loss: the C++ kernel cannot transform length {2 * max(height, width)}")
         if grad_out:
             ctx.save_for_backward(grad_rgb, grad_mask)
