@@ -25,7 +25,12 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <cstdlib>
+#include <new>
 #include <vector>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #ifdef __AVX__
 #include <immintrin.h>
 #endif
@@ -335,11 +340,32 @@ void transpose_planes(int rows, int cols, const S *sr, const S *si, int64_t src_
     transpose_plane(rows, cols, si, src_ld, di, dst_ld);
 }
 
+// One thread's buffers, in one block of memory (asked for as transparent huge pages on Linux, so that
+// the first touch after a render, which has evicted them, costs fewer page walks).
 template <typename S>
 struct Workspace {
-    std::vector<S> x[4], y[4], stage[2], zero;  // row stage (re, im, scratch re, im), column stage, the image
-                                                // layout, a zero row
+    S *base = nullptr;
+    size_t capacity = 0;  // elements
+    std::vector<S> zero;  // a zero row
     Tables<S> tables;
+    Workspace() = default;
+    Workspace(const Workspace &) = delete;
+    Workspace &operator=(const Workspace &) = delete;
+    ~Workspace() { std::free(base); }
+    S *reserve(size_t elements) {
+        if (elements > capacity) {
+            std::free(base);
+            constexpr size_t huge = size_t(2) << 20;
+            const size_t bytes = (elements * sizeof(S) + huge - 1) / huge * huge;
+            base = static_cast<S *>(std::aligned_alloc(huge, bytes));
+            if (!base) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+            madvise(base, bytes, MADV_HUGEPAGE);
+#endif
+            capacity = bytes / sizeof(S);
+        }
+        return base;
+    }
 };
 
 template <typename S>
@@ -440,9 +466,12 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
             continue;
         }
         const int64_t ldw = padded_stride<S>(W), ldh = padded_stride<S>(H), ldm = padded_stride<S>(M);
-        for (auto &v : ws.x) v.resize(size_t(P) * ldh);
-        for (auto &v : ws.y) v.resize(size_t(P) * ldm);
-        for (auto &v : ws.stage) v.resize(size_t(H) * ldw);
+        // Buffers: x0, x1 (row stage) and y0..y3 (column stage); they take turns: y2, y3 are also the row
+        // stage's scratch, and y0, y1 hold the images in their own layout when loading and storing.
+        const size_t xs = size_t(P) * ldh, ys = std::max({size_t(P) * ldm, size_t(P) * ldh, size_t(H) * ldw});
+        S *arena = ws.reserve(2 * xs + 4 * ys);
+        S *x_buf[4] = {arena, arena + xs, arena + 2 * xs + 2 * ys, arena + 2 * xs + 3 * ys};
+        S *y_buf[4] = {arena + 2 * xs, arena + 2 * xs + ys, arena + 2 * xs + 2 * ys, arena + 2 * xs + 3 * ys};
         ws.zero.assign(size_t(std::max({ldw, ldh, ldm})), S(0));
         const S *zero = ws.zero.data();
         const int ia = 2 * pair, ib = 2 * pair + 1;
@@ -450,7 +479,7 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         const S sa = S(coeff[ia]), sb = has_b ? S(coeff[ib]) : S(0);
 
         // 1. z = a + i b in the image layout [h][w], transposed to [w][h] for the row stage
-        S *gr = ws.stage[0].data(), *gi = ws.stage[1].data();
+        S *gr = y_buf[0], *gi = y_buf[1];  // the images, [h][w]
         auto load = [&](int image, S *dst) {
             const int v = image / im.images, c = image % im.images;
             for (int h = 0; h < H; ++h) {
@@ -470,25 +499,25 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
             load(ib, gi);
         else
             for (int h = 0; h < H; ++h) std::fill(gi + int64_t(h) * ldw, gi + int64_t(h) * ldw + W, S(0));
-        S *xr = ws.x[0].data(), *xi = ws.x[1].data();
+        S *xr = x_buf[0], *xi = x_buf[1];
         transpose_planes<S>(H, W, gr, gi, ldw, xr, xi, ldh);
 
         // 2. rows: along x (length P, rows w >= W zero), vectorised over h
-        int at = stockham<S>(H, ldh, xr, xi, ws.x[2].data(), ws.x[3].data(), ws.tables, S(1), W, P, zero);
-        const S *fr = ws.x[2 * at].data(), *fi = ws.x[2 * at + 1].data();  // [kx][h]
+        int at = stockham<S>(H, ldh, xr, xi, x_buf[2], x_buf[3], ws.tables, S(1), W, P, zero);
+        const S *fr = x_buf[2 * at], *fi = x_buf[2 * at + 1];  // [kx][h]
         // 3. the kept kx rows, transposed to [h][column]: kx = 0..N to columns 0..N, and -kx (row P - kx)
         //    to column N + kx for kx = 1..tail (tail = N, or L - 1 when N = L), so that a cell's mirror
         //    column runs in the same direction as the cell's
-        S *yr = ws.y[0].data(), *yi = ws.y[1].data();
+        S *yr = y_buf[0], *yi = y_buf[1];
         const int tail = M - N - 1, tail_row = P - tail;
         transpose_planes<S>(N + 1, H, fr, fi, ldh, yr, yi, ldm);
         if (tail > 0)
             transpose_planes<S>(tail, H, fr + int64_t(P - 1) * ldh, fi + int64_t(P - 1) * ldh, -ldh, yr + N + 1,
                                 yi + N + 1, ldm);
         // 4. columns: along y (length P, rows h >= H zero), vectorised over the M kept kx
-        at = stockham<S>(M, ldm, yr, yi, ws.y[2].data(), ws.y[3].data(), ws.tables, S(1), H, P, zero);
-        S *zr = ws.y[2 * at].data(), *zi = ws.y[2 * at + 1].data();  // Z[ky][column]
-        S *sr = ws.y[2 * (1 - at)].data(), *si = ws.y[2 * (1 - at) + 1].data();
+        at = stockham<S>(M, ldm, yr, yi, y_buf[2], y_buf[3], ws.tables, S(1), H, P, zero);
+        S *zr = y_buf[2 * at], *zi = y_buf[2 * at + 1];  // Z[ky][column]
+        S *sr = y_buf[2 * (1 - at)], *si = y_buf[2 * (1 - at) + 1];
 
         // 5. loss on the half plane kx = 0..N, and the Hermitian-paired gradient spectrum T in place
         // cells (ky, 1..n_open) of row r1, their mirrors (-ky, -kx) in row r2 at columns N+1..N+n_open
@@ -519,13 +548,13 @@ double fused(const Images<S> &im, int N, const S *cw, const double *coeff, doubl
         at = stockham<S>(M, ldm, zr, zi, sr, si, ws.tables, S(-1), 0, 0, zero);
         const S *tr = at ? sr : zr, *ti = at ? si : zi;  // [h][column]
         // 7. back to [kx][h] (rows N+1 .. P-tail-1 are zero: skipped), inverse rows (along kx), w < W used
-        S *ur = ws.x[0].data(), *ui = ws.x[1].data();
+        S *ur = x_buf[0], *ui = x_buf[1];
         transpose_planes<S>(H, N + 1, tr, ti, ldm, ur, ui, ldh);
         if (tail > 0)
             transpose_planes<S>(H, tail, tr + N + 1, ti + N + 1, ldm, ur + int64_t(P - 1) * ldh,
                                 ui + int64_t(P - 1) * ldh, -ldh);
-        at = stockham<S>(H, ldh, ur, ui, ws.x[2].data(), ws.x[3].data(), ws.tables, S(-1), N + 1, tail_row, zero);
-        const S *vr = ws.x[2 * at].data(), *vi = ws.x[2 * at + 1].data();  // a_grad + i b_grad, [w][h]
+        at = stockham<S>(H, ldh, ur, ui, x_buf[2], x_buf[3], ws.tables, S(-1), N + 1, tail_row, zero);
+        const S *vr = x_buf[2 * at], *vi = x_buf[2 * at + 1];  // a_grad + i b_grad, [w][h]
         transpose_planes<S>(W, H, vr, vi, ldh, gr, gi, ldw);
         auto store = [&](int image, const S *src) {
             const int v = image / im.images, c = image % im.images;
