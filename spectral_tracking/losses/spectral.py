@@ -864,7 +864,6 @@ class _Cells(NamedTuple):
     band32: Tensor  # the same, int32, on the CPU (for the C++ kernels)
     factor: Tensor  # [cells]: the cell weight is factor * w[band]
     row_scale: Tensor  # [N+1]: 1 on kx = 0 (and kx = L when N = L), 0.5 on the columns irfft doubles
-    suffix: str  # "f32" | "f64", the C++ kernel for this dtype
 
 
 def _fft_cells(num_bands: int, height: int, width: int, norm: str, dtype: torch.dtype,
@@ -883,8 +882,7 @@ def _fft_cells(num_bands: int, height: int, width: int, norm: str, dtype: torch.
         row_scale[0] = 1.0
         if n == max(height, width):
             row_scale[n] = 1.0
-        suffix = _SUFFIX.get(dtype, "")
-        _BAND_MATRIX_CACHE[key] = _Cells(band, band.to(device="cpu", dtype=torch.int32), factor, row_scale, suffix)
+        _BAND_MATRIX_CACHE[key] = _Cells(band, band.to(device="cpu", dtype=torch.int32), factor, row_scale)
     return _BAND_MATRIX_CACHE[key]
 
 
