@@ -445,8 +445,9 @@ def spectral_loss(
     top = active[-1] + 1  # evaluate bands 0..top-1 only
 
     channels = pred_rgb.shape[-1]
-    native = (pred_rgb.device.type == "cpu" and pred_rgb.dtype in _SUFFIX and _native_supported(height, width)
-              and _native_kernels() is not None)
+    # the C++ kernel serves "auto" and "fft" (checked, and built on first use, only for those)
+    native = (method in ("auto", "fft") and pred_rgb.device.type == "cpu" and pred_rgb.dtype in _SUFFIX
+              and _native_supported(height, width) and _native_kernels() is not None)
     if method == "auto":
         # the C++ kernel is faster than the DFT at every size and band count measured (benchmarks/spectral.py)
         method = "fft" if native else _auto_method(top, height, width)
