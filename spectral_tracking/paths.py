@@ -1,0 +1,43 @@
+"""Where the project reads and writes outside a run folder: defined once, here.
+
+- ``REPO``: the checkout this package lives in (the package's parent folder).
+- ``data_root()``: generated and downloaded data, ``$SPECTRAL_TRACKING_DATA`` or ``<REPO>/data``
+  (the configs use the same variable: ``${oc.env:SPECTRAL_TRACKING_DATA,data}``).
+- ``shared_root()``: the project's shared real data and papers, ``$SPECTRAL_TRACKING_SHARED`` or
+  ``<REPO>/../shared`` (absent on a user's machine; tests that need it skip).
+- ``cache_dir()``: the per-user cache (LPIPS weights, compiled C++ kernels),
+  ``$SPECTRAL_TRACKING_CACHE``, else ``$XDG_CACHE_HOME/spectral_tracking``, else
+  ``~/.cache/spectral_tracking``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE_ENV_VAR = "SPECTRAL_TRACKING_CACHE"
+DATA_ENV_VAR = "SPECTRAL_TRACKING_DATA"
+SHARED_ENV_VAR = "SPECTRAL_TRACKING_SHARED"
+
+
+def data_root() -> Path:
+    """Root of generated / downloaded data sets (``data/`` of the checkout by default)."""
+    override = os.environ.get(DATA_ENV_VAR)
+    return Path(override).expanduser() if override else REPO / "data"
+
+
+def shared_root() -> Path:
+    """Root of the project's shared data (``../shared`` beside the checkout by default)."""
+    override = os.environ.get(SHARED_ENV_VAR)
+    return Path(override).expanduser() if override else REPO.parent / "shared"
+
+
+def cache_dir() -> Path:
+    """Root of this project's user cache (LPIPS weights in ``lpips/``, native kernels in ``ext/``)."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "spectral_tracking"
