@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from spectral_tracking.schedule import MODES, PRESETS, SpectralSchedule
+from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
+from spectral_tracking.schedule import MODES, SpectralSchedule
 
 
 def schedule_table(schedule: SpectralSchedule, steps: list[int]) -> list[str]:
@@ -34,7 +35,7 @@ def plot_schedule(preset: str, path: Path) -> Path:
 
     fig, axes = plt.subplots(2, len(MODES), figsize=(5.5 * len(MODES), 5.5), sharex=True, squeeze=False)
     for col, mode in enumerate(MODES):
-        schedule = SpectralSchedule.preset(preset, mode=mode)
+        schedule = experiment_schedule(preset, mode=mode)
         t = torch.arange(schedule.max_steps)
         alphas = torch.tensor([schedule.alpha(int(s)) for s in t])
         weights = torch.stack([schedule.band_weights(int(s)) for s in t])  # [T, K]
@@ -64,11 +65,11 @@ def plot_schedule(preset: str, path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/demos"))
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="sc4d_mlp")
+    parser.add_argument("--preset", choices=sorted(PAPER_PRESETS), default="sc4d_mlp")
     args = parser.parse_args()
     path = plot_schedule(args.preset, args.out / f"schedule_{args.preset}.png")
     for mode in MODES:
-        schedule = SpectralSchedule.preset(args.preset, mode=mode)
+        schedule = experiment_schedule(args.preset, mode=mode)
         print(f"schedule {args.preset} mode={mode}: {schedule}")
         probe = [0, int(schedule.warmup_end) - 1, int(schedule.warmup_end), 4000, 5000, schedule.add_pixel_loss - 1,
                  schedule.add_pixel_loss]

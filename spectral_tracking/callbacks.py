@@ -1,5 +1,5 @@
-"""Callbacks: the loss schedule (spectral bands, then the switch to the spatial phase), the
-optimisation-progression recorder, and periodic evaluation."""
+"""Callbacks: they record and log, and hold no part of the objective (that is `TrackingModule` with
+`spectral_tracking.objective`): the optimisation-progression recorder and periodic evaluation."""
 
 from __future__ import annotations
 
@@ -8,39 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-
-from spectral_tracking import schedule
-
-
-class LossScheduleCallback(pl.Callback):
-    """Applies `spectral_tracking.schedule` before every step: sets ``module.band_weights`` [K] and
-    ``module.phase`` ("spectral" | "spatial") and logs alpha and the number of active bands.
-
-    Its state is a pure function of the step, so resuming needs nothing but the global step.
-    """
-
-    def __init__(self, num_bands: int, warmup: float, switch_step: int, max_steps: int, expansion: str = "log") -> None:
-        self.num_bands = int(num_bands)
-        self.warmup = float(warmup)
-        self.switch_step = int(switch_step)
-        self.max_steps = int(max_steps)
-        self.expansion = expansion
-
-    def at(self, step: int) -> tuple[float, torch.Tensor, str]:
-        if self.switch_step == 0:  # the Pixel baseline: spatial from the first step, no bands
-            return 0.0, torch.zeros(self.num_bands), schedule.SPATIAL
-        a = schedule.alpha(step, self.max_steps, self.warmup, self.switch_step, self.num_bands, mode=self.expansion)
-        w = schedule.band_weights(a, self.num_bands)
-        phase = schedule.phase(step, self.switch_step)
-        return a, w, phase
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        a, w, phase = self.at(int(trainer.global_step))
-        pl_module.band_weights = w
-        pl_module.phase = phase
-        pl_module.log("schedule/alpha", float(a), on_step=True)
-        pl_module.log("schedule/active_bands", float((w > 0).sum()) if phase == "spectral" else 0.0, on_step=True)
-        pl_module.log("schedule/spatial_phase", float(phase == "spatial"), on_step=True)
 
 
 class ProgressionCallback(pl.Callback):
@@ -93,14 +60,17 @@ def progression_interval(max_steps: int, num_frames: int) -> int:
 
 
 class PeriodicEvalCallback(pl.Callback):
-    """Runs ``evaluate(module)`` every ``every`` steps and logs its numbers as ``eval/*``."""
+    """Evaluates the module every ``every`` steps (`spectral_tracking.evaluation.evaluate`, without
+    LPIPS) and logs its numbers as ``eval/*``. truth: (canonical indices, true means [T, M, 3]) or None."""
 
-    def __init__(self, evaluate, every: int) -> None:
-        self.evaluate, self.every = evaluate, int(every)
+    def __init__(self, truth, every: int) -> None:
+        self.truth, self.every = truth, int(every)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from spectral_tracking.evaluation import evaluate
+
         step = int(trainer.global_step)
         if self.every > 0 and step % self.every == 0 and step < trainer.max_steps:
-            metrics = self.evaluate(pl_module)
+            metrics = evaluate(pl_module, self.truth, lpips_net=None)
             for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)

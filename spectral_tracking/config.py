@@ -12,6 +12,11 @@ def _frac(total, fraction) -> int:
     return int(round(float(total) * float(fraction)))
 
 
+def _mul(a, b) -> float:
+    """``${mul:${.lr_init},0.1}`` -> 0.1 * lr_init: a setting that follows another one."""
+    return float(a) * float(b)
+
+
 def _job_dirname(overrides: str, max_len: int = 200) -> str:
     """A folder name for one sweep job from its overrides: stable across reruns (so finished jobs
     are found and skipped), no path separators, long names shortened with a hash."""
@@ -26,6 +31,8 @@ def _job_dirname(overrides: str, max_len: int = 200) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("frac"):
         OmegaConf.register_new_resolver("frac", _frac)
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", _mul)
     if not OmegaConf.has_resolver("job_dirname"):
         OmegaConf.register_new_resolver("job_dirname", _job_dirname)
 
@@ -86,3 +93,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.lpips must be alex, vgg or none, got {cfg.eval.lpips!r}")
     if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
         raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")
+
+
+PAPER_PRESETS = ("sc4d_mlp", "sc4d_direct", "gart")  # the rows of Table 6, in conf/experiment/
+
+
+def experiment_schedule(name: str, mode: str | None = None):
+    """The annealing schedule (`SpectralSchedule`) of ``conf/experiment/<name>.yaml``: the paper's
+    Table 6 lives in those files only. ``mode`` overrides the file's ``loss.expansion``."""
+    from spectral_tracking.paths import REPO
+    from spectral_tracking.schedule import SpectralSchedule
+
+    path = REPO / "conf" / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown preset {name!r}: no {path}; presets: {known}")
+    cfg = OmegaConf.load(path)
+    defaults = OmegaConf.load(REPO / "conf" / "loss" / "spectral.yaml")
+    loss = OmegaConf.merge(defaults, cfg.get("loss", {}))
+    cfg.loss = loss
+    return SpectralSchedule(
+        max_steps=int(cfg.max_steps), num_bands=int(cfg.loss.num_bands), warmup=float(cfg.loss.warmup),
+        add_pixel_loss=int(cfg.loss.add_pixel_loss), mode=mode or str(cfg.loss.expansion),
+    )

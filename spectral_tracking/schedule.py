@@ -26,7 +26,8 @@ Expansion modes between the end of warm-up t_w and t_p = add_pixel_loss (s = (t 
   more conservative choice when the ramp is started at the exponential's initial rate, which would
   never reach band K-1 before the switch. That is why ``"log"`` is the default here.
 
-Paper presets (Table 6, 10k iterations) are in ``PRESETS`` / ``SpectralSchedule.preset``.
+The paper's presets (Table 6, 10k iterations) live in ``conf/experiment/*.yaml`` only;
+``spectral_tracking.config.experiment_schedule(name)`` reads one into a `SpectralSchedule`.
 """
 
 from __future__ import annotations
@@ -40,14 +41,6 @@ from torch import Tensor
 MODES = ("log", "linear")
 SPECTRAL = "spectral"
 SPATIAL = "spatial"
-
-PRESETS: dict[str, dict] = {
-    # name: Table 6 of the paper (all with 10k iterations)
-    "sc4d_mlp": dict(max_steps=10000, warmup=0.3, num_bands=8, add_pixel_loss=6000),
-    "sc4d_direct": dict(max_steps=10000, warmup=0.2, num_bands=6, add_pixel_loss=4000),
-    "gart": dict(max_steps=10000, warmup=0.25, num_bands=8, add_pixel_loss=7000),
-}
-
 
 def warmup_end(max_steps: int, warmup: float) -> float:
     """First step after the warm-up: warmup * max_steps (steps t < this are warm-up).
@@ -120,13 +113,6 @@ class SpectralSchedule:
 
     def __post_init__(self) -> None:
         _check(self.max_steps, self.warmup, self.add_pixel_loss, self.num_bands, self.mode)
-
-    @classmethod
-    def preset(cls, name: str, mode: str = "log") -> "SpectralSchedule":
-        """Paper Table 6 settings: "sc4d_mlp", "sc4d_direct" or "gart"."""
-        if name not in PRESETS:
-            raise ValueError(f"SpectralSchedule.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(mode=mode, **PRESETS[name])
 
     @property
     def warmup_end(self) -> float:

@@ -1,14 +1,17 @@
 """`run(cfg) -> metrics`: one tracking run, from a composed Hydra config.
 
+    data -> targets -> shifted start -> deformation -> module -> trainer -> evaluate -> outputs
+
 train.py at the repository root is a thin `@hydra.main` shell around this function, so tests and
-scripts call it directly with a composed config.
+scripts call it directly with a composed config. The pieces live where a reader looks for them:
+`spectral_tracking.data` (datasets), `module` / `objective` (the step and its loss),
+`evaluation`, `outputs`, `run_folder` (finish / resume) and `loggers`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -18,12 +21,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.callbacks import (
-    LossScheduleCallback, PeriodicEvalCallback, ProgressionCallback, progression_interval,
-)
+from spectral_tracking.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
 from spectral_tracking.config import ConfigError, validate
 from spectral_tracking.data.sequence import SequenceFormatError
-from spectral_tracking.module import LossSettings, Targets, TrackingModule
+from spectral_tracking.evaluation import evaluate
+from spectral_tracking.loggers import build_logger, finish_wandb
+from spectral_tracking.module import Targets, TrackingModule
+from spectral_tracking.objective import LossSettings
+from spectral_tracking.outputs import log_final, print_summary, save_result, write_outputs
+from spectral_tracking.run_folder import config_fingerprint, finished_result, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +38,6 @@ log = logging.getLogger(__name__)
 UserError = (ConfigError, FileNotFoundError, SequenceFormatError)
 
 
-# --------------------------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------------------------
 def build_sequence(ds: DictConfig, resolution: int):
     """The `Sequence` named by a ``dataset`` config group (generated and cached where synthetic)."""
     from spectral_tracking import data
@@ -143,247 +146,101 @@ def ground_truth_means(seq, num_canonical: int) -> tuple[torch.Tensor, torch.Ten
     return known, seq.gt_means[:, index[known]]
 
 
-def evaluate(module: TrackingModule, truth: tuple[torch.Tensor, torch.Tensor] | None = None,
-             lpips_net: str | None = "alex") -> dict:
-    """Image metrics on training and novel views over every frame; 3D error where truth exists."""
-    from spectral_tracking.metrics import gaussian_3d_error, image_metrics
-
-    tg = module.targets
-    out: dict = {}
-    for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
-        if not views:
-            continue
-        rgb, _ = module.render_all(views)
-        pred = rgb.reshape(-1, *rgb.shape[2:])
-        gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
-        m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
-        out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
-    if truth is not None:
-        index, gt_means = truth
-        tracked = module.tracked_means()[:, index]
-        e = gaussian_3d_error(tracked, gt_means, radius=0.5)  # every dataset is normalised to radius 0.5
-        out.update({f"3d_{k}": float(v) for k, v in e.items()})
-    return out
-
-
-def save_strip(module: TrackingModule, initial: torch.Tensor, path: Path) -> Path:
-    """Final frame, first training view: initial (shifted canonical) | ground truth | result."""
-    from PIL import Image
-
-    t = module.targets.num_frames - 1
-    v = module.targets.train_views[0]
-    with torch.no_grad():
-        result = module.render_views(module.gaussians_at(t), [v]).rgb[0].cpu()
-    gt = module.targets.images[v, t]
-    row = torch.cat([initial, gt, result.clamp(0, 1)], dim=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((row.numpy() * 255).astype(np.uint8)).save(path)
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# loggers and trainer
-# --------------------------------------------------------------------------------------------
-def build_logger(cfg: DictConfig, out_dir: Path):
-    name = cfg.logger.name
-    if name == "none":
-        return False
-    if name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(out_dir), name="csv", version="")
-    if name == "tensorboard":
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="")
-    if name == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
-
-        run_name = f"{cfg.task_name}-{out_dir.name}"
-        return WandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, name=run_name, save_dir=str(out_dir),
-            offline=bool(cfg.logger.offline), tags=list(cfg.logger.tags), id=None,
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-    raise ValueError(f"logger.name: unknown logger {name!r}")
-
-
-def _finish_wandb(logger) -> None:
-    if logger and type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
-# --------------------------------------------------------------------------------------------
-# run
-# --------------------------------------------------------------------------------------------
-# Keys that do not change what a run computes: they may differ between a run and its resumption.
-_NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
-
-
-def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of the resolved settings that determine a run's result (see ``_NOT_IN_FINGERPRINT``)."""
-    import hashlib
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in container.items() if k not in _NOT_IN_FINGERPRINT}
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
-    meta = out_dir / "run_meta.json"
-    if not meta.exists():
-        return
-    old = json.loads(meta.read_text()).get("config_fingerprint")
-    if old is not None and old != fingerprint:
-        raise ConfigError(
-            f"{out_dir} holds {what} of a run with different settings (config fingerprint {old}, now "
-            f"{fingerprint}); use another out_dir, or skip_finished=false to start this folder over"
-        )
-
-
-def run(cfg: DictConfig) -> dict:
-    """Train one tracking run and return its metrics (also written to ``out_dir/metrics.json``).
-
-    An ``out_dir`` that holds a finished run of the same settings is returned as is
-    (``skip_finished``); one that holds an interrupted run resumes from ``checkpoints/last.ckpt``;
-    with ``skip_finished=false`` the folder starts over (unless ``ckpt_path`` names a checkpoint).
-    """
-    validate(cfg)
-    out_dir = Path(cfg.out_dir)
-    metrics_path = out_dir / "metrics.json"
-    fingerprint = config_fingerprint(cfg)
-    if cfg.skip_finished:
-        if metrics_path.exists():
-            _check_same_run(out_dir, fingerprint, "the results")
-            log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
-            return json.loads(metrics_path.read_text())
-        _check_same_run(out_dir, fingerprint, "a checkpoint")
-    else:
-        for stale in (metrics_path, out_dir / "checkpoints"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "failed.txt").unlink(missing_ok=True)
-    t_start = time.time()
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
-    seq, targets = build_targets(cfg)
-    truth = ground_truth_means(seq, seq.canonical.num_gaussians)
+def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
+    """The canonical shifted by ``cfg.shift`` in a direction drawn from ``cfg.seed``, and the run's
+    record of it (``run_meta.json``)."""
     from spectral_tracking.data import initial_overlap, shift_canonical
-    from spectral_tracking.deform import build_deformation
 
     canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
-    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     overlap = initial_overlap(canonical.to(device), seq, backend=cfg.backend)
     run_meta = {
-        "config_fingerprint": fingerprint,
+        "config_fingerprint": config_fingerprint(cfg),
         "shift_radius": float(cfg.shift), "shift_direction": [float(x) for x in direction],
         "initial_iou": overlap, "train_views": [targets.view_names[v] for v in targets.train_views],
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
     }
-    (out_dir / "run_meta.json").write_text(json.dumps(run_meta, indent=2))
     log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
+    return canonical, run_meta
+
+
+def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule:
+    """The deformation named by ``cfg.deform`` (wrapped with an appearance offset when
+    ``finetune_appearance``) inside a `TrackingModule` with the ``cfg.loss`` objective."""
+    from spectral_tracking.deform import build_deformation
+    from spectral_tracking.deform.appearance import WithAppearance
 
     deformation = build_deformation(
         cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
         check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
         **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
     )
-    lr_init = float(cfg.deform.lr_init)
-    lr = {"deform": lr_init, "rigid": float(cfg.deform.rigid_lr), "radius": 0.1 * lr_init}
-    loss = LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True))
-    module = TrackingModule(
-        canonical=canonical, deformation=deformation, targets=targets, loss=loss, max_steps=int(cfg.max_steps),
-        lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / lr_init,
+    lr = {"deform": float(cfg.deform.lr_init), "rigid": float(cfg.deform.rigid_lr), "radius": float(cfg.deform.radius_lr)}
+    if cfg.finetune_appearance:
+        deformation = WithAppearance(deformation)
+        lr["appearance"] = float(cfg.appearance_lr)
+    return TrackingModule(
+        deformation=deformation, targets=targets, loss=LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True)),
+        max_steps=int(cfg.max_steps), lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / float(cfg.deform.lr_init),
         background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
         progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
-        finetune_appearance=bool(cfg.finetune_appearance), lpips_net=loss.lpips_net,
-    ).to(device)
+    )
+
+
+def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=str(Path(cfg.out_dir) / "checkpoints"), save_last=True, save_top_k=0,
+        every_n_train_steps=max(1, int(cfg.max_steps) // 10),
+    )
+    return pl.Trainer(
+        max_steps=int(cfg.max_steps), accelerator=cfg.trainer.accelerator, devices=1,
+        precision=cfg.trainer.precision, logger=logger, callbacks=[*callbacks, checkpoints],
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar), enable_model_summary=False,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps), num_sanity_val_steps=0,
+        limit_val_batches=0, default_root_dir=str(cfg.out_dir), deterministic=False,
+    )
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train one tracking run and return its result ``{"metrics", "figures", "run"}`` (also written
+    to ``out_dir/metrics.json``). A folder holding this run finished is returned as is
+    (``skip_finished``); one holding an interrupted run resumes from its last checkpoint."""
+    validate(cfg)
+    out_dir = Path(cfg.out_dir)
+    finished = finished_result(cfg, config_fingerprint(cfg))
+    if finished is not None:
+        return finished
+    t_start = time.time()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+
+    seq, targets = build_targets(cfg)
+    truth = ground_truth_means(seq, seq.canonical.num_gaussians)
+    canonical, run_meta = start_pose(cfg, seq, targets, device)
+    (out_dir / "run_meta.json").write_text(json.dumps(run_meta, indent=2))
+    module = build_module(cfg, canonical, targets).to(device)
     with torch.no_grad():
         initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
 
-    schedule_cb = LossScheduleCallback(
-        loss.num_bands, loss.warmup, loss.switch_step, int(cfg.max_steps), loss.expansion
-    )
-    progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=progression_interval(int(cfg.max_steps), int(cfg.eval.progression_frames)))
-    lpips_net = None if cfg.eval.lpips == "none" else str(cfg.eval.lpips)
-    callbacks = [
-        schedule_cb,
-        progression,
-        pl.callbacks.ModelCheckpoint(
-            dirpath=str(out_dir / "checkpoints"), save_last=True, save_top_k=0,
-            every_n_train_steps=max(1, int(cfg.max_steps) // 10),
-        ),
-    ]
+    every = progression_interval(int(cfg.max_steps), int(cfg.eval.progression_frames))
+    progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=every)
+    callbacks = [progression]
     if int(cfg.eval.every_n_steps) > 0:
-        callbacks.append(PeriodicEvalCallback(lambda m: evaluate(m, truth, lpips_net=None), int(cfg.eval.every_n_steps)))
-
+        callbacks.append(PeriodicEvalCallback(truth, int(cfg.eval.every_n_steps)))
     logger = build_logger(cfg, out_dir)
-    ckpt_path = cfg.ckpt_path
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is None and last.exists():
-        ckpt_path = str(last)
-        log.info("resuming from %s", last)
     try:
-        trainer = pl.Trainer(
-            max_steps=int(cfg.max_steps), accelerator=cfg.trainer.accelerator, devices=1,
-            precision=cfg.trainer.precision, logger=logger, callbacks=callbacks,
-            enable_progress_bar=bool(cfg.trainer.enable_progress_bar), enable_model_summary=False,
-            log_every_n_steps=int(cfg.trainer.log_every_n_steps), num_sanity_val_steps=0,
-            limit_val_batches=0, default_root_dir=str(out_dir), deterministic=False,
-        )
-        trainer.fit(module, ckpt_path=ckpt_path)
+        trainer = build_trainer(cfg, logger, callbacks)
+        trainer.fit(module, ckpt_path=resume_checkpoint(cfg))
         module.to(device).eval()  # Lightning's teardown moves the module to the CPU
-        metrics = evaluate(module, truth, lpips_net=lpips_net)
-        metrics["initial_iou"] = float(np.mean(overlap))
-        metrics["steps"] = int(trainer.global_step)
-        metrics["seconds"] = round(time.time() - t_start, 1)
-        figures = {
-            "strip": str(save_strip(module, initial, out_dir / "final_strip.png")),
-        }
-        gt_last = (targets.images[targets.train_views[0], -1].numpy() * 255).astype(np.uint8)
-        gif = progression.save_gif(out_dir / "progression.gif", target=gt_last)
-        if gif:
-            figures["progression"] = str(gif)
-        if cfg.eval.export_ply:
-            from spectral_tracking.deform import export_frames
-
-            export_frames(module.deformation, out_dir / "ply")
-            figures["ply"] = str(out_dir / "ply")
-        for lg in trainer.loggers:
-            lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=int(trainer.global_step))
-            if type(lg).__name__ == "WandbLogger":
-                import wandb
-
-                lg.experiment.log({"eval/final_strip": wandb.Image(figures["strip"])})
-                if gif:
-                    lg.experiment.log({"eval/progression": wandb.Video(str(gif), format="gif")})
-        metrics_path.write_text(json.dumps({"metrics": metrics, "figures": figures, "run": run_meta}, indent=2))
+        metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips))
+        metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
+                       seconds=round(time.time() - t_start, 1))
+        figures = write_outputs(cfg, module, initial, progression, out_dir)
+        log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
+        result = save_result(out_dir, metrics, figures, run_meta)
     finally:
-        _finish_wandb(logger)
+        finish_wandb(logger)
     print_summary(cfg, metrics, figures, out_dir)
-    return {"metrics": metrics, "figures": figures, "run": run_meta}
-
-
-def print_summary(cfg: DictConfig, metrics: dict, figures: dict, out_dir: Path) -> None:
-    lines = [
-        "=" * 72,
-        f"spectral_tracking | dataset={cfg.dataset.type} deform={cfg.deform.name} loss={cfg.loss.image}"
-        f"->{cfg.loss.spatial} shift={cfg.shift} views={cfg.views} steps={metrics.get('steps')}",
-        "-" * 72,
-    ]
-    keys = sorted(k for k in metrics if isinstance(metrics[k], float))
-    for i in range(0, len(keys), 3):
-        lines.append("   ".join(f"{k:>16s} {metrics[k]:9.4f}" for k in keys[i:i + 3]))
-    lines += ["-" * 72, f"output:  {out_dir}"]
-    lines += [f"{k + ':':8s} {v}" for k, v in figures.items()]
-    lines.append("=" * 72)
-    print("\n".join(lines), flush=True)
+    return result
 
 
 def run_job(cfg: DictConfig) -> dict | None:

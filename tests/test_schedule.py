@@ -3,16 +3,16 @@ import math
 import pytest
 import torch
 
+from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
 from spectral_tracking.schedule import (
     MODES,
-    PRESETS,
     SpectralSchedule,
     alpha,
     band_weights,
     phase,
 )
 
-SCHEDULES = [SpectralSchedule.preset(name, mode=mode) for name in sorted(PRESETS) for mode in MODES] + [
+SCHEDULES = [experiment_schedule(name, mode=mode) for name in sorted(PAPER_PRESETS) for mode in MODES] + [
     SpectralSchedule(max_steps=100, num_bands=4, warmup=0.0, add_pixel_loss=100, mode="log"),
     SpectralSchedule(max_steps=100, num_bands=1, warmup=0.5, add_pixel_loss=80, mode="linear"),
     SpectralSchedule(max_steps=10, num_bands=3, warmup=0.3, add_pixel_loss=3, mode="log"),  # no expansion
@@ -24,11 +24,15 @@ def _steps(schedule):
     return range(0, schedule.max_steps, max(1, schedule.max_steps // 400))
 
 
+def _fields(s):
+    return dict(max_steps=s.max_steps, warmup=s.warmup, num_bands=s.num_bands, add_pixel_loss=s.add_pixel_loss)
+
+
 def test_presets_are_table_6():
-    assert PRESETS["sc4d_mlp"] == dict(max_steps=10000, warmup=0.3, num_bands=8, add_pixel_loss=6000)
-    assert PRESETS["sc4d_direct"] == dict(max_steps=10000, warmup=0.2, num_bands=6, add_pixel_loss=4000)
-    assert PRESETS["gart"] == dict(max_steps=10000, warmup=0.25, num_bands=8, add_pixel_loss=7000)
-    assert SpectralSchedule.preset("gart").mode == "log"
+    assert _fields(experiment_schedule("sc4d_mlp")) == dict(max_steps=10000, warmup=0.3, num_bands=8, add_pixel_loss=6000)
+    assert _fields(experiment_schedule("sc4d_direct")) == dict(max_steps=10000, warmup=0.2, num_bands=6, add_pixel_loss=4000)
+    assert _fields(experiment_schedule("gart")) == dict(max_steps=10000, warmup=0.25, num_bands=8, add_pixel_loss=7000)
+    assert experiment_schedule("gart").mode == "log"
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
@@ -108,7 +112,7 @@ def test_log_mode_alpha_linear_and_linear_mode_frequency_linear():
 
 
 def test_functional_and_dataclass_agree():
-    s = SpectralSchedule.preset("sc4d_direct", mode="linear")
+    s = experiment_schedule("sc4d_direct", mode="linear")
     for step in (0, 1999, 2000, 2500, 3999, 4000, 9999):
         assert s.alpha(step) == alpha(step, 10000, 0.2, 4000, 6, "linear")
         assert torch.equal(s.band_weights(step), band_weights(s.alpha(step), 6))
@@ -126,7 +130,7 @@ def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="max_steps"):
         SpectralSchedule(max_steps=0, num_bands=4, warmup=0.3, add_pixel_loss=0)
     with pytest.raises(ValueError, match="unknown preset 'sc4d'"):
-        SpectralSchedule.preset("sc4d")
+        experiment_schedule("sc4d")
     with pytest.raises(ValueError, match="step must be finite and >= 0"):
         alpha(-1, 1000, 0.3, 900, 4)
     with pytest.raises(ValueError, match="alpha must be finite"):

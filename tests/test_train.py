@@ -182,7 +182,7 @@ def test_every_config_option_composes(group, options):
 
 
 def test_loggers_instantiate(tmp_path):
-    from spectral_tracking.train import build_logger
+    from spectral_tracking.loggers import build_logger
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in ["csv", "wandb", "tensorboard", "none"]:

@@ -46,6 +46,7 @@ PARAM_GROUPS = {
     "deform": "non-rigid motion: the TimeNet MLP weights, or the direct per-frame offsets/rotations",
     "rigid": "the global rigid motion (rotation and translation)",
     "radius": "learnable per-control-point skinning radii (log scale)",
+    "appearance": "an offset on the canonical colours (SH), see deform/appearance.py",
 }
 
 
@@ -194,6 +195,11 @@ class Deformation(nn.Module):
     def global_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor, Tensor] | None:
         """Whole-asset rigid motion about ``center``: (R - I [3, 3], q [4] wxyz, translation [3]), or None."""
         return None
+
+    def copy_frame(self, src: int, dst: int) -> None:
+        """Warm start of frame ``dst`` from frame ``src`` when it joins the tracker's progressive
+        schedule (GSGD-style). Per-frame parameterisations (direct, rigid) override this; models
+        whose parameters are shared over time (the TimeNet) have nothing to copy."""
 
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Group name (a key of PARAM_GROUPS) -> parameters; subclasses extend."""

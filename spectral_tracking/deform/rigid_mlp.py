@@ -42,6 +42,11 @@ class RigidMLPDeformation(MLPDeformation):
     def global_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor, Tensor]:
         return self.rigid(position)
 
+    def copy_frame(self, src: int, dst: int) -> None:
+        """Warm start of a frame joining the progressive schedule (the per-frame rigid part, if any;
+        the MLP is shared over time)."""
+        self.rigid.copy_frame(src, dst)
+
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super()._param_groups()
         groups["rigid"] = list(self.rigid.parameters())

@@ -1,0 +1,44 @@
+"""Evaluation of a tracking module: image metrics on training and novel views, 3D error where the
+truth is known. Called at the end of a run and by `PeriodicEvalCallback` during it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from spectral_tracking.metrics import gaussian_3d_error, image_metrics
+
+# Every dataset is normalised so that the canonical asset has bounding radius 0.5 (see
+# `spectral_tracking.data`): 3D errors are reported in units of that radius.
+ASSET_RADIUS = 0.5
+
+
+def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex") -> dict:
+    """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
+    (``train_*``, ``novel_*``), and ``3d_*`` (`gaussian_3d_error`) where ``truth`` = (canonical
+    indices [M], true means [T, M, 3]) is given."""
+    tg = module.targets
+    out: dict = {}
+    for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
+        if not views:
+            continue
+        rgb, _ = module.render_all(views)
+        pred = rgb.reshape(-1, *rgb.shape[2:])
+        gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
+        m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
+        out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
+    if truth is not None:
+        index, gt_means = truth
+        tracked = module.tracked_means()[:, index]
+        e = gaussian_3d_error(tracked, gt_means, radius=ASSET_RADIUS)
+        out.update({f"3d_{k}": float(v) for k, v in e.items()})
+    return out
+
+
+@torch.no_grad()
+def final_frame(module) -> tuple[Tensor, Tensor]:
+    """(result, target) [H, W, 3] of the last frame in the first training view."""
+    t = module.targets.num_frames - 1
+    v = module.targets.train_views[0]
+    result = module.render_views(module.gaussians_at(t), [v]).rgb[0].cpu().clamp(0, 1)
+    return result, module.targets.images[v, t]

@@ -1,0 +1,61 @@
+"""Image losses as small objects with one signature, chosen by name from the config.
+
+Each is called as ``loss(pred_rgb, pred_alpha, gt_rgb, gt_mask, band_weights)`` with images
+[V, H, W, 3] and opacities / masks [V, H, W] in [0, 1] (the renderer's layout) and the step's band
+weights [K] (used by the spectral loss only), and returns its named terms, with the value to
+optimise under ``"image"``. A new image loss is a new class here (or in its own file) plus an entry
+in `IMAGE_LOSSES`.
+
+- ``spectral``: annealed spectral moments of the image and the mask (paper eq. 21-22).
+- ``pixel``: MSE + masked MSE + BCE on the opacity (paper eq. 23).
+- ``lpips``: LPIPS (paper: the late LPIPS phase), backbone ``alex`` or ``vgg``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from spectral_tracking.losses.photometric import pixel_loss
+from spectral_tracking.losses.spectral import spectral_loss
+
+
+class SpectralMomentLoss:
+    def __init__(self, lambda_mask: float = 0.5, norm: str = "l1") -> None:
+        self.lambda_mask, self.norm = float(lambda_mask), norm
+
+    def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
+                 band_weights: Tensor) -> dict[str, Tensor]:
+        value = spectral_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, band_weights,  # CPU weights: no device sync
+                              lambda_mask=self.lambda_mask, norm=self.norm)
+        return {"spectral": value, "image": value}
+
+
+class PixelLoss:
+    def __init__(self, lambda_bce: float = 0.3) -> None:
+        self.lambda_bce = float(lambda_bce)
+
+    def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
+                 band_weights: Tensor) -> dict[str, Tensor]:
+        terms = pixel_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, lambda_bce=self.lambda_bce)
+        return {**terms, "image": terms["total"]}
+
+
+class LPIPSLoss:
+    """The frozen network is loaded on first use, on the images' device, and kept out of checkpoints."""
+
+    def __init__(self, net: str = "alex", weight: float = 1.0) -> None:
+        self.net, self.weight = net, float(weight)
+        self._model: nn.Module | None = None
+
+    def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
+                 band_weights: Tensor) -> dict[str, Tensor]:
+        if self._model is None:
+            from spectral_tracking.losses.lpips import load_lpips
+
+            self._model = load_lpips(self.net)
+        self._model = self._model.to(pred_rgb.device)
+        value = self.weight * self._model(pred_rgb.permute(0, 3, 1, 2), gt_rgb.permute(0, 3, 1, 2)).mean()
+        return {"lpips": value, "image": value}
+
+
+IMAGE_LOSSES = {"spectral": SpectralMomentLoss, "pixel": PixelLoss, "lpips": LPIPSLoss}
