@@ -466,3 +466,33 @@ def test_copy_frame_warm_starts_per_frame_models():
         rigid.rigid.translation[0] += torch.tensor([0.2, 0.0, 0.0])
     rigid.copy_frame(0, 2)
     assert torch.allclose(rigid(2).means, rigid(0).means)
+
+
+def test_copy_frame_warm_starts_rigid_mlp_per_frame_and_is_a_noop_for_shared_models():
+    g = random_gaussians(200, seed=1)
+    rm = build_deformation("rigid_mlp", g, 3, rigid_per_frame=True, **SMALL_MLP)
+    with torch.no_grad():
+        rm.rigid.translation[0] += torch.tensor([0.0, 0.3, 0.0])
+    rm.copy_frame(0, 2)
+    assert torch.equal(rm.rigid.translation[2], rm.rigid.translation[0])
+    shared = build_deformation("mlp", g, 3, **SMALL_MLP)
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    shared.copy_frame(0, 1)  # the TimeNet is shared over time: nothing to copy, nothing changes
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
+
+
+def test_appearance_wrapper_is_seen_by_frames_export_and_param_groups(asset, tmp_path):
+    from spectral_tracking.deform.appearance import WithAppearance
+
+    d = WithAppearance(build_deformation("mlp", asset, 2, **SMALL_MLP))
+    with torch.no_grad():
+        d.appearance_offset.fill_(0.25)
+    g = d(1)
+    torch.testing.assert_close(g.sh, asset.sh + 0.25)
+    (path,) = export_frames(d, tmp_path, frames=[1])
+    torch.testing.assert_close(load_ply(path).sh, asset.sh + 0.25, atol=1e-6, rtol=0)
+    groups = {p["name"]: p["lr"] for p in d.param_groups({**ALL_LR, "appearance": 0.5})}
+    assert groups == {"deform": 1e-3, "appearance": 0.5}
+    with pytest.raises(ValueError, match="appearance"):
+        d.param_groups(ALL_LR)
+    assert d.canonical_control_points.shape == (40, 3) and d.num_frames == 2

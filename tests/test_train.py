@@ -252,3 +252,14 @@ def test_end_to_end_public_layouts(tmp_path, layout):
     m = run(cfg)["metrics"]
     assert m["steps"] == 6 and m["train_psnr"] > 0
     assert ("novel_psnr" in m) == (layout == "sc4d")  # GART has one view: nothing held out
+
+
+def test_learning_rates_come_from_the_config(tmp_path, data_root):
+    from spectral_tracking.train import build_module, build_targets
+
+    cfg = make_cfg(tmp_path, data_root, ["+deform.kwargs.learnable_radius=true", "finetune_appearance=true",
+                                         "deform.lr_init=0.002", "appearance_lr=0.004"])
+    seq, targets = build_targets(cfg)
+    module = build_module(cfg, seq.canonical, targets)
+    lrs = {g["name"]: g["lr"] for g in module.configure_optimizers()["optimizer"].param_groups}
+    assert lrs == pytest.approx({"deform": 0.002, "radius": 0.0002, "appearance": 0.004})

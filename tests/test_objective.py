@@ -1,0 +1,63 @@
+"""The tracker's objective: `Objective.at(step)` (schedule, image loss, ARAP weight) and the image
+losses' one signature."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from spectral_tracking import schedule
+from spectral_tracking.losses.image import IMAGE_LOSSES, PixelLoss, SpectralMomentLoss
+from spectral_tracking.losses.photometric import pixel_loss
+from spectral_tracking.losses.spectral import spectral_loss
+from spectral_tracking.objective import LossSettings, Objective
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def images(seed=0, V=1, H=16, W=16):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(V, H, W, 3, generator=g), torch.rand(V, H, W, generator=g),
+            torch.rand(V, H, W, 3, generator=g), (torch.rand(V, H, W, generator=g) > 0.5).float())
+
+
+def test_spectral_objective_follows_the_schedule():
+    s = LossSettings(num_bands=3, warmup=0.2, add_pixel_loss=60, arap_start_iter=10, lambda_arap=2.0)
+    obj = Objective(s, max_steps=100)
+    ref = schedule.SpectralSchedule(max_steps=100, num_bands=3, warmup=0.2, add_pixel_loss=60)
+    for step in (0, 9, 10, 19, 20, 40, 59, 60, 99):
+        o = obj.at(step)
+        assert o.phase == ref.phase(step) and o.alpha == ref.alpha(step)
+        assert torch.equal(o.band_weights, ref.band_weights(step))
+        assert o.image_loss is (obj.spectral if step < 60 else obj.spatial)
+        assert o.lambda_arap == (2.0 if step >= 10 else 0.0) and o.lambda_image == s.lambda_image
+
+
+def test_pixel_baseline_is_spatial_from_step_zero():
+    obj = Objective(LossSettings(image="pixel", num_bands=4), max_steps=100)
+    for step in (0, 50, 99):
+        o = obj.at(step)
+        assert o.phase == "spatial" and o.image_loss is obj.spatial and torch.equal(o.band_weights, torch.zeros(4))
+
+
+def test_image_losses_share_one_signature_and_match_their_functions():
+    pred, alpha, gt, mask = images()
+    w = torch.tensor([1.0, 0.5])
+    spec = SpectralMomentLoss(lambda_mask=0.5, norm="l1")(pred, alpha, gt, mask, w)
+    assert torch.equal(spec["image"], spectral_loss(pred, gt, alpha, mask, w, lambda_mask=0.5, norm="l1"))
+    pix = PixelLoss(lambda_bce=0.3)(pred, alpha, gt, mask, w)
+    assert torch.equal(pix["image"], pixel_loss(pred, gt, alpha, mask, lambda_bce=0.3)["total"])
+    assert set(IMAGE_LOSSES) == {"spectral", "pixel", "lpips"}
+
+
+def test_lpips_net_has_one_default():
+    conf = OmegaConf.load(REPO / "conf" / "loss" / "spectral.yaml")
+    assert LossSettings().lpips_net == conf.lpips_net
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ValueError, match="loss.image"):
+        LossSettings(image="fourier")
+    with pytest.raises(ValueError, match="loss.spatial"):
+        LossSettings(spatial="ssim")
