@@ -6,7 +6,7 @@ from step 0, everything else equal), run the tracker and collect the final metri
 
     python experiments/shift_sweep.py                                 # defaults: experiment=sc4d_mlp_cpu
     python experiments/shift_sweep.py --shifts 0 0.3 0.6 --seeds 0 1 --experiment gart_cpu
-    python experiments/shift_sweep.py --override max_steps=300 --override dataset.preset=biped_wave
+    python experiments/shift_sweep.py --override max_steps=300 --override dataset.preset=humanoid_wave
 
 Each run keeps its own folder under ``<out>/runs``; rerunning skips finished runs.
 """
