@@ -1,14 +1,42 @@
-"""Build and load the package's plain C++ kernels (``render/csrc``, ``losses/csrc``) with ctypes.
+"""The one boundary between Python and the package's C++ kernels (``render/csrc``, ``losses/csrc``).
 
-Each source ships inside the package and is compiled on first use with the system C++ compiler
-(``$CXX`` or ``g++``, C++20, OpenMP: the library binds to the libgomp torch has loaded, sharing its
-threads) into a per-user cache, ``$SPECTRAL_TRACKING_CACHE`` or ``~/.cache/spectral_tracking``. The
-library's file name carries a hash of the source, the compiler command and the machine (CPU model and
-flags: it is built with -march=native, 17% faster for the renderer here), so an edited source or
-another machine rebuilds. It is compiled under a unique temporary name and atomically renamed into
-place, so processes building at the same time never see a half-written library. The sources are
-plain C++ (no torch headers), so a build takes seconds, not the minute of a torch extension, and does
-not depend on the installed torch version.
+Three parts:
+
+- ``KERNELS``: per kernel, its source and the C prototypes of its ``extern "C"`` functions, written
+  as in the source (``S`` is the floating type, instantiated as ``_f32`` / ``_f64``). ctypes'
+  ``argtypes`` / ``restype`` come from this table, and ``prototype_mismatches`` compares the table
+  with the source (the tests call it), so neither side can drift alone.
+- ``NativeFunction``: a function of the table, called with keyword arguments named as in the
+  prototype (a missing, extra or misspelt name raises ``TypeError``; ctypes alone accepts extra
+  arguments of a cdecl function silently). Every pointer argument goes through ``pointer``, which
+  checks dtype, device (CPU) and contiguity and names the argument in its error: a reordered or
+  mistyped ``c_void_p`` would otherwise corrupt memory silently.
+- ``load`` / ``load_or_warn``: build and load a kernel, with one failure policy for both kernels.
+  Building or loading raises ``NativeBuildError`` (a ``RuntimeError``; the failure is remembered, not
+  retried, for the life of the process). A caller that asked for the fast path explicitly (render
+  ``backend="cpu"``) calls ``load`` and lets it raise; a caller that chose it implicitly (render
+  ``backend="auto"``, ``spectral_loss`` method ``"auto"`` / ``"fft"``) calls ``load_or_warn``, which
+  returns None after one ``RuntimeWarning`` per kernel and process, and runs its torch twin.
+
+Build: each source is compiled on first use with the system C++ compiler (``$CXX`` or ``g++``,
+C++20, OpenMP) into ``paths.cache_dir() / "ext"``. The library's file name carries a hash of the
+source, the compiler command and the machine (CPU model and flags: it is built with -march=native,
+17% faster for the renderer here), so an edited source or another machine rebuilds. It is compiled
+under a unique temporary name and atomically renamed into place, so processes building at the same
+time never see a half-written library. The sources are plain C++ (no torch headers), so a build
+takes seconds, not the minute of a torch extension, and does not depend on the installed torch.
+
+Threads: the kernels take their thread count as an argument (``torch.get_num_threads()``) and sum in
+a fixed order, so results do not depend on the OpenMP runtime. Whether they share torch's thread
+pool depends on the torch build. The library's ``NEEDED`` entry is the soname ``libgomp.so.1``
+(g++'s ``-fopenmp``); the dynamic loader resolves it to a library of that soname already in the
+process, and torch is always imported first. So it shares torch's pool when torch's OpenMP runtime
+is GNU libgomp under that soname: true of the Linux x86-64 pip wheel used here (torch 2.13.0+cpu,
+``torch/lib/libgomp.so.1``, ATen parallel backend OpenMP: ``torch.__config__.parallel_info()``; the
+process maps only torch's copy). It does not hold for a torch on Intel's libiomp5 (conda / MKL
+builds), on LLVM's libomp (macOS, or a clang build of the kernel), or shipping a renamed
+``libgomp-<hash>.so.1``: there the kernel loads the system's libgomp, a second pool of threads that
+can oversubscribe the cores alongside torch's (same results, possibly slower).
 """
 
 from __future__ import annotations
@@ -17,12 +45,258 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .paths import cache_dir as _user_cache_dir
 
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp")
+PACKAGE = Path(__file__).resolve().parent
+SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
+"""The floating types ``S`` each kernel is instantiated for, and their function-name suffixes."""
+
+
+class NativeBuildError(RuntimeError):
+    """A C++ kernel could not be built or loaded (no compiler, a compile error, a load error)."""
+
+
+class Kernel(NamedTuple):
+    source: Path  # the .cpp file
+    what: str  # the feature it serves, named in errors
+    prototypes: str  # the extern "C" declarations, as in the source; "/* nullable */" after a pointer
+
+
+KERNELS = {
+    "rasterize": Kernel(
+        PACKAGE / "render" / "csrc" / "rasterize.cpp",
+        "render backend 'cpu'",
+        """
+        void st_rasterize_fwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,
+            const S *conics, const S *colors, const S *opacities, const S *background,
+            const int32_t *tile_offsets, const int32_t *flatten_ids, S *rgb_out, S *alpha_out,
+            S *depth_out, int32_t *last_ids, int n_threads);
+        void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,
+            const S *conics, const S *colors, const S *opacities, const S *background,
+            const int32_t *tile_offsets, const int32_t *flatten_ids, const S *alpha_out,
+            const S *depth_out, const int32_t *last_ids, const S *v_rgb, const S *v_alpha_out,
+            const S *v_depth, S *v_means2d, S *v_conics, S *v_colors, S *v_opacities,
+            S *v_background, int n_threads);
+        int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d,
+            const int32_t *radii, int32_t *tile_offsets);
+        void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d,
+            const int32_t *radii, const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids);
+        """,
+    ),
+    "spectral": Kernel(
+        PACKAGE / "losses" / "csrc" / "spectral.cpp",
+        "spectral loss C++ kernel",
+        """
+        double st_spectral_fused_S(int V, int H, int W, int C, const S *pred_rgb, const S *gt_rgb,
+            const S *pred_mask /* nullable */, const S *gt_mask /* nullable */, int N, const S *factor,
+            const int32_t *band, const double *w, const double *coeff, double eps,
+            S *grad_rgb /* nullable */, S *grad_mask /* nullable */, int n_threads, int *status);
+        """,
+    ),
+}
+
+_SCALARS = {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "double": ctypes.c_double}
+_RESTYPES = {"void": None, **_SCALARS}
+_ELEMENTS = {"int32_t": torch.int32, "int": torch.int32, "double": torch.float64}  # pointee -> dtype; S: per suffix
+
+
+# --------------------------------------------------------------------------------------------------
+# Prototypes
+# --------------------------------------------------------------------------------------------------
+
+
+class Param(NamedTuple):
+    name: str
+    ctype: str  # "int", "double", "int64_t" for scalars; the pointee ("S", "int32_t", ...) for pointers
+    pointer: bool
+    const: bool
+    nullable: bool
+
+
+class Prototype(NamedTuple):
+    restype: str
+    name: str  # with the "_S" suffix of a floating-type template, e.g. "st_bin_fill_S"
+    params: tuple[Param, ...]
+
+
+_DECLARATION = re.compile(r"([A-Za-z_][\w]*)\s+([A-Za-z_]\w*)\s*\(([^)]*)\)", re.S)
+_PARAM = re.compile(r"^(const\s+)?([A-Za-z_]\w*)\s*(\*)?\s*([A-Za-z_]\w*)$")
+
+
+def parse_prototypes(text: str) -> list[Prototype]:
+    """The C declarations ``ret name(type arg, ...)`` in ``text`` (``/* nullable */`` marks a pointer
+    that may be null)."""
+    text = text.replace("/* nullable */", " NULLABLE ")
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    result = []
+    for restype, name, params in _DECLARATION.findall(text):
+        parsed = []
+        for raw in params.split(","):
+            nullable = "NULLABLE" in raw
+            match = _PARAM.match(" ".join(raw.replace("NULLABLE", " ").split()))
+            if match is None:
+                raise ValueError(f"native: cannot parse parameter {raw.strip()!r} of {name}")
+            const, ctype, star, pname = match.groups()
+            parsed.append(Param(pname, ctype, bool(star), bool(const), nullable))
+        result.append(Prototype(restype, name, tuple(parsed)))
+    return result
+
+
+def source_prototypes(kernel: str) -> list[Prototype]:
+    """The ``extern "C"`` declarations of a kernel's source (its export macro, ``name_##SUFFIX``)."""
+    text = KERNELS[kernel].source.read_text()
+    text = re.sub(r"//[^\n]*", " ", text).replace("\\\n", " ")
+    found = re.findall(r'extern\s+"C"\s+(\w+\s+\w+)##SUFFIX\s*(\([^)]*\))', text)
+    return parse_prototypes("\n".join(f"{head}S{params};" for head, params in found))
+
+
+def prototype_mismatches(kernel: str) -> list[str]:
+    """Differences between ``KERNELS[kernel].prototypes`` and the source (empty when they agree)."""
+    def key(p: Prototype):
+        return p.restype, p.name, tuple((q.name, q.ctype, q.pointer, q.const) for q in p.params)
+
+    table = {p.name: key(p) for p in parse_prototypes(KERNELS[kernel].prototypes)}
+    source = {p.name: key(p) for p in source_prototypes(kernel)}
+    problems = [f"{name}: table {table.get(name)} != source {source.get(name)}"
+                for name in sorted(set(table) | set(source)) if table.get(name) != source.get(name)]
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# The checked call
+# --------------------------------------------------------------------------------------------------
+
+
+def pointer(value: Tensor | None, dtype: torch.dtype, name: str, where: str, nullable: bool = False) -> int | None:
+    """``value.data_ptr()`` after checking what C will assume: ``dtype``, a CPU tensor, contiguous.
+
+    Raises ``TypeError`` (not a tensor, wrong dtype) or ``ValueError`` (None where the C side needs a
+    pointer, not on the CPU, not contiguous), naming ``where`` and the argument ``name``.
+    """
+    if value is None:
+        if nullable:
+            return None
+        raise ValueError(f"{where}: argument {name} must be a tensor, got None (a null pointer)")
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{where}: argument {name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise TypeError(f"{where}: argument {name} must be {dtype}, got {value.dtype}")
+    if not value.is_cpu:
+        raise ValueError(f"{where}: argument {name} must be on the CPU, got {value.device}")
+    if not value.is_contiguous():
+        raise ValueError(f"{where}: argument {name} must be contiguous, got strides {value.stride()} "
+                         f"for shape {tuple(value.shape)}")
+    return value.data_ptr()
+
+
+class NativeFunction:
+    """One ``extern "C"`` function at one floating type, called with the prototype's names as keywords."""
+
+    def __init__(self, cfunc, prototype: Prototype, dtype: torch.dtype):
+        self.name = prototype.name[:-1] + SUFFIXES[dtype]
+        self.prototype = prototype
+        self._names = frozenset(p.name for p in prototype.params)
+        # per parameter: (name, dtype of the pointee or None for a scalar, nullable)
+        self._plan = tuple((p.name, (dtype if p.ctype == "S" else _ELEMENTS[p.ctype]) if p.pointer else None,
+                            p.nullable) for p in prototype.params)
+        cfunc.argtypes = [ctypes.c_void_p if p.pointer else _SCALARS[p.ctype] for p in prototype.params]
+        cfunc.restype = _RESTYPES[prototype.restype]
+        self._cfunc = cfunc
+
+    def __call__(self, **kwargs):
+        if kwargs.keys() != self._names:
+            missing = sorted(self._names - kwargs.keys())
+            extra = sorted(kwargs.keys() - self._names)
+            raise TypeError(f"{self.name}: missing arguments {missing}, unexpected arguments {extra}")
+        args = []
+        for name, dtype, nullable in self._plan:
+            value = kwargs[name]
+            if dtype is None:  # a scalar: ctypes checks it against argtypes
+                args.append(value)
+                continue
+            try:  # the checks of ``pointer``, inlined for the common case (a few microseconds a call)
+                ok = value.dtype == dtype and value.is_cpu and value.is_contiguous() and isinstance(value, Tensor)
+            except AttributeError:
+                ok = False
+            args.append(value.data_ptr() if ok else pointer(value, dtype, name, self.name, nullable))
+        return self._cfunc(*args)
+
+
+class NativeLibrary:
+    """A loaded kernel: ``library.function("st_bin_fill", torch.float32)``."""
+
+    def __init__(self, kernel: str, cdll: ctypes.CDLL):
+        self.kernel, self.cdll = kernel, cdll
+        self._functions = {}
+        for prototype in parse_prototypes(KERNELS[kernel].prototypes):
+            for dtype, suffix in SUFFIXES.items():
+                cfunc = getattr(cdll, prototype.name[:-1] + suffix)
+                self._functions[(prototype.name[:-2], dtype)] = NativeFunction(cfunc, prototype, dtype)
+
+    def function(self, name: str, dtype: torch.dtype) -> NativeFunction:
+        try:
+            return self._functions[(name, dtype)]
+        except KeyError:
+            raise ValueError(f"{KERNELS[self.kernel].what}: no function {name} for {dtype} "
+                             f"(supports {', '.join(map(str, SUFFIXES))})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, with one failure policy
+# --------------------------------------------------------------------------------------------------
+
+_LOADED: dict[str, NativeLibrary | NativeBuildError] = {}
+_WARNED: set[str] = set()
+
+
+def load(kernel: str) -> NativeLibrary:
+    """The kernel, built on first use; raises ``NativeBuildError`` (every call, after one attempt).
+
+    Any ``RuntimeError`` or ``OSError`` of the build (no compiler, a compile error, a failed
+    ``dlopen``, an unwritable cache) becomes a ``NativeBuildError``.
+    """
+    entry = _LOADED.get(kernel)
+    if entry is None:
+        spec = KERNELS[kernel]
+        try:
+            cdll = build(spec.source, spec.what)
+        except NativeBuildError as err:
+            entry = err
+        except (RuntimeError, OSError) as err:  # e.g. $CXX names a missing program, the cache is read-only
+            entry = NativeBuildError(f"{spec.what}: building {spec.source} failed: {err}")
+        else:
+            try:
+                entry = NativeLibrary(kernel, cdll)
+            except AttributeError as err:  # a function of the table is not exported
+                entry = NativeBuildError(f"{spec.what}: the library built from {spec.source} lacks {err}")
+        _LOADED[kernel] = entry
+    if isinstance(entry, NativeBuildError):
+        raise NativeBuildError(str(entry))
+    return entry
+
+
+def load_or_warn(kernel: str, fallback: str) -> NativeLibrary | None:
+    """``load(kernel)``, or None after one ``RuntimeWarning`` per kernel (``fallback`` says what the
+    caller runs instead): for callers that chose the C++ path implicitly and have a torch twin."""
+    try:
+        return load(kernel)
+    except NativeBuildError as err:
+        if kernel not in _WARNED:
+            _WARNED.add(kernel)
+            warnings.warn(f"{err}\n{fallback}", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def cpu_id() -> str:
@@ -37,15 +311,15 @@ def cpu_id() -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SPECTRAL_TRACKING_CACHE") or Path.home() / ".cache" / "spectral_tracking"
-    return Path(root) / "ext"
+    """Where the built libraries live: ``paths.cache_dir() / "ext"``."""
+    return _user_cache_dir() / "ext"
 
 
 def compiler(what: str) -> str:
     """The C++ compiler; ``what`` names the feature that needs it in the error."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if not cxx:
-        raise RuntimeError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+        raise NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
     return cxx
 
 
@@ -56,7 +330,7 @@ def build(source: Path, what: str) -> ctypes.CDLL:
         source: the .cpp file.
         what: the feature it serves, named in errors (e.g. "render backend 'cpu'").
     Raises:
-        RuntimeError: no compiler, or compilation failed (with the compiler's message).
+        NativeBuildError: no compiler, or compilation failed (with the compiler's message).
     """
     cxx = compiler(what)
     code = source.read_bytes()
@@ -75,7 +349,7 @@ def build(source: Path, what: str) -> ctypes.CDLL:
                 if res.returncode == 0:
                     break
             if res.returncode != 0:
-                raise RuntimeError(f"{what}: compiling {source} with {cxx} failed:\n{res.stderr}")
+                raise NativeBuildError(f"{what}: compiling {source} with {cxx} failed:\n{res.stderr}")
             os.replace(tmp, out)  # atomic: concurrent builders each install a complete library
         finally:
             if os.path.exists(tmp):

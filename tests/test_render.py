@@ -7,11 +7,13 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import fields, replace
 
 import pytest
 import torch
 
+from spectral_tracking import native
 from spectral_tracking.cameras import Cameras, orbit_camera
 from spectral_tracking.gaussians import SH_C0, Gaussians, load_ply, random_gaussians
 from spectral_tracking.render import RenderOutput, render
@@ -338,6 +340,67 @@ def test_donut_renders_from_an_orbit_camera(donut_ply):
         assert (out.rgb[v] - 1).abs().amax(-1).max() > 0.2  # and differs from the white background
     covered = out.alpha > 0.5
     assert torch.all((out.depth[covered] > 1.0) & (out.depth[covered] < 3.0))  # near the 2.0 orbit radius
+
+
+# ------------------------------------------------------------------------------------------------
+# The native boundary (spectral_tracking/native.py) for the compositor
+# ------------------------------------------------------------------------------------------------
+
+
+def test_native_prototype_table_matches_the_rasterize_source():
+    assert native.prototype_mismatches("rasterize") == []
+    assert [p.name for p in native.source_prototypes("rasterize")] == [
+        "st_rasterize_fwd_S", "st_rasterize_bwd_S", "st_bin_count_S", "st_bin_fill_S"]
+
+
+def test_native_boundary_checks_every_argument():
+    from spectral_tracking.render.cpu import load_library
+
+    count = load_library().function("st_bin_count", torch.float32)
+    dims = dict(V=1, N=4, ts=16, tiles_x=1, tiles_y=1)
+    means2d = torch.zeros(1, 4, 2)
+    radii = torch.zeros(1, 4, 2, dtype=torch.int32)
+    offsets = torch.zeros(2, dtype=torch.int32)
+    assert count(**dims, means2d=means2d, radii=radii, tile_offsets=offsets) == 0
+    with pytest.raises(TypeError, match=r"st_bin_count_f32: argument means2d must be torch.float32, got torch.float64"):
+        count(**dims, means2d=means2d.double(), radii=radii, tile_offsets=offsets)
+    with pytest.raises(TypeError, match="argument radii must be torch.int32, got torch.int64"):
+        count(**dims, means2d=means2d, radii=radii.long(), tile_offsets=offsets)
+    with pytest.raises(ValueError, match="argument means2d must be contiguous"):
+        count(**dims, means2d=torch.zeros(1, 2, 4).transpose(1, 2), radii=radii, tile_offsets=offsets)
+    with pytest.raises(ValueError, match="argument tile_offsets must be on the CPU, got meta"):
+        count(**dims, means2d=means2d, radii=radii, tile_offsets=torch.zeros(2, dtype=torch.int32, device="meta"))
+    with pytest.raises(ValueError, match="argument radii must be a tensor, got None"):
+        count(**dims, means2d=means2d, radii=None, tile_offsets=offsets)
+    with pytest.raises(TypeError, match="argument means2d must be a torch.Tensor, got int"):
+        count(**dims, means2d=means2d.data_ptr(), radii=radii, tile_offsets=offsets)
+    with pytest.raises(TypeError, match=r"missing arguments \['tile_offsets'\], unexpected arguments \['offsets'\]"):
+        count(**dims, means2d=means2d, radii=radii, offsets=offsets)
+    with pytest.raises(ValueError, match="supports float32 and float64 Gaussians, got torch.float16"):
+        from spectral_tracking.render.cpu import bin_tiles_cpu
+
+        bin_tiles_cpu(means2d.half(), radii, torch.zeros(1, 4).half(), 16, 16, 16)
+
+
+def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatch):
+    def no_compiler(source, what):
+        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    monkeypatch.setattr(native, "_LOADED", {})  # forget the library built so far (restored afterwards)
+    monkeypatch.setattr(native, "_WARNED", set())
+    g, cams = _scene(n=30)
+    with pytest.raises(native.NativeBuildError, match=r"(?s)render backend 'cpu': no C\+\+ compiler.*backend='torch'"):
+        render(g, cams, backend="cpu")
+    with pytest.raises(RuntimeError):  # NativeBuildError is a RuntimeError, as the build error was before
+        render(g, cams, backend="cpu")
+    with pytest.warns(RuntimeWarning, match="falls back to 'torch'"):
+        out = render(g, cams)
+    assert out.meta["backend"] == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per process, not one per render
+        again = render(g, cams)
+    assert torch.equal(again.rgb, render(g, cams, backend="torch").rgb)
 
 
 @pytest.mark.slow

@@ -374,6 +374,7 @@ def test_fused_fft_backward_matches_autograd_twins(size, num_bands, norm):
 # ------------------------------------------------------------------------------------------------
 
 import spectral_tracking.losses.spectral as spectral_module  # noqa: E402
+from spectral_tracking import native  # noqa: E402
 
 
 def _native_or_skip():
@@ -465,8 +466,9 @@ def test_native_kernel_build_failure_warns_and_uses_the_twin(monkeypatch):
     def no_compiler(source, what):
         raise RuntimeError(f"{what}: no C++ compiler found (set $CXX or install g++)")
 
-    monkeypatch.setattr(spectral_module, "build", no_compiler)
-    monkeypatch.setattr(spectral_module, "_native", [])
+    monkeypatch.setattr(native, "build", no_compiler)
+    monkeypatch.setattr(native, "_LOADED", {})  # forget the library built so far (restored afterwards)
+    monkeypatch.setattr(native, "_WARNED", set())
     monkeypatch.setattr(spectral_module, "USE_NATIVE", True)
     with pytest.warns(RuntimeWarning, match="falls back to torch ops"):
         got = _loss_and_grads(1, 16, 16, 4, "l1", torch.float64, True, monkeypatch)
@@ -474,3 +476,30 @@ def test_native_kernel_build_failure_warns_and_uses_the_twin(monkeypatch):
     want = _loss_and_grads(1, 16, 16, 4, "l1", torch.float64, False, monkeypatch)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_native_prototype_table_matches_the_spectral_source():
+    assert native.prototype_mismatches("spectral") == []
+    (fused,) = native.parse_prototypes(native.KERNELS["spectral"].prototypes)
+    assert [p.name for p in fused.params if p.nullable] == ["pred_mask", "gt_mask", "grad_rgb", "grad_mask"]
+
+
+def test_native_kernel_boundary_names_the_bad_argument():
+    _native_or_skip()
+    plan = spectral_module.cpu._native_plan((1, 3, False, 16, 16, 3, "l1", 1 / 3, 0.0, torch.float32))
+    images = torch.rand(1, 16, 16, 3)
+    args = dict(V=1, H=16, W=16, C=3, pred_rgb=images, gt_rgb=torch.zeros_like(images), pred_mask=None,
+                gt_mask=None, N=plan.n, factor=plan.cells.factor, band=plan.cells.band32,
+                w=torch.ones(3, dtype=torch.float64), coeff=plan.coeff64, eps=0.0, grad_rgb=None, grad_mask=None,
+                n_threads=1, status=plan.status)
+    assert plan.fused(**args) > 0 and plan.status.item() == 0  # masks and gradients may be null
+    with pytest.raises(TypeError, match="st_spectral_fused_f32: argument gt_rgb must be torch.float32"):
+        plan.fused(**dict(args, gt_rgb=torch.zeros_like(images, dtype=torch.float64)))
+    with pytest.raises(TypeError, match="argument w must be torch.float64, got torch.float32"):
+        plan.fused(**dict(args, w=torch.ones(3)))
+    with pytest.raises(ValueError, match="argument pred_rgb must be contiguous"):
+        plan.fused(**dict(args, pred_rgb=torch.rand(1, 3, 16, 16).permute(0, 2, 3, 1)))
+    with pytest.raises(ValueError, match="argument factor must be a tensor, got None"):
+        plan.fused(**dict(args, factor=None))
+    with pytest.raises(TypeError, match=r"missing arguments \['status'\]"):
+        plan.fused(**{k: v for k, v in args.items() if k != "status"})

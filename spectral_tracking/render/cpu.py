@@ -1,78 +1,61 @@
 """The fast CPU compositor: ``csrc/rasterize.cpp`` behind a ``torch.autograd.Function``.
 
-The C++ source ships inside the package and is compiled on first use by ``spectral_tracking.native``
-(system C++ compiler, OpenMP sharing torch's threads, cached per user, source version and machine).
+The C++ source ships inside the package and is built, loaded and called through
+``spectral_tracking.native`` (compiled on first use, cached per user, source version and machine;
+its prototype table and checked pointers). Failure policy: ``backend="cpu"`` asked for this path
+explicitly, so a kernel that cannot be built raises ``NativeBuildError``; ``backend="auto"`` asks
+``available()`` and renders with the torch compositor after one warning instead.
 """
 
 from __future__ import annotations
-
-import ctypes
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..native import build
+from .. import native
 from .projection import TileBins
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "rasterize.cpp"
-_lib: ctypes.CDLL | None = None
+FALLBACK = "render backend 'auto' falls back to 'torch', the plain PyTorch compositor (slower, same image)"
 
 
-def load_library() -> ctypes.CDLL:
-    """Compile (once per user and source version) and load the C++ compositor."""
-    global _lib
-    if _lib is not None:
-        return _lib
+def load_library() -> native.NativeLibrary:
+    """The C++ compositor, compiled on first use; raises ``native.NativeBuildError`` if it cannot be built."""
     try:
-        lib = build(SOURCE, "render backend 'cpu'")
-    except RuntimeError as err:
-        raise RuntimeError(f"{err}\n(backend='torch' works without a compiler)") from None
-    for suffix in ("f32", "f64"):
-        getattr(lib, f"st_rasterize_fwd_{suffix}").argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 11 + [ctypes.c_int]
-        getattr(lib, f"st_rasterize_bwd_{suffix}").argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 18 + [ctypes.c_int]
-        getattr(lib, f"st_rasterize_fwd_{suffix}").restype = None
-        getattr(lib, f"st_rasterize_bwd_{suffix}").restype = None
-        getattr(lib, f"st_bin_count_{suffix}").argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 3
-        getattr(lib, f"st_bin_count_{suffix}").restype = ctypes.c_int64
-        getattr(lib, f"st_bin_fill_{suffix}").argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 5
-        getattr(lib, f"st_bin_fill_{suffix}").restype = None
-    _lib = lib
-    return lib
+        return native.load("rasterize")
+    except native.NativeBuildError as err:
+        raise native.NativeBuildError(f"{err}\n(backend='torch' works without a compiler)") from None
 
 
-def _suffix(dtype: torch.dtype) -> str:
-    if dtype == torch.float32:
-        return "f32"
-    if dtype == torch.float64:
-        return "f64"
-    raise ValueError(f"render backend 'cpu': supports float32 and float64 Gaussians, got {dtype}")
+def available() -> bool:
+    """Whether the C++ compositor can run here (built on first use); False after one warning if not."""
+    return native.load_or_warn("rasterize", FALLBACK) is not None
 
 
-def _ptr(t: Tensor) -> int:
-    return t.data_ptr()
+def _function(name: str, dtype: torch.dtype) -> native.NativeFunction:
+    if dtype not in native.SUFFIXES:
+        raise ValueError(f"render backend 'cpu': supports float32 and float64 Gaussians, got {dtype}")
+    return load_library().function(name, dtype)
 
 
 @torch.no_grad()
 def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileBins:
     """C++ twin of ``projection.bin_tiles`` (same lists, same order): a counting sort by tile of the
     Gaussians taken in depth order. means2d [V, N, 2], radii [V, N, 2] int32, depths [V, N]."""
-    lib = load_library()
     V, N = depths.shape
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
-    sfx = _suffix(means2d.dtype)
     m = means2d.detach().contiguous()
     r = radii.to(torch.int32).contiguous()
     d = depths.detach().to(means2d.dtype).contiguous()
+    dims = dict(V=V, N=N, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y)
     tile_offsets = torch.empty(V * tiles_x * tiles_y + 1, dtype=torch.int32)
-    n = getattr(lib, f"st_bin_count_{sfx}")(V, N, tile_size, tiles_x, tiles_y, _ptr(m), _ptr(r), _ptr(tile_offsets))
+    n = _function("st_bin_count", m.dtype)(**dims, means2d=m, radii=r, tile_offsets=tile_offsets)
     if n >= 2**31:
         raise ValueError(f"render backend 'cpu': {n} tile intersections overflow int32; render fewer views at once")
     flatten_ids = torch.empty(n, dtype=torch.int32)
-    getattr(lib, f"st_bin_fill_{sfx}")(V, N, tile_size, tiles_x, tiles_y, _ptr(m), _ptr(r), _ptr(d),
-                                       _ptr(tile_offsets), _ptr(flatten_ids))
+    _function("st_bin_fill", m.dtype)(**dims, means2d=m, radii=r, depths=d, tile_offsets=tile_offsets,
+                                      flatten_ids=flatten_ids)
     return TileBins(tile_offsets, flatten_ids, tiles_x, tiles_y)
 
 
@@ -80,20 +63,21 @@ class _CompositeCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, features, opacities, background, tile_offsets, flatten_ids,
                 width, height, tile_size, tiles_x, tiles_y):
-        lib = load_library()
         V, N, C = features.shape
         if C != 4:
             raise ValueError(f"render backend 'cpu': expected 4 blended channels (r, g, b, z), got {C}")
         args = [t.detach().contiguous() for t in (means2d, conics, features, opacities, background)]
+        means2d, conics, features, opacities, background = args
         dt = features.dtype
         rgb = torch.empty(V, height, width, 3, dtype=dt)
         alpha = torch.empty(V, height, width, dtype=dt)
         depth = torch.empty(V, height, width, dtype=dt)
         last_ids = torch.empty(V, height, width, dtype=torch.int32)
-        getattr(lib, f"st_rasterize_fwd_{_suffix(dt)}")(
-            V, N, height, width, tile_size, tiles_x, tiles_y,
-            *map(_ptr, args), _ptr(tile_offsets), _ptr(flatten_ids),
-            _ptr(rgb), _ptr(alpha), _ptr(depth), _ptr(last_ids), torch.get_num_threads(),
+        _function("st_rasterize_fwd", dt)(
+            V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, means2d=means2d,
+            conics=conics, colors=features, opacities=opacities, background=background, tile_offsets=tile_offsets,
+            flatten_ids=flatten_ids, rgb_out=rgb, alpha_out=alpha, depth_out=depth, last_ids=last_ids,
+            n_threads=torch.get_num_threads(),
         )
         ctx.save_for_backward(*args, tile_offsets, flatten_ids, alpha, depth, last_ids)
         ctx.dims = (width, height, tile_size, tiles_x, tiles_y)
@@ -109,11 +93,13 @@ class _CompositeCPU(torch.autograd.Function):
         v_alpha = torch.zeros_like(alpha) if v_alpha is None else v_alpha.contiguous()
         v_depth = torch.zeros_like(alpha) if v_depth is None else v_depth.contiguous()
         grads = [torch.zeros_like(t) for t in (means2d, conics, features, opacities, background)]
-        getattr(load_library(), f"st_rasterize_bwd_{_suffix(alpha.dtype)}")(
-            V, N, height, width, tile_size, tiles_x, tiles_y,
-            _ptr(means2d), _ptr(conics), _ptr(features), _ptr(opacities), _ptr(background),
-            _ptr(tile_offsets), _ptr(flatten_ids), _ptr(alpha), _ptr(depth), _ptr(last_ids),
-            _ptr(v_rgb), _ptr(v_alpha), _ptr(v_depth), *map(_ptr, grads), torch.get_num_threads(),
+        v_means2d, v_conics, v_colors, v_opacities, v_background = grads
+        _function("st_rasterize_bwd", alpha.dtype)(
+            V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, means2d=means2d,
+            conics=conics, colors=features, opacities=opacities, background=background, tile_offsets=tile_offsets,
+            flatten_ids=flatten_ids, alpha_out=alpha, depth_out=depth, last_ids=last_ids, v_rgb=v_rgb,
+            v_alpha_out=v_alpha, v_depth=v_depth, v_means2d=v_means2d, v_conics=v_conics, v_colors=v_colors,
+            v_opacities=v_opacities, v_background=v_background, n_threads=torch.get_num_threads(),
         )
         return (*grads, None, None, None, None, None, None, None)
 

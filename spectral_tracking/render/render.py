@@ -9,7 +9,9 @@ transmittance 1e-4, as gsplat 1.5.3):
                 ``csrc/rasterize.cpp``), CPU tensors only, float32 or float64.
 - ``"torch"``:  the same projection with a plain-PyTorch compositor (``torch_ref.py``); any device.
                 Slow: it is the readable reference the tests compare the others with.
-- ``"auto"``:   ``"gsplat"`` for CUDA tensors, ``"cpu"`` otherwise.
+- ``"auto"``:   ``"gsplat"`` for CUDA tensors, ``"cpu"`` otherwise; ``"torch"`` (after one
+                ``RuntimeWarning``) where the C++ compositor cannot be built. An explicit ``"cpu"``
+                raises ``spectral_tracking.native.NativeBuildError`` there instead.
 """
 
 from __future__ import annotations
@@ -71,7 +73,12 @@ def render(
     background = _background(background, V, device, dtype)
 
     if backend == "auto":
-        backend = "gsplat" if device.type == "cuda" else "cpu"
+        if device.type == "cuda":
+            backend = "gsplat"
+        else:  # the C++ compositor if it builds here, else the torch one after one warning
+            from .cpu import available
+
+            backend = "cpu" if available() else "torch"
     if backend == "gsplat":
         if device.type != "cuda":
             raise ValueError(f"render backend 'gsplat' needs CUDA tensors, the Gaussians are on {device}")
