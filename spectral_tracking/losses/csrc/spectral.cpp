@@ -1,5 +1,6 @@
-// The spectral moment loss and its gradient on the CPU in one call (../spectral.py,
-// _NativeSpectralLoss; the torch-op twin is _FFTSpectralLoss there).
+// The spectral moment loss and its gradient on the CPU in one call (../spectral/cpu.py,
+// _NativeSpectralLoss; the torch-op twin is _FFTSpectralLoss in ../spectral/fft.py). The extern "C"
+// prototype is tabled in ../../native.py, which checks every pointer passed.
 //
 // Why one call: with torch's FFTs the loss is a dozen passes over buffers of about 1 MB each at
 // 128 x 128 (transforms, transposes, modulus, weighting, the backward's inverse transforms), with a
@@ -17,9 +18,9 @@
 //   coeff  [V (C+1)] per-image coefficient (1 / (V C) for colour, lambda_mask / V for the mask), double
 //   d(X) = sqrt(|X|^2 + eps^2) for eps > 0 (smoothed l1), |X|^2 for eps == 0 (l2)
 //
-// Threads: OpenMP over image pairs (the library binds to the libgomp torch has loaded, as
-// ../../render/csrc does); the loss is summed over per-pair partial sums in a fixed order, so the
-// result does not depend on the thread count.
+// Threads: OpenMP over image pairs (sharing torch's pool where torch's OpenMP runtime is GNU libgomp,
+// as for ../../render/csrc: see ../../native.py); the loss is summed over per-pair partial sums in a
+// fixed order, so the result does not depend on the thread count.
 
 #include <algorithm>
 #include <cmath>
@@ -45,7 +46,8 @@
 // image rows), then columns (length P along y, vectorised over the kept kx only: 0..N and -N..-1, M =
 // 2N + 1 of them, or all P when N = L). With Z = F(z), the transforms of the two real images are
 // A(k) = (Z(k) + conj Z(-k)) / 2 and B(k) = (Z(k) - conj Z(-k)) / (2 i). The loss needs them on the
-// half plane kx = 0..N (cells as in ../spectral.py: factor and band per [N+1, P] cell, ky mod P).
+// half plane kx = 0..N (cells as in ../spectral/bands.py, _fft_cells: factor and band per [N+1, P]
+// cell, ky mod P).
 //
 // Gradient: for l = sum cw * d(A) (and likewise B), dl/da(p) = Re sum_{half plane} G(k) e^{+i k.p}
 // with G = cw * A / d(A) (l1) or 2 cw A (l2) (the identity of the torch-op twin's backward, whose
@@ -59,7 +61,8 @@
 // are padded to an odd multiple of 32 bytes: power-of-two strides put a butterfly's inputs in the
 // same cache sets (measured 2-3x slower). The first stage skips rows known to be zero (the padding,
 // and the kx rows outside the band square in the inverse). Lengths with other prime factors return
-// status -1 (../spectral.py checks the length first and uses the torch-op twin for them).
+// status -1 (spectral_loss checks the length first, ../spectral/cpu.py _native_supported, and uses the
+// torch-op twin for them).
 
 namespace {
 

@@ -2,7 +2,8 @@
 //
 // The C++ twin of gsplat's rasterize_to_pixels (RasterizeToPixels3DGS{Fwd,Bwd}.cu) and of the
 // PyTorch reference in ../torch_ref.py; it gives the same per-pixel result. Plain C++ with an
-// extern "C" interface (loaded with ctypes by ../cpu.py), parallelised over tiles with OpenMP.
+// extern "C" interface (prototypes tabled in ../../native.py, called from ../cpu.py), parallelised
+// over tiles with OpenMP.
 //
 // Layouts (all row-major, contiguous; S is float or double; M = V * N flattened Gaussians):
 //   means2d [M, 2], conics [M, 3] = (a, b, c), features [M, 4] = (r, g, b, camera z), opacities [M],
@@ -15,10 +16,11 @@
 // The background and the depth normalisation are done here, not in torch, so that no image-sized
 // torch op runs per render (each is a multi-threaded region that stalls on a busy 2-core machine).
 //
-// Threads: OpenMP, torch.get_num_threads() of them. Compiled with -fopenmp, the library binds to the
-// libgomp.so.1 that torch has already loaded, so it shares torch's thread pool. (A separate pool,
-// e.g. std::thread workers, competes with torch's spinning OpenMP workers: measured 3x slower on a
-// busy 2-core machine.)
+// Threads: OpenMP, torch.get_num_threads() of them. Compiled with g++ -fopenmp, the library needs
+// libgomp.so.1, which the loader resolves to the copy torch has loaded when torch's OpenMP runtime is
+// GNU libgomp under that soname (the Linux pip wheel used here): it then shares torch's thread pool.
+// Other torch builds give it a second pool (see ../../native.py). (A separate pool, e.g. std::thread
+// workers, competes with torch's spinning OpenMP workers: measured 3x slower on a busy 2-core machine.)
 //
 // Unlike the GPU kernel, which runs one thread per pixel, a CPU thread takes a whole tile and walks
 // its Gaussian list once, visiting only the pixels of the tile where alpha >= 1/255 is possible
