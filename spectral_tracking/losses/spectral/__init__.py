@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+from ... import native
 from .bands import (
     _band_matrix,
     _band_offsets,
@@ -98,83 +99,6 @@ __all__ = [
 
 USE_NATIVE = True
 """Use the C++ kernel on the CPU (False: its torch-op twin, e.g. to compare them)."""
-
-_NATIVE_DTYPES = (torch.float32, torch.float64)  # the floating types the C++ kernel is built for
-
-
-def _native_kernels():
-    """The C++ kernel (``cpu.native_kernels``), or None if switched off (``USE_NATIVE``) or if it
-    cannot be built (then after one warning)."""
-    return native_kernels() if USE_NATIVE else None
-
-
-def _auto_method(num_bands: int, height: int, width: int) -> str:
-    return "dft" if 64 * max_frequency(num_bands) <= max(height, width) else "fft"
-
-
-def spectral_band_errors(pred: Tensor, gt: Tensor, num_bands: int, norm: str = "l1", method: str = "auto") -> Tensor:
-    """Per-band mean moment distance E_k between two image stacks.
-
-    Args:
-        pred, gt: [..., H, W] real, same shape.
-        num_bands: K; bands 0..K-1 are evaluated (requires 2^(K-1) <= max(H, W)).
-        norm: "l1" (mean smoothed |dM|) or "l2" (mean |dM|^2), dM = (M(pred) - M(gt)) / (H W).
-        method: "auto" | "fft" | "dft" | "reference" (see module docstring).
-    Returns:
-        [..., K]: E_k averaged over the band's frequencies (full symmetric set).
-    """
-    _check_pair(pred, gt, "spectral_band_errors", "pred", "gt")
-    _check_norm(norm, "spectral_band_errors")
-    _check_method(method, "spectral_band_errors")
-    height, width = pred.shape[-2:]
-    _check_resolution(num_bands, height, width, "spectral_band_errors")
-    lead = pred.shape[:-2]
-    errors = _band_errors((pred - gt).reshape(-1, height, width), num_bands, norm, method)
-    return errors.reshape(*lead, num_bands)
-
-
-def _band_errors(diff: Tensor, num_bands: int, norm: str, method: str) -> Tensor:
-    """Unchecked core of ``spectral_band_errors``: diff [B, H, W] -> [B, K]."""
-    height, width = diff.shape[-2:]
-    if method == "auto":
-        method = _auto_method(num_bands, height, width)
-    if method == "reference":
-        freqs, band = frequency_grid(num_bands, device=diff.device)
-        dm = spectral_moments_reference(diff, freqs) / (height * width)  # [B, F]
-        onehot = torch.nn.functional.one_hot(band, num_bands).to(diff.dtype)  # [F, K]
-        return (moment_distance(dm, norm) @ onehot) / onehot.sum(0)
-    power = _half_plane_power(diff, num_bands, norm, method)  # [B, cells]
-    matrix, offset = _band_matrix(num_bands, method, height, width, norm, diff.dtype, diff.device)
-    return power @ matrix - offset
-
-
-def _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
-                            finite: bool) -> Tensor:
-    """The argument checks of ``spectral_loss`` in order; returns the band weights ([K] CPU tensor)."""
-    where = "spectral_loss"
-    if pred_rgb.ndim != 4:
-        raise ValueError(f"{where}: pred_rgb must be [V, H, W, C] (renderer layout), got {tuple(pred_rgb.shape)}")
-    _check_pair(pred_rgb, gt_rgb, where, "pred_rgb", "gt_rgb", finite)
-    _check_norm(norm, where)
-    _check_method(method, where)
-    views, height, width, _ = pred_rgb.shape
-    if (pred_mask is None) != (gt_mask is None):
-        raise ValueError(f"{where}: pass both pred_mask and gt_mask or neither "
-                         f"(got pred_mask={'None' if pred_mask is None else 'tensor'}, "
-                         f"gt_mask={'None' if gt_mask is None else 'tensor'})")
-    if not math.isfinite(lambda_mask) or lambda_mask < 0:
-        raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
-    if pred_mask is None and lambda_mask != 0:
-        raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
-    if pred_mask is not None:
-        if pred_mask.shape != (views, height, width):
-            raise ValueError(f"{where}: pred_mask must be [V, H, W]={[views, height, width]} to match pred_rgb, "
-                             f"got {tuple(pred_mask.shape)}")
-        _check_pair(pred_mask, gt_mask, where, "pred_mask", "gt_mask", finite)
-    weights = _check_band_weights(band_weights, where)  # on the CPU: no device sync to find `top`
-    num_bands = weights.shape[0]
-    _check_resolution(num_bands, height, width, where)
-    return weights
 
 
 def spectral_loss(
@@ -236,11 +160,11 @@ def spectral_loss(
 
     channels = pred_rgb.shape[-1]
     # the C++ kernel serves "auto" and "fft" (checked, and built on first use, only for those)
-    native = (method in ("auto", "fft") and pred_rgb.device.type == "cpu" and pred_rgb.dtype in _NATIVE_DTYPES
-              and _native_supported(height, width) and _native_kernels() is not None)
+    use_native = (method in ("auto", "fft") and pred_rgb.device.type == "cpu" and pred_rgb.dtype in native.SUFFIXES
+                  and _native_supported(height, width) and _native_kernels() is not None)
     if method == "auto":
         # the C++ kernel is faster than the DFT at every size and band count measured (benchmarks/spectral.py)
-        method = "fft" if native else _auto_method(top, height, width)
+        method = "fft" if use_native else _auto_method(top, height, width)
     if method == "fft" and (pred_mask is None or pred_mask.dtype == gt_mask.dtype == pred_rgb.dtype) \
             and gt_rgb.dtype == pred_rgb.dtype:
         # Fused path: differences, transforms, weighting and the channel / view average in one
@@ -253,7 +177,7 @@ def spectral_loss(
         if norm == "l1":
             images = views * channels * coeff_rgb + (views * coeff_mask if pred_mask is not None else 0.0)
             offset = images * sum(o * v for o, v in zip(_band_offsets(top, height, width), weights[:top].tolist()))
-        function = _NativeSpectralLoss if native else _FFTSpectralLoss
+        function = _NativeSpectralLoss if use_native else _FFTSpectralLoss
         loss = function.apply(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, (norm, eps, coeff_rgb, coeff_mask, offset, top))
         if not math.isfinite(float(loss.detach())):
             check_finite()
@@ -281,3 +205,78 @@ def spectral_loss(
     else:
         per_image = _half_plane_power(diff, top, norm, method) @ (matrix @ w)
     return coeff_t @ per_image - coeff_t.sum() * (offset @ w)
+
+
+def _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
+                            finite: bool) -> Tensor:
+    """The argument checks of ``spectral_loss`` in order; returns the band weights ([K] CPU tensor)."""
+    where = "spectral_loss"
+    if pred_rgb.ndim != 4:
+        raise ValueError(f"{where}: pred_rgb must be [V, H, W, C] (renderer layout), got {tuple(pred_rgb.shape)}")
+    _check_pair(pred_rgb, gt_rgb, where, "pred_rgb", "gt_rgb", finite)
+    _check_norm(norm, where)
+    _check_method(method, where)
+    views, height, width, _ = pred_rgb.shape
+    if (pred_mask is None) != (gt_mask is None):
+        raise ValueError(f"{where}: pass both pred_mask and gt_mask or neither "
+                         f"(got pred_mask={'None' if pred_mask is None else 'tensor'}, "
+                         f"gt_mask={'None' if gt_mask is None else 'tensor'})")
+    if not math.isfinite(lambda_mask) or lambda_mask < 0:
+        raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
+    if pred_mask is None and lambda_mask != 0:
+        raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
+    if pred_mask is not None:
+        if pred_mask.shape != (views, height, width):
+            raise ValueError(f"{where}: pred_mask must be [V, H, W]={[views, height, width]} to match pred_rgb, "
+                             f"got {tuple(pred_mask.shape)}")
+        _check_pair(pred_mask, gt_mask, where, "pred_mask", "gt_mask", finite)
+    weights = _check_band_weights(band_weights, where)  # on the CPU: no device sync to find `top`
+    num_bands = weights.shape[0]
+    _check_resolution(num_bands, height, width, where)
+    return weights
+
+
+def spectral_band_errors(pred: Tensor, gt: Tensor, num_bands: int, norm: str = "l1", method: str = "auto") -> Tensor:
+    """Per-band mean moment distance E_k between two image stacks.
+
+    Args:
+        pred, gt: [..., H, W] real, same shape.
+        num_bands: K; bands 0..K-1 are evaluated (requires 2^(K-1) <= max(H, W)).
+        norm: "l1" (mean smoothed |dM|) or "l2" (mean |dM|^2), dM = (M(pred) - M(gt)) / (H W).
+        method: "auto" | "fft" | "dft" | "reference" (see module docstring).
+    Returns:
+        [..., K]: E_k averaged over the band's frequencies (full symmetric set).
+    """
+    _check_pair(pred, gt, "spectral_band_errors", "pred", "gt")
+    _check_norm(norm, "spectral_band_errors")
+    _check_method(method, "spectral_band_errors")
+    height, width = pred.shape[-2:]
+    _check_resolution(num_bands, height, width, "spectral_band_errors")
+    lead = pred.shape[:-2]
+    errors = _band_errors((pred - gt).reshape(-1, height, width), num_bands, norm, method)
+    return errors.reshape(*lead, num_bands)
+
+
+def _band_errors(diff: Tensor, num_bands: int, norm: str, method: str) -> Tensor:
+    """Unchecked core of ``spectral_band_errors``: diff [B, H, W] -> [B, K]."""
+    height, width = diff.shape[-2:]
+    if method == "auto":
+        method = _auto_method(num_bands, height, width)
+    if method == "reference":
+        freqs, band = frequency_grid(num_bands, device=diff.device)
+        dm = spectral_moments_reference(diff, freqs) / (height * width)  # [B, F]
+        onehot = torch.nn.functional.one_hot(band, num_bands).to(diff.dtype)  # [F, K]
+        return (moment_distance(dm, norm) @ onehot) / onehot.sum(0)
+    power = _half_plane_power(diff, num_bands, norm, method)  # [B, cells]
+    matrix, offset = _band_matrix(num_bands, method, height, width, norm, diff.dtype, diff.device)
+    return power @ matrix - offset
+
+
+def _auto_method(num_bands: int, height: int, width: int) -> str:
+    return "dft" if 64 * max_frequency(num_bands) <= max(height, width) else "fft"
+
+
+def _native_kernels():
+    """The C++ kernel (``cpu.native_kernels``), or None if switched off (``USE_NATIVE``) or if it
+    cannot be built (then after one warning)."""
+    return native_kernels() if USE_NATIVE else None
