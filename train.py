@@ -15,6 +15,7 @@ import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
+    from spectral_tracking.session import RunInterrupted
     from spectral_tracking.train import UserError, run_job
 
     try:
@@ -22,6 +23,9 @@ def main(cfg: DictConfig):
     except UserError as e:  # bad config or missing data: the message says what to do, no stack trace
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as e:  # SIGTERM / SIGINT: checkpoint saved, non-zero exit for the scheduler
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     return None if result is None else result["metrics"]
 
 

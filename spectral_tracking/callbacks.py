@@ -22,17 +22,16 @@ class ProgressionCallback(pl.Callback):
         self.frame, self.view, self.every = int(frame), int(view), int(every)
         self.images: list[torch.Tensor] = []  # [H, W, 3] uint8 each
 
-    def _grab(self, pl_module) -> None:
+    def _render(self, pl_module) -> torch.Tensor:
         with torch.no_grad():
             out = pl_module.render_views(pl_module.gaussians_at(self.frame), [self.view])
-        self.images.append((out.rgb[0].clamp(0, 1).cpu() * 255).round().to(torch.uint8))
+        return (out.rgb[0].clamp(0, 1).cpu() * 255).round().to(torch.uint8)
+
+    def _grab(self, pl_module) -> None:
+        self.images.append(self._render(pl_module))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.every > 0 and trainer.global_step % self.every == 0 and len(self.images) <= trainer.global_step // self.every:
-            self._grab(pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.every > 0:
             self._grab(pl_module)
 
     def state_dict(self) -> dict:
@@ -41,13 +40,16 @@ class ProgressionCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.images = list(state_dict.get("images", []))
 
-    def save_gif(self, path: Path, target: np.ndarray | None = None, fps: int = 10) -> Path | None:
-        """GIF of the progression; with ``target`` [H, W, 3] uint8, each frame is shown beside it."""
-        if not self.images:
+    def save_gif(self, path: Path, pl_module, target: np.ndarray | None = None, fps: int = 10) -> Path | None:
+        """GIF of the progression, ending with the module as it is now (rendered here, not at the end
+        of training, so a run resumed at its last step still shows it); with ``target`` [H, W, 3]
+        uint8, each frame is shown beside it."""
+        if self.every <= 0:
             return None
         from PIL import Image
 
-        frames = [np.concatenate([im.numpy(), target], axis=1) if target is not None else im.numpy() for im in self.images]
+        images = [*self.images, self._render(pl_module)]
+        frames = [np.concatenate([im.numpy(), target], axis=1) if target is not None else im.numpy() for im in images]
         pil = [Image.fromarray(f) for f in frames]
         path.parent.mkdir(parents=True, exist_ok=True)
         pil[0].save(path, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)

@@ -51,13 +51,59 @@ def max_band_for_resolution(resolution: int) -> int:
     return max_num_bands(resolution, resolution)
 
 
+def _number(cfg: DictConfig, key: str, kind=float, low=None, high=None, low_open=False, what: str = ""):
+    """``cfg[key]`` as ``kind`` (finite, within [low, high] or (low, high]), else a ConfigError naming the key."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        number = kind(value)
+        ok = math.isfinite(number) and (kind is not int or float(value) == number)
+    except (TypeError, ValueError):
+        ok = False
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number <= high
+    if not ok:
+        bound = "" if low is None else (f" > {low}" if low_open else f" >= {low}")
+        bound += "" if high is None else f" and <= {high}"
+        raise ConfigError(f"{key} must be a finite {'integer' if kind is int else 'number'}{bound}{what}, got {value!r}")
+    return number
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for settings that cannot run, before any data is touched."""
-    steps = int(cfg.max_steps)
-    if steps <= 0:
-        raise ConfigError(f"max_steps must be positive, got {steps}")
+    """Raise ConfigError for settings that cannot run, before any data is loaded or file written.
+
+    Every check names the key, what is expected and the value it got.
+    """
+    steps = _number(cfg, "max_steps", int, 1)
+    resolution = _number(cfg, "resolution", int, 8, what=" (square images, pixels)")
+    _number(cfg, "shift", float, 0, what=" (a radius in units of the normalised asset)")
+    _number(cfg, "seed", int, 0)
+    _number(cfg, "num_control_points", int, 1)
+    _number(cfg, "arap_frames", int, 1, what=" (frames sampled per step for ARAP)")
+    _number(cfg, "progressive_frames", float, 0, 1, what=" (a fraction of max_steps)")
+    _number(cfg, "deform.lr_init", float, 0, low_open=True)
+    _number(cfg, "deform.lr_final", float, 0, low_open=True)
+    background = cfg.background
+    if not OmegaConf.is_list(background) or len(background) != 3:
+        raise ConfigError(f"background must be an RGB list of 3 numbers in [0, 1], e.g. [1.0, 1.0, 1.0], got {background!r}")
+    for i in range(3):
+        _number(cfg, f"background.{i}", float, 0, 1)
+    if cfg.dataset.type in ("synthetic", "donut"):
+        if resolution < 16:
+            raise ConfigError(f"resolution={resolution} is too small for dataset={cfg.dataset.type}: the generator needs at least 16")
+        _number(cfg, "dataset.frames", int, 2, what=" (tracking needs motion)")
     loss = cfg.loss
+    if loss.image not in ("spectral", "pixel"):
+        raise ConfigError(f"loss.image must be spectral or pixel, got {loss.image!r}")
+    if loss.norm not in ("l1", "l2"):
+        raise ConfigError(f"loss.norm must be l1 or l2, got {loss.norm!r}")
     if loss.image == "spectral":
+        from spectral_tracking.schedule import MODES
+
+        if loss.expansion not in MODES:
+            raise ConfigError(f"loss.expansion must be one of {', '.join(MODES)}, got {loss.expansion!r}")
+        _number(cfg, "loss.num_bands", int, 1)
         apl = int(loss.add_pixel_loss)
         if apl > steps:
             raise ConfigError(
@@ -71,7 +117,7 @@ def validate(cfg: DictConfig) -> None:
                 f"loss.warmup={loss.warmup} ends at step {math.ceil(float(loss.warmup) * steps)}, after "
                 f"loss.add_pixel_loss={apl}: the bands could never grow"
             )
-        kmax = max_band_for_resolution(int(cfg.resolution))
+        kmax = max_band_for_resolution(resolution)
         if int(loss.num_bands) > kmax:
             raise ConfigError(
                 f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
@@ -79,10 +125,6 @@ def validate(cfg: DictConfig) -> None:
             )
     if int(cfg.views) not in (1, 2, 4):
         raise ConfigError(f"views must be 1, 2 or 4 (azimuths 0 / 0,180 / 0,90,180,270), got {cfg.views}")
-    if float(cfg.shift) < 0:
-        raise ConfigError(f"shift is a radius and must be >= 0, got {cfg.shift}")
-    if int(cfg.resolution) < 8:
-        raise ConfigError(f"resolution must be at least 8 pixels, got {cfg.resolution}")
     if cfg.deform.name not in ("mlp", "direct", "rigid", "rigid_mlp"):
         raise ConfigError(f"deform.name must be one of mlp, direct, rigid, rigid_mlp, got {cfg.deform.name!r}")
     if loss.spatial not in ("pixel", "lpips"):
@@ -93,6 +135,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.lpips must be alex, vgg or none, got {cfg.eval.lpips!r}")
     if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
         raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")
+    _check_device(cfg)
+
+
+def _check_device(cfg: DictConfig) -> None:
+    import torch
+
+    wants_cuda = cfg.trainer.accelerator in ("gpu", "cuda") or cfg.backend == "gsplat"
+    if wants_cuda and not torch.cuda.is_available():
+        key = "backend=gsplat" if cfg.backend == "gsplat" else f"trainer={cfg.trainer.accelerator}"
+        raise ConfigError(f"{key} needs a CUDA GPU and torch sees none; use trainer=cpu backend=auto on this machine")
+    if cfg.backend not in ("auto", "cpu", "torch", "gsplat"):
+        raise ConfigError(f"backend must be one of auto, cpu, torch, gsplat, got {cfg.backend!r}")
 
 
 PAPER_PRESETS = ("sc4d_mlp", "sc4d_direct", "gart")  # the rows of Table 6, in conf/experiment/

@@ -7,14 +7,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 
-def build_logger(cfg: DictConfig, out_dir: Path):
+def build_logger(cfg: DictConfig, out_dir: Path, resume_step: int | None = None, wandb_id: str | None = None):
+    """The logger of ``cfg.logger``. A resumed run (``resume_step``: the checkpoint's step) keeps the
+    CSV rows logged before that step and continues the same wandb run (``wandb_id``)."""
     name = cfg.logger.name
     if name == "none":
         return False
     if name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(out_dir), name="csv", version="")
+        return _resumable_csv_logger(out_dir, resume_step)
     if name == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -25,10 +25,17 @@ def build_logger(cfg: DictConfig, out_dir: Path):
         run_name = f"{cfg.task_name}-{out_dir.name}"
         return WandbLogger(
             project=cfg.logger.project, entity=cfg.logger.entity, name=run_name, save_dir=str(out_dir),
-            offline=bool(cfg.logger.offline), tags=list(cfg.logger.tags), id=None,
+            offline=bool(cfg.logger.offline), tags=list(cfg.logger.tags), id=wandb_id, resume="allow" if wandb_id else None,
             config=OmegaConf.to_container(cfg, resolve=True),
         )
     raise ValueError(f"logger.name: unknown logger {name!r}")
+
+
+def new_wandb_id() -> str:
+    """An id for a new wandb run, kept in ``run_meta.json`` so that a resumed run continues it."""
+    import secrets
+
+    return secrets.token_hex(4)
 
 
 def is_wandb(logger) -> bool:
@@ -42,3 +49,41 @@ def finish_wandb(logger) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def _resumable_csv_logger(out_dir: Path, resume_step: int | None):
+    """Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts; this one keeps the
+    rows of the steps before ``resume_step`` (rows logged after the checkpoint are dropped: those
+    steps run again) and appends."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class _AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            path = Path(self.metrics_file_path)
+            if not path.is_file():
+                return
+            if resume_step is None:  # a fresh run in a used folder: start the log over
+                path.unlink()
+                return
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                keys, rows = list(reader.fieldnames or []), list(reader)
+            kept = [r for r in rows if r.get("step", "") == "" or int(float(r["step"])) < resume_step]
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(kept)
+            self.metrics_keys = sorted(keys)
+
+    class _CSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                Path(self.root_dir).mkdir(parents=True, exist_ok=True)
+                self._experiment = _AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return _CSVLogger(save_dir=str(out_dir), name="csv", version="")

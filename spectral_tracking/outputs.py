@@ -4,14 +4,19 @@ the optimisation-progression GIF, optional per-frame PLYs, ``metrics.json``, and
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from spectral_tracking.atomic import atomic_write_text
 from spectral_tracking.evaluation import final_frame
 from spectral_tracking.loggers import is_wandb
+
+log = logging.getLogger(__name__)
 
 
 def save_strip(module, initial: torch.Tensor, path: Path) -> Path:
@@ -30,7 +35,7 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
     figures = {"strip": str(save_strip(module, initial, out_dir / "final_strip.png"))}
     tg = module.targets
     gt_last = (tg.images[tg.train_views[0], -1].numpy() * 255).astype(np.uint8)
-    gif = progression.save_gif(out_dir / "progression.gif", target=gt_last)
+    gif = progression.save_gif(out_dir / "progression.gif", module, target=gt_last)
     if gif:
         figures["progression"] = str(gif)
     if cfg.eval.export_ply:
@@ -53,9 +58,17 @@ def log_final(loggers, metrics: dict, figures: dict, step: int) -> None:
                 lg.experiment.log({"eval/progression": wandb.Video(figures["progression"], format="gif")})
 
 
-def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict) -> dict:
-    result = {"metrics": metrics, "figures": figures, "run": run_meta}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, config: dict) -> dict:
+    """Write ``metrics.json`` (atomically, strict JSON: a non-finite metric is written as null, with
+    a warning naming it) with the resolved config that produced it."""
+    clean = {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            log.warning("metric %s is %s (not a number); metrics.json records null", key, value)
+            value = None
+        clean[key] = value
+    result = {"metrics": clean, "figures": figures, "run": run_meta, "config": config}
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
     return result
 
 

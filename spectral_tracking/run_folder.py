@@ -8,10 +8,13 @@ change what a run computes (`NOT_IN_FINGERPRINT`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,46 +34,121 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class RunRefused(ConfigError):
+    """The folder holds another run (different settings): nothing is written into it."""
+
+
 def check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
     meta = out_dir / "run_meta.json"
     if not meta.exists():
         return
-    old = json.loads(meta.read_text()).get("config_fingerprint")
+    try:
+        old = json.loads(meta.read_text()).get("config_fingerprint")
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{meta}: unreadable ({e}); delete it, or use skip_finished=false to start this folder over") from None
     if old is not None and old != fingerprint:
-        raise ConfigError(
+        raise RunRefused(
             f"{out_dir} holds {what} of a run with different settings (config fingerprint {old}, now "
             f"{fingerprint}); use another out_dir, or skip_finished=false to start this folder over"
         )
 
 
+# What a run leaves in its folder; ``skip_finished=false`` removes these before starting over.
+# (Hydra's own ``.hydra/`` and ``*.log`` and the lock are kept: they belong to the current process.)
+KEEP_ON_RESTART = (".hydra", ".lock")
+
+
 def finished_result(cfg: DictConfig, fingerprint: str) -> dict | None:
-    """The saved result if ``cfg.out_dir`` holds this run finished (and ``skip_finished``), else None;
-    prepares the folder for a (resumed or fresh) run."""
+    """The saved result if ``cfg.out_dir`` holds this run finished with the same evaluation
+    settings (and ``skip_finished``), else None, having prepared the folder for a fresh or resumed
+    run. A finished run whose ``eval`` settings changed is re-evaluated from its final checkpoint."""
     out_dir = Path(cfg.out_dir)
     metrics_path = out_dir / "metrics.json"
     if cfg.skip_finished:
         if metrics_path.exists():
             check_same_run(out_dir, fingerprint, "the results")
-            log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
-            return json.loads(metrics_path.read_text())
-        check_same_run(out_dir, fingerprint, "a checkpoint")
-    else:
-        for stale in (metrics_path, out_dir / "checkpoints"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+            try:
+                saved = json.loads(metrics_path.read_text())
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{metrics_path}: unreadable ({e}); delete it to evaluate this run again") from None
+            if "metrics" not in saved:
+                raise ConfigError(f"{metrics_path} is not a tracking run's result (no 'metrics'); use another out_dir")
+            old_eval = saved.get("config", {}).get("eval")
+            new_eval = OmegaConf.to_container(cfg.eval, resolve=True)
+            if old_eval is None or old_eval == new_eval:
+                log.info("%s exists: this run is finished, skipping (skip_finished=false to run again)", metrics_path)
+                return saved
+            if not (out_dir / "checkpoints" / "last.ckpt").exists():
+                raise ConfigError(f"eval.* changed since {out_dir} finished, but it holds no final checkpoint to "
+                                  f"re-evaluate; rerun with skip_finished=false")
+            log.warning("eval settings changed since %s finished (%s -> %s): re-evaluating from its final checkpoint",
+                        out_dir, old_eval, new_eval)
+        else:
+            check_same_run(out_dir, fingerprint, "a checkpoint")
+    elif out_dir.is_dir():
+        for item in out_dir.iterdir():
+            if item.name in KEEP_ON_RESTART or item.suffix == ".log":
+                continue
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "failed.txt").unlink(missing_ok=True)
     return None
 
 
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` if set, else the folder's ``checkpoints/last.ckpt`` if it exists."""
-    if cfg.ckpt_path is not None:
-        return str(cfg.ckpt_path)
-    last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
-    if last.exists():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int | None]:
+    """(checkpoint, its global step) to resume from: ``ckpt_path`` if set, else the folder's
+    ``checkpoints/last.ckpt`` if it exists (or, when that file is unreadable, the previous checkpoint
+    kept beside it); (None, None) for a fresh run."""
+    import torch
+
+    from spectral_tracking.atomic import loadable_checkpoint
+
+    path = Path(cfg.ckpt_path) if cfg.ckpt_path is not None else Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path is None and not path.exists():
+        return None, None
+    path = loadable_checkpoint(path)
+    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+    log.info("resuming from %s (step %d)", path, step)
+    return str(path), step
+
+
+def read_meta(out_dir: Path) -> dict:
+    meta = Path(out_dir) / "run_meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+class RunFolderBusy(ConfigError):
+    """Another live process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the whole run: a second run into the same folder stops
+    at once. ``flock`` on ``<out_dir>/.lock``: the kernel releases it when the process dies (even
+    by SIGKILL), so a stale lock never blocks a rerun; the file names the holder for the message."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderBusy(
+                f"{self.path.parent} is in use by {holder} (lock {self.path}); wait for that run to end "
+                f"or use another out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

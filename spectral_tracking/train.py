@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
 from pathlib import Path
 
@@ -25,17 +24,20 @@ from spectral_tracking.callbacks import PeriodicEvalCallback, ProgressionCallbac
 from spectral_tracking.config import ConfigError, validate
 from spectral_tracking.data.sequence import SequenceFormatError
 from spectral_tracking.evaluation import evaluate
-from spectral_tracking.loggers import build_logger, finish_wandb
+from spectral_tracking.atomic import CorruptCheckpointError, atomic_write_text
+from spectral_tracking.loggers import build_logger, finish_wandb, new_wandb_id
 from spectral_tracking.module import Targets, TrackingModule
 from spectral_tracking.objective import LossSettings
 from spectral_tracking.outputs import log_final, print_summary, save_result, write_outputs
-from spectral_tracking.run_folder import config_fingerprint, finished_result, resume_checkpoint
+from spectral_tracking.run_folder import RunLock, RunRefused, config_fingerprint, finished_result, read_meta, resume_checkpoint
+from spectral_tracking.session import ElapsedTime, RunInterrupted, build_trainer, train
+from spectral_tracking.sweep import record_refused
 
 log = logging.getLogger(__name__)
 
 # Errors whose message tells the user what to change (bad config, missing or malformed data):
 # the entry point prints them without a stack trace.
-UserError = (ConfigError, FileNotFoundError, SequenceFormatError)
+UserError = (ConfigError, FileNotFoundError, SequenceFormatError, CorruptCheckpointError)
 
 
 def build_sequence(ds: DictConfig, resolution: int):
@@ -186,57 +188,49 @@ def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule
     )
 
 
-def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
-    checkpoints = pl.callbacks.ModelCheckpoint(
-        dirpath=str(Path(cfg.out_dir) / "checkpoints"), save_last=True, save_top_k=0,
-        every_n_train_steps=max(1, int(cfg.max_steps) // 10),
-    )
-    return pl.Trainer(
-        max_steps=int(cfg.max_steps), accelerator=cfg.trainer.accelerator, devices=1,
-        precision=cfg.trainer.precision, logger=logger, callbacks=[*callbacks, checkpoints],
-        enable_progress_bar=bool(cfg.trainer.enable_progress_bar), enable_model_summary=False,
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps), num_sanity_val_steps=0,
-        limit_val_batches=0, default_root_dir=str(cfg.out_dir), deterministic=False,
-    )
-
-
 def run(cfg: DictConfig) -> dict:
-    """Train one tracking run and return its result ``{"metrics", "figures", "run"}`` (also written
-    to ``out_dir/metrics.json``). A folder holding this run finished is returned as is
-    (``skip_finished``); one holding an interrupted run resumes from its last checkpoint."""
+    """Train one tracking run and return its result ``{"metrics", "figures", "run", "config"}``
+    (also written to ``out_dir/metrics.json``). A folder holding this run finished is returned as is
+    (``skip_finished``); one holding an interrupted run resumes from its last checkpoint. The folder
+    is locked for the whole run."""
     validate(cfg)
     out_dir = Path(cfg.out_dir)
-    finished = finished_result(cfg, config_fingerprint(cfg))
-    if finished is not None:
-        return finished
-    t_start = time.time()
+    with RunLock(out_dir):
+        finished = finished_result(cfg, config_fingerprint(cfg))
+        return finished if finished is not None else _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    ckpt_path, resume_step = resume_checkpoint(cfg)
 
     seq, targets = build_targets(cfg)
     truth = ground_truth_means(seq, seq.canonical.num_gaussians)
     canonical, run_meta = start_pose(cfg, seq, targets, device)
-    (out_dir / "run_meta.json").write_text(json.dumps(run_meta, indent=2))
+    run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
+    atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
     module = build_module(cfg, canonical, targets).to(device)
     with torch.no_grad():
         initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
 
     every = progression_interval(int(cfg.max_steps), int(cfg.eval.progression_frames))
     progression = ProgressionCallback(frame=targets.num_frames - 1, view=targets.train_views[0], every=every)
-    callbacks = [progression]
+    clock = ElapsedTime()
+    callbacks = [progression, clock]
     if int(cfg.eval.every_n_steps) > 0:
         callbacks.append(PeriodicEvalCallback(truth, int(cfg.eval.every_n_steps)))
-    logger = build_logger(cfg, out_dir)
+    logger = build_logger(cfg, out_dir, resume_step=resume_step, wandb_id=run_meta["wandb_id"])
     try:
         trainer = build_trainer(cfg, logger, callbacks)
-        trainer.fit(module, ckpt_path=resume_checkpoint(cfg))
+        train(trainer, module, ckpt_path, out_dir)
         module.to(device).eval()  # Lightning's teardown moves the module to the CPU
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
-                       seconds=round(time.time() - t_start, 1))
+                       seconds=round(clock.seconds, 1))
         figures = write_outputs(cfg, module, initial, progression, out_dir)
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
-        result = save_result(out_dir, metrics, figures, run_meta)
+        result = save_result(out_dir, metrics, figures, run_meta, OmegaConf.to_container(cfg, resolve=True))
     finally:
         finish_wandb(logger)
     print_summary(cfg, metrics, figures, out_dir)
@@ -244,18 +238,28 @@ def run(cfg: DictConfig) -> dict:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
-    """Entry used by train.py: in a multirun a failing job writes ``failed.txt`` in its own folder
-    and the sweep goes on; a single run raises."""
+    """Entry used by train.py. In a multirun a failing job writes ``failed.txt`` in its own folder
+    and the sweep goes on (`spectral_tracking.sweep.SweepSummary` reports it and fails the sweep at
+    the end); a refused rerun into another run's finished folder leaves that folder untouched; an
+    interrupted job stops the sweep. A single run raises."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     try:
         return run(cfg)
-    except Exception:
+    except RunInterrupted as e:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            out = Path(cfg.out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "failed.txt").write_text(traceback.format_exc())
-            log.error("job failed, traceback in %s; the sweep goes on", out / "failed.txt")
-            return None
+            atomic_write_text(Path(cfg.out_dir) / "failed.txt", f"{e}\n")
         raise
+    except Exception as e:
+        if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise
+        out = Path(cfg.out_dir)
+        if isinstance(e, RunRefused):  # another run's folder: record nothing in it
+            log.error("job refused: %s", e)
+            record_refused(Path(HydraConfig.get().sweep.dir), out, str(e))
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "failed.txt", traceback.format_exc())
+        log.error("job failed, traceback in %s; the sweep goes on", out / "failed.txt")
+        return None

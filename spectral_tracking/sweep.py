@@ -1,0 +1,58 @@
+"""Sweeps (``python train.py -m ...``): the end-of-sweep summary, and a sweep that fails when a job did.
+
+`SweepSummary` is a Hydra callback (registered in conf/train.yaml): at the end of a multirun it
+lists the jobs of this sweep that failed (their ``failed.txt``) or were refused (another run's
+finished folder, recorded in ``<sweep dir>/refused.txt``) and exits with status 1 if there were
+any, so a script or scheduler sees the failure.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def record_refused(sweep_dir: Path, job_dir: Path, message: str) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "refused.txt", "a") as f:
+        f.write(f"{time.time():.3f}\t{job_dir}\t{message}\n")
+
+
+def failed_jobs(sweep_dir: Path, since: float) -> list[tuple[Path, str]]:
+    """(job folder, first line of the reason) of the jobs that failed or were refused since ``since``."""
+    out = []
+    for failed in sorted(sweep_dir.glob("*/failed.txt")):
+        if failed.stat().st_mtime >= since:
+            lines = failed.read_text().strip().splitlines()
+            out.append((failed.parent, lines[-1] if lines else "failed"))
+    refused = sweep_dir / "refused.txt"
+    if refused.exists():
+        for line in refused.read_text().splitlines():
+            stamp, job, message = line.split("\t", 2)
+            if float(stamp) >= since:
+                out.append((Path(job), f"refused: {message}"))
+    return out
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.start = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start = time.time() - 1.0  # file times may be rounded down
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = failed_jobs(sweep_dir, self.start)
+        if not failed:
+            print(f"sweep finished: every job succeeded ({sweep_dir})", flush=True)
+            return
+        lines = [f"sweep finished with {len(failed)} failed job(s) ({sweep_dir}):"]
+        lines += [f"  {job}: {reason}" for job, reason in failed]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        sys.exit(1)
