@@ -383,7 +383,10 @@ def test_native_boundary_checks_every_argument():
 
 
 def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatch):
+    attempts = []
+
     def no_compiler(source, what):
+        attempts.append(source)
         raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
 
     monkeypatch.setattr(native, "build", no_compiler)
@@ -401,6 +404,15 @@ def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatc
         warnings.simplefilter("error")  # one warning per process, not one per render
         again = render(g, cams)
     assert torch.equal(again.rgb, render(g, cams, backend="torch").rgb)
+    assert len(attempts) == 1  # the failure is remembered, not rebuilt on every render
+
+
+def test_native_build_cache_follows_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("SPECTRAL_TRACKING_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert native.cache_dir() == tmp_path / "xdg" / "spectral_tracking" / "ext"
+    monkeypatch.setenv("SPECTRAL_TRACKING_CACHE", str(tmp_path / "own"))
+    assert native.cache_dir() == tmp_path / "own" / "ext"
 
 
 @pytest.mark.slow
