@@ -4,12 +4,12 @@
     -> L1 + 0.2 D-SSIM with gsplat's DefaultStrategy or the Spectral-GS SpectralStrategy
     -> canonical.ply (standard 3DGS layout, what train.py consumes) + fit_views.png + metrics.json
 
-Inputs (``load_posed_images``):
+Inputs (``load_frame``): one frame of a `Sequence` read through the data layer's registry
+(``spectral_tracking.data.read_dataset``), so the cameras are the ones the tracker uses:
 - a sequence folder in this project's format (``cameras.json``, ``frames/<view>/<t>.png``; one frame,
   default 0, of the training views), e.g. the synthetic benchmark;
-- a Consistent4D video folder (``0.png .. 31.png``, one front view; frame 0), through the data layer's
-  reader so the camera is the one the tracking experiments use;
-- a NeRF-synthetic folder (``transforms_<split>.json``, see ``nerf_synthetic.py``).
+- a Consistent4D video folder (``0.png .. 31.png``, one front view; frame 0);
+- a NeRF-synthetic folder (``transforms_<split>.json``, see ``data/nerf_synthetic.py``).
 
 The fit runs in the input's world frame (no normalisation) so the asset lines up with the cameras
 the tracker will use. Each step renders one random training view (``views_per_step``), composites
@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,116 +35,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
+from spectral_tracking.data import DataError, Sequence, detect_type, read_dataset
 from spectral_tracking.gaussians import SH_C0, Gaussians, save_ply
 from spectral_tracking.strategy import SpectralStrategy, needle_stats
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
-DATA_TYPES = ("auto", "sequence", "nerf_synthetic", "consistent4d")
+DATA_TYPES = ("auto", "folder", "sequence", "nerf_synthetic", "consistent4d")
+_TYPE_ALIASES = {"sequence": "folder"}  # fit.py's earlier name of the folder format
 STRATEGIES = ("default", "spectral")
 
 
-class FitInputError(ValueError):
-    """The posed images given to the fit are missing or inconsistent; the message says what and where."""
+class FitInputError(DataError, ValueError):
+    """The images or settings given to the fit cannot work; the message says what and where.
+
+    Part of the data layer's `DataError` family (problems the data layer finds while reading are
+    re-raised as this, with the same message)."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Posed images
+# One frame of a sequence
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class PosedImages:
-    """V posed RGB images with object masks, all of one size.
-
-    cameras: [V] pinhole cameras (OpenCV, world-to-camera viewmats), width x height = W x H.
-    images:  [V, H, W, 3] straight RGB in [0, 1].
-    masks:   [V, H, W] object masks in [0, 1] (all ones where the input has none).
-    names:   [V] view names, for logs and figures.
-    source:  where the images came from (path and frame), for metrics.json.
-    """
-
-    cameras: Cameras
-    images: Tensor
-    masks: Tensor
-    names: list[str] = field(default_factory=list)
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.cameras, Cameras) or len(self.cameras) == 0:
-            raise FitInputError(f"{self.source or 'posed images'}: no cameras (need at least one posed view)")
-        V = len(self.cameras)
-        if self.images.dim() != 4 or self.images.shape[0] == 0:
-            raise FitInputError(f"{self.source or 'posed images'}: no images (expected [V, H, W, 3], got {list(self.images.shape)})")
-        if self.images.shape[-1] != 3:
-            raise FitInputError(f"{self.source}: images must be [V, H, W, 3] RGB, got {list(self.images.shape)}")
-        if self.images.shape[0] != V:
-            raise FitInputError(f"{self.source}: {self.images.shape[0]} images but {V} cameras; they must match one to one")
-        H, W = self.images.shape[1:3]
-        if (W, H) != (self.cameras.width, self.cameras.height):
-            raise FitInputError(f"{self.source}: images are {W}x{H} but the cameras are {self.cameras.width}x{self.cameras.height}")
-        if self.masks.shape != self.images.shape[:-1]:
-            raise FitInputError(f"{self.source}: masks must be [V, H, W] = {list(self.images.shape[:-1])}, got {list(self.masks.shape)}")
-        if not self.images.is_floating_point() or not self.masks.is_floating_point():
-            raise FitInputError(f"{self.source}: images and masks must be float in [0, 1], got {self.images.dtype} / {self.masks.dtype}")
-        if not self.names:
-            self.names = [str(i) for i in range(V)]
-        if len(self.names) != V:
-            raise FitInputError(f"{self.source}: {len(self.names)} names for {V} views")
-
-    @staticmethod
-    def from_lists(cameras: Cameras, images: list[Tensor], masks: list[Tensor] | None = None, names: list[str] | None = None,
-                   source: str = "") -> "PosedImages":
-        """Build from per-view [H, W, 3] images (and [H, W] masks); sizes must agree."""
-        if not images:
-            raise FitInputError(f"{source or 'posed images'}: no images given")
-        sizes = sorted({(int(im.shape[1]), int(im.shape[0])) for im in images})
-        if len(sizes) != 1:
-            raise FitInputError(f"{source or 'posed images'}: images have mixed sizes {sizes} (width x height); all must match")
-        m = torch.stack(masks) if masks is not None else torch.ones(len(images), *images[0].shape[:2])
-        return PosedImages(cameras, torch.stack(images), m, list(names or []), source)
-
-    def __len__(self) -> int:
-        return len(self.cameras)
-
-    def to(self, device) -> "PosedImages":
-        return PosedImages(self.cameras.to(device), self.images.to(device), self.masks.to(device), self.names, self.source)
-
-    def resized(self, resolution: int | None) -> "PosedImages":
-        """Scale so that the longer side is ``resolution`` pixels (None: unchanged); area-averaged."""
-        if resolution is None:
-            return self
-        W, H = self.cameras.width, self.cameras.height
-        s = int(resolution) / max(W, H)
-        w, h = max(1, round(W * s)), max(1, round(H * s))
-        if (w, h) == (W, H):
-            return self
-        mode = "area" if s < 1 else "bilinear"
-        x = torch.cat([self.images, self.masks[..., None]], -1).permute(0, 3, 1, 2)
-        y = F.interpolate(x, size=(h, w), mode=mode).permute(0, 2, 3, 1).clamp(0, 1)
-        return PosedImages(self.cameras.resized(w, h), y[..., :3].contiguous(), y[..., 3].contiguous(), self.names, self.source)
-
-    def target(self, index: Tensor | int, background: Tensor) -> Tensor:
-        """Images composited over ``background`` [3] or [B, 3]: [B, H, W, 3]."""
-        idx = torch.as_tensor(index, device=self.images.device).reshape(-1)
-        bg = background.reshape(-1, 1, 1, 3) if background.dim() == 2 else background.reshape(1, 1, 1, 3)
-        m = self.masks[idx][..., None]
-        return self.images[idx] * m + bg * (1 - m)
-
-
-def _detect_type(path: Path) -> str:
-    if not path.exists():
-        raise FitInputError(f"{path}: no such folder (fit data.path)")
-    if any(path.glob("transforms_*.json")):
-        return "nerf_synthetic"
-    if (path / "cameras.json").is_file():
-        return "sequence"
-    if any(re.fullmatch(r"\d+\.png", p.name) for p in path.glob("*.png")):
-        return "consistent4d"
-    raise FitInputError(
-        f"{path}: cannot tell the data type: no transforms_*.json (NeRF-synthetic), no cameras.json (sequence folder) and "
-        "no numbered PNGs 0.png, 1.png, ... (Consistent4D video); no cameras found. Set data.type explicitly or fix the folder"
-    )
-
-
 def _pick_views(names: list[str], views, default: list[int], source: str) -> list[int]:
     if views is None:
         return list(default)
@@ -164,66 +74,42 @@ def _pick_views(names: list[str], views, default: list[int], source: str) -> lis
     return out
 
 
-def posed_images_from_sequence(seq, frame: int = 0, views=None, source: str = "") -> PosedImages:
-    """Frame ``frame`` of a data-layer ``Sequence`` ([V, T, H, W, 3] uint8) for its training views."""
-    source = source or str(seq.meta.get("folder", "sequence"))
+def pick_frame(seq: Sequence, frame: int = 0, views=None) -> Sequence:
+    """Frame ``frame`` of ``seq`` for ``views`` (names or indices; default its training views) as a
+    static one-frame `Sequence`: the posed images a canonical asset is fitted to."""
+    source = str(seq.meta.get("folder", "sequence"))
     if not 0 <= frame < seq.num_frames:
         raise FitInputError(f"{source}: frame {frame} out of range (the sequence has {seq.num_frames} frames)")
-    idx = _pick_views(seq.view_names, views, seq.train_views, source)
-    t = torch.tensor(idx)
-    return PosedImages(
-        seq.cameras[t] if len(idx) > 1 else seq.cameras[idx[0]],
-        seq.images[t, frame].float() / 255.0,
-        seq.masks[t, frame].float() / 255.0,
-        [seq.view_names[i] for i in idx],
-        f"{source} (frame {frame})",
-    )
+    return seq.still(frame, _pick_views(seq.view_names, views, seq.train_views, source))
 
 
-def load_posed_images(path: PathLike, type: str = "auto", split: str = "train", frame: int = 0, views=None,
-                      resolution: int | None = None) -> PosedImages:
-    """Read posed images from a sequence folder, a Consistent4D video folder or a NeRF-synthetic folder.
+def source_of(data: Sequence) -> str:
+    """Where a fit's images come from, for logs and metrics.json: the folder and frame (or split)."""
+    folder = data.meta.get("folder", "sequence")
+    if data.meta.get("dataset") == "nerf_synthetic":
+        return f"{folder} ({data.meta.get('split', 'train')})"
+    return f"{folder} (frame {data.meta.get('frame', 0)})"
 
-    type: auto | sequence | nerf_synthetic | consistent4d. split: the NeRF-synthetic split
-    (``transforms_<split>.json``). frame: which frame of a video. views: names or indices of the views
-    to use (default: the sequence's training views; every NeRF-synthetic frame). resolution: only
-    passed to the Consistent4D reader (which resizes the 720 px frames while reading); the caller
-    resizes everything else with ``PosedImages.resized``.
+
+def load_frame(path: PathLike, type: str = "auto", split: str = "train", frame: int = 0, views=None,
+               resolution: int | None = None) -> Sequence:
+    """One frame of a sequence folder, a Consistent4D video or a NeRF-synthetic scene, read through the
+    data layer's registry, as a static `Sequence` with its longer side at ``resolution`` (None: as
+    stored).
+
+    type: auto (`detect_type`) or a registry name read from a folder (``folder`` (alias
+    ``sequence``), ``nerf_synthetic``, ``consistent4d``). split: the NeRF-synthetic split
+    (``transforms_<split>.json``). frame: which frame of a video. views: names or indices of the
+    views to use (default: the sequence's training views; every NeRF-synthetic view).
     """
-    path = Path(path)
     if type not in DATA_TYPES:
         raise FitInputError(f"data.type must be one of {DATA_TYPES}, got {type!r}")
-    if type == "auto":
-        type = _detect_type(path)
-    if type == "nerf_synthetic":
-        from spectral_tracking.nerf_synthetic import read_nerf_synthetic
-
-        try:
-            cams, images, masks, names = read_nerf_synthetic(path, split)
-        except (ValueError, FileNotFoundError) as e:
-            raise FitInputError(str(e)) from e
-        idx = _pick_views(names, views, list(range(len(names))), str(path))
-        t = torch.tensor(idx)
-        return PosedImages(Cameras(cams.Ks[t], cams.viewmats[t], cams.width, cams.height), images[t], masks[t],
-                           [names[i] for i in idx], f"{path} ({split})")
-    if type == "sequence":
-        from spectral_tracking.data.sequence import load_sequence
-
-        try:
-            seq = load_sequence(path, require_canonical=False)
-        except (ValueError, FileNotFoundError) as e:
-            raise FitInputError(str(e)) from e
-        return posed_images_from_sequence(seq, frame, views, str(path))
-    # consistent4d: the data layer's reader owns the camera convention of these videos
     try:
-        from spectral_tracking.data import load_consistent4d
-    except ImportError as e:
-        raise FitInputError(f"{path}: reading Consistent4D videos needs spectral_tracking.data.load_consistent4d ({e})") from e
-    try:
-        seq = load_consistent4d(path) if resolution is None else load_consistent4d(path, resolution=int(resolution))
-    except (ValueError, FileNotFoundError) as e:
+        kind = detect_type(path) if type == "auto" else _TYPE_ALIASES.get(type, type)
+        seq = read_dataset({"type": kind, "path": str(path), "split": split}, None, require_canonical=False)
+    except DataError as e:
         raise FitInputError(str(e)) from e
-    return posed_images_from_sequence(seq, frame, views, str(path))
+    return pick_frame(seq, int(frame), views).resized(resolution)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,16 +169,16 @@ def _sample_image(img: Tensor, uv: Tensor) -> Tensor:
     return out[..., 0].permute(0, 2, 1)
 
 
-def _single_view_box(data: PosedImages, center: Tensor) -> tuple[Tensor, float]:
+def _single_view_box(data: Sequence, center: Tensor) -> tuple[Tensor, float]:
     """One masked view: a cube around the mask's back-projection at the view-volume depth.
 
     Depth is unobservable from one view; the cube makes the object about as deep as it is wide
     (the mask's larger side), centred where the mask is, instead of filling the whole view cone.
     """
-    cams, mask = data.cameras, data.masks[0] > 0.5
+    cams, mask = data.cameras, data.mask(0, 0) > 0.5
     ys, xs = torch.nonzero(mask, as_tuple=True)
     if len(xs) == 0:
-        raise FitInputError(f"{data.source}: the mask of view {data.names[0]!r} is empty; nothing to fit")
+        raise FitInputError(f"{source_of(data)}: the mask of view {data.view_names[0]!r} is empty; nothing to fit")
     K, vm = cams.Ks[0], cams.viewmats[0]
     depth = float((vm[:3, :3] @ center + vm[:3, 3])[2])
     u = torch.stack([(xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2]).float()
@@ -314,9 +200,10 @@ def knn_scale(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
     return torch.cat(out)
 
 
-def init_random(data: PosedImages, num_points: int, sh_degree: int, use_masks: bool = True, init_opacity: float = 0.1,
+def init_random(data: Sequence, num_points: int, sh_degree: int, use_masks: bool = True, init_opacity: float = 0.1,
                 seed: int = 0) -> Gaussians:
-    """``num_points`` Gaussians uniformly in the common view volume (carved by the masks).
+    """``num_points`` Gaussians uniformly in the common view volume (carved by the masks) of the
+    views of a one-frame sequence (`pick_frame`).
 
     Points are kept when they project inside every image (and, with ``use_masks``, onto the object
     in every mask: the visual hull; a single view leaves a cone whose depth is the view volume's
@@ -326,9 +213,10 @@ def init_random(data: PosedImages, num_points: int, sh_degree: int, use_masks: b
     if num_points <= 0:
         raise FitInputError(f"init: num_points must be positive, got {num_points}")
     cams = data.cameras
+    images, masks = data.image(slice(None), 0), data.mask(slice(None), 0)  # [V, H, W, 3], [V, H, W]
     center, radius = view_volume(cams)
     gen = torch.Generator().manual_seed(seed)
-    carve = use_masks and bool((data.masks < 0.5).any())
+    carve = use_masks and bool((masks < 0.5).any())
     if carve and len(cams) == 1:
         center, radius = _single_view_box(data, center)
     kept, tries = [], 0
@@ -343,11 +231,11 @@ def init_random(data: PosedImages, num_points: int, sh_degree: int, use_masks: b
         uv, z = project_points(pts, cams)
         ok = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < cams.width) & (uv[..., 1] >= 0) & (uv[..., 1] < cams.height)
         if carve:
-            ok &= _sample_image(data.masks[..., None], uv)[..., 0] > 0.5
+            ok &= _sample_image(masks[..., None], uv)[..., 0] > 0.5
         kept.append(pts[ok.all(0)])
     pts = torch.cat(kept)[:num_points]
     uv, _ = project_points(pts, cams)
-    rgb = _sample_image(data.images, uv).mean(0).clamp(0.02, 0.98)  # [P, 3]
+    rgb = _sample_image(images, uv).mean(0).clamp(0.02, 0.98)  # [P, 3]
     n = pts.shape[0]
     sh = torch.zeros(n, (sh_degree + 1) ** 2, 3)
     sh[:, 0] = (rgb - 0.5) / SH_C0
@@ -436,7 +324,7 @@ def make_optimizers(params, lr: dict | None = None, scene_scale: float = 1.0) ->
     }
 
 
-def photometric_loss(render: Tensor, target: Tensor, ssim_weight: float = 0.2) -> Tensor:
+def l1_dssim_loss(render: Tensor, target: Tensor, ssim_weight: float = 0.2) -> Tensor:
     """3DGS loss (1 - w) L1 + w (1 - SSIM) on [B, H, W, 3] images in [0, 1].
 
     SSIM is torchmetrics' (differentiable; Gaussian window 11, sigma 1.5, data range 1), the same
@@ -451,9 +339,11 @@ def photometric_loss(render: Tensor, target: Tensor, ssim_weight: float = 0.2) -
     return (1 - ssim_weight) * l1 + ssim_weight * (1 - s)
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else -10 * math.log10(mse)
+def pooled_psnr(a: Tensor, b: Tensor) -> float:
+    """`spectral_tracking.metrics.psnr` of all pixels of ``a`` and ``b`` ([..., 3]) pooled into one image."""
+    from spectral_tracking.metrics import psnr
+
+    return float(psnr(a.reshape(1, -1, 1, 3), b.reshape(1, -1, 1, 3))[0])
 
 
 def build_strategy(name: str, densify: dict | None = None, spectral: dict | None = None):
@@ -485,6 +375,7 @@ class FitSettings:
     backend: str = "auto"
     seed: int = 0
     progress: bool = True
+    device: str = "cpu"
 
 
 @dataclass
@@ -515,8 +406,9 @@ def render_views(gaussians: Gaussians, cameras: Cameras, background: Tensor, bac
     return torch.cat(outs).clamp(0, 1)
 
 
-def fit(data: PosedImages, init: Gaussians, strategy, settings: FitSettings, log_path: Path | None = None) -> FitResult:
-    """Optimise ``init`` to reproduce ``data``; ``strategy`` is a gsplat DefaultStrategy or SpectralStrategy.
+def fit(data: Sequence, init: Gaussians, strategy, settings: FitSettings, log_path: Path | None = None) -> FitResult:
+    """Optimise ``init`` to reproduce the one-frame sequence ``data`` (`pick_frame`); ``strategy`` is a
+    gsplat DefaultStrategy or SpectralStrategy.
 
     Returns the fitted Gaussians (detached), final metrics (train PSNR over all views, Gaussian
     count, mean spectral entropy, needle fraction, seconds) and the per-``log_every`` history.
@@ -525,16 +417,23 @@ def fit(data: PosedImages, init: Gaussians, strategy, settings: FitSettings, log
 
     if settings.steps <= 0:
         raise FitInputError(f"steps must be positive, got {settings.steps}")
-    device, dtype = data.images.device, data.images.dtype
+    device, dtype = torch.device(settings.device), torch.float32
+    cameras = data.cameras.to(device)
+    images, masks = data.image(slice(None), 0).to(device), data.mask(slice(None), 0).to(device)  # [V, H, W, 3], [V, H, W]
+
+    def target(idx: Tensor, bg: Tensor) -> Tensor:  # the views idx composited over bg [3]: [B, H, W, 3]
+        m = masks[idx][..., None]
+        return images[idx] * m + bg * (1 - m)
+
     gen = torch.Generator().manual_seed(settings.seed)
     params = gaussians_to_params(init.to(device, dtype))
-    scene_scale = settings.scene_scale if settings.scene_scale is not None else scene_scale_of(data.cameras)
+    scene_scale = settings.scene_scale if settings.scene_scale is not None else scene_scale_of(cameras)
     optimizers = make_optimizers(params, settings.lr, scene_scale)
     gamma = settings.means_lr_final_ratio ** (1.0 / settings.steps)
     sched = torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=gamma)
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=scene_scale)
-    V = len(data)
+    V = data.num_views
     bpv = max(1, min(settings.views_per_step, V))
     history, window, t0 = [], [], time.perf_counter()
     spectral_threshold = getattr(strategy, "spectral_threshold", 0.5)
@@ -555,11 +454,11 @@ def fit(data: PosedImages, init: Gaussians, strategy, settings: FitSettings, log
         for step in range(settings.steps):
             idx = torch.randperm(V, generator=gen)[:bpv]
             bg = _background(settings.background, gen, device, dtype)
-            out = render(params_to_gaussians(params), data.cameras[idx.tolist()] if bpv > 1 else data.cameras[int(idx[0])],
+            out = render(params_to_gaussians(params), cameras[idx.tolist()] if bpv > 1 else cameras[int(idx[0])],
                          bg, settings.backend)
-            target = data.target(idx.to(device), bg)
+            tgt = target(idx.to(device), bg)
             strategy.step_pre_backward(params, optimizers, state, step, out.meta)
-            loss = photometric_loss(out.rgb, target, settings.ssim_weight)
+            loss = l1_dssim_loss(out.rgb, tgt, settings.ssim_weight)
             loss.backward()
             for opt in optimizers.values():
                 opt.step()
@@ -568,7 +467,7 @@ def fit(data: PosedImages, init: Gaussians, strategy, settings: FitSettings, log
             strategy.step_post_backward(params, optimizers, state, step, out.meta, packed=False)
             if settings.max_gaussians and len(params["means"]) > settings.max_gaussians:
                 _cap(params, optimizers, state, settings.max_gaussians)
-            window.append((float(loss.detach()), psnr(out.rgb.detach().clamp(0, 1), target)))
+            window.append((float(loss.detach()), pooled_psnr(out.rgb.detach().clamp(0, 1), tgt)))
             if bar is not None:
                 bar.update(1)
             if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
@@ -602,17 +501,17 @@ def fit(data: PosedImages, init: Gaussians, strategy, settings: FitSettings, log
     final = params_to_gaussians(params).detach()
     eval_bg = (torch.zeros(3, device=device, dtype=dtype) if isinstance(settings.background, str)
                else _background(settings.background, gen, device, dtype))
-    renders = render_views(final, data.cameras, eval_bg, settings.backend).cpu()
-    targets = data.target(torch.arange(V, device=device), eval_bg).cpu()
-    per_view = [psnr(renders[i], targets[i]) for i in range(V)]
+    renders = render_views(final, cameras, eval_bg, settings.backend).cpu()
+    targets = target(torch.arange(V, device=device), eval_bg).cpu()
+    per_view = [pooled_psnr(renders[i], targets[i]) for i in range(V)]
     # the (easy) background dominates whole-image PSNR of small objects; this one is on the object only
-    on_object = (data.masks > 0.5).cpu()  # [V, H, W]
-    obj = [psnr(renders[i][on_object[i]], targets[i][on_object[i]]) for i in range(V) if on_object[i].any()]
+    on_object = (masks > 0.5).cpu()  # [V, H, W]
+    obj = [pooled_psnr(renders[i][on_object[i]], targets[i][on_object[i]]) for i in range(V) if on_object[i].any()]
     psnr_object = float(np.mean(obj)) if obj else float("nan")
     stats = needle_stats(final.log_scales, spectral_threshold, normalized)
     metrics = {
         "psnr": float(np.mean(per_view)),
-        "psnr_per_view": dict(zip(data.names, per_view)),
+        "psnr_per_view": dict(zip(data.view_names, per_view)),
         "psnr_object": psnr_object,
         "num_gaussians": len(final),
         **stats,
@@ -694,12 +593,11 @@ def run(cfg) -> dict:
     torch.manual_seed(seed)
     device = _device(str(c.get("device", "auto")))
 
-    data = load_posed_images(data_cfg["path"], data_cfg.get("type", "auto"), data_cfg.get("split", "train"),
-                             int(data_cfg.get("frame", 0)), data_cfg.get("views"), c.get("resolution"))
-    data = data.resized(c.get("resolution")).to(device)
+    data = load_frame(data_cfg["path"], data_cfg.get("type", "auto"), data_cfg.get("split", "train"),
+                      int(data_cfg.get("frame", 0)), data_cfg.get("views"), c.get("resolution"))
     init = c.get("init", "random")
     if init == "random":
-        g0 = init_random(data.to("cpu"), int(c.get("num_points", 5000)), sh_degree, bool(c.get("init_use_masks", True)),
+        g0 = init_random(data, int(c.get("num_points", 5000)), sh_degree, bool(c.get("init_use_masks", True)),
                          float(c.get("init_opacity", 0.1)), seed)
     else:
         g0 = init_from_ply(init, sh_degree, float(c.get("init_opacity", 0.1)))
@@ -708,14 +606,14 @@ def run(cfg) -> dict:
         steps=int(c.get("steps", 3000)), views_per_step=int(c.get("views_per_step", 1)),
         background=c.get("background", "random"), ssim_weight=float(c.get("ssim_weight", 0.2)), lr=dict(c.get("lr") or {}),
         scene_scale=c.get("scene_scale"), max_gaussians=int(c.get("max_gaussians", 0)), log_every=int(c.get("log_every", 100)),
-        backend=str(c.get("backend", "auto")), seed=seed, progress=bool(c.get("progress", True)),
+        backend=str(c.get("backend", "auto")), seed=seed, progress=bool(c.get("progress", True)), device=str(device),
     )
-    log.info("fitting %d views of %s (%dx%d) with %s from %d Gaussians, %d steps -> %s", len(data), data.source,
+    log.info("fitting %d views of %s (%dx%d) with %s from %d Gaussians, %d steps -> %s", data.num_views, source_of(data),
              data.cameras.width, data.cameras.height, c["strategy"], len(g0), settings.steps, out)
     result = fit(data, g0, strategy, settings, log_path=out / "fit_log.csv")
     ply = save_ply(result.gaussians, out / "canonical.ply")
-    png = save_views_png(result.renders, result.targets, out / "fit_views.png", data.names)
-    metrics = {**result.metrics, "source": data.source, "resolution": [data.cameras.width, data.cameras.height],
+    png = save_views_png(result.renders, result.targets, out / "fit_views.png", data.view_names)
+    metrics = {**result.metrics, "source": source_of(data), "resolution": [data.cameras.width, data.cameras.height],
                "ply": str(ply), "views_png": str(png), "sh_degree": sh_degree}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("psnr %.2f dB, %d Gaussians, mean entropy %.3f, needles %.1f%% -> %s", metrics["psnr"], metrics["num_gaussians"],

@@ -8,11 +8,11 @@ from PIL import Image
 from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.data import select_views
 from spectral_tracking.data.consistent4d import load_consistent4d
-from spectral_tracking.data.formats import (
-    counts_to_rle_string, decode_coco_rle, encode_coco_rle, load_gart, load_sc4d, resize_rgb_mask,
-    rle_string_to_counts,
-)
-from spectral_tracking.data.sequence import DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.frames import resize_rgb_mask
+from spectral_tracking.data.gart import load_gart
+from spectral_tracking.data.rle import counts_to_rle_string, decode_coco_rle, encode_coco_rle, rle_string_to_counts
+from spectral_tracking.data.sc4d import load_sc4d
 from spectral_tracking.gaussians import random_gaussians, save_ply
 
 

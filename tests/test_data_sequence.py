@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.data.sequence import (
-    DataNotFoundError, Sequence, SequenceFormatError, atomic_write, azimuth_of_camera, is_complete, load_sequence,
-    normalize_scene, write_png, write_sequence,
-)
+from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.folder import atomic_write, is_complete, load_sequence, write_sequence
+from spectral_tracking.data.frames import write_png
+from spectral_tracking.data.sequence import Sequence, azimuth_of_camera, normalize_scene
 from spectral_tracking.gaussians import random_gaussians
 
 

@@ -1,14 +1,12 @@
-"""Shift of the canonical, initial overlap, view selection, and the dataset / DataModule wrappers."""
-
-import math
+"""Shift of the canonical, initial overlap and view selection."""
 
 import pytest
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.data import FrameViewDataset, SequenceDataModule, generate, load_sequence, select_views
+from spectral_tracking.data import generate, load_sequence, select_views
 from spectral_tracking.data.sequence import Sequence
-from spectral_tracking.data.shift import initial_overlap, mask_iou, random_direction, shift_canonical, shift_record
+from spectral_tracking.data.shift import initial_overlap, mask_iou, random_direction, shift_canonical
 from spectral_tracking.gaussians import random_gaussians
 
 
@@ -59,11 +57,8 @@ def test_initial_overlap_falls_with_shift(folder):
     ious = initial_overlap(sideways, seq)
     assert ious[0] == 0.0 and ious[2] == 0.0
     assert ious[1] > 0.3 and ious[3] > 0.3  # along the viewing axis of the 90 / 270 cameras: still overlapping
-    shifted, rec = shift_record(seq, 0.5, seed=0)
-    assert rec["shift_radius"] == 0.5 and len(rec["shift_direction"]) == 3
-    assert list(rec["initial_iou"]) == ["0.0", "90.0", "180.0", "270.0"]
-    assert all(0.0 <= v < min(base) for v in rec["initial_iou"].values())
-    assert torch.allclose(shifted.means - seq.canonical.means, 0.5 * torch.tensor(rec["shift_direction"]), atol=1e-6)
+    shifted, direction = shift_canonical(seq.canonical, 0.5, seed=0)
+    assert all(0.0 <= v < min(base) for v in initial_overlap(shifted, seq))
 
 
 def test_select_views_errors_and_camera_azimuths(folder):
@@ -80,33 +75,3 @@ def test_select_views_errors_and_camera_azimuths(folder):
                     images=seq.images, masks=seq.masks, supervision_views=[0, 1, 2, 3], novel_views=[4, 5])
     assert select_views(noaz, 2).train_views == [0, 2]
 
-
-def test_frame_view_dataset(folder):
-    seq = select_views(load_sequence(folder), 2)
-    ds = FrameViewDataset(seq, seq.train_views)
-    assert len(ds) == 3 * 2
-    item = ds[3]  # frame-major: (1, view 0), (1, view 2) ...
-    assert item["frame"] == 1 and item["view"] == 2 and item["time"] == pytest.approx(0.5)
-    assert item["image"].shape == (32, 32, 3) and item["mask"].shape == (32, 32)
-    assert item["K"].shape == (3, 3) and item["viewmat"].shape == (4, 4)
-    assert torch.equal(item["image"], seq.image(2, 1)) and torch.equal(item["viewmat"], seq.cameras.viewmats[2])
-    assert math.isclose(ds[len(ds) - 1]["time"], 1.0)
-    with pytest.raises(ValueError, match="out of range"):
-        FrameViewDataset(seq, [9])
-
-
-def test_datamodule(folder):
-    dm = SequenceDataModule(folder=folder, views=1, batch_size=4)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (3, 32, 32, 3)  # 3 frames x 1 view
-    assert set(batch["view"].tolist()) == {0}
-    val = list(dm.val_dataloader())
-    views = torch.cat([b["view"] for b in val])
-    assert set(views.tolist()) == {1, 2, 3, 4, 5} and len(views) == 3 * 5
-    mono = Sequence(canonical=None, cameras=dm.sequence.cameras[[0]], view_names=["0.0"], azimuths=[0.0],
-                    images=dm.sequence.images[:1], masks=dm.sequence.masks[:1], supervision_views=[0], novel_views=[])
-    with pytest.raises(ValueError, match="no evaluation views"):
-        SequenceDataModule(sequence=mono).val_dataloader()
-    with pytest.raises(ValueError, match="exactly one"):
-        SequenceDataModule()

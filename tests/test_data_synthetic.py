@@ -8,11 +8,11 @@ import torch
 
 from spectral_tracking.data import load_sequence, select_views
 from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, animate, make_creature
-from spectral_tracking.data.sequence import is_complete
+from spectral_tracking.data.benchmark import DEFAULT_GAUSSIANS, clutter_background, perturb_appearance, sequence_name
+from spectral_tracking.data.folder import is_complete
+from spectral_tracking.data.presets import PRESETS
 from spectral_tracking.data.shift import initial_overlap, mask_iou
-from spectral_tracking.data.synthetic import (
-    DEFAULT_GAUSSIANS, PRESETS, clutter_background, generate, main, perturb_appearance, sequence_name,
-)
+from spectral_tracking.data.synthetic import generate, main
 from spectral_tracking.render import render
 
 SMALL = dict(frames=3, resolution=32, num_gaussians=400)

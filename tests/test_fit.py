@@ -12,30 +12,31 @@ import torch
 from PIL import Image
 
 from spectral_tracking.cameras import orbit_camera
+from spectral_tracking.data import Sequence, SequenceFormatError
+from spectral_tracking.data.frames import to_uint8
+from spectral_tracking.data.nerf_synthetic import load_nerf_synthetic, write_nerf_synthetic
 from spectral_tracking.fit import (
     FitInputError,
     FitSettings,
-    PosedImages,
     build_strategy,
     fit,
     init_from_ply,
     init_random,
-    load_posed_images,
-    photometric_loss,
-    posed_images_from_sequence,
+    l1_dssim_loss,
+    load_frame,
+    pick_frame,
     project_points,
-    psnr,
     render_views,
     view_volume,
 )
 from spectral_tracking.gaussians import load_ply, random_gaussians, save_ply
-from spectral_tracking.nerf_synthetic import read_nerf_synthetic, write_nerf_synthetic
+from spectral_tracking.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _scene(size=32, views=(0, 90, 180, 270), n=150, seed=0):
-    """Posed images rendered from random Gaussians (straight colour, alpha as mask)."""
+    """One frame of posed images rendered from random Gaussians (straight colour, alpha as mask)."""
     from spectral_tracking.render import render
 
     gt = random_gaussians(n, seed=seed, extent=0.3, scale_range=(0.04, 0.09))
@@ -45,7 +46,11 @@ def _scene(size=32, views=(0, 90, 180, 270), n=150, seed=0):
         out = render(gt, cams, torch.zeros(3), "cpu")
     alpha = out.alpha.clamp(0, 1)
     rgb = torch.where(alpha[..., None] > 1e-4, out.rgb / alpha.clamp_min(1e-4)[..., None], torch.zeros_like(out.rgb)).clamp(0, 1)
-    return PosedImages(cams, rgb, alpha, source="tiny synthetic scene")
+    names = [f"{a:.1f}" for a in views]
+    return Sequence(canonical=None, cameras=cams, view_names=names, azimuths=[float(a) for a in views],
+                    images=torch.from_numpy(to_uint8(rgb))[:, None], masks=torch.from_numpy(to_uint8(alpha))[:, None],
+                    supervision_views=list(range(len(views))), novel_views=[], meta={"folder": "tiny synthetic scene"},
+                    static=True)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +72,8 @@ def scene():
 def test_fit_tiny_scene_raises_psnr(scene):
     g0 = init_random(scene, 300, sh_degree=0, seed=1)
     black = torch.zeros(3)
-    before = np.mean([psnr(r, t) for r, t in zip(render_views(g0, scene.cameras, black, "cpu"), scene.target(torch.arange(4), black))])
+    before = np.mean([float(psnr(r[None], t[None])) for r, t in zip(render_views(g0, scene.cameras, black, "cpu"),
+                                                                     scene.target(torch.arange(4), 0, black))])
     strategy = build_strategy("spectral", {"refine_start_iter": 40, "refine_every": 40, "refine_stop_iter": 100})
     res = fit(scene, g0, strategy, FitSettings(steps=120, log_every=40, backend="cpu", progress=False))
     assert res.metrics["psnr"] > before + 4.0, (before, res.metrics)
@@ -82,14 +88,14 @@ def test_fit_tiny_scene_raises_psnr(scene):
     assert res.renders.shape == (4, 32, 32, 3) and res.targets.shape == (4, 32, 32, 3)
 
 
-def test_photometric_loss_zero_for_identical_and_differentiable():
+def test_l1_dssim_loss_zero_for_identical_and_differentiable():
     a = torch.rand(2, 16, 16, 3, requires_grad=True)
-    assert photometric_loss(a.detach(), a.detach()).item() == pytest.approx(0.0, abs=1e-6)
+    assert l1_dssim_loss(a.detach(), a.detach()).item() == pytest.approx(0.0, abs=1e-6)
     b = torch.rand(2, 16, 16, 3)
-    loss = photometric_loss(a, b)
+    loss = l1_dssim_loss(a, b)
     loss.backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
-    assert photometric_loss(a, b, ssim_weight=0).item() == pytest.approx((a - b).abs().mean().item(), rel=1e-6)
+    assert l1_dssim_loss(a, b, ssim_weight=0).item() == pytest.approx((a - b).abs().mean().item(), rel=1e-6)
 
 
 # --- initialisation ----------------------------------------------------------------------------
@@ -111,7 +117,8 @@ def test_random_init_inside_every_view_and_mask(scene):
     assert ((uv >= 0) & (uv[..., :1] < 32) & (uv[..., 1:] < 32)).all()
     # every point lands on the object in every mask (nearest pixel, allowing bilinear edges)
     px = uv.long().clamp(0, 31)
-    m = torch.stack([scene.masks[v, px[v, :, 1], px[v, :, 0]] for v in range(4)])
+    masks = scene.mask(slice(None), 0)
+    m = torch.stack([masks[v, px[v, :, 1], px[v, :, 0]] for v in range(4)])
     assert (m > 0.05).float().mean() > 0.97
     assert (g.sh[:, 1:] == 0).all() and torch.isfinite(g.log_scales).all()
 
@@ -140,40 +147,39 @@ def test_init_from_point_cloud_and_3dgs_ply(tmp_path):
 
 # --- input adapters ----------------------------------------------------------------------------
 def test_nerf_synthetic_roundtrip(tmp_path, scene):
-    write_nerf_synthetic(tmp_path, scene.cameras, scene.images, scene.masks)
-    cams, images, masks, names = read_nerf_synthetic(tmp_path)
+    write_nerf_synthetic(tmp_path, scene)
+    back = load_nerf_synthetic(tmp_path)
+    cams, names = back.cameras, back.view_names
     assert names == ["r_0", "r_1", "r_2", "r_3"]
     torch.testing.assert_close(cams.viewmats, scene.cameras.viewmats, atol=1e-5, rtol=0)
     torch.testing.assert_close(cams.Ks, scene.cameras.Ks, atol=1e-3, rtol=0)
-    assert (images - scene.images).abs().max() < 1 / 255 + 1e-6
-    assert (masks - scene.masks).abs().max() < 1 / 255 + 1e-6
+    assert (back.image(slice(None), 0) - scene.image(slice(None), 0)).abs().max() < 1 / 255 + 1e-6
+    assert (back.mask(slice(None), 0) - scene.mask(slice(None), 0)).abs().max() < 1 / 255 + 1e-6
     # auto-detected by the fit loader, views picked by name
-    d = load_posed_images(tmp_path, views=["r_1", "r_3"])
-    assert d.names == ["r_1", "r_3"] and d.images.shape == (2, 32, 32, 3)
+    d = load_frame(tmp_path, views=["r_1", "r_3"])
+    assert d.view_names == ["r_1", "r_3"] and d.images.shape == (2, 1, 32, 32, 3)
     torch.testing.assert_close(d.cameras.viewmats, scene.cameras.viewmats[[1, 3]], atol=1e-5, rtol=0)
 
 
 def test_sequence_frame_adapter(scene):
-    from spectral_tracking.data.sequence import Sequence
-
-    u8 = (scene.images * 255).round().to(torch.uint8)
+    u8 = scene.images[:, 0]
     imgs = torch.stack([u8, torch.zeros_like(u8)], 1)  # [V, T=2, H, W, 3]; frame 1 is black
-    masks = torch.stack([(scene.masks * 255).round().to(torch.uint8)] * 2, 1)
+    masks = scene.masks.repeat(1, 2, 1, 1)
     seq = Sequence(canonical=None, cameras=scene.cameras, view_names=["a", "b", "c", "d"], azimuths=[0.0, 90.0, 180.0, 270.0],
                    images=imgs, masks=masks, supervision_views=[0, 1, 2], novel_views=[3])
-    d = posed_images_from_sequence(seq, frame=0)
-    assert d.names == ["a", "b", "c"] and len(d.cameras) == 3
-    assert (d.images - scene.images[:3]).abs().max() < 1 / 255 + 1e-6
-    assert posed_images_from_sequence(seq, frame=1, views=["d"]).images.max() == 0
+    d = pick_frame(seq, frame=0)
+    assert d.view_names == ["a", "b", "c"] and len(d.cameras) == 3
+    assert (d.image(slice(None), 0) - scene.image(slice(None), 0)[:3]).abs().max() < 1 / 255 + 1e-6
+    assert pick_frame(seq, frame=1, views=["d"]).images.max() == 0
     with pytest.raises(FitInputError, match="frame 5 out of range"):
-        posed_images_from_sequence(seq, frame=5)
+        pick_frame(seq, frame=5)
     with pytest.raises(FitInputError, match="no view named 'x'"):
-        posed_images_from_sequence(seq, views=["x"])
+        pick_frame(seq, views=["x"])
 
 
 def test_resized_scales_cameras_with_images(scene):
     d = scene.resized(16)
-    assert d.images.shape == (4, 16, 16, 3) and d.masks.shape == (4, 16, 16)
+    assert d.images.shape == (4, 1, 16, 16, 3) and d.masks.shape == (4, 1, 16, 16)
     assert d.cameras.width == 16 and d.cameras.Ks[0, 0, 0] == pytest.approx(scene.cameras.Ks[0, 0, 0].item() / 2)
     assert scene.resized(None) is scene and scene.resized(32) is scene
 
@@ -183,42 +189,35 @@ def test_bad_input_errors(tmp_path, scene):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FitInputError, match="no cameras found"):
-        load_posed_images(empty)
+        load_frame(empty)
     with pytest.raises(FitInputError, match="no such folder"):
-        load_posed_images(tmp_path / "missing")
+        load_frame(tmp_path / "missing")
     # transforms with no frames: no cameras
     nf = tmp_path / "noframes"
     nf.mkdir()
     (nf / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": []}))
     with pytest.raises(FitInputError, match="no cameras found"):
-        load_posed_images(nf)
+        load_frame(nf)
     # a frame whose image is missing
     miss = tmp_path / "missing_image"
-    write_nerf_synthetic(miss, scene.cameras, scene.images, scene.masks)
+    write_nerf_synthetic(miss, scene)
     (miss / "train" / "r_2.png").unlink()
     with pytest.raises(FitInputError, match=r"r_2\.png does not exist"):
-        load_posed_images(miss)
+        load_frame(miss)
     # images of mixed sizes
     mixed = tmp_path / "mixed"
-    write_nerf_synthetic(mixed, scene.cameras, scene.images, scene.masks)
+    write_nerf_synthetic(mixed, scene)
     Image.new("RGBA", (20, 24)).save(mixed / "train" / "r_1.png")
     with pytest.raises(FitInputError, match="different sizes"):
-        load_posed_images(mixed)
-    with pytest.raises(FitInputError, match="mixed sizes"):
-        PosedImages.from_lists(scene.cameras[:2], [torch.zeros(32, 32, 3), torch.zeros(24, 20, 3)])
-    # no images / no cameras / counts or sizes that disagree
-    with pytest.raises(FitInputError, match="no images"):
-        PosedImages.from_lists(scene.cameras, [])
-    with pytest.raises(FitInputError, match="no images"):
-        PosedImages(scene.cameras, torch.zeros(0, 32, 32, 3), torch.zeros(0, 32, 32))
-    with pytest.raises(FitInputError, match="no cameras"):
-        PosedImages(None, scene.images, scene.masks)
-    with pytest.raises(FitInputError, match="4 images but 2 cameras"):
-        PosedImages(scene.cameras[:2], scene.images, scene.masks)
-    with pytest.raises(FitInputError, match="images are 32x32 but the cameras are 64x64"):
-        PosedImages(scene.cameras.resized(64, 64), scene.images, scene.masks)
+        load_frame(mixed)
+    # counts or sizes that disagree (the one-frame Sequence checks them)
+    fields = {**scene.__dict__}
+    with pytest.raises(SequenceFormatError, match="4 views of images but 2 cameras"):
+        Sequence(**{**fields, "cameras": scene.cameras[:2]})
+    with pytest.raises(SequenceFormatError, match="images are 32x32 but cameras are 64x64"):
+        Sequence(**{**fields, "cameras": scene.cameras.resized(64, 64)})
     with pytest.raises(FitInputError, match="data.type"):
-        load_posed_images(empty, type="colmap")
+        load_frame(empty, type="colmap")
     with pytest.raises(FitInputError, match="strategy must be one of"):
         build_strategy("mcmc")
 
@@ -236,7 +235,7 @@ def _compose(overrides):
 def test_run_composes_real_config_and_writes_outputs(tmp_path, scene):
     from spectral_tracking.fit import run
 
-    write_nerf_synthetic(tmp_path / "scene", scene.cameras, scene.images, scene.masks)
+    write_nerf_synthetic(tmp_path / "scene", scene)
     cfg = _compose([
         f"data.path={tmp_path / 'scene'}", f"out={tmp_path / 'out'}", "steps=30", "resolution=24", "num_points=200",
         "progress=false", "log_every=10", "densify.refine_start_iter=5", "densify.refine_every=10", "backend=cpu",
@@ -269,7 +268,7 @@ def test_run_config_errors(tmp_path):
 
 @pytest.mark.slow
 def test_fit_entry_point_multirun_both_strategies(tmp_path, scene):
-    write_nerf_synthetic(tmp_path / "scene", scene.cameras, scene.images, scene.masks)
+    write_nerf_synthetic(tmp_path / "scene", scene)
     cmd = [sys.executable, str(REPO / "fit.py"), "-m", "strategy=default,spectral", f"data.path={tmp_path / 'scene'}",
            "steps=10", "resolution=16", "num_points=100", "progress=false", "backend=cpu",
            f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${strategy}"]

@@ -1,35 +1,43 @@
-"""Data: the on-disk sequence format, the synthetic benchmark, real data and public-layout readers.
+"""Data: one registry of readers, each returning the same `Sequence` (see ``registry.py``).
 
-- `Sequence`, `load_sequence`, `write_sequence`: one format for everything (see ``sequence.py``).
-- `generate` (``python -m spectral_tracking.data.synthetic``): the cached synthetic benchmark.
-- `load_consistent4d`, `load_gart`, `load_sc4d`: readers of other layouts into a `Sequence`.
-- `select_views` (views = 1 | 2 | 4), `shift_canonical`, `initial_overlap`, `shift_record`.
-- `FrameViewDataset`, `SequenceDataModule`: (frame, time, view, camera, image, mask) items.
+- `DATASETS` (name -> reader), `load_dataset(ds, resolution)`: the front door; a tracking-ready,
+  normalised `Sequence` with its ground truth (`Sequence.ground_truth`). `read_dataset`: the raw
+  reader output (fit.py uses it), `detect_type`: which reader a folder needs.
+- `Sequence`, `normalized`, `normalize_scene`: the in-memory sequence and its standard frame.
+- `load_sequence`, `write_sequence`: the project's on-disk format (``folder.py``).
+- `generate` (``python -m spectral_tracking.data.synthetic``), `PRESETS`, `DONUT_PRESETS`: the
+  cached synthetic benchmark.
+- `load_consistent4d`, `load_gart`, `load_sc4d`, `load_nerf_synthetic`: readers of other layouts.
+- `select_views` (views = 1 | 2 | 4), `shift_canonical`, `initial_overlap`.
+- `DataError` (`SequenceFormatError`, `DataNotFoundError`): every problem with the data.
 """
 
 from spectral_tracking.data.consistent4d import load_consistent4d
-from spectral_tracking.data.datamodule import FrameViewDataset, SequenceDataModule
-from spectral_tracking.data.formats import decode_coco_rle, encode_coco_rle, load_gart, load_sc4d
-from spectral_tracking.data.sequence import (
-    DataNotFoundError, Sequence, SequenceFormatError, load_sequence, normalize_scene, write_sequence,
-)
-from spectral_tracking.data.shift import initial_overlap, mask_iou, shift_canonical, shift_record
+from spectral_tracking.data.errors import DataError, DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.folder import load_sequence, write_sequence
+from spectral_tracking.data.gart import load_gart
+from spectral_tracking.data.nerf_synthetic import load_nerf_synthetic
+from spectral_tracking.data.presets import DONUT_PRESETS, PRESETS
+from spectral_tracking.data.registry import DATASETS, detect_type, load_dataset, read_dataset
+from spectral_tracking.data.rle import decode_coco_rle, encode_coco_rle
+from spectral_tracking.data.sc4d import load_sc4d
+from spectral_tracking.data.sequence import Sequence, normalize_scene, normalized
+from spectral_tracking.data.shift import initial_overlap, mask_iou, shift_canonical
 from spectral_tracking.data.views import TRAIN_AZIMUTHS, select_views
-
 
 
 def __getattr__(name: str):
     # Imported lazily so ``python -m spectral_tracking.data.synthetic`` does not load it twice.
-    if name in ("generate", "PRESETS", "DONUT_PRESETS"):
-        from spectral_tracking.data import synthetic
+    if name == "generate":
+        from spectral_tracking.data.synthetic import generate
 
-        return getattr(synthetic, name)
+        return generate
     raise AttributeError(f"module 'spectral_tracking.data' has no attribute {name!r}")
 
 
 __all__ = [
-    "DONUT_PRESETS", "PRESETS", "TRAIN_AZIMUTHS", "DataNotFoundError", "FrameViewDataset", "Sequence",
-    "SequenceDataModule", "SequenceFormatError", "decode_coco_rle", "encode_coco_rle", "generate",
-    "initial_overlap", "load_consistent4d", "load_gart", "load_sc4d", "load_sequence", "mask_iou",
-    "normalize_scene", "select_views", "shift_canonical", "shift_record", "write_sequence",
+    "DATASETS", "DONUT_PRESETS", "PRESETS", "TRAIN_AZIMUTHS", "DataError", "DataNotFoundError", "Sequence",
+    "SequenceFormatError", "decode_coco_rle", "detect_type", "encode_coco_rle", "generate", "initial_overlap",
+    "load_consistent4d", "load_dataset", "load_gart", "load_nerf_synthetic", "load_sc4d", "load_sequence", "mask_iou",
+    "normalize_scene", "normalized", "read_dataset", "select_views", "shift_canonical", "write_sequence",
 ]

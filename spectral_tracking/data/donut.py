@@ -8,22 +8,30 @@ are smooth deformation fields f(x, s) in the normalised world frame; each Gaussi
 follows the field's local Jacobian (central differences), Sigma' = J Sigma J^T, re-factored into a
 rotation and scales, so shapes shear and stretch with the field.
 
-Generate the sequences with ``python -m spectral_tracking.data.donut`` (same options as the
-synthetic CLI) or ``python -m spectral_tracking.data.synthetic --preset donut_bend``.
+Generate the sequences with ``python -m spectral_tracking.data.donut`` or
+``python -m spectral_tracking.data.synthetic --preset donut_bend``; both render through the benchmark
+generator (``benchmark.py``), like the creatures.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from spectral_tracking.data.benchmark import (
+    DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name,
+)
 from spectral_tracking.data.creatures import axis_angle
-from spectral_tracking.data.sequence import DataNotFoundError
+from spectral_tracking.data.errors import DataNotFoundError
+from spectral_tracking.data.folder import load_sequence
+from spectral_tracking.data.sequence import Sequence
 from spectral_tracking.gaussians import Gaussians, load_ply, rotmat_to_quat
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,15 +121,56 @@ def donut_motion(g: Gaussians, motion: str, num_frames: int) -> list[Gaussians]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m spectral_tracking.data.donut [synthetic options]``: the donut_* presets."""
-    from spectral_tracking.data.synthetic import DONUT_PRESETS
-    from spectral_tracking.data.synthetic import main as synthetic_main
+def generate_donut(motion: str, setting: str = "clean", frames: int = 24, resolution: int = 128, seed: int = 0,
+                   root: str | Path | None = None, donut_ply: str | Path | None = None, backend: str = "auto") -> Path:
+    """Render the donut with ``motion`` into a cached sequence folder (preset ``donut_<motion>``)."""
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown donut motion {motion!r}; choose from {MOTIONS}")
+    check_settings(setting, frames, resolution)
+    preset = f"donut_{motion}"
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    final = root / sequence_name(preset, setting, resolution, frames, seed, DEFAULT_GAUSSIANS)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--preset" not in argv:
-        argv = ["--preset", *DONUT_PRESETS, *argv]
-    return synthetic_main(argv)
+    def source():
+        truth, record = load_donut(donut_ply)
+        record["provenance"] = "real trained 3DGS donut (douglas0406/GSHairLoD, MIT) with procedural non-rigid motion"
+        return truth, donut_motion(truth, motion, frames), record, {}
+
+    return render_cached(final, source, preset=preset, creature="donut", motion=motion, setting=setting,
+                         resolution=resolution, seed=seed, backend=backend)
+
+
+def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
+    """The ``dataset=donut`` entry: ``ds.asset`` (the 3DGS PLY), ``ds.motion``, ``ds.frames``, ``ds.root``."""
+    asset = Path(ds["asset"])
+    if not asset.is_file():
+        raise DataNotFoundError(f"dataset=donut: the donut asset is not at {asset} (set dataset.asset=PATH "
+                                f"to the 3DGS point_cloud.ply)")
+    return load_sequence(generate_donut(ds["motion"], frames=int(ds["frames"]), resolution=resolution, root=ds["root"],
+                                        donut_ply=asset))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spectral_tracking.data.donut``: generate (or find cached) donut_* sequences."""
+    p = argparse.ArgumentParser(prog="python -m spectral_tracking.data.donut",
+                                description="Generate the donut sequences (the real asset with procedural motion), cached.")
+    p.add_argument("--motion", nargs="*", choices=MOTIONS, default=list(MOTIONS))
+    p.add_argument("--setting", choices=SETTINGS, nargs="*", default=["clean"])
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"cache folder (default {DEFAULT_ROOT})")
+    p.add_argument("--donut-ply", type=Path, default=None, help=f"the donut asset (default {DEFAULT_DONUT})")
+    p.add_argument("--backend", default="auto", help="renderer backend (auto, cpu, torch, gsplat)")
+    a = p.parse_args(argv)
+    for setting in a.setting:
+        for motion in a.motion:
+            try:
+                print(generate_donut(motion, setting, a.frames, a.resolution, a.seed, a.root, a.donut_ply, a.backend))
+            except (ValueError, FileNotFoundError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,63 +1,36 @@
-"""The one on-disk sequence format, its reader and writer, and the in-memory `Sequence`.
+"""The in-memory `Sequence` every reader returns, and the normalisation of its world frame.
 
-On disk a sequence is a folder::
+`Sequence` holds images and masks as uint8 tensors (``[V, T, H, W, 3]`` and ``[V, T, H, W]``) to
+keep 512^2 sequences small; `Sequence.image`, `Sequence.mask` and `Sequence.target` convert to
+float in [0, 1] on access. The on-disk format is in ``folder.py``, the other layouts in their own
+reader files; ``registry.py`` is the front door (`load_dataset`).
 
-    <folder>/
-      canonical.ply            the 3DGS asset given to the tracker (standard 3DGS PLY layout)
-      cameras.json             {"views": [{"name", "split": "frames"|"novel", "azimuth_deg" (or null),
-                                           "K": 3x3, "viewmat": 4x4 world-to-camera (OpenCV),
-                                           "width", "height"}, ...]}
-      frames/<view>/<t>.png    supervision frames, t = 0..T-1; RGBA (alpha = object mask), or RGB
-      masks/<view>/<t>.png     ... plus a greyscale mask of the same size when the frame is RGB
-                               (for any view, training or novel; view names are unique)
-      novel/<view>/<t>.png     optional: frames of views kept for novel-view evaluation only
-      gt/<t>.npz               optional: ground-truth deformed Gaussians of frame t (at least `means`)
-      meta.json                {"num_frames", "fps", "complete": true, ...}; written LAST, so a folder
-                               without it (or with "complete" missing) is half-written and never read
-
-Colours in PNGs are straight (not premultiplied); the mask says where the object is. A view's frames
-live under ``frames/`` (it may be used for training) or under ``novel/`` (evaluation only), and every
-view folder must have a camera in ``cameras.json`` and vice versa.
-
-In memory, `Sequence` holds images and masks as uint8 tensors (``[V, T, H, W, 3]`` and
-``[V, T, H, W]``) to keep 512^2 sequences small; `Sequence.image`, `Sequence.mask` and
-`Sequence.target` convert to float in [0, 1] on access.
+Standard frame: tracking runs with the asset at bounding radius 0.5 (`normalized`), so shift radii
+and 3D errors mean the same thing on every dataset.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
-import os
-import re
-import shutil
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
-from spectral_tracking.gaussians import Gaussians, load_ply, save_ply
+from spectral_tracking.data.errors import DataError, DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.frames import resize_rgb_mask
+from spectral_tracking.gaussians import Gaussians
 
-PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
+STANDARD_RADIUS = 0.5
 
-FORMAT_VERSION = 1
-LAYOUT = """\
-expected layout of a sequence folder:
-  canonical.ply, cameras.json, meta.json,
-  frames/<view>/<t>.png (RGBA, or RGB plus masks/<view>/<t>.png), optional novel/<view>/<t>.png,
-  optional gt/<t>.npz"""
-
-
-class SequenceFormatError(ValueError):
-    """A sequence (or a file in it) does not have the expected layout or content."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A dataset's folder or file is absent; the message names the expected path and layout."""
+__all__ = [
+    "DataError", "DataNotFoundError", "Sequence", "SequenceFormatError", "azimuth_of_camera", "normalize_scene",
+    "normalized",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,9 +51,14 @@ class Sequence:
     train_views:  the views a run trains on (default: all supervision views; see `select_views`).
     eval_views:   the views a run evaluates novel-view quality on (default: the novel views).
     gt_means:     [T, M, 3] ground-truth means per frame, or None. M equals the canonical's N in the
-                  clean setting; see ``meta["gt"]`` otherwise.
+                  clean setting; otherwise ``gt_index`` maps the canonical onto them.
     fps:          frames per second of the video (time in [0, 1] is ``frame / (T - 1)``).
     meta:         free-form provenance (normalisation, generator settings, shift record, ...).
+    gt_index:     [N] long, or None: the row of ``gt_means`` each canonical Gaussian is the truth of
+                  (-1 for extra Gaussians, which have none); None when the canonical is the true
+                  asset. `ground_truth` applies it.
+    static:       True for a still capture of exactly one frame (NeRF-synthetic, or one frame taken
+                  with `still` for fitting a canonical); tracking needs T >= 2 and refuses it.
     """
 
     canonical: Gaussians | None
@@ -96,6 +74,8 @@ class Sequence:
     gt_means: Tensor | None = None  # [T, M, 3]
     fps: float = 24.0
     meta: dict = field(default_factory=dict)
+    gt_index: Tensor | None = None  # [N] long
+    static: bool = False
 
     def __post_init__(self) -> None:
         V, T = self.images.shape[:2] if self.images.dim() == 5 else (-1, -1)
@@ -109,7 +89,9 @@ class Sequence:
         H, W = self.images.shape[2:4]
         if (self.cameras.height, self.cameras.width) != (H, W):
             raise SequenceFormatError(f"Sequence: images are {W}x{H} but cameras are {self.cameras.width}x{self.cameras.height}")
-        if T < 2:
+        if self.static and T != 1:
+            raise SequenceFormatError(f"Sequence: a static (still) capture holds exactly 1 frame, got {T}")
+        if T < 2 and not self.static:
             raise SequenceFormatError(f"Sequence: {T} frame(s); tracking needs at least 2")
         if not self.train_views:
             self.train_views = list(self.supervision_views)
@@ -121,6 +103,13 @@ class Sequence:
                 raise SequenceFormatError(f"Sequence.{name}: indices {bad} out of range for {V} views")
         if self.gt_means is not None and (self.gt_means.dim() != 3 or self.gt_means.shape[0] != T or self.gt_means.shape[2] != 3):
             raise SequenceFormatError(f"Sequence.gt_means: expected [T={T}, M, 3], got {list(self.gt_means.shape)}")
+        if self.gt_index is not None:
+            if self.gt_means is None or self.gt_index.dim() != 1 or self.gt_index.dtype != torch.long:
+                raise SequenceFormatError(f"Sequence.gt_index: expected long [N] next to gt_means, got {self.gt_index.dtype} "
+                                          f"{list(self.gt_index.shape)}{'' if self.gt_means is not None else ' without gt_means'}")
+            M = self.gt_means.shape[1]
+            if len(self.gt_index) and not bool(((self.gt_index >= -1) & (self.gt_index < M)).all()):
+                raise SequenceFormatError(f"Sequence.gt_index: entries must be -1 or rows of gt_means (0..{M - 1})")
 
     # --- sizes --------------------------------------------------------------------------------
     @property
@@ -141,7 +130,7 @@ class Sequence:
 
     def time(self, frame) -> Tensor | float:
         """Normalised time in [0, 1] of frame index(es): frame / (T - 1)."""
-        return frame / (self.num_frames - 1)
+        return frame / max(self.num_frames - 1, 1)
 
     def view_index(self, name: str) -> int:
         if name not in self.view_names:
@@ -176,54 +165,70 @@ class Sequence:
             meta={**self.meta, "frame_subset": list(map(int, frames))},
         )
 
+    def still(self, frame: int, views: list[int] | None = None) -> "Sequence":
+        """One frame of ``views`` (indices, default the training views) as a static sequence.
 
-# ----------------------------------------------------------------------------------------------
-# PNG helpers (clear errors naming the file)
-# ----------------------------------------------------------------------------------------------
-def read_png(path: Path) -> np.ndarray:
-    """Read an image file to uint8 [H, W, C] with C in {1, 3, 4}; errors name the file."""
-    from PIL import Image
+        Every picked view becomes a supervision and training view: this is what fitting a canonical
+        asset to one frame takes.
+        """
+        views = list(self.train_views if views is None else views)
+        if not 0 <= frame < self.num_frames:
+            raise IndexError(f"Sequence.still: frame {frame} out of range for {self.num_frames} frames")
+        bad = [v for v in views if not 0 <= v < self.num_views]
+        if bad or not views:
+            raise IndexError(f"Sequence.still: views {views} must be a non-empty list of indices below {self.num_views}")
+        v = torch.as_tensor(views, dtype=torch.long)
+        return Sequence(
+            canonical=self.canonical, cameras=self.cameras[v], view_names=[self.view_names[i] for i in views],
+            azimuths=[self.azimuths[i] for i in views], images=self.images[v, frame:frame + 1],
+            masks=self.masks[v, frame:frame + 1], supervision_views=list(range(len(views))), novel_views=[],
+            gt_means=None if self.gt_means is None else self.gt_means[frame:frame + 1], gt_index=self.gt_index,
+            fps=self.fps, meta={**self.meta, "frame": int(frame)}, static=True,
+        )
 
-    if not path.is_file():
-        raise SequenceFormatError(f"{path}: missing image file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("RGBA", "RGB", "L"):
-                arr = np.asarray(im)
-            elif mode in ("LA", "PA") or (mode == "P" and "transparency" in im.info):
-                arr = np.asarray(im.convert("RGBA"))
-            elif mode == "P":
-                arr = np.asarray(im.convert("RGB"))
-            elif mode in ("1", "I", "I;16", "F"):
-                arr = np.asarray(im.convert("L"))
-            else:
-                raise SequenceFormatError(f"{path}: unsupported image mode {mode!r} (expected RGBA, RGB or greyscale)")
-    except SequenceFormatError:
-        raise
-    except Exception as e:  # PIL raises many types for truncated / corrupt files
-        raise SequenceFormatError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return np.ascontiguousarray(arr.astype(np.uint8))
+    def resized(self, resolution: int | None) -> "Sequence":
+        """The sequence with its longer image side at ``resolution`` pixels (None or the same size:
+        itself), cameras scaled with it; colours resampled with the mask as weight (`resize_rgb_mask`)."""
+        if resolution is None:
+            return self
+        W, H = self.width, self.height
+        s = int(resolution) / max(W, H)
+        w, h = max(1, round(W * s)), max(1, round(H * s))
+        if (w, h) == (W, H):
+            return self
+        imgs, masks = self.images.numpy(), self.masks.numpy()
+        pairs = [[resize_rgb_mask(imgs[v, t], masks[v, t], (w, h)) for t in range(self.num_frames)]
+                 for v in range(self.num_views)]
+        images = torch.from_numpy(np.stack([np.stack([p[0] for p in row]) for row in pairs]))
+        masks = torch.from_numpy(np.stack([np.stack([p[1] for p in row]) for row in pairs]))
+        return replace(self, cameras=self.cameras.resized(w, h), images=images, masks=masks)
 
+    # --- ground truth -------------------------------------------------------------------------
+    def ground_truth(self) -> tuple[Tensor, Tensor] | None:
+        """(canonical indices [M'], true means [T, M', 3]) of the Gaussians whose truth is known, or None.
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write uint8 [H, W] / [H, W, 3] / [H, W, 4] as PNG."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.asarray(array)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"write_png({path}): expected uint8, got {arr.dtype}")
-    Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr).save(path)
-
-
-def to_uint8(x: Tensor | np.ndarray) -> np.ndarray:
-    """Float in [0, 1] (any shape) to uint8, rounding to nearest."""
-    a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+        Where the canonical is the true asset (clean setting, donut) every Gaussian is matched; in the
+        realistic setting ``gt_index`` (``gt/canonical_index.npy``) maps each canonical Gaussian to
+        its true index (-1 for the extra ones, which have no truth, and dropped true Gaussians are
+        simply absent).
+        """
+        if self.gt_means is None:
+            return None
+        where = self.meta.get("folder", "sequence")
+        if self.canonical is None:
+            raise SequenceFormatError(f"{where}: holds ground truth but no canonical asset to match it to")
+        n = self.canonical.num_gaussians
+        if self.gt_index is None:
+            if self.gt_means.shape[1] != n:
+                raise SequenceFormatError(
+                    f"{where}: gt/ holds {self.gt_means.shape[1]} Gaussians per frame but "
+                    f"the canonical has {n}, and meta.json gives no canonical_index"
+                )
+            return torch.arange(n), self.gt_means
+        if self.gt_index.shape != (n,):
+            raise SequenceFormatError(f"{where}: gt_index has {list(self.gt_index.shape)} entries, the canonical {n} Gaussians")
+        known = torch.nonzero(self.gt_index >= 0).squeeze(1)
+        return known, self.gt_means[:, self.gt_index[known]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,269 +249,36 @@ def normalize_scene(canonical: Gaussians, cameras: Cameras, radius: float = 0.5)
     return g, Cameras(cameras.Ks.clone(), vm, cameras.width, cameras.height), {"center": tf.center.tolist(), "scale": float(s)}
 
 
-# ----------------------------------------------------------------------------------------------
-# Writer
-# ----------------------------------------------------------------------------------------------
-def cameras_to_json(cameras: Cameras, names: list[str], splits: list[str], azimuths: list[float | None]) -> dict:
-    views = []
-    for i, name in enumerate(names):
-        views.append({
-            "name": name, "split": splits[i], "azimuth_deg": azimuths[i],
-            "K": cameras.Ks[i].tolist(), "viewmat": cameras.viewmats[i].tolist(),
-            "width": cameras.width, "height": cameras.height,
-        })
-    return {"views": views}
-
-
-def write_sequence(seq: Sequence, folder: PathLike, rgba: bool = True, extra_meta: dict | None = None) -> Path:
-    """Write ``seq`` in the on-disk format (meta.json last, with "complete": true).
-
-    rgba=True writes RGBA frames (alpha = mask); False writes RGB frames plus ``masks/``.
-    Writing straight into ``folder`` is not atomic; `spectral_tracking.data.synthetic` writes into a
-    temporary folder and renames it.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if seq.canonical is not None:
-        save_ply(seq.canonical, folder / "canonical.ply")
-    splits = ["novel" if v in seq.novel_views else "frames" for v in range(seq.num_views)]
-    for v in range(seq.num_views):
-        if v not in seq.novel_views and v not in seq.supervision_views:
-            raise SequenceFormatError(f"write_sequence: view {seq.view_names[v]!r} is neither supervision nor novel")
-    (folder / "cameras.json").write_text(json.dumps(cameras_to_json(seq.cameras, seq.view_names, splits, seq.azimuths), indent=1))
-    imgs, masks = seq.images.numpy(), seq.masks.numpy()
-    for v, name in enumerate(seq.view_names):
-        for t in range(seq.num_frames):
-            if rgba:
-                write_png(folder / splits[v] / name / f"{t}.png", np.concatenate([imgs[v, t], masks[v, t][..., None]], -1))
-            else:
-                write_png(folder / splits[v] / name / f"{t}.png", imgs[v, t])
-                write_png(folder / "masks" / name / f"{t}.png", masks[v, t])
-    if seq.gt_means is not None:
-        for t in range(seq.num_frames):
-            (folder / "gt").mkdir(exist_ok=True)
-            np.savez(folder / "gt" / f"{t}.npz", means=seq.gt_means[t].numpy().astype(np.float32))
-    meta = {**seq.meta, **(extra_meta or {})}
-    meta.update({"format_version": FORMAT_VERSION, "num_frames": seq.num_frames, "fps": seq.fps,
-                 "has_canonical": seq.canonical is not None, "complete": True})
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
-    return folder
-
-
-def _json_default(obj):
-    """Tensors and numpy values in ``meta`` become lists / numbers."""
-    if isinstance(obj, (Tensor, np.ndarray)):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"meta.json: cannot serialise {type(obj).__name__}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Reader
-# ----------------------------------------------------------------------------------------------
-_FRAME_RE = re.compile(r"^(\d+)\.png$")
-
-
-def is_complete(folder: PathLike) -> bool:
-    """True when ``folder`` holds a fully written sequence (meta.json with "complete": true)."""
-    meta = Path(folder) / "meta.json"
-    if not meta.is_file():
-        return False
-    try:
-        return bool(json.loads(meta.read_text()).get("complete", False))
-    except (json.JSONDecodeError, OSError):
-        return False
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise SequenceFormatError(f"{path}: missing\n{LAYOUT}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SequenceFormatError(f"{path}: not valid JSON ({e})") from e
-
-
-def _frame_files(view_dir: Path, num_frames: int) -> list[Path]:
-    """The files 0.png..T-1.png of a view folder; anything missing or extra is an error."""
-    if not view_dir.is_dir():
-        raise SequenceFormatError(f"{view_dir}: missing view folder")
-    found = {}
-    for p in view_dir.iterdir():
-        m = _FRAME_RE.match(p.name)
-        if not m:
-            raise SequenceFormatError(f"{p}: unexpected file in a view folder (frames are named 0.png, 1.png, ...)")
-        found[int(m.group(1))] = p
-    missing = [t for t in range(num_frames) if t not in found]
-    if missing:
-        raise SequenceFormatError(f"{view_dir}: missing frames {[f'{t}.png' for t in missing[:10]]}"
-                                  f"{' ...' if len(missing) > 10 else ''} (meta.json says {num_frames} frames)")
-    extra = sorted(t for t in found if t >= num_frames)
-    if extra:
-        raise SequenceFormatError(f"{view_dir}: frames {[f'{t}.png' for t in extra[:10]]} beyond the {num_frames} frames meta.json declares")
-    return [found[t] for t in range(num_frames)]
-
-
-def read_frame(path: Path, mask_path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One frame: (rgb uint8 [H, W, 3], mask uint8 [H, W]) checked against size = (W, H).
-
-    RGBA frames carry their mask as alpha; RGB frames need ``mask_path``.
-    """
-    W, H = size
-    img = read_png(path)
-    if img.shape[:2] != (H, W):
-        raise SequenceFormatError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, expected {W}x{H} (from cameras.json)")
-    if img.shape[2] == 4:
-        return img[..., :3], img[..., 3]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    if mask_path is None or not mask_path.is_file():
-        raise SequenceFormatError(f"{path}: RGB frame without alpha needs a mask at {mask_path}")
-    m = read_png(mask_path)
-    if m.shape[:2] != (H, W):
-        raise SequenceFormatError(f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]}, expected {W}x{H} like its frame {path.name}")
-    if m.shape[2] != 1:
-        raise SequenceFormatError(f"{mask_path}: mask must be a single-channel (greyscale) PNG, got {m.shape[2]} channels")
-    return img, m[..., 0]
-
-
-def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
-    """Read a sequence folder (see the module docstring); every problem is an error naming the file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataNotFoundError(f"{folder}: no such sequence folder\n{LAYOUT}")
-    if not is_complete(folder):
-        raise SequenceFormatError(
-            f"{folder}: meta.json is missing or lacks \"complete\": true - a half-written sequence (interrupted run?);"
-            " regenerate it (the synthetic generator does so automatically)")
-    meta = _read_json(folder / "meta.json")
-    T = meta.get("num_frames")
-    if not isinstance(T, int):
-        raise SequenceFormatError(f"{folder / 'meta.json'}: \"num_frames\" must be an integer, got {T!r}")
-    if T < 2:
-        raise SequenceFormatError(f"{folder / 'meta.json'}: num_frames = {T}; a sequence needs at least 2 frames to track")
-    if "fps" not in meta:
-        raise SequenceFormatError(f"{folder / 'meta.json'}: missing \"fps\"")
-    cams = _read_json(folder / "cameras.json")
-    views = cams.get("views")
-    if not isinstance(views, list) or not views:
-        raise SequenceFormatError(f"{folder / 'cameras.json'}: expected a non-empty list under \"views\"")
-    names, splits, azimuths, Ks, vms, sizes = [], [], [], [], [], set()
-    for i, v in enumerate(views):
-        for key in ("name", "split", "K", "viewmat", "width", "height"):
-            if key not in v:
-                raise SequenceFormatError(f"{folder / 'cameras.json'}: view {i} lacks \"{key}\"")
-        if v["split"] not in ("frames", "novel"):
-            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r} has split {v['split']!r}, expected \"frames\" or \"novel\"")
-        K, vm = torch.tensor(v["K"], dtype=torch.float32), torch.tensor(v["viewmat"], dtype=torch.float32)
-        if K.shape != (3, 3) or vm.shape != (4, 4):
-            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: K must be 3x3 and viewmat 4x4")
-        names.append(str(v["name"]))
-        splits.append(v["split"])
-        az = v.get("azimuth_deg")
-        azimuths.append(None if az is None else float(az))
-        Ks.append(K)
-        vms.append(vm)
-        sizes.add((int(v["width"]), int(v["height"])))
-    if len(set(names)) != len(names):
-        raise SequenceFormatError(f"{folder / 'cameras.json'}: duplicate view names {names}")
-    if len(sizes) != 1:
-        raise SequenceFormatError(f"{folder / 'cameras.json'}: views have different image sizes {sorted(sizes)}; all must match")
-    W, H = sizes.pop()
-    for split in ("frames", "novel"):
-        entries = list((folder / split).iterdir()) if (folder / split).is_dir() else []
-        stray = [p for p in entries if not p.is_dir()]
-        if stray:
-            raise SequenceFormatError(f"{stray[0]}: unexpected file; {folder / split} holds one folder per view")
-        on_disk = sorted(p.name for p in entries)
-        listed = sorted(n for n, s in zip(names, splits) if s == split)
-        if on_disk != listed:
-            raise SequenceFormatError(
-                f"{folder / 'cameras.json'}: {len(listed)} cameras with split {split!r} {listed} but "
-                f"{len(on_disk)} view folders in {folder / split} {on_disk}; they must match one to one")
-    cameras = Cameras(torch.stack(Ks), torch.stack(vms), W, H)
-    V = len(names)
-    images = np.zeros((V, T, H, W, 3), np.uint8)
-    masks = np.zeros((V, T, H, W), np.uint8)
-    for v, (name, split) in enumerate(zip(names, splits)):
-        mask_dir = folder / "masks" / name
-        for t, path in enumerate(_frame_files(folder / split / name, T)):
-            images[v, t], masks[v, t] = read_frame(path, mask_dir / f"{t}.png", (W, H))
-    canonical = None
-    if (folder / "canonical.ply").is_file():
-        canonical = load_ply(folder / "canonical.ply")
-    elif require_canonical:
-        raise SequenceFormatError(f"{folder / 'canonical.ply'}: missing (the asset given to the tracker)")
-    gt_means = None
-    if (folder / "gt").is_dir():
-        arrs = []
-        for t in range(T):
-            p = folder / "gt" / f"{t}.npz"
-            if not p.is_file():
-                raise SequenceFormatError(f"{p}: missing ground truth of frame {t} (gt/ holds one .npz per frame)")
-            try:
-                with np.load(p) as z:
-                    arrs.append(np.asarray(z["means"], np.float32))
-            except Exception as e:
-                raise SequenceFormatError(f"{p}: not a readable .npz with a 'means' array ({type(e).__name__}: {e})") from e
-            if arrs[-1].ndim != 2 or arrs[-1].shape[1] != 3 or arrs[-1].shape != arrs[0].shape:
-                raise SequenceFormatError(f"{p}: means has shape {list(arrs[-1].shape)}, expected {list(arrs[0].shape)} like gt/0.npz ([M, 3])")
-        gt_means = torch.from_numpy(np.stack(arrs))
-    return Sequence(
-        canonical=canonical, cameras=cameras, view_names=names, azimuths=azimuths,
-        images=torch.from_numpy(images), masks=torch.from_numpy(masks),
-        supervision_views=[i for i, s in enumerate(splits) if s == "frames"],
-        novel_views=[i for i, s in enumerate(splits) if s == "novel"],
-        gt_means=gt_means, fps=float(meta["fps"]), meta={**meta, "folder": str(folder)},
-    )
-
-
-def atomic_write(final: Path, write_fn) -> Path:
-    """Run ``write_fn(tmp_folder)`` then rename the folder to ``final`` (a no-op when it exists).
-
-    The temporary folder is ``<final>.partial-<pid>``; an interrupted run leaves only that behind,
-    which the next run deletes. If ``final`` exists but is incomplete (no meta.json marker), it is
-    deleted and rewritten. Returns ``final``.
-    """
-    final = Path(final)
-    if final.exists() and is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(final.name + ".partial-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and _pid_alive(int(pid))):
-            shutil.rmtree(stale, ignore_errors=True)
-    if final.exists():
-        shutil.rmtree(final)  # incomplete: never read it
-    tmp = final.parent / f"{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write_fn(tmp)
-        if not is_complete(tmp):
-            raise RuntimeError(f"{tmp}: writer finished without a complete meta.json")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if final.exists() and is_complete(final):  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def in_standard_frame(seq: Sequence) -> bool:
+    """True when ``seq`` needs no normalisation: its canonical has bounding radius 0.5 (to 1e-3), or
+    its reader or generator records that it built the sequence in that frame (``meta["normalization"]
+    ["bounding_radius"] == 0.5``; the realistic synthetic setting, whose canonical is perturbed
+    around a true asset of radius 0.5)."""
+    record = seq.meta.get("normalization")
+    if isinstance(record, dict) and record.get("bounding_radius") == STANDARD_RADIUS:
         return True
-    return True
+    return seq.canonical is not None and abs(seq.canonical.bounding_sphere()[1] - STANDARD_RADIUS) < 1e-3
+
+
+def normalized(seq: Sequence) -> Sequence:
+    """The sequence with its asset in the standard frame (bounding radius 0.5, cameras moved with it,
+    so the images are unchanged; ground truth moved too): shift radii and 3D errors are in those units.
+
+    Records ``meta["normalization"] = {"bounding_radius": 0.5, "center": [3], "scale": s}``. A
+    sequence already in that frame (`in_standard_frame`) is returned as is.
+    """
+    if seq.canonical is None:
+        raise SequenceFormatError(f"{seq.meta.get('folder', 'sequence')}: no canonical asset to normalise the scene by")
+    if in_standard_frame(seq):
+        return seq
+    radius = seq.canonical.bounding_sphere()[1]
+    canonical, cameras, record = normalize_scene(seq.canonical, seq.cameras, STANDARD_RADIUS)
+    gt = seq.gt_means
+    if gt is not None:
+        gt = (gt - torch.tensor(record["center"], dtype=gt.dtype)) * record["scale"]
+    log.info("normalised the asset of %s (bounding radius %.4g -> 0.5)", seq.meta.get("folder"), radius)
+    return replace(seq, canonical=canonical, cameras=cameras, gt_means=gt,
+                   meta={**seq.meta, "normalization": {"bounding_radius": STANDARD_RADIUS, **record}})
 
 
 def azimuth_of_camera(viewmat: Tensor) -> float:

@@ -57,18 +57,3 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
         out = render(shifted.detach(), sequence.cameras[views].to(shifted.device), backend=backend)
     return [mask_iou(out.alpha[i].cpu(), sequence.mask(v, frame)) for i, v in enumerate(views)]
 
-
-def shift_record(sequence, radius: float, seed: int, backend: str = "auto") -> tuple[Gaussians, dict]:
-    """Shift ``sequence.canonical`` and describe it for the run's metadata.
-
-    Returns (shifted canonical, record) with record = {"shift_radius", "shift_seed",
-    "shift_direction": [3], "initial_iou": {view name: IoU with frame 0}}.
-    """
-    if sequence.canonical is None:
-        raise ValueError("shift_record: the sequence has no canonical asset to shift")
-    shifted, direction = shift_canonical(sequence.canonical, radius, seed)
-    ious = initial_overlap(shifted, sequence, backend=backend)
-    return shifted, {
-        "shift_radius": float(radius), "shift_seed": int(seed), "shift_direction": direction.tolist(),
-        "initial_iou": {sequence.view_names[v]: iou for v, iou in zip(sequence.train_views, ious)},
-    }

@@ -1,246 +1,33 @@
 """The synthetic tracking benchmark: procedural creatures with known articulated motion.
 
-Run ``python -m spectral_tracking.data.synthetic --help``. Each preset is a (creature, motion) pair,
-rendered with the orbit rig (radius 2, fovy 49.1 degrees, elevation 0) at azimuths 0/90/180/270
-(supervision views, ``frames/``) and 45/135 (novel views, ``novel/``), and stored in the sequence
-format of `spectral_tracking.data.sequence` together with the ground-truth Gaussians of every frame
-(``gt/<t>.npz``: means, quats, log_scales).
-
-Settings:
-
-- ``clean`` (mirrors SC4D): the canonical is exactly the asset that rendered the targets (the rest
-  pose); frames are RGBA over nothing (alpha = mask).
-- ``realistic`` (mirrors GART): the canonical differs from the truth in appearance (per-channel gain
-  and brightness offset), 3% of its Gaussians are missing and 2% are extra; targets are RGB over a
-  cluttered background with binary masks in ``masks/``; ``cameras.json`` carries small calibration
-  error (the true cameras are in ``gt/cameras_true.json``). ``gt/canonical_index.npy`` maps each
-  canonical Gaussian to its truth index (-1: extra), so 3D errors can still be measured.
+Run ``python -m spectral_tracking.data.synthetic --help``. Each preset (``presets.py``) is a
+(creature, motion) pair, rendered by the benchmark generator (``benchmark.py``: the orbit rig, the
+clean and realistic settings, the cache) into the sequence format of ``folder.py``; the donut_*
+presets hand over to ``donut.py``.
 
 Generation is cached in ``<root>/<preset>_<setting>_r<res>_t<frames>_s<seed>[_n<gaussians>]``:
-a complete folder is reused as is; an interrupted one is deleted and regenerated (see
-`spectral_tracking.data.sequence.atomic_write`). Everything is a pure function of the arguments.
+a complete folder is reused as is; an interrupted one is deleted and regenerated.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from spectral_tracking.cameras import Cameras, orbit_camera
-from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, MOTIONS, animate, make_creature
-from spectral_tracking.data.sequence import (
-    Sequence, atomic_write, is_complete, load_sequence, to_uint8, write_png, write_sequence,
+from spectral_tracking.data.benchmark import (
+    DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name,
 )
-from spectral_tracking.gaussians import SH_C0, Gaussians
-
-GENERATOR_VERSION = 1
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = REPO / "data" / "synthetic"
-SUPERVISION_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
-NOVEL_AZIMUTHS = (45.0, 135.0)
-FPS = 24.0
-DEFAULT_GAUSSIANS = 3000
-SETTINGS = ("clean", "realistic")
-
-
-@dataclass(frozen=True)
-class Preset:
-    creature: str
-    motion: str
-    description: str
-
-
-# The default benchmark: four distinct creature / motion pairs.
-PRESETS: dict[str, Preset] = {
-    "quadruped_walk": Preset("quadruped", "walk", "a striped fox walking in profile (legs swing in diagonal pairs, tail wags)"),
-    "humanoid_wave": Preset("humanoid", "wave", "a person raising the right arm and waving, body swaying"),
-    "hopper_jump": Preset("hopper", "jump", "a spotted frog hopping twice towards the front camera"),
-    "flower_twist": Preset("flower", "twist", "a flower swaying on its stem, head twisting, petals opening and closing"),
-}
-# The real donut asset with procedural motion (needs ../shared/data/donut; see donut.py).
-DONUT_PRESETS = ("donut_bend", "donut_twist", "donut_squash")
-
-
-def view_name(azimuth: float) -> str:
-    """Views are named by azimuth, as in the SC4D / GSGD layout ("0.0", "90.0", ...)."""
-    return f"{float(azimuth):.1f}"
-
-
-def rig(resolution: int) -> tuple[Cameras, list[str], list[float], list[int], list[int]]:
-    """(cameras, names, azimuths, supervision indices, novel indices) of the benchmark's orbit rig."""
-    az = list(SUPERVISION_AZIMUTHS) + list(NOVEL_AZIMUTHS)
-    cams = orbit_camera(az, elevation_deg=0.0, radius=2.0, fovy_deg=49.1, width=resolution, height=resolution)
-    n = len(SUPERVISION_AZIMUTHS)
-    return cams, [view_name(a) for a in az], az, list(range(n)), list(range(n, len(az)))
-
-
-def sequence_name(preset: str, setting: str, resolution: int, frames: int, seed: int,
-                  num_gaussians: int = DEFAULT_GAUSSIANS) -> str:
-    name = f"{preset}_{setting}_r{resolution}_t{frames}_s{seed}"
-    return name if num_gaussians == DEFAULT_GAUSSIANS else f"{name}_n{num_gaussians}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Realistic-setting perturbations (pure functions of a seed)
-# ----------------------------------------------------------------------------------------------
-def perturb_appearance(truth: Gaussians, seed: int, drop: float = 0.03, extra: float = 0.02,
-                       gain_range: float = 0.15, offset_range: float = 0.08) -> tuple[Gaussians, np.ndarray, dict]:
-    """A canonical that differs from ``truth`` like a real reconstruction does.
-
-    Colours get a per-channel gain in [1 - gain_range, 1 + gain_range] and a brightness offset in
-    [-offset_range, offset_range]; a fraction ``drop`` of the Gaussians is removed and a fraction
-    ``extra`` of jittered, recoloured copies is added. Returns (canonical, index [M] into truth or -1
-    for extras, record).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    N = truth.num_gaussians
-    gain = 1 + (torch.rand(3, generator=gen) * 2 - 1) * gain_range
-    offset = float((torch.rand(1, generator=gen) * 2 - 1) * offset_range)
-    keep = torch.rand(N, generator=gen) >= drop
-    idx = torch.nonzero(keep).flatten()
-    n_extra = int(round(extra * N))
-    src = torch.randint(0, N, (n_extra,), generator=gen)
-    extras = truth.subset(src)
-    extras = Gaussians(
-        means=extras.means + torch.randn(n_extra, 3, generator=gen) * 0.03,
-        quats=extras.quats, log_scales=extras.log_scales,
-        opacity_logits=extras.opacity_logits,
-        sh=((torch.rand(n_extra, 3, generator=gen) - 0.5) / SH_C0)[:, None, :],
-    )
-    kept = truth.subset(idx)
-    colors = (kept.colors * gain + offset).clamp(0.0, 1.0)
-    kept = Gaussians(means=kept.means, quats=kept.quats, log_scales=kept.log_scales,
-                     opacity_logits=kept.opacity_logits, sh=((colors - 0.5) / SH_C0)[:, None, :])
-    canonical = Gaussians.cat([kept, extras])
-    index = np.concatenate([idx.numpy(), -np.ones(n_extra, dtype=np.int64)])
-    record = {"color_gain": gain.tolist(), "brightness_offset": offset, "dropped": int(N - len(idx)), "extra": n_extra}
-    return canonical, index, record
-
-
-def perturb_cameras(cameras: Cameras, seed: int, rot_deg: float = 0.5, trans: float = 0.01,
-                    focal_rel: float = 0.01) -> Cameras:
-    """Cameras with small calibration error: a random rotation of ``rot_deg`` degrees (std) about a
-    random axis, a translation of std ``trans`` world units and a relative focal error of std
-    ``focal_rel``, independently per view."""
-    from spectral_tracking.data.creatures import axis_angle
-
-    rng = np.random.default_rng(seed)
-    vms, Ks = cameras.viewmats.clone().double(), cameras.Ks.clone().double()
-    for i in range(len(cameras)):
-        axis = rng.normal(size=3)
-        dR = torch.as_tensor(axis_angle(axis, math.radians(rng.normal() * rot_deg)))
-        vms[i, :3, :3] = dR @ vms[i, :3, :3]
-        vms[i, :3, 3] = dR @ vms[i, :3, 3] + torch.as_tensor(rng.normal(size=3) * trans)
-        f = 1 + rng.normal() * focal_rel
-        Ks[i, 0, 0] *= f
-        Ks[i, 1, 1] *= f
-    return Cameras(Ks.float(), vms.float(), cameras.width, cameras.height)
-
-
-def clutter_background(height: int, width: int, seed: int) -> torch.Tensor:
-    """A cluttered, static background [H, W, 3] in [0, 1]: a colour gradient, blurred noise, and
-    random rectangles and discs."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
-    c0, c1 = rng.uniform(0.2, 0.8, 3), rng.uniform(0.2, 0.8, 3)
-    a = rng.uniform(0, 2 * math.pi)
-    g = (np.cos(a) * xx + np.sin(a) * yy)
-    g = (g - g.min()) / max(1e-6, g.max() - g.min())
-    img = c0 * (1 - g[..., None]) + c1 * g[..., None]
-    for _ in range(14):
-        col = rng.uniform(0, 1, 3)
-        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        if rng.random() < 0.5:
-            w, h = rng.uniform(0.05, 0.3) * width, rng.uniform(0.05, 0.3) * height
-            sel = (np.abs(np.arange(width)[None] - cx) < w / 2) & (np.abs(np.arange(height)[:, None] - cy) < h / 2)
-        else:
-            r = rng.uniform(0.03, 0.15) * max(height, width)
-            sel = (np.arange(width)[None] - cx) ** 2 + (np.arange(height)[:, None] - cy) ** 2 < r * r
-        img[sel] = 0.35 * img[sel] + 0.65 * col
-    noise = rng.normal(scale=0.04, size=(height, width, 3))
-    return torch.as_tensor(np.clip(img + noise, 0, 1), dtype=torch.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Rendering a motion into a sequence
-# ----------------------------------------------------------------------------------------------
-def render_frames(frames: list[Gaussians], cameras: Cameras, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Render every frame in every view over black: (premultiplied rgb [V, T, H, W, 3], alpha [V, T, H, W])."""
-    from spectral_tracking.render import render
-
-    rgbs, alphas = [], []
-    with torch.no_grad():
-        for g in frames:
-            out = render(g, cameras, backend=backend)
-            rgbs.append(out.rgb.cpu())
-            alphas.append(out.alpha.cpu())
-    return torch.stack(rgbs, 1), torch.stack(alphas, 1)
-
-
-def make_sequence(truth: Gaussians, frames: list[Gaussians], setting: str, resolution: int, seed: int,
-                  meta: dict, backend: str = "auto") -> tuple[Sequence, dict]:
-    """Render ``frames`` (the deformed ``truth``) with the benchmark rig in ``setting``.
-
-    Returns the in-memory sequence and extra arrays to store (``gt/*``)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; choose from {SETTINGS}")
-    cams, names, az, sup, nov = rig(resolution)
-    rgb, alpha = render_frames(frames, cams, backend)
-    extras: dict = {"gt_frames": frames}
-    if setting == "clean":
-        straight = torch.where(alpha[..., None] > 1.0 / 255, rgb / alpha[..., None].clamp_min(1e-6), torch.zeros_like(rgb))
-        images, masks = to_uint8(straight.clamp(0, 1)), to_uint8(alpha)
-        canonical, stored_cams = truth, cams
-        meta = {**meta, "gt": {"matches_canonical": True}}
-    else:
-        bg = torch.stack([clutter_background(resolution, resolution, seed * 1000 + v) for v in range(len(cams))])
-        comp = rgb + (1 - alpha[..., None]) * bg[:, None]
-        images = to_uint8(comp.clamp(0, 1))
-        masks = np.where(alpha.numpy() > 0.5, 255, 0).astype(np.uint8)
-        canonical, index, record = perturb_appearance(truth, seed + 1)
-        stored_cams = perturb_cameras(cams, seed + 2)
-        extras["canonical_index"] = index
-        extras["true_cameras"] = cams
-        meta = {**meta, "appearance_shift": record,
-                "camera_noise": {"rotation_deg_std": 0.5, "translation_std": 0.01, "focal_rel_std": 0.01},
-                "gt": {"matches_canonical": False, "canonical_index": "gt/canonical_index.npy",
-                       "true_cameras": "gt/cameras_true.json"}}
-    seq = Sequence(
-        canonical=canonical, cameras=stored_cams, view_names=names, azimuths=az,
-        images=torch.from_numpy(np.ascontiguousarray(images)), masks=torch.from_numpy(np.ascontiguousarray(masks)),
-        supervision_views=sup, novel_views=nov, gt_means=torch.stack([f.means for f in frames]).float(),
-        fps=FPS, meta=meta,
-    )
-    return seq, extras
-
-
-def write_generated(seq: Sequence, extras: dict, folder: Path, setting: str) -> None:
-    """Write a generated sequence plus its ground truth (full Gaussians per frame) into ``folder``."""
-    from spectral_tracking.data.sequence import cameras_to_json
-
-    meta = seq.meta
-    gt = folder / "gt"
-    gt.mkdir(parents=True, exist_ok=True)
-    for t, g in enumerate(extras["gt_frames"]):
-        np.savez(gt / f"{t}.npz", means=g.means.numpy().astype(np.float32), quats=g.quats.numpy().astype(np.float32),
-                 log_scales=g.log_scales.numpy().astype(np.float32))
-    if "labels" in extras:
-        np.save(gt / "part_labels.npy", extras["labels"])
-    if "canonical_index" in extras:
-        np.save(gt / "canonical_index.npy", extras["canonical_index"])
-    if "true_cameras" in extras:
-        splits = ["novel" if v in seq.novel_views else "frames" for v in range(seq.num_views)]
-        (gt / "cameras_true.json").write_text(json.dumps(cameras_to_json(extras["true_cameras"], seq.view_names, splits, seq.azimuths)))
-    # write_sequence writes gt/<t>.npz means again only if we pass gt_means; avoid overwriting the full records
-    write_sequence(replace(seq, gt_means=None), folder, rgba=(setting == "clean"), extra_meta=meta)
+from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, MOTIONS, animate, make_creature
+from spectral_tracking.data.folder import load_sequence
+from spectral_tracking.data.frames import to_uint8, write_png
+from spectral_tracking.data.presets import DONUT_PRESETS, PRESETS
+from spectral_tracking.data.sequence import Sequence
 
 
 def generate(preset: str | None = None, setting: str = "clean", frames: int = 24, resolution: int = 128, seed: int = 0,
@@ -260,51 +47,38 @@ def generate(preset: str | None = None, setting: str = "clean", frames: int = 24
         creature, motion = "donut", preset.split("_", 1)[1]
     elif creature is None:
         raise ValueError(f"unknown preset {preset!r}; presets: {sorted(PRESETS) + list(DONUT_PRESETS)}")
-    if creature != "donut":
-        if creature not in CREATURES:
-            raise ValueError(f"unknown creature {creature!r}; choose from {sorted(CREATURES)}")
-        if motion not in COMPATIBLE[creature]:
-            raise ValueError(f"creature {creature!r} has no motion {motion!r}; it supports {COMPATIBLE[creature]}")
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; choose from {SETTINGS}")
-    if frames < 2:
-        raise ValueError(f"--frames must be at least 2 (tracking needs motion), got {frames}")
-    if resolution < 16:
-        raise ValueError(f"--resolution must be at least 16, got {resolution}")
+    if creature == "donut":
+        from spectral_tracking.data.donut import generate_donut
+
+        return generate_donut(motion, setting, frames, resolution, seed, root, donut_ply, backend)
+    if creature not in CREATURES:
+        raise ValueError(f"unknown creature {creature!r}; choose from {sorted(CREATURES)}")
+    if motion not in COMPATIBLE[creature]:
+        raise ValueError(f"creature {creature!r} has no motion {motion!r}; it supports {COMPATIBLE[creature]}")
+    check_settings(setting, frames, resolution)
     root = Path(root) if root is not None else DEFAULT_ROOT
-    n_for_name = DEFAULT_GAUSSIANS if creature == "donut" else num_gaussians
-    final = root / sequence_name(preset, setting, resolution, frames, seed, n_for_name)
-    if is_complete(final):
-        return final
+    final = root / sequence_name(preset, setting, resolution, frames, seed, num_gaussians)
 
-    def write(tmp: Path) -> None:
-        t0 = time.perf_counter()
-        meta = {"generator": "spectral_tracking.data.synthetic", "generator_version": GENERATOR_VERSION,
-                "preset": preset, "creature": creature, "motion": motion, "setting": setting, "seed": seed,
-                "resolution": resolution, "normalization": {"bounding_radius": 0.5},
-                "rig": {"radius": 2.0, "fovy_deg": 49.1, "elevation_deg": 0.0,
-                        "supervision_azimuths": list(SUPERVISION_AZIMUTHS), "novel_azimuths": list(NOVEL_AZIMUTHS)}}
-        extras_store = {}
-        if creature == "donut":
-            from spectral_tracking.data.donut import donut_motion, load_donut
+    def source():
+        c = make_creature(creature, num_gaussians, seed)
+        record = {"num_gaussians": c.gaussians.num_gaussians, "parts": [p.name for p in c.parts],
+                  "provenance": f"procedural creature {creature!r} with articulated motion {motion!r} (rigid skinning)"}
+        return c.gaussians, animate(c, motion, frames), record, {"labels": c.labels.numpy()}
 
-            truth, record = load_donut(donut_ply)
-            gt_frames = donut_motion(truth, motion, frames)
-            meta.update(record)
-            meta["provenance"] = "real trained 3DGS donut (douglas0406/GSHairLoD, MIT) with procedural non-rigid motion"
-        else:
-            c = make_creature(creature, num_gaussians, seed)
-            truth, gt_frames = c.gaussians, animate(c, motion, frames)
-            extras_store["labels"] = c.labels.numpy()
-            meta["num_gaussians"] = truth.num_gaussians
-            meta["parts"] = [p.name for p in c.parts]
-            meta["provenance"] = f"procedural creature {creature!r} with articulated motion {motion!r} (rigid skinning)"
-        seq, extras = make_sequence(truth, gt_frames, setting, resolution, seed, meta, backend)
-        extras.update(extras_store)
-        seq.meta["generation_seconds"] = round(time.perf_counter() - t0, 3)
-        write_generated(seq, extras, tmp, setting)
+    return render_cached(final, source, preset=preset, creature=creature, motion=motion, setting=setting,
+                         resolution=resolution, seed=seed, backend=backend)
 
-    return atomic_write(final, write)
+
+def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
+    """The ``dataset=synthetic`` entry: ``ds.preset``, ``ds.setting``, ``ds.frames``, ``ds.seed``,
+    ``ds.root``; generated (and cached) at ``resolution``."""
+    from spectral_tracking.config import ConfigError
+
+    if ds["preset"] not in PRESETS:
+        raise ConfigError(f"dataset.preset: unknown preset {ds['preset']!r}; presets: {sorted(PRESETS)}")
+    folder = generate(preset=ds["preset"], setting=ds["setting"], frames=int(ds["frames"]), resolution=resolution,
+                      seed=int(ds.get("seed", 0)), root=ds["root"])
+    return load_sequence(folder)
 
 
 # ----------------------------------------------------------------------------------------------

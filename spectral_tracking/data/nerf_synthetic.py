@@ -10,21 +10,26 @@ Layout (Mildenhall et al. 2020, also written by Blender exporters and instant-ng
 it is converted to this project's OpenCV world-to-camera ``viewmats`` (x right, y down, z forward) by
 flipping the camera's y and z axes. ``file_path`` may omit the ``.png`` extension. The world frame is
 kept as it is (NeRF-synthetic scenes are z-up); only the cameras are converted.
+
+A NeRF-synthetic scene is a still capture: the reader returns a static one-frame `Sequence` (every
+view a supervision view, no canonical asset), which fit.py fits a canonical to; it cannot be tracked.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
+from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.sequence import Sequence
 
 PathLike = Union[str, Path]
 
@@ -47,49 +52,47 @@ def _image_path(folder: Path, file_path: str) -> Path:
     return p
 
 
-def read_nerf_synthetic(folder: PathLike, split: str = "train") -> tuple[Cameras, Tensor, Tensor, list[str]]:
-    """Cameras [V], straight RGB [V, H, W, 3] in [0, 1], masks [V, H, W] in [0, 1], view names [V].
+def load_nerf_synthetic(folder: PathLike, split: str = "train", resolution: int | None = None) -> Sequence:
+    """A static one-frame `Sequence` of every view in ``transforms_<split>.json``, named by file.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file and what was expected (no frames,
-    missing image, images of different sizes, a bad matrix, no focal length).
+    RGB frames without alpha get an all-ones mask. resolution: the longer image side in pixels
+    (None: as stored). Raises `DataNotFoundError` / `SequenceFormatError` naming the file and what
+    was expected (no frames, missing image, images of different sizes, a bad matrix, no focal length).
     """
     folder = Path(folder)
     path = transforms_path(folder, split)
     if not path.is_file():
         found = sorted(p.name for p in folder.glob("transforms_*.json")) if folder.is_dir() else []
-        raise FileNotFoundError(f"{path}: no such file (NeRF-synthetic layout expected; found {found or 'no transforms_*.json'})")
+        raise DataNotFoundError(f"{path}: no such file (NeRF-synthetic layout expected; found {found or 'no transforms_*.json'})")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise SequenceFormatError(f"{path}: not valid JSON ({e})") from e
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{path}: \"frames\" must be a non-empty list of {{file_path, transform_matrix}}; no cameras found")
+        raise SequenceFormatError(f"{path}: \"frames\" must be a non-empty list of {{file_path, transform_matrix}}; no cameras found")
     images, masks, viewmats, names, sizes = [], [], [], [], []
     for i, fr in enumerate(frames):
         if "file_path" not in fr or "transform_matrix" not in fr:
-            raise ValueError(f"{path}: frame {i} lacks \"file_path\" or \"transform_matrix\"")
+            raise SequenceFormatError(f"{path}: frame {i} lacks \"file_path\" or \"transform_matrix\"")
         c2w = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
         if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
-            raise ValueError(f"{path}: frame {i} transform_matrix must be a finite 4x4 matrix, got shape {list(c2w.shape)}")
+            raise SequenceFormatError(f"{path}: frame {i} transform_matrix must be a finite 4x4 matrix, got shape {list(c2w.shape)}")
         img_path = _image_path(folder, fr["file_path"])
         if not img_path.is_file():
-            raise FileNotFoundError(f"{path}: frame {i} image {img_path} does not exist")
+            raise DataNotFoundError(f"{path}: frame {i} image {img_path} does not exist")
         try:
             with Image.open(img_path) as im:
                 arr = np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB"))
         except Exception as e:
-            raise ValueError(f"{img_path}: not a readable image ({type(e).__name__}: {e})") from e
-        arr = arr.astype(np.float32) / 255.0
-        rgb = arr[..., :3]
-        mask = arr[..., 3] if arr.shape[-1] == 4 else np.ones(arr.shape[:2], np.float32)
-        images.append(torch.from_numpy(np.ascontiguousarray(rgb)))
-        masks.append(torch.from_numpy(np.ascontiguousarray(mask)))
+            raise SequenceFormatError(f"{img_path}: not a readable image ({type(e).__name__}: {e})") from e
+        images.append(np.ascontiguousarray(arr[..., :3]))
+        masks.append(np.ascontiguousarray(arr[..., 3]) if arr.shape[-1] == 4 else np.full(arr.shape[:2], 255, np.uint8))
         sizes.append((arr.shape[1], arr.shape[0]))
         viewmats.append(torch.linalg.inv(c2w @ _GL_TO_CV).float())
         names.append(Path(fr["file_path"]).name)
     if len(set(sizes)) != 1:
-        raise ValueError(f"{path}: images have different sizes {sorted(set(sizes))} (width x height); all must match")
+        raise SequenceFormatError(f"{path}: images have different sizes {sorted(set(sizes))} (width x height); all must match")
     W, H = sizes[0]
     if "fl_x" in meta:
         fx = float(meta["fl_x"])
@@ -97,7 +100,7 @@ def read_nerf_synthetic(folder: PathLike, split: str = "train") -> tuple[Cameras
     elif "camera_angle_x" in meta:
         fx = fy = 0.5 * W / math.tan(0.5 * float(meta["camera_angle_x"]))
     else:
-        raise ValueError(f"{path}: needs \"camera_angle_x\" (radians) or \"fl_x\" for the focal length")
+        raise SequenceFormatError(f"{path}: needs \"camera_angle_x\" (radians) or \"fl_x\" for the focal length")
     if "w" in meta and "h" in meta and (int(meta["w"]), int(meta["h"])) != (W, H):
         # intrinsics given for another resolution: scale them to the images
         sx, sy = W / float(meta["w"]), H / float(meta["h"])
@@ -106,26 +109,38 @@ def read_nerf_synthetic(folder: PathLike, split: str = "train") -> tuple[Cameras
     else:
         cx, cy = float(meta.get("cx", W / 2)), float(meta.get("cy", H / 2))
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    cams = Cameras(K.expand(len(frames), 3, 3).clone(), torch.stack(viewmats), W, H)
-    return cams, torch.stack(images), torch.stack(masks), names
+    V = len(frames)
+    seq = Sequence(
+        canonical=None, cameras=Cameras(K.expand(V, 3, 3).clone(), torch.stack(viewmats), W, H), view_names=names,
+        azimuths=[None] * V, images=torch.from_numpy(np.stack(images))[:, None],
+        masks=torch.from_numpy(np.stack(masks))[:, None], supervision_views=list(range(V)), novel_views=[],
+        meta={"dataset": "nerf_synthetic", "folder": str(folder), "split": split}, static=True,
+    )
+    return seq.resized(resolution)
 
 
-def write_nerf_synthetic(folder: PathLike, cameras: Cameras, images: Tensor, masks: Tensor, split: str = "train") -> Path:
-    """Write cameras [V] and RGB [V, H, W, 3] / masks [V, H, W] in [0, 1] as a NeRF-synthetic folder.
+def write_nerf_synthetic(folder: PathLike, seq: Sequence, frame: int = 0, split: str = "train") -> Path:
+    """Write frame ``frame`` of every view of ``seq`` as a NeRF-synthetic folder (RGBA, alpha = mask).
 
     Square pixels and a centred principal point are assumed (``camera_angle_x`` only). Used by tests
     and to export scenes for other tools.
     """
     folder = Path(folder)
     (folder / split).mkdir(parents=True, exist_ok=True)
+    cameras = seq.cameras
     fx = float(cameras.Ks[0, 0, 0])
     frames = []
-    for v in range(len(cameras)):
-        rgba = torch.cat([images[v], masks[v][..., None]], -1).clamp(0, 1)
-        Image.fromarray((rgba.numpy() * 255 + 0.5).astype(np.uint8), "RGBA").save(folder / split / f"r_{v}.png")
+    for v in range(seq.num_views):
+        rgba = torch.cat([seq.images[v, frame], seq.masks[v, frame][..., None]], -1)
+        Image.fromarray(rgba.numpy(), "RGBA").save(folder / split / f"r_{v}.png")
         c2w = torch.linalg.inv(cameras.viewmats[v].double()) @ _GL_TO_CV  # back to OpenGL axes
         frames.append({"file_path": f"./{split}/r_{v}", "transform_matrix": c2w.tolist()})
     meta = {"camera_angle_x": 2 * math.atan(0.5 * cameras.width / fx), "frames": frames}
     path = transforms_path(folder, split)
     path.write_text(json.dumps(meta, indent=1))
     return path
+
+
+def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
+    """The ``dataset=nerf_synthetic`` entry: ``ds.path``, ``ds.split`` (which ``transforms_<split>.json``)."""
+    return load_nerf_synthetic(ds["path"], ds.get("split", "train"), resolution)

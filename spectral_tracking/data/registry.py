@@ -1,0 +1,103 @@
+"""The front door for data: one registry of dataset readers, one loader that returns a tracking-ready
+`Sequence`.
+
+Every entry of `DATASETS` is a reader ``read(ds, resolution, require_canonical=True) -> Sequence``:
+``ds`` is the ``dataset`` config group (``conf/dataset/<name>.yaml``: a mapping with ``type`` and
+the reader's keys), ``resolution`` the square image size in pixels (None: as stored, where the
+format stores images; generated datasets need it). A reader returns the data in its own world
+frame; `load_dataset` adds what tracking needs on top: a canonical asset, at least two frames, and
+the standard frame (asset at bounding radius 0.5, `normalized`).
+
+=================  ===========================================  ===============================
+name               reader file                                  what
+=================  ===========================================  ===============================
+``synthetic``      ``synthetic.py``                              generated creatures (cached)
+``donut``          ``donut.py``                                  the real donut, procedural motion
+``consistent4d``   ``consistent4d.py``                           monocular video + fitted asset
+``sc4d``           ``sc4d.py``                                   SC4D / GSGD output folder
+``gart``           ``gart.py``                                   GART dog video + rest-pose asset
+``folder``         ``folder.py``                                 this project's on-disk format
+``nerf_synthetic`` ``nerf_synthetic.py``                         still multi-view capture (fit only)
+=================  ===========================================  ===============================
+
+Readers are imported on first use, so ``python -m spectral_tracking.data.synthetic`` runs its
+module once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.sequence import Sequence, normalized
+
+
+class Reader(Protocol):
+    def __call__(self, ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence: ...
+
+
+class _ReaderModule:
+    """``from_config`` of a reader module, imported on the first call."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def __call__(self, ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
+        return importlib.import_module(self.module).from_config(ds, resolution, require_canonical)
+
+    def __repr__(self) -> str:
+        return f"<dataset reader {self.module}.from_config>"
+
+
+DATASETS: dict[str, Reader] = {
+    name: _ReaderModule(f"spectral_tracking.data.{name}")
+    for name in ("synthetic", "donut", "consistent4d", "sc4d", "gart", "folder", "nerf_synthetic")
+}
+
+
+def read_dataset(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
+    """The sequence named by a ``dataset`` config group, as its reader returns it (own world frame;
+    a canonical only where the data has one, unless ``require_canonical``)."""
+    from spectral_tracking.config import ConfigError
+
+    kind = ds["type"]
+    if kind not in DATASETS:
+        raise ConfigError(f"dataset.type: unknown dataset type {kind!r} ({', '.join(DATASETS)})")
+    return DATASETS[kind](ds, resolution, require_canonical)
+
+
+def load_dataset(ds: Mapping, resolution: int) -> Sequence:
+    """The tracking-ready sequence named by a ``dataset`` config group (generated and cached where
+    synthetic): with its canonical asset, at least two frames, in the standard frame (asset at
+    bounding radius 0.5, cameras and ground truth moved with it, ``meta["normalization"]``), and
+    its ground truth (`Sequence.ground_truth`)."""
+    seq = read_dataset(ds, resolution, require_canonical=True)
+    kind = ds["type"]
+    if seq.static:
+        raise SequenceFormatError(f"dataset={kind}: {seq.meta.get('folder', 'the data')} is a still capture (one frame); "
+                                  "tracking needs a video. Fit a canonical asset to it with fit.py instead")
+    if seq.canonical is None:
+        raise DataNotFoundError(f"dataset={kind}: the sequence has no canonical asset")
+    return normalized(seq)
+
+
+def detect_type(path: str | Path) -> str:
+    """The reader for a folder, from what it holds: ``nerf_synthetic`` (``transforms_*.json``),
+    ``folder`` (``cameras.json``) or ``consistent4d`` (numbered PNGs ``0.png, 1.png, ...``)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(f"{path}: no such folder")
+    if any(path.glob("transforms_*.json")):
+        return "nerf_synthetic"
+    if (path / "cameras.json").is_file():
+        return "folder"
+    if any(re.fullmatch(r"\d+\.png", p.name) for p in path.glob("*.png")):
+        return "consistent4d"
+    raise SequenceFormatError(
+        f"{path}: cannot tell the data type: no transforms_*.json (NeRF-synthetic), no cameras.json (sequence folder) and "
+        "no numbered PNGs 0.png, 1.png, ... (Consistent4D video); no cameras found. Set the type explicitly or fix the folder"
+    )
