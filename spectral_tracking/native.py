@@ -26,17 +26,18 @@ under a unique temporary name and atomically renamed into place, so processes bu
 time never see a half-written library. The sources are plain C++ (no torch headers), so a build
 takes seconds, not the minute of a torch extension, and does not depend on the installed torch.
 
-Threads: the kernels take their thread count as an argument (``torch.get_num_threads()``) and sum in
-a fixed order, so results do not depend on the OpenMP runtime. Whether they share torch's thread
-pool depends on the torch build. The library's ``NEEDED`` entry is the soname ``libgomp.so.1``
-(g++'s ``-fopenmp``); the dynamic loader resolves it to a library of that soname already in the
-process, and torch is always imported first. So it shares torch's pool when torch's OpenMP runtime
-is GNU libgomp under that soname: true of the Linux x86-64 pip wheel used here (torch 2.13.0+cpu,
-``torch/lib/libgomp.so.1``, ATen parallel backend OpenMP: ``torch.__config__.parallel_info()``; the
-process maps only torch's copy). It does not hold for a torch on Intel's libiomp5 (conda / MKL
-builds), on LLVM's libomp (macOS, or a clang build of the kernel), or shipping a renamed
-``libgomp-<hash>.so.1``: there the kernel loads the system's libgomp, a second pool of threads that
-can oversubscribe the cores alongside torch's (same results, possibly slower).
+Threads: the kernels run OpenMP regions of ``n_threads`` threads, passed in as
+``torch.get_num_threads()``. Whether those threads are torch's own depends on the torch build. Built
+with g++ ``-fopenmp``, the library's ``NEEDED`` entry is the soname ``libgomp.so.1``, which the
+dynamic loader resolves to a library of that soname already in the process (torch is always imported
+first). So it shares torch's pool when torch's OpenMP runtime is GNU libgomp under that soname: true
+of the Linux x86-64 pip wheel used here (torch 2.13.0+cpu ships ``torch/lib/libgomp.so.1``;
+``torch.__config__.parallel_info()`` reports OpenMP 4.5 and the ATen parallel backend OpenMP; the
+process then maps only torch's copy, although ``ldd`` on the library alone names the system's). It
+does not hold for a torch on Intel's libiomp5 (conda / MKL builds), on LLVM's libomp (macOS), or
+shipping a renamed ``libgomp-<hash>.so.1``, nor for a kernel built by clang (``-fopenmp`` links
+libomp): there the kernel brings a second OpenMP runtime and thread pool that can oversubscribe the
+cores alongside torch's (slower, not wrong). A compiler without OpenMP gets a one-thread build.
 """
 
 from __future__ import annotations

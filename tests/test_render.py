@@ -407,6 +407,19 @@ def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatc
     assert len(attempts) == 1  # the failure is remembered, not rebuilt on every render
 
 
+@pytest.mark.skipif(not (sys.platform.startswith("linux")
+                         and os.path.exists(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))),
+                    reason="the shared OpenMP pool holds only for a Linux torch that ships libgomp.so.1 (native.py)")
+def test_native_kernels_share_the_libgomp_torch_loaded():
+    from spectral_tracking.render.cpu import load_library
+
+    load_library()
+    native.load_or_warn("spectral", "")
+    with open("/proc/self/maps") as maps:
+        gomp = {line.split()[-1] for line in maps if "libgomp" in line}
+    assert gomp == {os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))}
+
+
 def test_native_build_cache_follows_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SPECTRAL_TRACKING_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
