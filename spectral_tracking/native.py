@@ -228,7 +228,7 @@ class NativeFunction:
                 args.append(value)
                 continue
             try:  # the checks of ``pointer``, inlined for the common case (a few microseconds a call)
-                ok = value.dtype == dtype and value.is_cpu and value.is_contiguous() and isinstance(value, Tensor)
+                ok = value.dtype is dtype and value.is_cpu and value.is_contiguous() and isinstance(value, Tensor)
             except AttributeError:
                 ok = False
             args.append(value.data_ptr() if ok else pointer(value, dtype, name, self.name, nullable))
