@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 
 
 def max_band_for_resolution(resolution: int) -> int:
-    """Number of bands K a square image of ``resolution`` pixels supports (see losses/spectral.py)."""
+    """Number of bands K a square image of ``resolution`` pixels supports (see losses/spectral/bands.py)."""
     from spectral_tracking.losses.spectral import max_num_bands
 
     return max_num_bands(resolution, resolution)
