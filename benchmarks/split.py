@@ -15,7 +15,7 @@ import time
 import torch
 
 from spectral_tracking.gaussians import random_gaussians
-from spectral_tracking.strategy import (
+from spectral_tracking.fit.strategy import (
     SpectralStrategy,
     spectral_entropy,
     spectral_split_children,

@@ -8,6 +8,9 @@ World convention of the orbit rig (the one SC4D and GSGD use, after DreamGaussia
 object sits at the origin, azimuth 0 puts the camera on the +z axis, and azimuth grows from +z towards
 +x (azimuth 90 = camera on +x): counter-clockwise when seen from above (+y). Elevation is positive
 above the equator (DreamGaussian's ``orbit_camera`` uses the opposite sign; the rig uses 0).
+
+Rig geometry: `project_points`, `forward_axes`, `view_volume` (the region every camera sees) and
+`scene_scale` (gsplat's learning-rate scale for object-centric captures).
 """
 
 from __future__ import annotations
@@ -127,3 +130,60 @@ def orbit_camera(
         mats.append(look_at(eye, torch.zeros(3)))
     K = intrinsics_from_fovy(fovy_deg, width, height)
     return Cameras(K.expand(len(mats), 3, 3).clone(), torch.stack(mats), width, height)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry of a rig: what the cameras look at
+# ----------------------------------------------------------------------------------------------
+def forward_axes(cameras: Cameras) -> Tensor:
+    """[V, 3] viewing directions (camera +z) in world coordinates."""
+    return cameras.viewmats[:, 2, :3]
+
+
+def project_points(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates [V, P, 2] and depths [V, P] of world points [P, 3]."""
+    R, t = cameras.viewmats[:, :3, :3], cameras.viewmats[:, :3, 3]
+    cam = torch.einsum("vij,pj->vpi", R, points) + t[:, None]
+    z = cam[..., 2]
+    uv = torch.einsum("vij,vpj->vpi", cameras.Ks, cam)[..., :2] / z.clamp_min(1e-8)[..., None]
+    return uv, z
+
+
+def view_volume(cameras: Cameras) -> tuple[Tensor, float]:
+    """Centre [3] and radius of the region every camera looks at.
+
+    The centre is the least-squares meeting point of the optical axes (for one camera, or parallel
+    axes: the point on the axis closest to the world origin); the radius is the half-width of the
+    narrowest view at that point, so a ball of that radius around the centre is seen by every camera.
+    Raises ValueError when that point is behind a camera (no common view volume).
+    """
+    C = cameras.centers.double()  # [V, 3]
+    d = forward_axes(cameras).double()
+    d = d / d.norm(dim=-1, keepdim=True)
+    P = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [V, 3, 3] projectors
+    A = P.sum(0)
+    center = None
+    if len(cameras) > 1 and torch.linalg.cond(A) < 1e6:
+        center = torch.linalg.solve(A, (P @ C[..., None]).sum(0))[:, 0]
+    if center is None or ((center - C) * d).sum(-1).min() <= 0:
+        depth = (-(C[0]) * d[0]).sum()  # along the first camera's axis, closest to the origin
+        if depth <= 0:
+            depth = C[0].norm().clamp_min(1.0)
+        center = C[0] + depth * d[0]
+    depth = ((center - C) * d).sum(-1)  # [V]
+    if (depth <= 0).any():
+        raise ValueError("the cameras have no common view volume (the meeting point of their axes is behind a camera)")
+    K = cameras.Ks.double()
+    half = torch.minimum(
+        torch.minimum(K[:, 0, 2], cameras.width - K[:, 0, 2]) / K[:, 0, 0],
+        torch.minimum(K[:, 1, 2], cameras.height - K[:, 1, 2]) / K[:, 1, 1],
+    )  # tan of the narrowest half-angle [V]
+    radius = float((depth * half / torch.sqrt(1 + half**2)).min())
+    return center.float(), radius
+
+
+def scene_scale(cameras: Cameras) -> float:
+    """gsplat's scene scale for object-centric captures: 1.1 x the largest camera-to-centre distance
+    (centre: `view_volume`)."""
+    center, _ = view_volume(cameras)
+    return 1.1 * float((cameras.centers - center).norm(dim=-1).max())

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from spectral_tracking.cameras import Cameras, intrinsics_from_fovy, orbit_camera
+from spectral_tracking.cameras import Cameras, intrinsics_from_fovy, orbit_camera, scene_scale, view_volume
 
 
 def _project(cams, points):
@@ -52,3 +52,14 @@ def test_indexing_and_resize():
     assert len(cams[1]) == 1 and torch.equal(cams[1].viewmats[0], cams.viewmats[1])
     half = cams.resized(32, 32)
     assert torch.allclose(half.Ks[:, :2], cams.Ks[:, :2] / 2)
+
+
+def test_view_volume_of_orbit_rig_and_single_view():
+    cams = orbit_camera([0, 90, 180, 270], 10, 2.0, width=64, height=48)
+    c, r = view_volume(cams)
+    assert c.norm() < 1e-4 and 0.5 < r < 1.0
+    one = orbit_camera([30], 0, 3.0, width=64, height=64)
+    c1, r1 = view_volume(one)
+    assert c1.norm() < 1e-4  # the axis point closest to the origin is the origin (camera looks at it)
+    assert r1 == pytest.approx(3.0 * math.sin(math.radians(49.1 / 2)), rel=1e-4)
+    assert scene_scale(cams) == pytest.approx(1.1 * 2.0, rel=1e-5)  # gsplat: 1.1 x the farthest camera

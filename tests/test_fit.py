@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spectral_tracking.cameras import orbit_camera
+from spectral_tracking.cameras import orbit_camera, project_points
 from spectral_tracking.data import Sequence, SequenceFormatError
 from spectral_tracking.data.frames import to_uint8
 from spectral_tracking.data.nerf_synthetic import load_nerf_synthetic, write_nerf_synthetic
@@ -25,9 +25,7 @@ from spectral_tracking.fit import (
     l1_dssim_loss,
     load_frame,
     pick_frame,
-    project_points,
     render_views,
-    view_volume,
 )
 from spectral_tracking.gaussians import load_ply, random_gaussians, save_ply
 from spectral_tracking.metrics import psnr
@@ -99,16 +97,6 @@ def test_l1_dssim_loss_zero_for_identical_and_differentiable():
 
 
 # --- initialisation ----------------------------------------------------------------------------
-def test_view_volume_of_orbit_rig_and_single_view():
-    cams = orbit_camera([0, 90, 180, 270], 10, 2.0, width=64, height=48)
-    c, r = view_volume(cams)
-    assert c.norm() < 1e-4 and 0.5 < r < 1.0
-    one = orbit_camera([30], 0, 3.0, width=64, height=64)
-    c1, r1 = view_volume(one)
-    assert c1.norm() < 1e-4  # the axis point closest to the origin is the origin (camera looks at it)
-    assert r1 == pytest.approx(3.0 * math.sin(math.radians(49.1 / 2)), rel=1e-4)
-
-
 def test_random_init_inside_every_view_and_mask(scene):
     g = init_random(scene, 400, sh_degree=2, seed=0)
     assert len(g) == 400 and g.sh_degree == 2

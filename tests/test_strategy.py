@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spectral_tracking.gaussians import quat_to_rotmat, random_gaussians
-from spectral_tracking.strategy import (
+from spectral_tracking.fit.strategy import (
     SpectralStrategy,
     needle_stats,
     select_needles,

@@ -14,7 +14,8 @@ the Gaussian to control point k and ``r_k`` the control point's radius.
 
 Implementation notes (why the fast path looks the way it does):
 
-- The neighbour search (N x J distances) happens once, at construction (`knn`), in chunks.
+- The neighbour search happens once, at construction (`spectral_tracking.knn.knn`: brute force in
+  chunks for small sets, a k-d tree for large ones).
 - `skin` never builds [N, K, 3, 3]. It writes the motion as a displacement,
   ``mu' = mu + (sum_k w_k M_k) mu + sum_k w_k b_k`` with ``M_k = R_k - I`` and
   ``b_k = dc_k - M_k c_k``, so the per-Gaussian work is one blend of a [J, 16] table (M, b and the
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.gaussians import quat_multiply, quat_to_rotmat
+from spectral_tracking.knn import knn  # noqa: F401  (spectral_tracking.deform exports it from here)
 
 _IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)
 
@@ -91,31 +93,6 @@ def farthest_point_sampling(points: Tensor, num_samples: int, start_index: int =
             f"{distinct} distinct positions"
         )
     return chosen
-
-
-def knn(queries: Tensor, refs: Tensor, k: int, chunk_size: int = 8192) -> tuple[Tensor, Tensor]:
-    """The k nearest ``refs`` of every query, by Euclidean distance.
-
-    queries: [N, 3], refs: [J, 3]. Returns (squared distances [N, k] ascending, indices [N, k]).
-    Computed in chunks of ``chunk_size`` queries so that N x J never sits in memory at once.
-    No gradient flows (neighbourhoods are a fixed structure).
-    """
-    _check_points(queries, "queries", "knn")
-    _check_points(refs, "refs", "knn")
-    if not 1 <= k <= refs.shape[0]:
-        raise ValueError(f"knn: k must be in [1, {refs.shape[0]}] (the number of reference points), got {k}")
-    d2_out, idx_out = [], []
-    with torch.no_grad():
-        r = refs.detach()
-        r2 = r.square().sum(-1)
-        for s in range(0, queries.shape[0], chunk_size):
-            q = queries[s : s + chunk_size].detach()
-            # |q - r|^2 = |q|^2 - 2 q.r + |r|^2; clamp the rounding of the expansion at zero.
-            d2 = (q.square().sum(-1, keepdim=True) - 2 * q @ r.T + r2).clamp_min_(0)
-            vals, ids = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            d2_out.append(vals)
-            idx_out.append(ids)
-    return torch.cat(d2_out), torch.cat(idx_out)
 
 
 def control_point_radius(control_points: Tensor, num_neighbors: int = 3) -> Tensor:

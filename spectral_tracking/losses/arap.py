@@ -25,27 +25,20 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
+from spectral_tracking.knn import knn
+
 REDUCTIONS = ("sum", "mean")
 
 
 def canonical_neighbors(points: Tensor, k: int = 10, chunk_size: int = 4096) -> Tensor:
     """Indices [J, k] of each point's k nearest *other* points (self excluded even if duplicated).
 
-    points: [J, 3]. Ties (coincident points) break toward the lower index.
+    points: [J, 3]. Ties (coincident points) break toward the lower index (`spectral_tracking.knn`).
     """
     J = points.shape[0]
     if not 1 <= k <= J - 1:
         raise ValueError(f"ARAP: k = {k} neighbours needs at least k + 1 control points, got {J}")
-    out = []
-    with torch.no_grad():
-        p = points.detach()
-        for s in range(0, J, chunk_size):
-            q = p[s : s + chunk_size]
-            d2 = (q[:, None, :] - p[None, :, :]).square().sum(-1)  # [C, J], exact zero on the diagonal
-            rows = torch.arange(q.shape[0], device=p.device)
-            d2[rows, rows + s] = float("inf")
-            out.append(torch.topk(d2, k, dim=1, largest=False, sorted=True).indices)
-    return torch.cat(out)
+    return knn(points, points, k, exclude_self=True, chunk_size=chunk_size)[1]
 
 
 def _det3(M: Tensor) -> Tensor:

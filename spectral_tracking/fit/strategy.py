@@ -8,8 +8,9 @@ Spectral entropy. For a covariance Sigma = R S S^T R^T with eigenvalues lambda_i
     H(Sigma) = - sum_i (lambda_i / tr Sigma) ln(lambda_i / tr Sigma)        (natural log)
 
 It depends on the scales only (rotation-invariant), is ln 3 = 1.0986 for a sphere and tends to 0 for a
-needle. Scales [2, 1, 1] give lambda = [4, 1, 1] / 6 and H = 0.868 (the write-up in
-``../shared/papers/003_*.txt`` prints 0.562 there, and 0.095 for [10, 1, 1], which is 0.110).
+needle. Scales [2, 1, 1] give lambda = [4, 1, 1] / 6 and H = 0.868 (the write-up "Spectral-GS
+Training Implementation", the implementation notes that accompany the paper, prints 0.562 there, and
+0.095 for [10, 1, 1], which is 0.110).
 
 Threshold. The paper's H is the *raw* entropy above (maximum ln 3, no division by ln 3) and the needle
 threshold tau = 0.5 is compared with that raw value: a Gaussian is a needle when H < 0.5. For the

@@ -1,0 +1,33 @@
+"""Step one of the workflow: fit a canonical 3DGS asset to posed RGBA images (``python fit.py ...``).
+
+    one frame of a Sequence (cameras + RGB + masks)   inputs.py   `load_frame`, `pick_frame`
+    -> random init in the common view volume,          init.py     `init_random`, `init_from_ply`
+       or a PLY
+    -> L1 + 0.2 D-SSIM with gsplat's DefaultStrategy   loop.py     `fit`, `l1_dssim_loss`
+       or the Spectral-GS SpectralStrategy             strategy.py `SpectralStrategy`
+    -> canonical.ply (standard 3DGS layout, what       run.py      `run(cfg)` (conf/fit.yaml)
+       train.py consumes) + fit_views.png + metrics.json
+
+The fit runs in the input's world frame (no normalisation): the tracker's `load_dataset` moves the
+cameras together with the asset when it normalises, so the two stay lined up. Each step renders one
+random training view (``views_per_step``), composites target and render over the same background (a
+random colour per step by default, which makes the alpha match the masks), and follows gsplat's loop
+order: backward, optimizer step, then the strategy's ``step_post_backward`` (which reads
+``meta["means2d"].grad``).
+"""
+
+from spectral_tracking.fit.init import init_from_ply, init_random, knn_scale
+from spectral_tracking.fit.inputs import DATA_TYPES, FitInputError, load_frame, pick_frame, source_of
+from spectral_tracking.fit.loop import (
+    DEFAULT_LR, STRATEGIES, FitResult, FitSettings, build_strategy, fit, gaussians_to_params, l1_dssim_loss,
+    make_optimizers, params_to_gaussians, pooled_psnr, render_views,
+)
+from spectral_tracking.fit.run import run, save_views_png
+from spectral_tracking.fit.strategy import SpectralStrategy
+
+__all__ = [
+    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy",
+    "build_strategy", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
+    "load_frame", "make_optimizers", "params_to_gaussians", "pick_frame", "pooled_psnr", "render_views", "run",
+    "save_views_png", "source_of",
+]

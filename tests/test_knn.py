@@ -1,0 +1,68 @@
+"""The one kNN of the package: brute force and k-d tree paths agree, ties go to the lower index."""
+
+import pytest
+import torch
+
+from spectral_tracking import knn as knn_module
+from spectral_tracking.knn import knn
+
+
+@pytest.fixture
+def tree_path(monkeypatch):
+    """Force the k-d tree path (the brute-force path runs only up to BRUTE_FORCE_MAX pairs)."""
+    monkeypatch.setattr(knn_module, "BRUTE_FORCE_MAX", 0)
+
+
+def _grid(n=5):
+    """Points of an n^3 integer grid: every inner point has 6 neighbours at exactly distance 1."""
+    return torch.stack(torch.meshgrid(*[torch.arange(float(n))] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_matches_brute_force_sort(exclude_self):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(400, 3, generator=gen)
+    r = q if exclude_self else torch.randn(90, 3, generator=gen)
+    d2, idx = knn(q, r, 5, exclude_self=exclude_self, chunk_size=64)
+    ref = (q[:, None].double() - r[None].double()).square().sum(-1)
+    if exclude_self:
+        ref.fill_diagonal_(float("inf"))
+    vals, ids = ref.sort(dim=1, stable=True)
+    assert torch.equal(idx, ids[:, :5])
+    torch.testing.assert_close(d2, vals[:, :5].float())
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_tree_path_gives_the_same_answer(exclude_self, monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    for pts in (torch.randn(700, 3, generator=gen), _grid()):
+        q = pts
+        r = pts if exclude_self else pts.flip(0)
+        brute = knn(q, r, 6, exclude_self=exclude_self)
+        monkeypatch.setattr(knn_module, "BRUTE_FORCE_MAX", 0)
+        tree = knn(q, r, 6, exclude_self=exclude_self)
+        monkeypatch.undo()
+        assert torch.equal(brute[1], tree[1]) and torch.equal(brute[0], tree[0])
+
+
+def test_ties_and_duplicates(tree_path):
+    pts = torch.tensor([[0.0, 0, 0]] * 6 + [[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    _, idx = knn(pts, pts, 4, exclude_self=True)
+    assert idx[:3].tolist() == [[1, 2, 3, 4], [0, 2, 3, 4], [0, 1, 3, 4]]  # self excluded, lower index first
+    assert idx[6].tolist() == [0, 1, 2, 3]  # six coincident points at the same distance: lowest indices
+    _, idx = knn(_grid(3), _grid(3), 6, exclude_self=True)
+    assert idx[13].tolist() == [4, 10, 12, 14, 16, 22]  # the grid centre's six face neighbours, in index order
+
+
+def test_errors():
+    p = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="k must be in \\[1, 9\\]"):
+        knn(p, p, 10, exclude_self=True)
+    with pytest.raises(ValueError, match="shape \\[N, 3\\]"):
+        knn(p[:, :2], p, 1)
+    with pytest.raises(ValueError, match="same points"):
+        knn(p[:5], p, 1, exclude_self=True)
+    bad = p.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        knn(bad, p, 1)
