@@ -255,8 +255,13 @@ def _rest_names(num_rest: int) -> list[str]:
     return [f"f_rest_{i}" for i in range(num_rest)]
 
 
+class PLYFormatError(ValueError):
+    """A PLY file that is not a usable 3DGS asset; the message names the file and the problem."""
+
+
 def load_ply(path: PathLike, device: str | torch.device = "cpu") -> Gaussians:
-    """Read a standard 3DGS PLY. Raises ``ValueError`` naming the file and the problem."""
+    """Read a standard 3DGS PLY. Raises `PLYFormatError` (a ``ValueError``) naming the file and the
+    problem, ``FileNotFoundError`` if there is no file."""
     from plyfile import PlyData
 
     path = Path(path)
@@ -265,22 +270,22 @@ def load_ply(path: PathLike, device: str | torch.device = "cpu") -> Gaussians:
     try:
         ply = PlyData.read(str(path))
     except Exception as e:  # plyfile raises several exception types for malformed input
-        raise ValueError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
+        raise PLYFormatError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
     if "vertex" not in [el.name for el in ply.elements]:
-        raise ValueError(f"{path}: PLY has no 'vertex' element")
+        raise PLYFormatError(f"{path}: PLY has no 'vertex' element")
     v = ply["vertex"]
     names = [p.name for p in v.properties]
     missing = [n for n in _REQUIRED if n not in names]
     if missing:
-        raise ValueError(f"{path}: missing required vertex properties {missing} (standard 3DGS layout expected)")
+        raise PLYFormatError(f"{path}: missing required vertex properties {missing} (standard 3DGS layout expected)")
     n = v.count
     if n == 0:
-        raise ValueError(f"{path}: PLY has zero vertices")
+        raise PLYFormatError(f"{path}: PLY has zero vertices")
     rest = sorted((p for p in names if p.startswith("f_rest_")), key=lambda s: int(s.split("_")[-1]))
     if rest != _rest_names(len(rest)):
-        raise ValueError(f"{path}: f_rest_* properties are not numbered 0..{len(rest) - 1} contiguously")
+        raise PLYFormatError(f"{path}: f_rest_* properties are not numbered 0..{len(rest) - 1} contiguously")
     if len(rest) % 3 != 0 or (len(rest) // 3 + 1) not in (1, 4, 9, 16):
-        raise ValueError(
+        raise PLYFormatError(
             f"{path}: {len(rest)} f_rest properties is no SH degree (expected 0, 9, 24 or 45 for degrees 0..3)"
         )
     data = v.data
@@ -306,9 +311,9 @@ def load_ply(path: PathLike, device: str | torch.device = "cpu") -> Gaussians:
     for name, arr in arrays.items():
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
-            raise ValueError(f"{path}: {name} holds {bad} non-finite values (NaN or inf)")
+            raise PLYFormatError(f"{path}: {name} holds {bad} non-finite values (NaN or inf)")
     if (np.linalg.norm(arrays["quats"], axis=-1) == 0).any():
-        raise ValueError(f"{path}: some rotations (rot_0..3) are all zero, not a valid quaternion")
+        raise PLYFormatError(f"{path}: some rotations (rot_0..3) are all zero, not a valid quaternion")
     return Gaussians(**{k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in arrays.items()})
 
 

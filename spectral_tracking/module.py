@@ -41,6 +41,15 @@ class Targets:
     def num_frames(self) -> int:
         return self.images.shape[1]
 
+    @classmethod
+    def from_sequence(cls, seq, background: Tensor) -> "Targets":
+        """Every view and frame of a `Sequence`, composited over ``background`` [3]."""
+        every = (slice(None), slice(None))
+        return cls(
+            cameras=seq.cameras, images=seq.target(*every, background=background), masks=seq.mask(*every),
+            train_views=list(seq.train_views), eval_views=list(seq.eval_views), view_names=list(seq.view_names),
+        )
+
 
 class TrackingModule(pl.LightningModule):
     """deformation: a `Deformation` (or one wrapped by `WithAppearance`); lr: learning rate per

@@ -20,11 +20,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from spectral_tracking.atomic import CorruptCheckpointError, atomic_write_text
 from spectral_tracking.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
 from spectral_tracking.config import ConfigError, validate
-from spectral_tracking.data.sequence import SequenceFormatError
+from spectral_tracking.data.errors import DataError
 from spectral_tracking.evaluation import evaluate
-from spectral_tracking.atomic import CorruptCheckpointError, atomic_write_text
+from spectral_tracking.gaussians import PLYFormatError
 from spectral_tracking.loggers import build_logger, finish_wandb, new_wandb_id
 from spectral_tracking.module import Targets, TrackingModule
 from spectral_tracking.objective import LossSettings
@@ -37,115 +38,17 @@ log = logging.getLogger(__name__)
 
 # Errors whose message tells the user what to change (bad config, missing or malformed data):
 # the entry point prints them without a stack trace.
-UserError = (ConfigError, FileNotFoundError, SequenceFormatError, CorruptCheckpointError)
-
-
-def build_sequence(ds: DictConfig, resolution: int):
-    """The `Sequence` named by a ``dataset`` config group (generated and cached where synthetic)."""
-    from spectral_tracking import data
-    from spectral_tracking.gaussians import load_ply
-
-    kind = ds.type
-    if kind == "synthetic":
-        if ds.preset not in data.PRESETS:
-            raise ConfigError(f"dataset.preset: unknown preset {ds.preset!r}; presets: {sorted(data.PRESETS)}")
-        folder = data.generate(preset=ds.preset, setting=ds.setting, frames=int(ds.frames), resolution=resolution,
-                               seed=int(ds.get("seed", 0)), root=ds.root)
-        return data.load_sequence(folder)
-    if kind == "donut":
-        asset = Path(ds.asset)
-        if not asset.is_file():
-            raise FileNotFoundError(f"dataset=donut: the donut asset is not at {asset} (set dataset.asset=PATH "
-                                    f"to the 3DGS point_cloud.ply)")
-        folder = data.generate(preset=f"donut_{ds.motion}", frames=int(ds.frames), resolution=resolution,
-                               root=ds.root, donut_ply=asset)
-        return data.load_sequence(folder)
-    if kind == "consistent4d":
-        canonical = Path(ds.canonical)
-        asset = load_ply(canonical) if canonical.is_file() else None
-        seq = data.load_consistent4d(ds.path, resolution=resolution, canonical=asset)
-        if asset is None:
-            raise FileNotFoundError(
-                f"dataset=consistent4d: no canonical asset at {canonical}. Fit one from frame 0 first: "
-                f"python experiments/fit_consistent4d.py --name {ds.name} (see README, 'Step one: a canonical asset')"
-            )
-        return seq
-    if kind == "sc4d":
-        return data.load_sc4d(ds.path, resolution=resolution)
-    if kind == "gart":
-        return data.load_gart(ds.path, canonical=ds.canonical, resolution=resolution)
-    if kind == "folder":
-        seq = _normalized(data.load_sequence(ds.path))
-        if (seq.height, seq.width) != (resolution, resolution):
-            raise ConfigError(
-                f"dataset.path={ds.path}: frames are {seq.width}x{seq.height} but resolution={resolution}; "
-                f"set resolution={seq.width} (the folder format is used at its own size)"
-            )
-        return seq
-    raise ConfigError(f"dataset.type: unknown dataset type {kind!r} (synthetic, donut, consistent4d, sc4d, gart, folder)")
-
-
-def _normalized(seq):
-    """The sequence with its asset in the standard frame (bounding radius 0.5, cameras moved with it,
-    so the images are unchanged): shift radii and 3D errors are in those units."""
-    from dataclasses import replace
-
-    from spectral_tracking.data import normalize_scene
-
-    radius = seq.canonical.bounding_sphere()[1]
-    if abs(radius - 0.5) < 1e-3:
-        return seq
-    canonical, cameras, record = normalize_scene(seq.canonical, seq.cameras)
-    gt = seq.gt_means
-    if gt is not None:
-        gt = (gt - torch.tensor(record["center"], dtype=gt.dtype)) * record["scale"]
-    log.info("normalised the asset of %s (bounding radius %.4g -> 0.5)", seq.meta.get("folder"), radius)
-    return replace(seq, canonical=canonical, cameras=cameras, gt_means=gt, meta={**seq.meta, "normalization": record})
+UserError = (ConfigError, FileNotFoundError, DataError, PLYFormatError, CorruptCheckpointError)
 
 
 def build_targets(cfg: DictConfig):
-    """Load / generate the sequence named by ``cfg.dataset``, pick the views, composite the frames
-    over the run's background. Returns (sequence, targets)."""
-    from spectral_tracking.data import select_views
+    """The sequence named by ``cfg.dataset`` (through the data registry: normalised, with its ground
+    truth), its training views chosen by ``cfg.views``, and the targets composited over the run's
+    background. Returns (sequence, targets)."""
+    from spectral_tracking.data import load_dataset, select_views
 
-    seq = build_sequence(cfg.dataset, int(cfg.resolution))
-    if seq.canonical is None:
-        raise FileNotFoundError(f"dataset={cfg.dataset.type}: the sequence has no canonical asset")
-    seq = select_views(seq, int(cfg.views))
-    bg = torch.tensor(list(cfg.background), dtype=torch.float32)
-    every = (slice(None), slice(None))  # all views, all frames
-    composite = seq.target(*every, background=bg)  # [V, T, H, W, 3]
-    masks = seq.mask(*every)  # [V, T, H, W]
-    targets = Targets(
-        cameras=seq.cameras, images=composite, masks=masks, train_views=list(seq.train_views),
-        eval_views=list(seq.eval_views), view_names=list(seq.view_names),
-    )
-    return seq, targets
-
-
-def ground_truth_means(seq, num_canonical: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(canonical indices, true means [T, M, 3]) of the Gaussians whose truth is known, or None.
-
-    Where the canonical is the true asset (clean setting, donut) every Gaussian is matched; in the
-    realistic setting ``gt/canonical_index.npy`` maps each canonical Gaussian to its true index
-    (-1 for the extra ones, which have no truth, and dropped true Gaussians are simply absent).
-    """
-    if seq.gt_means is None:
-        return None
-    gt_info = seq.meta.get("gt", {})
-    if gt_info.get("canonical_index") is None:
-        if seq.gt_means.shape[1] != num_canonical:
-            raise SequenceFormatError(
-                f"{seq.meta.get('folder', 'sequence')}: gt/ holds {seq.gt_means.shape[1]} Gaussians per frame but "
-                f"the canonical has {num_canonical}, and meta.json gives no canonical_index"
-            )
-        return torch.arange(num_canonical), seq.gt_means
-    index_file = Path(seq.meta["folder"]) / gt_info["canonical_index"]
-    index = torch.from_numpy(np.load(index_file)).long()
-    if index.shape != (num_canonical,):
-        raise SequenceFormatError(f"{index_file}: expected {num_canonical} entries (one per canonical Gaussian), got {list(index.shape)}")
-    known = torch.nonzero(index >= 0).squeeze(1)
-    return known, seq.gt_means[:, index[known]]
+    seq = select_views(load_dataset(cfg.dataset, int(cfg.resolution)), int(cfg.views))
+    return seq, Targets.from_sequence(seq, torch.tensor(list(cfg.background), dtype=torch.float32))
 
 
 def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
@@ -206,7 +109,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
     ckpt_path, resume_step = resume_checkpoint(cfg)
 
     seq, targets = build_targets(cfg)
-    truth = ground_truth_means(seq, seq.canonical.num_gaussians)
+    truth = seq.ground_truth()
     canonical, run_meta = start_pose(cfg, seq, targets, device)
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
     atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
