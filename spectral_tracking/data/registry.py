@@ -8,17 +8,17 @@ format stores images; generated datasets need it). A reader returns the data in 
 frame; `load_dataset` adds what tracking needs on top: a canonical asset, at least two frames, and
 the standard frame (asset at bounding radius 0.5, `normalized`).
 
-=================  ===========================================  ===============================
-name               reader file                                  what
-=================  ===========================================  ===============================
-``synthetic``      ``synthetic.py``                              generated creatures (cached)
-``donut``          ``donut.py``                                  the real donut, procedural motion
-``consistent4d``   ``consistent4d.py``                           monocular video + fitted asset
-``sc4d``           ``sc4d.py``                                   SC4D / GSGD output folder
-``gart``           ``gart.py``                                   GART dog video + rest-pose asset
-``folder``         ``folder.py``                                 this project's on-disk format
-``nerf_synthetic`` ``nerf_synthetic.py``                         still multi-view capture (fit only)
-=================  ===========================================  ===============================
+==================  ======================  ==================================================
+name                reader file             what
+==================  ======================  ==================================================
+``synthetic``       ``synthetic.py``        procedural creatures with known motion (generated, cached)
+``donut``           ``donut.py``            the real donut asset with procedural motion (cached)
+``consistent4d``    ``consistent4d.py``     a monocular video plus the asset fitted to frame 0
+``sc4d``            ``sc4d.py``             an SC4D / GSGD output folder
+``gart``            ``gart.py``             a GART dog video plus its rest-pose asset
+``folder``          ``folder.py``           this project's own on-disk format
+``nerf_synthetic``  ``nerf_synthetic.py``   a still multi-view capture (fit.py only)
+==================  ======================  ==================================================
 
 Readers are imported on first use, so ``python -m spectral_tracking.data.synthetic`` runs its
 module once.

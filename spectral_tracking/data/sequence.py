@@ -20,17 +20,12 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
-from spectral_tracking.data.errors import DataError, DataNotFoundError, SequenceFormatError
+from spectral_tracking.data.errors import SequenceFormatError
 from spectral_tracking.data.frames import resize_rgb_mask
 from spectral_tracking.gaussians import Gaussians
 
 log = logging.getLogger(__name__)
-STANDARD_RADIUS = 0.5
-
-__all__ = [
-    "DataError", "DataNotFoundError", "Sequence", "SequenceFormatError", "azimuth_of_camera", "normalize_scene",
-    "normalized",
-]
+STANDARD_RADIUS = 0.5  # bounding radius of the asset in the standard frame
 
 
 # ----------------------------------------------------------------------------------------------
