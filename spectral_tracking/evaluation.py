@@ -6,11 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from spectral_tracking.data.sequence import STANDARD_RADIUS
 from spectral_tracking.metrics import gaussian_3d_error, image_metrics
-
-# Every dataset is normalised so that the canonical asset has bounding radius 0.5 (see
-# `spectral_tracking.data`): 3D errors are reported in units of that radius.
-ASSET_RADIUS = 0.5
 
 
 def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex") -> dict:
@@ -30,7 +27,7 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
     if truth is not None:
         index, gt_means = truth
         tracked = module.tracked_means()[:, index]
-        e = gaussian_3d_error(tracked, gt_means, radius=ASSET_RADIUS)
+        e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
     return out
 
