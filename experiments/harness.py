@@ -1,0 +1,200 @@
+"""What every experiment script shares: cases -> runs (skipping finished ones, in parallel jobs) ->
+one CSV row per run -> tables of means with their spread, success rates, plots.
+
+A *case* is one tracking run: a name (its folder under ``<out>/runs/``), Hydra overrides of
+``conf/train.yaml`` and labels (the columns that say what it is: creature, loss, shift, ...). Runs
+go through the real entry point, `spectral_tracking.train.run`, so a finished run is skipped and an
+interrupted one resumes; a failed run is reported and the others go on. ``jobs`` runs go at once,
+each process with ``cores / jobs`` threads (``OMP_NUM_THREADS`` is set before it imports torch), so
+two jobs on two cores do not spin against each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+
+# Image and 3D metrics every table reports (metrics.json keys); a missing one is left empty.
+METRICS = ["train_psnr", "train_ssim", "train_lpips", "novel_psnr", "novel_ssim", "novel_lpips",
+           "3d_mean_error", "3d_size_ratio", "initial_iou", "steps", "seconds"]
+
+# Overrides for --quick: tiny runs that exercise the whole pipeline in seconds.
+QUICK = ["resolution=32", "max_steps=20", "num_control_points=16", "dataset.frames=4", "loss.num_bands=3",
+         "eval.lpips=none", "eval.progression_frames=0", "trainer=debug"]
+
+
+@dataclass
+class Case:
+    name: str
+    overrides: list[str]
+    labels: dict = field(default_factory=dict)
+
+
+def _run_one(name: str, overrides: list[str], out_dir: str) -> tuple[str, dict | None, str | None, float]:
+    """Worker: compose the config and call the entry point (in a fresh process)."""
+    start = time.time()
+    try:
+        from hydra import compose, initialize_config_dir
+
+        import spectral_tracking.config  # noqa: F401  (resolvers)
+        from spectral_tracking.train import run
+
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, f"out_dir={out_dir}", "logger=csv"])
+        return name, run(cfg)["metrics"], None, time.time() - start
+    except Exception as e:  # one failed run must not stop the others
+        return name, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", time.time() - start
+
+
+def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None = None) -> dict[str, dict]:
+    """Run every case not finished yet into ``out/runs/<name>``; returns name -> metrics of the
+    finished ones. Prints one line per run, and the failed runs at the end (their traceback goes to
+    ``out/runs/<name>/failed.txt``)."""
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise ValueError("run_cases: case names must be unique")
+    done, todo = {}, []
+    for c in cases:
+        metrics_path = runs / c.name / "metrics.json"
+        if metrics_path.exists():
+            done[c.name] = json.loads(metrics_path.read_text())["metrics"]
+        else:
+            todo.append(c)
+    print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run, {jobs} at a time", flush=True)
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // max(1, jobs))
+    failed = []
+    env_before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the worker processes before torch loads
+    try:
+        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, c.name, c.overrides, str(runs / c.name)) for c in todo]
+            for i, fut in enumerate(as_completed(futures), 1):
+                name, metrics, error, seconds = fut.result()
+                if metrics is None:
+                    failed.append(name)
+                    (runs / name).mkdir(parents=True, exist_ok=True)
+                    (runs / name / "failed.txt").write_text(error or "failed")
+                    print(f"[{i}/{len(todo)}] {name}: FAILED ({error.splitlines()[0] if error else ''})", flush=True)
+                else:
+                    done[name] = metrics
+                    print(f"[{i}/{len(todo)}] {name}: train PSNR {metrics.get('train_psnr', float('nan')):.2f} "
+                          f"({seconds:.0f} s)", flush=True)
+    finally:
+        if env_before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_before
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their failed.txt)", file=sys.stderr, flush=True)
+    return done
+
+
+def rows_of(cases: Iterable[Case], metrics: dict[str, dict]) -> list[dict]:
+    """One row per finished case: its name, labels and every metric of `METRICS`."""
+    rows = []
+    for c in cases:
+        if c.name in metrics:
+            m = metrics[c.name]
+            rows.append({"name": c.name, **c.labels, **{k: m.get(k) for k in METRICS}})
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a results.csv with numbers parsed (empty cells become None)."""
+    def parse(v: str):
+        if v == "":
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregation
+# ------------------------------------------------------------------------------------------------
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def summarize(rows: list[dict], by: Sequence[str], metric: str, spread_over: str | None = None) -> dict[tuple, dict]:
+    """Per group of ``by`` values: mean of ``metric`` over its rows, n, and the spread: min and max
+    over the rows, or, with ``spread_over`` (e.g. "creature"), min and max of the per-``spread_over``
+    means (as Fig. 13 draws the per-creature range)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in by)].append(r)
+    out = {}
+    for key, members in groups.items():
+        values = _finite(r[metric] for r in members)
+        if not values:
+            continue
+        if spread_over:
+            sub: dict = defaultdict(list)
+            for r in members:
+                sub[r[spread_over]].append(r[metric])
+            means = [sum(v) / len(v) for v in (_finite(x) for x in sub.values()) if v]
+        else:
+            means = values
+        out[key] = {"mean": sum(values) / len(values), "n": len(values), "min": min(means), "max": max(means)}
+    return out
+
+
+def success(row: dict, reference: dict, psnr_tolerance: float = 1.0, error_tolerance: float = 0.1) -> bool:
+    """A shifted run succeeded if its final train-view PSNR is within ``psnr_tolerance`` dB of the
+    same case's unshifted run and its 3D error is at most that run's + ``error_tolerance`` radii
+    (where either run has no 3D truth, the PSNR condition alone decides)."""
+    if row.get("train_psnr") is None or reference.get("train_psnr") is None:
+        return False
+    ok = row["train_psnr"] >= reference["train_psnr"] - psnr_tolerance
+    e, e0 = row.get("3d_mean_error"), reference.get("3d_mean_error")
+    if e is not None and e0 is not None:
+        ok = ok and e <= e0 + error_tolerance
+    return ok
+
+
+def success_rates(rows: list[dict], case_keys: Sequence[str], by: Sequence[str], shift_key: str = "shift") -> dict[tuple, dict]:
+    """Success rate (`success`) per group of ``by`` (e.g. loss, shift): each shifted row is compared
+    with the unshifted row (shift 0) that has the same ``case_keys`` (e.g. creature, seed, loss)."""
+    reference = {tuple(r[k] for k in case_keys): r for r in rows if r[shift_key] == 0}
+    groups: dict[tuple, list[bool]] = defaultdict(list)
+    for r in rows:
+        ref = reference.get(tuple(r[k] for k in case_keys))
+        if ref is None or r[shift_key] == 0:
+            continue
+        groups[tuple(r[k] for k in by)].append(success(r, ref))
+    return {k: {"rate": sum(v) / len(v), "n": len(v)} for k, v in groups.items()}
+
+
+def fmt(x, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
