@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
-from spectral_tracking.schedule import MODES, SpectralSchedule
+from spectral_tracking.schedule import ANNEALED_MODES as MODES, SpectralSchedule
 
 
 def schedule_table(schedule: SpectralSchedule, steps: list[int]) -> list[str]:

@@ -38,6 +38,7 @@ class LossSettings:
     lambda_image: float = 5000.0
     lambda_spec_mask: float = 0.5
     lambda_bce: float = 0.3
+    lambda_masked_mse: float = 1.0
     lambda_late_lpips: float = 1.0
     lpips_net: str = "alex"  # backbone of the LPIPS loss (spatial=lpips): alex | vgg
     lambda_arap: float = 1.0
@@ -81,7 +82,7 @@ class Objective:
                 add_pixel_loss=int(s.add_pixel_loss), mode=s.expansion,
             )
         self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm)
-        spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
+        spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
         self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
 
     def at(self, step: int) -> StepObjective:

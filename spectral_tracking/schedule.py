@@ -26,6 +26,9 @@ Expansion modes between the end of warm-up t_w and t_p = add_pixel_loss (s = (t 
   more conservative choice when the ramp is started at the exponential's initial rate, which would
   never reach band K-1 before the switch. That is why ``"log"`` is the default here.
 
+- ``"none"``: no annealing, every band from step 0 (alpha = K throughout, no warm-up): an
+  ablation, the tracking analogue of the static-k demo of Fig. 2.
+
 The paper's presets (Table 6, 10k iterations) live in ``conf/experiment/*.yaml`` only;
 ``spectral_tracking.config.experiment_schedule(name)`` reads one into a `SpectralSchedule`.
 """
@@ -38,7 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-MODES = ("log", "linear")
+ANNEALED_MODES = ("log", "linear")
+MODES = (*ANNEALED_MODES, "none")
 SPECTRAL = "spectral"
 SPATIAL = "spatial"
 
@@ -67,6 +71,8 @@ def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_b
     _check(max_steps, warmup, add_pixel_loss, num_bands, mode)
     if step < 0 or not math.isfinite(step):
         raise ValueError(f"alpha: step must be finite and >= 0, got {step}")
+    if mode == "none":  # no annealing (an ablation): every band from step 0
+        return float(num_bands)
     start = warmup_end(max_steps, warmup)
     if step < start:
         return 1.0

@@ -61,3 +61,13 @@ def test_bad_settings_name_the_key():
         LossSettings(image="fourier")
     with pytest.raises(ValueError, match="loss.spatial"):
         LossSettings(spatial="ssim")
+
+
+def test_pixel_loss_terms_can_be_ablated_as_in_table_3():
+    pred, alpha, gt, mask = images(1)
+    full = pixel_loss(pred, gt, alpha, mask, lambda_bce=0.3)
+    only_mse = PixelLoss(lambda_bce=0.0, lambda_masked=0.0)(pred, alpha, gt, mask, torch.ones(1))
+    assert torch.equal(only_mse["image"], full["mse"])
+    no_masked = Objective(LossSettings(image="pixel", lambda_masked_mse=0.0), 10).at(0)
+    got = no_masked.image_loss(pred, alpha, gt, mask, no_masked.band_weights)["image"]
+    torch.testing.assert_close(got, full["mse"] + 0.3 * full["bce"])

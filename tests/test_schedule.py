@@ -5,6 +5,7 @@ import torch
 
 from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
 from spectral_tracking.schedule import (
+    ANNEALED_MODES,
     MODES,
     SpectralSchedule,
     alpha,
@@ -12,7 +13,7 @@ from spectral_tracking.schedule import (
     phase,
 )
 
-SCHEDULES = [experiment_schedule(name, mode=mode) for name in sorted(PAPER_PRESETS) for mode in MODES] + [
+SCHEDULES = [experiment_schedule(name, mode=mode) for name in sorted(PAPER_PRESETS) for mode in ANNEALED_MODES] + [
     SpectralSchedule(max_steps=100, num_bands=4, warmup=0.0, add_pixel_loss=100, mode="log"),
     SpectralSchedule(max_steps=100, num_bands=1, warmup=0.5, add_pixel_loss=80, mode="linear"),
     SpectralSchedule(max_steps=10, num_bands=3, warmup=0.3, add_pixel_loss=3, mode="log"),  # no expansion
@@ -137,3 +138,11 @@ def test_bad_configuration_raises():
         band_weights(float("nan"), 4)
     # warmup * max_steps is rounded: 0.3 * 10 ends the warm-up at step 3, not 3.0000000000000004
     assert SpectralSchedule(max_steps=10, num_bands=2, warmup=0.3, add_pixel_loss=3).warmup_end == 3
+
+
+def test_no_annealing_opens_every_band_from_step_zero():
+    s = SpectralSchedule(max_steps=100, num_bands=4, warmup=0.2, add_pixel_loss=60, mode="none")
+    assert "none" in MODES
+    for step in (0, 10, 59):
+        assert s.alpha(step) == 4.0 and torch.equal(s.band_weights(step), torch.ones(4)) and s.phase(step) == "spectral"
+    assert s.phase(60) == "spatial"

@@ -31,12 +31,12 @@ class SpectralMomentLoss:
 
 
 class PixelLoss:
-    def __init__(self, lambda_bce: float = 0.3) -> None:
-        self.lambda_bce = float(lambda_bce)
+    def __init__(self, lambda_bce: float = 0.3, lambda_masked: float = 1.0) -> None:
+        self.lambda_bce, self.lambda_masked = float(lambda_bce), float(lambda_masked)
 
     def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
                  band_weights: Tensor) -> dict[str, Tensor]:
-        terms = pixel_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, lambda_bce=self.lambda_bce)
+        terms = pixel_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, lambda_bce=self.lambda_bce, lambda_masked=self.lambda_masked)
         return {**terms, "image": terms["total"]}
 
 
