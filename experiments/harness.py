@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
 # Image and 3D metrics every table reports (metrics.json keys); a missing one is left empty.
-METRICS = ["train_psnr", "train_ssim", "train_lpips", "novel_psnr", "novel_ssim", "novel_lpips",
+METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "novel_psnr", "novel_ssim", "novel_lpips",
            "3d_mean_error", "3d_size_ratio", "initial_iou", "steps", "seconds"]
 
 # Overrides for --quick: tiny runs that exercise the whole pipeline in seconds.
@@ -42,6 +42,72 @@ class Case:
     name: str
     overrides: list[str]
     labels: dict = field(default_factory=dict)
+
+
+PRESETS = ["quadruped_walk", "humanoid_wave", "hopper_jump", "flower_twist"]
+
+
+def grid(base: Sequence[str], variants: dict[str, list[str]], presets: Sequence[str], seeds: Sequence[int],
+         shifts: Sequence[float], extra: Sequence[str] = (), variant_key: str = "variant") -> list[Case]:
+    """Every variant (name -> overrides) x preset x direction (seed) x shift, on top of ``base``."""
+    out = []
+    for variant, overrides in variants.items():
+        for preset in presets:
+            for seed in seeds:
+                for shift in shifts:
+                    out.append(Case(
+                        name=f"{variant}_{preset}_shift{shift:g}_seed{seed}",
+                        overrides=[*base, *overrides, f"dataset.preset={preset}", f"shift={shift}", f"seed={seed}", *extra],
+                        labels={variant_key: variant, "creature": preset, "shift": shift, "seed": seed},
+                    ))
+    return out
+
+
+def common_args(description: str, default_seeds=(0, 1)):
+    """The arguments every experiment script takes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", choices=["cpu", "paper"], default="cpu",
+                    help="cpu: the *_cpu experiment configs; paper: Table 6 at 512 px, 10k steps (GPU)")
+    ap.add_argument("--quick", action="store_true", help="a handful of tiny runs (used by the tests)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds), help="shift directions per creature")
+    ap.add_argument("--presets", nargs="+", default=PRESETS)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
+    return ap
+
+
+def finish(name: str, args, todo: list[Case], table_fn, caption: str) -> int:
+    """Run the cases, write results.csv and table.md (``table_fn(rows) -> markdown``), print the table."""
+    out = args.out or RESULTS / (name + ("_quick" if args.quick else "" if args.scale == "cpu" else f"_{args.scale}"))
+    metrics = run_cases(todo, out, jobs=args.jobs)
+    rows = rows_of(todo, metrics)
+    if not rows:
+        print("no finished runs yet", file=sys.stderr)
+        return 1
+    write_csv(rows, out / "results.csv")
+    text = (f"{caption}\nScale: {args.scale}{' (quick)' if args.quick else ''}; presets {', '.join(args.presets)}; "
+            f"directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs finished. "
+            f"Metrics: per image, data range 1, mean over frames x views.\n\n{table_fn(rows)}")
+    (out / "table.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'results.csv'} and {out / 'table.md'}")
+    return 0 if len(rows) == len(todo) else 1
+
+
+def compose_case(case: Case, out_dir: str = "/tmp/unused"):
+    """The resolved config of a case (without running it): checks that its overrides compose."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import spectral_tracking.config  # noqa: F401  (resolvers)
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*case.overrides, f"out_dir={out_dir}", "logger=csv"])
+    OmegaConf.resolve(cfg)
+    return cfg
 
 
 def _run_one(name: str, overrides: list[str], out_dir: str) -> tuple[str, dict | None, str | None, float]:
@@ -112,7 +178,8 @@ def rows_of(cases: Iterable[Case], metrics: dict[str, dict]) -> list[dict]:
     for c in cases:
         if c.name in metrics:
             m = metrics[c.name]
-            rows.append({"name": c.name, **c.labels, **{k: m.get(k) for k in METRICS}})
+            per_view = {k: v for k, v in m.items() if k.startswith("view_")}  # with eval.per_view=true
+            rows.append({"name": c.name, **c.labels, **{k: m.get(k) for k in METRICS}, **per_view})
     return rows
 
 

@@ -10,26 +10,41 @@ from spectral_tracking.data.sequence import STANDARD_RADIUS
 from spectral_tracking.metrics import gaussian_3d_error, image_metrics
 
 
-def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex") -> dict:
+def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex",
+             per_view: bool = False) -> dict:
     """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
     (``train_*``, ``novel_*``), and ``3d_*`` (`gaussian_3d_error`) where ``truth`` = (canonical
-    indices [M], true means [T, M, 3]) is given."""
+    indices [M], true means [T, M, 3]) is given. With ``per_view``, also ``view_<name>_psnr`` and
+    ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view)."""
     tg = module.targets
     out: dict = {}
     for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
         if not views:
             continue
-        rgb, _ = module.render_all(views)
+        rgb, alpha = module.render_all(views)
         pred = rgb.reshape(-1, *rgb.shape[2:])
         gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
         m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
         out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
+        out[f"{split}_mask_iou"] = mask_iou(alpha, tg.masks[views])
+        if per_view:
+            for i, v in enumerate(views):
+                mv = image_metrics(rgb[i].clamp(0, 1), tg.images[v], lpips_net=None)
+                out.update({f"view_{tg.view_names[v]}_{k}": float(x) for k, x in mv.items() if x is not None})
     if truth is not None:
         index, gt_means = truth
         tracked = module.tracked_means()[:, index]
         e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
     return out
+
+
+def mask_iou(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> float:
+    """Mean over images of IoU(alpha > threshold, mask > threshold); alpha, masks [..., H, W] in [0, 1].
+    An image where both are empty counts as 1."""
+    a, m = alpha.reshape(-1, *alpha.shape[-2:]) > threshold, masks.reshape(-1, *masks.shape[-2:]).float() > threshold
+    inter, union = (a & m).sum((1, 2)).float(), (a | m).sum((1, 2)).float()
+    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
 
 
 @torch.no_grad()

@@ -60,3 +60,43 @@ def test_shift_curves_quick_runs_and_skips_finished_runs(tmp_path, capsys):
     capsys.readouterr()
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
+
+
+SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsys, script):
+    module = __import__(script)
+    main = (lambda argv: module.main(argv)) if hasattr(module, "main") and script not in ("table1", "table4") else \
+        (lambda argv: __import__("paper_tables").main(int(script[-1]), argv))
+    assert main(["--quick", "--jobs", "2", "--out", str(tmp_path)]) == 0
+    rows = harness.read_csv(tmp_path / "results.csv")
+    assert rows and {"name", "variant", "creature", "shift", "seed", "train_psnr", "novel_psnr"} <= set(rows[0])
+    assert all(r["train_psnr"] is not None and r["train_psnr"] > 5 for r in rows)
+    assert (tmp_path / "table.md").read_text().count("|") > 10
+    capsys.readouterr()
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(rows)} runs: {len(rows)} finished, 0 to run" in out
+
+
+def test_paper_scale_cases_compose():
+    """The GPU commands (--scale paper) are written: every case of every script composes."""
+    import ablation_method
+    import ablation_pixel_loss
+    import multiview
+    import paper_tables
+    import shift_curves
+
+    cases = [
+        *shift_curves.cases("paper", harness.PRESETS[:1], [0.0, 0.8], [0]),
+        *harness.grid(ablation_method.BASE["paper"], ablation_method.VARIANTS, harness.PRESETS[:1], [0], [0.8]),
+        *harness.grid(ablation_pixel_loss.BASE["paper"], ablation_pixel_loss.variants(), harness.PRESETS[:1], [0], [0.6]),
+        *harness.grid(multiview.BASE["paper"], multiview.variants([1, 4]), harness.PRESETS[:1], [0], [0.8]),
+        *harness.grid([], paper_tables.variants("paper"), harness.PRESETS[:1], [0], [0.5]),
+    ]
+    for case in cases:
+        cfg = harness.compose_case(case)
+        assert cfg.max_steps == 10000 and cfg.resolution == 512 and cfg.num_control_points == 800, case.name
+        assert cfg.trainer.accelerator == "gpu"

@@ -71,3 +71,13 @@ def test_pixel_loss_terms_can_be_ablated_as_in_table_3():
     no_masked = Objective(LossSettings(image="pixel", lambda_masked_mse=0.0), 10).at(0)
     got = no_masked.image_loss(pred, alpha, gt, mask, no_masked.band_weights)["image"]
     torch.testing.assert_close(got, full["mse"] + 0.3 * full["bce"])
+
+
+def test_mask_iou():
+    from spectral_tracking.evaluation import mask_iou
+
+    a = torch.zeros(2, 4, 4)
+    m = torch.zeros(2, 4, 4)
+    a[0, :2] = 1.0  # 8 pixels
+    m[0, 1:3] = 1.0  # 8 pixels, 4 shared: IoU 4 / 12
+    assert mask_iou(a, m) == pytest.approx((4 / 12 + 1.0) / 2)  # the empty pair counts as 1

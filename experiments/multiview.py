@@ -1,0 +1,58 @@
+"""More training views (paper Fig. 11): 1, 2 and 4 views (azimuths 0 / 0,180 / 0,90,180,270)
+versus the shift radius, Ours and Pixel, on every preset and several directions. Reports the front
+view (0 deg, always trained on) and the side view (90 deg: novel for 1 and 2 views) and the 3D
+error.
+
+    python experiments/multiview.py --jobs 2 [--quick] [--scale paper]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+
+SHIFTS = [0.0, 0.4, 0.8]
+VIEWS = [1, 2, 4]
+BASE = {"cpu": ["experiment=sc4d_mlp_cpu", "eval.per_view=true"],
+        "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu", "eval.per_view=true"]}
+FRONT, SIDE = "view_0.0_psnr", "view_90.0_psnr"
+
+
+def variants(views) -> dict[str, list[str]]:
+    return {f"{loss}-v{v}": [f"loss={loss}", f"views={v}"] for v in views for loss in ("spectral", "pixel")}
+
+
+def render(rows: list[dict]) -> str:
+    shifts = sorted({r["shift"] for r in rows})
+    lines = ["| views | loss | " + " | ".join(f"front / side PSNR, 3D err @ {s:g}" for s in shifts) + " |",
+             "|---|---|" + "---|" * len(shifts)]
+    stats = {m: summarize(rows, ["variant", "shift"], m) for m in (FRONT, SIDE, "3d_mean_error")}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        loss, v = variant.split("-v")
+        cells = []
+        for sh in shifts:
+            f, sd, e = (stats[m].get((variant, sh)) for m in (FRONT, SIDE, "3d_mean_error"))
+            cells.append(" / ".join(fmt(x["mean"]) if x else "-" for x in (f, sd)) + f", {fmt(e['mean'], 3) if e else '-'}")
+        side = "trained" if int(v) == 4 else "novel"
+        lines.append(f"| {v} (side {side}) | {'Ours' if loss == 'spectral' else 'Pixel'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nMeans over creatures and directions.\n"
+
+
+def main(argv=None) -> int:
+    args = common_args(__doc__).parse_args(argv)
+    extra, shifts, views = list(args.override), SHIFTS, VIEWS
+    if args.quick:
+        args.presets, args.seeds, shifts, views = args.presets[:1], args.seeds[:1], [0.8], [1, 2]
+        extra = [*QUICK, *extra]
+    todo = grid(BASE[args.scale], variants(views), args.presets, args.seeds, shifts, extra)
+    for case in todo:
+        case.labels["loss"], case.labels["views"] = case.labels["variant"].split("-v")
+    return finish("multiview", args, todo, render, "Views 1, 2, 4 versus shift (Fig. 11).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
