@@ -7,15 +7,25 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.data.sequence import STANDARD_RADIUS
-from spectral_tracking.metrics import gaussian_3d_error, image_metrics
+from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metrics
+
+
+PROTOCOLS = ("ours", "gsgd")
 
 
 def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex",
-             per_view: bool = False) -> dict:
+             per_view: bool = False, protocol: str = "ours") -> dict:
     """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
     (``train_*``, ``novel_*``), and ``3d_*`` (`gaussian_3d_error`) where ``truth`` = (canonical
     indices [M], true means [T, M, 3]) is given. With ``per_view``, also ``view_<name>_psnr`` and
-    ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view)."""
+    ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view).
+
+    protocol: "ours" (per image, data range 1, mean over frames x views) or "gsgd" (the image
+    metrics of the GSGD code the paper builds on, `gsgd_view_metrics`, averaged over views; LPIPS
+    AlexNet there whatever ``lpips_net``, skipped when ``lpips_net`` is None).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"eval.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     tg = module.targets
     out: dict = {}
     for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
@@ -24,7 +34,11 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         rgb, alpha = module.render_all(views)
         pred = rgb.reshape(-1, *rgb.shape[2:])
         gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
-        m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
+        if protocol == "gsgd":
+            per = [gsgd_view_metrics(rgb[i], tg.images[v], with_lpips=lpips_net is not None) for i, v in enumerate(views)]
+            m = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
+        else:
+            m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
         out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
         out[f"{split}_mask_iou"] = mask_iou(alpha, tg.masks[views])
         if per_view:

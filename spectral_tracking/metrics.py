@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -152,3 +153,36 @@ def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> di
             raise ValueError("gt_means collapse to a single point in some frame; size_ratio is undefined")
         size_ratio = (_spread(pred) / gt_spread).mean()
     return {"mean_error": float(mean_error), "size_ratio": float(size_ratio)}
+
+
+def gsgd_view_metrics(pred: Tensor, gt: Tensor, size: int | None = 800, max_frames: int = 14,
+                      with_lpips: bool = True) -> dict[str, float]:
+    """The image metrics of one view as GSGD's ``evaluate_output.py`` computes them (the code the
+    paper builds on), so our numbers can be set beside the paper's:
+
+    - the first ``max_frames`` (14) frames, resized to ``size`` x ``size`` (800; bilinear);
+    - PSNR pooled over the frames: one MSE over every pixel, with the data range of the target
+      (max - min over the view's frames, torchmetrics' default when no range is given);
+    - LPIPS (AlexNet) per frame on the [0, 1] images *without* rescaling to [-1, 1], averaged;
+    - SSIM is not in that script: ours (per image, data range 1), averaged.
+
+    pred, gt: [T, H, W, 3] in [0, 1] (one view). Returns {"psnr", "ssim", "lpips"?}.
+    """
+    import torch.nn.functional as F
+
+    _check_pair(pred, gt)
+    with torch.no_grad():
+        pred, gt = pred[:max_frames].detach().clamp(0, 1).float(), gt[:max_frames].float()
+        if size is not None and (pred.shape[1], pred.shape[2]) != (size, size):
+            pred, gt = (F.interpolate(_channels_first(x), size=(size, size), mode="bilinear", align_corners=False)
+                        .permute(0, 2, 3, 1).contiguous() for x in (pred, gt))
+        data_range = float(gt.max() - gt.min())
+        mse = float((pred - gt).square().mean())
+        out = {"psnr": float("inf") if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse),
+               "ssim": float(ssim(pred, gt).mean())}
+        # GSGD passes [0, 1] images to an LPIPS that expects [-1, 1]; ours scales [0, 1] -> [-1, 1],
+        # so give it (x + 1) / 2 to reproduce the unscaled input.
+        dist = lpips((pred + 1) / 2, (gt + 1) / 2, net="alex") if with_lpips else None
+        if dist is not None:
+            out["lpips"] = float(dist.mean())
+    return out

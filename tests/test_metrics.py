@@ -147,3 +147,21 @@ def test_3d_error_checks():
         gaussian_3d_error(gt, gt, radius=0.0)
     with pytest.raises(ValueError, match="single point"):
         gaussian_3d_error(gt, torch.zeros_like(gt), radius=1.0)
+
+
+def test_gsgd_protocol_pools_psnr_over_the_view_with_the_targets_range():
+    import math
+
+    from spectral_tracking.metrics import gsgd_view_metrics, psnr
+
+    g = torch.Generator().manual_seed(0)
+    gt = 0.2 + 0.6 * torch.rand(20, 32, 32, 3, generator=g)  # range about 0.6, not 1
+    pred = (gt + 0.05 * torch.randn(20, 32, 32, 3, generator=g)).clamp(0, 1)
+    pred[3] = 1.0 - gt[3]  # one bad frame weighs more in a pooled MSE than in a mean of per-image PSNRs
+    m = gsgd_view_metrics(pred, gt, size=None)
+    first = slice(0, 14)  # GSGD keeps the first 14 frames
+    mse = float((pred[first] - gt[first]).square().mean())
+    rng = float(gt[first].max() - gt[first].min())
+    assert m["psnr"] == pytest.approx(10 * math.log10(rng ** 2 / mse), rel=1e-6)
+    assert m["psnr"] < float(psnr(pred[first], gt[first]).mean())
+    assert gsgd_view_metrics(gt, gt, size=None)["psnr"] == float("inf")
