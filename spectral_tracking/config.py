@@ -131,7 +131,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.spatial must be pixel or lpips, got {loss.spatial!r}")
     if loss.spatial == "lpips" and loss.lpips_net not in ("alex", "vgg"):
         raise ConfigError(f"loss.lpips_net must be alex or vgg (the LPIPS loss backbone), got {loss.lpips_net!r}")
-    if cfg.eval.protocol not in ("ours", "gsgd"):
+    if cfg.eval.get("protocol", "ours") not in ("ours", "gsgd"):
         raise ConfigError(f"eval.protocol must be ours or gsgd, got {cfg.eval.protocol!r}")
     if cfg.eval.lpips not in ("alex", "vgg", "none"):
         raise ConfigError(f"eval.lpips must be alex, vgg or none, got {cfg.eval.lpips!r}")
