@@ -1,11 +1,23 @@
-"""What a finished run leaves in its folder besides checkpoints and logs: the final-frame strip,
-the optimisation-progression GIF, optional per-frame PLYs, ``metrics.json``, and a printed summary."""
+"""What a finished run leaves in its folder besides checkpoints and logs, and the printed summary.
+
+    final_strip.png   the last frame: rows training view / first novel view, columns initial | target | result
+    progression.gif   the optimisation progression (paper Fig. 1)
+    tracked.mp4       every frame, target above tracked, for every training and novel view
+    orbit.mp4         the tracked asset at a few frames from a full orbit
+    curves.png        loss terms, active bands alpha(t), train PSNR over the steps
+    tracked.npz       the tracked sequence for the viewer and the API (`spectral_tracking.export`)
+    frames/           with ``eval.export_ply``: frame_XXXX.ply in the frame of the asset the user gave
+    metrics.json      metrics, these paths, the run record and the resolved config
+
+Videos need imageio-ffmpeg (a dependency); without it they are written as GIFs with one warning.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +31,59 @@ from spectral_tracking.loggers import is_wandb
 log = logging.getLogger(__name__)
 
 
-def save_strip(module, initial: torch.Tensor, path: Path) -> Path:
-    """Final frame, first training view: initial (shifted canonical) | ground truth | result."""
-    from PIL import Image
-
-    result, gt = final_frame(module)
-    row = torch.cat([initial, gt, result], dim=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((row.numpy() * 255).astype(np.uint8)).save(path)
-    return path
-
-
-def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, out_dir: Path) -> dict[str, str]:
-    """Write the run's figures (and PLYs with ``eval.export_ply``); returns name -> path."""
-    figures = {"strip": str(save_strip(module, initial, out_dir / "final_strip.png"))}
+@torch.no_grad()
+def strip_rows(module, initial: torch.Tensor) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(label, initial, target, result) [H, W, 3] of the last frame in the first training view and,
+    where there is one, the first novel view. ``initial``: the first training view's start render."""
     tg = module.targets
+    t = tg.num_frames - 1
+    result, gt = final_frame(module)
+    rows = [(f"train {tg.view_names[tg.train_views[0]]}", initial, gt, result)]
+    if tg.eval_views:
+        v = tg.eval_views[0]
+        start = module.render_views(module.deformation.canonical, [v]).rgb[0].cpu().clamp(0, 1)
+        tracked = module.render_views(module.gaussians_at(t), [v]).rgb[0].cpu().clamp(0, 1)
+        rows.append((f"novel {tg.view_names[v]}", start, tg.images[v, t], tracked))
+    return rows
+
+
+def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, out_dir: Path,
+                  normalization: dict | None = None) -> dict[str, str]:
+    """Write the run's figures, videos and exports (module docstring); returns name -> path.
+    ``normalization``: the sequence's ``meta["normalization"]`` record, for the PLY export."""
+    from spectral_tracking.export import export_asset_frames, save_tracked
+    from spectral_tracking.figures import save_curves, save_strip
+    from spectral_tracking.video import orbit_video, tracked_video
+
+    tg = module.targets
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[name] = time.perf_counter() - start
+        return out
+
+    title = (f"frame {tg.num_frames}/{tg.num_frames} | {cfg.dataset.type} deform={cfg.deform.name} "
+             f"loss={cfg.loss.image}->{cfg.loss.spatial} shift={cfg.shift}")
+    figures = {"strip": str(timed("strip", save_strip, strip_rows(module, initial), out_dir / "final_strip.png", title))}
     gt_last = (tg.images[tg.train_views[0], -1].numpy() * 255).astype(np.uint8)
-    gif = progression.save_gif(out_dir / "progression.gif", module, target=gt_last)
+    gif = timed("progression", progression.save_gif, out_dir / "progression.gif", module, target=gt_last)
     if gif:
         figures["progression"] = str(gif)
+    if cfg.eval.get("videos", True):
+        figures["video"] = str(timed("video", tracked_video, module, out_dir / "tracked.mp4"))
+        figures["orbit"] = str(timed("orbit", orbit_video, module, out_dir / "orbit.mp4"))
+    curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",
+                   add_pixel_loss=int(cfg.loss.add_pixel_loss) if cfg.loss.image == "spectral" else None)
+    if curves:
+        figures["curves"] = str(curves)
+    figures["tracked"] = str(timed("tracked", save_tracked, module, out_dir / "tracked.npz", normalization))
     if cfg.eval.export_ply:
-        from spectral_tracking.deform import export_frames
-
-        export_frames(module.deformation, out_dir / "ply")
-        figures["ply"] = str(out_dir / "ply")
+        timed("ply", export_asset_frames, module.deformation, out_dir / "frames", normalization)
+        figures["ply"] = str(out_dir / "frames")
+    log.info("outputs written in %.1f s (%s)", sum(seconds.values()),
+             ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     return figures
 
 

@@ -131,7 +131,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
                        seconds=round(clock.seconds, 1))
-        figures = write_outputs(cfg, module, initial, progression, out_dir)
+        figures = write_outputs(cfg, module, initial, progression, out_dir,
+                                normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
         result = save_result(out_dir, metrics, figures, run_meta, OmegaConf.to_container(cfg, resolve=True))
     finally:

@@ -87,9 +87,9 @@ def test_a_second_run_into_a_locked_folder_is_refused_at_once(tmp_path, data_roo
 def test_skip_finished_false_clears_the_old_outputs_and_eval_changes_reevaluate(tmp_path, data_root):
     first = run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.export_ply=true"]))
     folder = tmp_path / "run"
-    assert (folder / "ply").is_dir() and first["config"]["max_steps"] == 6
+    assert (folder / "frames").is_dir() and first["config"]["max_steps"] == 6
     again = run(make_cfg(tmp_path, data_root, ["max_steps=6", "skip_finished=false"]))
-    assert not (folder / "ply").exists() and "ply" not in again["figures"]
+    assert not (folder / "frames").exists() and "ply" not in again["figures"]
     # only eval.* changed: no training, the final checkpoint is evaluated again with the new settings
     reeval = run(make_cfg(tmp_path, data_root, ["max_steps=6", "eval.progression_frames=0"]))
     assert reeval["metrics"]["steps"] == 6 and "progression" not in reeval["figures"]

@@ -203,7 +203,7 @@ def test_wandb_offline_logs_media_and_finishes(tmp_path, data_root, monkeypatch)
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     assert list(media.glob("images/eval/final_strip_*.png")) and list(media.glob("videos/eval/progression_*.gif"))
-    plys = sorted((tmp_path / "run" / "ply").glob("*.ply"))
+    plys = sorted((tmp_path / "run" / "frames").glob("*.ply"))
     assert len(plys) == 4 and result["figures"]["ply"]
 
 
