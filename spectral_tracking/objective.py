@@ -35,6 +35,7 @@ class LossSettings:
     expansion: str = "log"
     add_pixel_loss: int = 300
     norm: str = "l1"
+    band_reduction: str = "mean"  # mean | sum (eq. 22 as printed): see losses/image.py
     lambda_image: float = 5000.0
     lambda_spec_mask: float = 0.5
     lambda_bce: float = 0.3
@@ -81,7 +82,8 @@ class Objective:
                 max_steps=int(max_steps), num_bands=int(s.num_bands), warmup=float(s.warmup),
                 add_pixel_loss=int(s.add_pixel_loss), mode=s.expansion,
             )
-        self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm)
+        self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm,
+                                                 band_reduction=s.band_reduction)
         spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
         self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
 

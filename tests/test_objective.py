@@ -81,3 +81,25 @@ def test_mask_iou():
     a[0, :2] = 1.0  # 8 pixels
     m[0, 1:3] = 1.0  # 8 pixels, 4 shared: IoU 4 / 12
     assert mask_iou(a, m) == pytest.approx((4 / 12 + 1.0) / 2)  # the empty pair counts as 1
+
+
+def test_band_reduction_sum_is_eq_22_as_printed():
+    """On a tiny image: sum_k w_k sum_{w in band k} |M(w; I) - M(w; I_gt)| / (H W), averaged over
+    channels, plus lambda_mask times the same for the masks (|.| smoothed by L1_EPS, as the loss does)."""
+    from spectral_tracking.losses.spectral import L1_EPS, frequency_grid, spectral_moments_reference
+
+    pred, alpha, gt, mask = images(3, H=8, W=8)
+    weights = torch.tensor([1.0, 0.7, 0.2])
+    freqs, band = frequency_grid(3)
+
+    def eq22(a, b):  # a, b: [C, H, W] -> scalar
+        dm = (spectral_moments_reference(a.double(), freqs) - spectral_moments_reference(b.double(), freqs)) / 64
+        per_freq = ((dm.abs() ** 2 + L1_EPS ** 2).sqrt() - L1_EPS).mean(0)  # smoothed |dM|, mean over channels
+        return sum(weights[k] * per_freq[band == k].sum() for k in range(3))
+
+    expected = eq22(pred[0].permute(2, 0, 1), gt[0].permute(2, 0, 1)) + 0.5 * eq22(alpha, mask)
+    got = SpectralMomentLoss(lambda_mask=0.5, norm="l1", band_reduction="sum")(pred.double(), alpha.double(),
+                                                                                gt.double(), mask.double(), weights)
+    torch.testing.assert_close(got["image"], expected, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="band_reduction"):
+        SpectralMomentLoss(band_reduction="max")

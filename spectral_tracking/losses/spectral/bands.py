@@ -87,6 +87,14 @@ def frequency_grid(num_bands: int, ndim: int = 2, device: torch.device | str | N
     return freqs[order], band[order]
 
 
+def band_sizes(num_bands: int) -> Tensor:
+    """[K] float64: how many frequencies each band holds on the full square grid (9, 16, 56, ...):
+    the factor between eq. 22's sum over a band's frequencies and the per-band mean used by default
+    (``band_reduction``)."""
+    _, band = frequency_grid(num_bands)
+    return torch.bincount(band, minlength=num_bands).double()
+
+
 def full_frequency_grid(height: int, width: int, device: torch.device | str | None = None) -> Tensor:
     """Every distinct integer frequency of an H x W image: (kx, ky) in (-L, L]^2, L = max(H, W).
 
