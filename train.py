@@ -7,10 +7,14 @@
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from spectral_tracking.threads import passive_wait
 
-import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
+passive_wait()  # before anything imports torch: its OpenMP runtime reads the wait policy once, on load
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import spectral_tracking.config  # noqa: F401,E402  (registers the ${frac:...} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

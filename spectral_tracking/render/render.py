@@ -16,6 +16,7 @@ transmittance 1e-4, as gsplat 1.5.3):
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import NamedTuple
 
 import torch
@@ -62,15 +63,21 @@ def render(
         raise ValueError("render: gaussians is empty (N = 0); there is nothing to render")
     if gaussians.means.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"render: Gaussians must be float32 or float64, got {gaussians.means.dtype}")
-    gaussians.check_finite("render: gaussians")
     if len(cameras) == 0:
         raise ValueError("render: cameras is empty (V = 0)")
-    if not (torch.isfinite(cameras.Ks).all() and torch.isfinite(cameras.viewmats).all()):
-        raise ValueError("render: cameras.Ks or cameras.viewmats hold non-finite values (NaN or inf)")
     device, dtype = gaussians.device, gaussians.means.dtype
-    cameras = cameras.to(device=device, dtype=dtype)
+    if cameras.Ks.device != device or cameras.Ks.dtype != dtype or cameras.viewmats.dtype != dtype:
+        cameras = cameras.to(device=device, dtype=dtype)
     V = len(cameras)
     background = _background(background, V, device, dtype)
+    # One host sync for every finiteness check (on a GPU each `if` on a device value waits for the
+    # queue); the failing tensor is named only when one fails.
+    checked = [*(getattr(gaussians, f.name) for f in fields(gaussians)), cameras.Ks, cameras.viewmats, background]
+    if not bool(torch.stack([torch.isfinite(t).all() for t in checked]).all()):
+        gaussians.check_finite("render: gaussians")
+        if not (torch.isfinite(cameras.Ks).all() and torch.isfinite(cameras.viewmats).all()):
+            raise ValueError("render: cameras.Ks or cameras.viewmats hold non-finite values (NaN or inf)")
+        raise ValueError("render: background holds non-finite values (NaN or inf)")
 
     if backend == "auto":
         if device.type == "cuda":
@@ -110,9 +117,7 @@ def _background(background: Tensor | None, V: int, device: torch.device, dtype: 
         background = background[None].expand(V, 3)
     if background.shape != (V, 3):
         raise ValueError(f"render: background must have shape [3] or [V, 3] with V={V}, got {list(background.shape)}")
-    if not torch.isfinite(background).all():
-        raise ValueError("render: background holds non-finite values (NaN or inf)")
-    return background.to(device=device, dtype=dtype)
+    return background.to(device=device, dtype=dtype)  # checked for NaN / inf by render()
 
 
 def _render_tiled(gaussians: Gaussians, cameras: Cameras, background: Tensor, binner, composite, backend: str) -> RenderOutput:

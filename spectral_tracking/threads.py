@@ -1,0 +1,107 @@
+"""How many threads a run uses, and how its idle threads wait.
+
+Two settings, because they take effect at different times:
+
+- **Wait policy** (`passive_wait`): torch's OpenMP runtime (GNU libgomp in the Linux pip wheel,
+  shared by the C++ kernels, see `spectral_tracking.native`) reads ``OMP_WAIT_POLICY`` once, when
+  it is loaded, i.e. on ``import torch``. By default an idle worker spins before it sleeps; on a
+  machine whose cores are all busy (two runs at once, or one run beside another program) a spinning
+  worker holds the core that the thread it waits for needs, and every parallel region stalls: two
+  default runs on 2 cores were 27x slower each. ``PASSIVE`` makes a waiting worker sleep at once.
+  So `passive_wait` must run before anything imports torch; the entry points (train.py, the
+  benchmarks) call it first. An ``OMP_WAIT_POLICY`` already in the environment is kept.
+- **Thread count** (`resolve` / `configure`): ``threads: auto`` in the config means the cores this
+  process may use, divided by the jobs that run at once (Hydra's joblib launcher: its ``n_jobs``),
+  and never more than ``OMP_NUM_THREADS`` when that is set (the experiment harness sets it per
+  worker, and so does joblib's loky backend). `configure` applies it with
+  ``torch.set_num_threads``, which also sets the kernels' thread count (they are passed
+  ``torch.get_num_threads()``). It can change at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+__all__ = ["available_cores", "concurrent_jobs", "configure", "passive_wait", "resolve"]
+
+
+def passive_wait() -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its children unless the environment
+    already names a policy. Returns whether the policy in the environment is (now) passive and
+    reaches this process's OpenMP runtime, i.e. torch was not imported yet."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive = os.environ["OMP_WAIT_POLICY"].strip().upper() == "PASSIVE"
+    if "torch" in sys.modules:
+        # Too late for this process (the runtime read its environment on import); children still
+        # inherit it.
+        return False
+    return passive
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which honours taskset and cgroup cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def concurrent_jobs() -> int:
+    """Jobs of this Hydra sweep that run at the same time: the joblib launcher's ``n_jobs`` (joblib's
+    convention: -1 = all cores, -2 = all but one, ...); 1 for a single run or the basic launcher."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return 1
+    if not HydraConfig.initialized():
+        return 1
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return 1
+    n_jobs = hc.launcher.get("n_jobs") if "joblib" in str(hc.launcher.get("_target_", "")) else None
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    if n_jobs < 0:
+        n_jobs = available_cores() + 1 + n_jobs
+    return max(1, n_jobs)
+
+
+def resolve(setting: int | str, jobs: int = 1, cores: int | None = None, env: dict | None = None) -> int:
+    """Threads for one process. ``setting``: a positive int, or ``"auto"`` = ``cores // jobs`` (at
+    least 1), capped by ``OMP_NUM_THREADS`` when ``env`` (default ``os.environ``) sets it."""
+    if isinstance(setting, str) and setting.strip().lower() == "auto":
+        cores = available_cores() if cores is None else int(cores)
+        n = max(1, cores // max(1, int(jobs)))
+        cap = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
+        if cap.strip().isdigit() and int(cap) >= 1:
+            n = min(n, int(cap))
+        return n
+    if isinstance(setting, bool):
+        raise ValueError(f"threads: expected a positive int or 'auto', got {setting!r}")
+    try:
+        n = int(setting)
+    except (TypeError, ValueError):
+        raise ValueError(f"threads: expected a positive int or 'auto', got {setting!r}") from None
+    if n < 1 or str(setting).strip() not in (str(n), f"{n}.0"):
+        raise ValueError(f"threads: expected a positive int or 'auto', got {setting!r}")
+    return n
+
+
+def configure(setting: int | str = "auto", jobs: int | None = None) -> int:
+    """Resolve ``setting`` (see `resolve`; ``jobs`` defaults to `concurrent_jobs`) and give torch and
+    the C++ kernels that many threads. Returns the count."""
+    import torch
+
+    n = resolve(setting, concurrent_jobs() if jobs is None else jobs)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() not in ("", "PASSIVE") and n > 1:
+        warnings.warn(
+            f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}: idle OpenMP threads spin, which stalls runs on a "
+            "busy machine (unset it, or set PASSIVE)", RuntimeWarning, stacklevel=2,
+        )
+    return n
