@@ -83,6 +83,36 @@ class Cameras:
         return Cameras(K, self.viewmats.clone(), width, height)
 
 
+def camera_problem(K: Tensor, viewmat: Tensor, rotation_tol: float = 1e-2) -> str | None:
+    """What makes one camera unusable, in words, or None when it is a pinhole camera.
+
+    K [3, 3]: finite, focal lengths fx = K[0, 0] and fy = K[1, 1] positive, last row [0, 0, 1].
+    viewmat [4, 4] world-to-camera: finite, last row [0, 0, 0, 1], rotation block orthonormal with
+    determinant +1 (to ``rotation_tol``, so matrices stored as rounded text pass). Readers call
+    this before building `Cameras`, so a bad file is named instead of surfacing as NaN in a render.
+    """
+    K, viewmat = K.double(), viewmat.double()
+    if K.shape != (3, 3) or viewmat.shape != (4, 4):
+        return f"K must be 3x3 and viewmat 4x4, got {list(K.shape)} and {list(viewmat.shape)}"
+    if not torch.isfinite(K).all():
+        return "K holds NaN or inf"
+    if not torch.isfinite(viewmat).all():
+        return "viewmat holds NaN or inf"
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        zero = " (K is all zero)" if not K.any() else ""
+        return f"K has focal lengths fx={float(K[0, 0]):g}, fy={float(K[1, 1]):g}; both must be positive pixels{zero}"
+    if not torch.allclose(K[2], K.new_tensor([0.0, 0.0, 1.0]), atol=1e-6):
+        return f"K's last row is {K[2].tolist()}, expected [0, 0, 1]"
+    if not torch.allclose(viewmat[3], viewmat.new_tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-6):
+        return f"viewmat's last row is {viewmat[3].tolist()}, expected [0, 0, 0, 1] (a world-to-camera 4x4)"
+    R = viewmat[:3, :3]
+    err = float((R @ R.T - torch.eye(3, dtype=R.dtype)).abs().max())
+    if err > rotation_tol or float(torch.linalg.det(R)) < 0:
+        return (f"viewmat's 3x3 block is not a rotation (|R R^T - I| = {err:.3g}, det {float(torch.linalg.det(R)):.3g}); "
+                "expected a rigid world-to-camera matrix [R | t]")
+    return None
+
+
 def intrinsics_from_fovy(fovy_deg: float, width: int, height: int) -> Tensor:
     """3x3 K with square pixels and the principal point at the image centre."""
     f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)

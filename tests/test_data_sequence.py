@@ -132,10 +132,10 @@ def test_half_written_folder_is_never_read(written):
     meta.pop("complete")
     (folder / "meta.json").write_text(json.dumps(meta))
     assert not is_complete(folder)
-    with pytest.raises(SequenceFormatError, match="half-written"):
+    with pytest.raises(SequenceFormatError, match=r'meta\.json: lacks "complete": true, the marker that every file'):
         load_sequence(folder)
     (folder / "meta.json").unlink()
-    with pytest.raises(SequenceFormatError, match="half-written"):
+    with pytest.raises(SequenceFormatError, match=r"meta\.json: missing; .*written last"):
         load_sequence(folder)
 
 

@@ -17,16 +17,14 @@ import torch
 
 from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import front_camera, read_rgba_frame, resize_rgb_mask
-from spectral_tracking.data.sequence import Sequence
-from spectral_tracking.gaussians import Gaussians, load_ply
+from spectral_tracking.data.sequence import Sequence, load_asset
+from spectral_tracking.gaussians import Gaussians
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "consistent4d"
-LAYOUT = """\
-expected Consistent4D layout:
-  <folder>/0.png, 1.png, ..., <T-1>.png   RGBA frames (alpha = object mask)
-(the project's copies live in ../shared/data/consistent4d/<name>/; the benchmark's videos are at
-https://github.com/yanqinJiang/Consistent4D)"""
+# One line, so an error that quotes it stays one line on the terminal.
+LAYOUT = ("a Consistent4D video is a folder of RGBA frames 0.png, 1.png, ..., <T-1>.png (alpha = object mask); the "
+          "project's copies live in ../shared/data/consistent4d/<name>/, the benchmark's at github.com/yanqinJiang/Consistent4D")
 
 
 def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonical: Gaussians | None = None,
@@ -37,7 +35,7 @@ def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonica
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataNotFoundError(f"Consistent4D video: no folder at {folder}\n{LAYOUT}")
+        raise DataNotFoundError(f"Consistent4D video: no folder at {folder}; {LAYOUT}")
     ids = []
     for p in folder.iterdir():
         m = re.match(r"^(\d+)\.png$", p.name)
@@ -47,7 +45,7 @@ def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonica
             raise SequenceFormatError(f"{p}: unexpected image name (frames are 0.png, 1.png, ...)")
     ids.sort()
     if not ids:
-        raise SequenceFormatError(f"{folder}: no frames 0.png, 1.png, ...\n{LAYOUT}")
+        raise SequenceFormatError(f"{folder}: no frames 0.png, 1.png, ...; {LAYOUT}")
     missing = sorted(set(range(ids[-1] + 1)) - set(ids))
     if missing:
         raise SequenceFormatError(f"{folder}: missing frames {[f'{t}.png' for t in missing[:10]]} (found 0..{ids[-1]})")
@@ -78,7 +76,7 @@ def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = T
     """The ``dataset=consistent4d`` entry: ``ds.path`` (the video), ``ds.canonical`` (the asset fitted
     to frame 0; absent until fit.py made it), ``ds.name`` (for the message saying how to make it)."""
     canonical = Path(ds["canonical"]) if ds.get("canonical") else None
-    asset = load_ply(canonical) if canonical is not None and canonical.is_file() else None
+    asset = load_asset(canonical) if canonical is not None and canonical.is_file() else None
     seq = load_consistent4d(ds["path"], resolution=resolution, canonical=asset)
     if asset is None and require_canonical:
         name = ds.get("name") or Path(ds["path"]).name

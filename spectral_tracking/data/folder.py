@@ -36,20 +36,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spectral_tracking.cameras import Cameras
+from spectral_tracking.cameras import Cameras, camera_problem
 from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import read_png, write_png
-from spectral_tracking.data.sequence import Sequence
-from spectral_tracking.gaussians import Gaussians, load_ply, save_ply
+from spectral_tracking.data.sequence import Sequence, load_asset
+from spectral_tracking.gaussians import Gaussians, save_ply
 
 PathLike = Union[str, Path]
 
 FORMAT_VERSION = 1
-LAYOUT = """\
-expected layout of a sequence folder:
-  canonical.ply, cameras.json, meta.json,
-  frames/<view>/<t>.png (RGBA, or RGB plus masks/<view>/<t>.png), optional novel/<view>/<t>.png,
-  optional gt/<t>.npz"""
+# One line, so an error that quotes it stays one line on the terminal.
+LAYOUT = ("a sequence folder holds canonical.ply, cameras.json, meta.json, frames/<view>/<t>.png (RGBA, or RGB plus "
+          "masks/<view>/<t>.png), optional novel/<view>/<t>.png and gt/<t>.npz (README: 'Bring your own data')")
 
 
 
@@ -133,11 +131,51 @@ def is_complete(folder: PathLike) -> bool:
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise SequenceFormatError(f"{path}: missing\n{LAYOUT}")
+        raise SequenceFormatError(f"{path}: missing; {LAYOUT}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SequenceFormatError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise SequenceFormatError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _read_meta(folder: Path) -> dict:
+    """meta.json of a sequence folder, or a `SequenceFormatError` saying what is wrong with it.
+
+    The benchmark generator writes meta.json last with ``"complete": true`` and regenerates a
+    folder without it before reading, so a generated folder that still lacks it was copied or
+    edited half-way; a user's own folder simply needs the file (or the marker) written."""
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise SequenceFormatError(
+            f"{path}: missing; a sequence folder needs meta.json with {{\"num_frames\", \"fps\", \"complete\": true}}, "
+            "written last once every other file is in place")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SequenceFormatError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
+    if not text.strip():
+        raise SequenceFormatError(
+            f"{path}: empty; write {{\"num_frames\": <T>, \"fps\": <fps>, \"complete\": true}} into it "
+            "(if a generator or copy was interrupted, rerun it)")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SequenceFormatError(f"{path}: not valid JSON ({e}); expected {{\"num_frames\", \"fps\", \"complete\": true, ...}}") from e
+    if not isinstance(meta, dict):
+        raise SequenceFormatError(f"{path}: expected a JSON object {{\"num_frames\", \"fps\", \"complete\": true, ...}}, "
+                                  f"got {type(meta).__name__}")
+    if meta.get("complete") is not True:
+        if meta.get("generator"):
+            raise SequenceFormatError(
+                f"{path}: lacks \"complete\": true: a half-written copy of a sequence made by {meta['generator']}; "
+                "generate it again (dataset=synthetic or dataset=donut does so by itself) instead of reading this copy")
+        raise SequenceFormatError(
+            f"{path}: lacks \"complete\": true, the marker that every file of the folder is written; "
+            "add it once the frames, cameras.json and canonical.ply are in place")
+    return meta
 
 
 def _frame_files(view_dir: Path, num_frames: int) -> list[Path]:
@@ -187,12 +225,8 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
     """Read a sequence folder (see the module docstring); every problem is an error naming the file."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataNotFoundError(f"{folder}: no such sequence folder\n{LAYOUT}")
-    if not is_complete(folder):
-        raise SequenceFormatError(
-            f"{folder}: meta.json is missing or lacks \"complete\": true - a half-written sequence (interrupted run?);"
-            " regenerate it (the synthetic generator does so automatically)")
-    meta = _read_json(folder / "meta.json")
+        raise DataNotFoundError(f"{folder}: no such sequence folder; {LAYOUT}")
+    meta = _read_meta(folder)
     T = meta.get("num_frames")
     if not isinstance(T, int):
         raise SequenceFormatError(f"{folder / 'meta.json'}: \"num_frames\" must be an integer, got {T!r}")
@@ -211,9 +245,17 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
                 raise SequenceFormatError(f"{folder / 'cameras.json'}: view {i} lacks \"{key}\"")
         if v["split"] not in ("frames", "novel"):
             raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r} has split {v['split']!r}, expected \"frames\" or \"novel\"")
-        K, vm = torch.tensor(v["K"], dtype=torch.float32), torch.tensor(v["viewmat"], dtype=torch.float32)
-        if K.shape != (3, 3) or vm.shape != (4, 4):
-            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: K must be 3x3 and viewmat 4x4")
+        try:
+            K, vm = torch.tensor(v["K"], dtype=torch.float32), torch.tensor(v["viewmat"], dtype=torch.float32)
+        except (TypeError, ValueError) as e:
+            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: K and viewmat must be lists of numbers "
+                                      f"(3x3 and 4x4) ({e})") from e
+        problem = camera_problem(K, vm)
+        if problem is not None:
+            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: {problem}")
+        if not all(isinstance(v[k], int) and not isinstance(v[k], bool) and v[k] > 0 for k in ("width", "height")):
+            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: width and height must be positive "
+                                      f"integers (pixels), got {v['width']!r} x {v['height']!r}")
         names.append(str(v["name"]))
         splits.append(v["split"])
         az = v.get("azimuth_deg")
@@ -247,7 +289,7 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
             images[v, t], masks[v, t] = read_frame(path, mask_dir / f"{t}.png", (W, H))
     canonical = None
     if (folder / "canonical.ply").is_file():
-        canonical = load_ply(folder / "canonical.ply")
+        canonical = load_asset(folder / "canonical.ply")
     elif require_canonical:
         raise SequenceFormatError(f"{folder / 'canonical.ply'}: missing (the asset given to the tracker)")
     gt_means = None
@@ -264,6 +306,11 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
                 raise SequenceFormatError(f"{p}: not a readable .npz with a 'means' array ({type(e).__name__}: {e})") from e
             if arrs[-1].ndim != 2 or arrs[-1].shape[1] != 3 or arrs[-1].shape != arrs[0].shape:
                 raise SequenceFormatError(f"{p}: means has shape {list(arrs[-1].shape)}, expected {list(arrs[0].shape)} like gt/0.npz ([M, 3])")
+            bad = ~np.isfinite(arrs[-1]).all(axis=1)
+            if bad.any():
+                raise SequenceFormatError(
+                    f"{p}: means of {int(bad.sum())} ground-truth Gaussians hold NaN or inf (first: row {int(np.argmax(bad))}); "
+                    "3D errors would be NaN. Fix it, or remove gt/ (the run then reports no 3D errors)")
         gt_means = torch.from_numpy(np.stack(arrs))
     gt_index = _canonical_index(folder, meta, canonical)
     return Sequence(
@@ -347,6 +394,10 @@ def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = T
     from spectral_tracking.config import ConfigError
 
     seq = load_sequence(ds["path"], require_canonical=require_canonical)
+    if resolution is not None and seq.height != seq.width:
+        raise SequenceFormatError(
+            f"{ds['path']}: frames are {seq.width}x{seq.height} (from cameras.json); tracking needs square frames "
+            "(resolution is one side), and non-square frames are not supported: crop or pad them to square")
     if resolution is not None and (seq.height, seq.width) != (resolution, resolution):
         raise ConfigError(
             f"dataset.path={ds['path']}: frames are {seq.width}x{seq.height} but resolution={resolution}; "

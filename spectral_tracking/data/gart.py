@@ -26,8 +26,7 @@ import torch
 from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import front_camera, read_png, resize_rgb_mask
 from spectral_tracking.data.rle import decode_coco_rle
-from spectral_tracking.data.sequence import Sequence
-from spectral_tracking.gaussians import load_ply
+from spectral_tracking.data.sequence import Sequence, load_asset
 
 GART_LAYOUT = """\
 expected GART dog layout:
@@ -133,7 +132,7 @@ def load_gart(folder: str | Path, canonical: str | Path | None = None, frame_ids
         masks.append(m)
     H, W = rgbs[0].shape[:2]
     focal = float(np.median(focals)) * W / size[1]
-    g, tf = load_ply(ply).normalize(0.5)
+    g, tf = load_asset(ply).normalize(0.5)
     cams = front_camera(W, H, focal=focal)
     return Sequence(
         canonical=g, cameras=cams, view_names=["0.0"], azimuths=[0.0],

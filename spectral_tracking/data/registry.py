@@ -64,10 +64,29 @@ def read_dataset(ds: Mapping, resolution: int | None, require_canonical: bool = 
     a canonical only where the data has one, unless ``require_canonical``)."""
     from spectral_tracking.config import ConfigError
 
+    check_dataset_config(ds)
     kind = ds["type"]
     if kind not in DATASETS:
         raise ConfigError(f"dataset.type: unknown dataset type {kind!r} ({', '.join(DATASETS)})")
     return DATASETS[kind](ds, resolution, require_canonical)
+
+
+_KEY_EXAMPLES = {"path": "<folder>", "canonical": "<canonical.ply>", "name": "<name>"}
+
+
+def check_dataset_config(ds: Mapping, prefix: str = "dataset") -> None:
+    """`ConfigError` for a key of the ``dataset`` group left at ``???`` (mandatory, e.g. ``path`` of
+    ``dataset=folder``): name the key and how to set it, instead of reading a folder called ``???``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from spectral_tracking.config import ConfigError
+
+    for key in list(ds.keys()):
+        unset = OmegaConf.is_missing(ds, key) if isinstance(ds, DictConfig) else ds[key] == "???"
+        if unset:
+            kind = ds.get("type", "?") if not (isinstance(ds, DictConfig) and OmegaConf.is_missing(ds, "type")) else "?"
+            raise ConfigError(f"{prefix}.{key} must be set (dataset={kind} has no default): add "
+                              f"{prefix}.{key}={_KEY_EXAMPLES.get(str(key), '<value>')} to the command line")
 
 
 def load_dataset(ds: Mapping, resolution: int) -> Sequence:
@@ -91,6 +110,9 @@ def detect_type(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise SequenceFormatError(f"{path}: not a folder (expected a sequence folder, a Consistent4D video folder or a "
+                                  "NeRF-synthetic folder)")
     if any(path.glob("transforms_*.json")):
         return "nerf_synthetic"
     if (path / "cameras.json").is_file():

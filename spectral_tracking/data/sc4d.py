@@ -25,8 +25,7 @@ from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import read_rgba_frame, resize_rgb_mask
 from spectral_tracking.data.gart import require_dir
-from spectral_tracking.data.sequence import Sequence, normalize_scene
-from spectral_tracking.gaussians import load_ply
+from spectral_tracking.data.sequence import Sequence, load_asset, normalize_scene
 
 SC4D_LAYOUT = """\
 expected SC4D / GSGD layout:
@@ -109,7 +108,7 @@ def load_sc4d(folder: str | Path, resolution: int | None = None, fovy_deg: float
     H, W = images[0].shape[1:3]
     az = [float(d.name) for d in view_dirs]
     cams = orbit_camera(az, 0.0, radius, fovy_deg, W, H)
-    canonical, cams, record = normalize_scene(load_ply(ply), cams)
+    canonical, cams, record = normalize_scene(load_asset(ply), cams)
     meta = {"dataset": "sc4d", "folder": str(folder), "normalization": {"bounding_radius": 0.5, **record},
             "rig": {"radius": radius, "fovy_deg": fovy_deg, "elevation_deg": 0.0}, "ignored_entries": ignored,
             "provenance": "SC4D / GSGD layout"}

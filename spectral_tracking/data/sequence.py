@@ -22,7 +22,7 @@ from torch import Tensor
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.data.errors import SequenceFormatError
 from spectral_tracking.data.frames import resize_rgb_mask
-from spectral_tracking.gaussians import Gaussians
+from spectral_tracking.gaussians import Gaussians, PLYFormatError, load_ply
 
 log = logging.getLogger(__name__)
 STANDARD_RADIUS = 0.5  # bounding radius of the asset in the standard frame
@@ -227,6 +227,23 @@ class Sequence:
 
 
 # ----------------------------------------------------------------------------------------------
+# The asset a reader hands to the tracker
+# ----------------------------------------------------------------------------------------------
+def load_asset(path) -> Gaussians:
+    """A canonical asset from a 3DGS PLY: `load_ply` plus the check tracking needs on top, that the
+    Gaussians have extent (the asset is normalised to bounding radius 0.5, which a point cannot be).
+    Raises `PLYFormatError` naming the file."""
+    g = load_ply(path)
+    center, radius = g.bounding_sphere()
+    if g.num_gaussians > 1 and radius <= 1e-7 * max(1.0, float(center.abs().max())):
+        where = ", ".join(f"{float(c):.4g}" for c in center)
+        raise PLYFormatError(
+            f"{path}: all {g.num_gaussians} Gaussians sit at one point ({where}); an asset to track needs extent "
+            "(is this the right PLY?)")
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
 # Normalisation of an asset together with its cameras
 # ----------------------------------------------------------------------------------------------
 def normalize_scene(canonical: Gaussians, cameras: Cameras, radius: float = 0.5) -> tuple[Gaussians, Cameras, dict]:
@@ -267,6 +284,9 @@ def normalized(seq: Sequence) -> Sequence:
     if in_standard_frame(seq):
         return seq
     radius = seq.canonical.bounding_sphere()[1]
+    if radius <= 0:
+        raise SequenceFormatError(f"{seq.meta.get('folder', 'sequence')}: every Gaussian of the canonical asset sits at one "
+                                  "point; an asset to track needs extent")
     canonical, cameras, record = normalize_scene(seq.canonical, seq.cameras, STANDARD_RADIUS)
     gt = seq.gt_means
     if gt is not None:
