@@ -75,10 +75,11 @@ def build_scene(server, data: dict, title: str = "") -> dict:
     wxyz, positions = camera_poses(data["viewmats"])
     center = means.reshape(-1, 3).mean(0)
     # Behind and above the first training camera, so its frustum and the asset are both in view.
-    eye = center + 1.4 * (positions[train[0]] - center) + 0.4 * np.linalg.norm(positions[train[0]] - center) * up
+    eye = center + 1.25 * (positions[train[0]] - center) + 0.35 * np.linalg.norm(positions[train[0]] - center) * up
     server.initial_camera.position = tuple(float(x) for x in eye)
     server.initial_camera.look_at = tuple(float(x) for x in center)
     server.initial_camera.up = tuple(float(x) for x in up)
+    server.initial_camera.fov = 1.2 * 2 * math.atan(int(data["height"]) / (2 * float(data["Ks"][0, 1, 1])))  # radians
 
     splats = [server.scene.add_gaussian_splats(f"/tracked/frame_{t:04d}", centers=means[t], covariances=covariances(quats[t], data["log_scales"]),
                                                rgbs=rgbs, opacities=opac, visible=(t == 0)) for t in range(T)]
