@@ -53,6 +53,27 @@ def export_asset_frames(deformation, out_dir: Path, normalization: Mapping | Non
         return [save_ply(to_asset_frame(deformation(f), normalization), out_dir / f"frame_{f:04d}.ply") for f in frames]
 
 
+def export_asset_splats(deformation, out_dir: Path, normalization: Mapping | None = None,
+                        frames: list[int] | None = None) -> list[Path]:
+    """Like `export_asset_frames`, as ``frame_XXXX.splat`` (32 bytes a Gaussian: position, scale,
+    RGBA, rotation; the web viewers' format, written by ``gsplat.export_splats``, which runs on the
+    CPU). The format keeps degree-0 colour only."""
+    from gsplat import export_splats
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = list(range(deformation.num_frames)) if frames is None else [int(f) for f in frames]
+    paths = []
+    with torch.no_grad():
+        for f in frames:
+            g = to_asset_frame(deformation(f), normalization).to("cpu", torch.float32)
+            path = out_dir / f"frame_{f:04d}.splat"
+            export_splats(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh[:, :1], g.sh[:, 1:], format="splat",
+                          save_to=str(path))
+            paths.append(path)
+    return paths
+
+
 # ----------------------------------------------------------------------------------------------
 # tracked.npz
 # ----------------------------------------------------------------------------------------------

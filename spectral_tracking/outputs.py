@@ -7,6 +7,7 @@
     curves.png        loss terms, active bands alpha(t), train PSNR over the steps
     tracked.npz       the tracked sequence for the viewer and the API (`spectral_tracking.export`)
     frames/           with ``eval.export_ply``: frame_XXXX.ply in the frame of the asset the user gave
+                      (and frame_XXXX.splat with ``eval.export_splat``)
     metrics.json      metrics, these paths, the run record and the resolved config
 
 Videos need imageio-ffmpeg (a dependency); without it they are written as GIFs with one warning.
@@ -51,7 +52,7 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
                   normalization: dict | None = None) -> dict[str, str]:
     """Write the run's figures, videos and exports (module docstring); returns name -> path.
     ``normalization``: the sequence's ``meta["normalization"]`` record, for the PLY export."""
-    from spectral_tracking.export import export_asset_frames, save_tracked
+    from spectral_tracking.export import export_asset_frames, export_asset_splats, save_tracked
     from spectral_tracking.figures import save_curves, save_strip
     from spectral_tracking.video import orbit_video, tracked_video
 
@@ -82,6 +83,9 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
     if cfg.eval.export_ply:
         timed("ply", export_asset_frames, module.deformation, out_dir / "frames", normalization)
         figures["ply"] = str(out_dir / "frames")
+    if cfg.eval.get("export_splat", False):
+        timed("splat", export_asset_splats, module.deformation, out_dir / "frames", normalization)
+        figures["splat"] = str(out_dir / "frames")
     log.info("outputs written in %.1f s (%s)", sum(seconds.values()),
              ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
     return figures
@@ -97,6 +101,10 @@ def log_final(loggers, metrics: dict, figures: dict, step: int) -> None:
             lg.experiment.log({"eval/final_strip": wandb.Image(figures["strip"])})
             if "progression" in figures:
                 lg.experiment.log({"eval/progression": wandb.Video(figures["progression"], format="gif")})
+            for key in ("video", "orbit"):
+                if key in figures:
+                    path = figures[key]
+                    lg.experiment.log({f"eval/{key}": wandb.Video(path, format=Path(path).suffix.lstrip("."))})
 
 
 def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, config: dict) -> dict:

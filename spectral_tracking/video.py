@@ -53,25 +53,30 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 8.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not frames:
         raise ValueError(f"write_video: no frames for {path}")
+    reason = "no MP4 encoder (imageio-ffmpeg)"
     if mp4_available():
         import imageio.v2 as imageio
 
         tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # imageio's notes about frame sizes; we pad ourselves
-            writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
-                                        macro_block_size=1, ffmpeg_log_level="error")
-            try:
-                for f in frames:
-                    writer.append_data(_pad_to(np.ascontiguousarray(f), 16))
-            finally:
-                writer.close()
-        tmp.replace(path)
-        return path
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # imageio's notes about frame sizes; we pad ourselves
+                writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
+                                            macro_block_size=1, ffmpeg_log_level="error")
+                try:
+                    for f in frames:
+                        writer.append_data(_pad_to(np.ascontiguousarray(f), 16))
+                finally:
+                    writer.close()
+            tmp.replace(path)
+            return path
+        except (OSError, RuntimeError) as e:  # an ffmpeg that cannot run here: the run still finishes
+            tmp.unlink(missing_ok=True)
+            reason = f"the MP4 encoder failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     from PIL import Image
 
     gif = path.with_suffix(".gif")
-    log.warning("no MP4 encoder (imageio-ffmpeg): wrote %s instead of %s; for MP4: %s", gif.name, path.name, ENCODER_HINT)
+    log.warning("%s: wrote %s instead of %s; for MP4: %s", reason, gif.name, path.name, ENCODER_HINT)
     pil = [Image.fromarray(f) for f in frames]
     pil[0].save(gif, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
     return gif

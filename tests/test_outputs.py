@@ -37,7 +37,7 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_root):
     tmp = tmp_path_factory.mktemp("outputs")
-    result = run(make_cfg(tmp, data_root, ["eval.export_ply=true", "views=1"]))
+    result = run(make_cfg(tmp, data_root, ["eval.export_ply=true", "eval.export_splat=true", "views=1"]))
     return result, tmp / "run"
 
 
@@ -45,7 +45,8 @@ def test_every_output_is_listed_and_exists(finished):
     result, folder = finished
     figures = result["figures"]
     for key, name in [("strip", "final_strip.png"), ("progression", "progression.gif"), ("video", "tracked.mp4"),
-                      ("orbit", "orbit.mp4"), ("curves", "curves.png"), ("tracked", "tracked.npz"), ("ply", "frames")]:
+                      ("orbit", "orbit.mp4"), ("curves", "curves.png"), ("tracked", "tracked.npz"), ("ply", "frames"),
+                      ("splat", "frames")]:
         assert Path(figures[key]) == folder / name and (folder / name).exists(), key
     assert json.loads((folder / "metrics.json").read_text())["figures"] == figures
 
@@ -97,9 +98,16 @@ def test_tracked_npz_holds_the_sequence(finished):
 
 
 def test_exported_frames_are_every_frame(finished):
-    _, folder = finished
+    result, folder = finished
     plys = sorted((folder / "frames").glob("frame_*.ply"))
     assert [p.name for p in plys] == [f"frame_{t:04d}.ply" for t in range(FRAMES)]
+    splats = sorted((folder / "frames").glob("frame_*.splat"))
+    assert len(splats) == FRAMES and result["figures"]["splat"] == str(folder / "frames")
+    # 32 bytes a Gaussian: position (3 float32), scale (3 float32), RGBA and rotation (4 + 4 uint8)
+    g = load_ply(plys[-1])
+    raw = np.frombuffer(splats[-1].read_bytes(), dtype=np.dtype([("xyz", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)]))
+    assert len(raw) == g.num_gaussians
+    np.testing.assert_allclose(np.sort(raw["xyz"][:, 0]), np.sort(g.means[:, 0].numpy()), atol=1e-6)
 
 
 def folder_cfg(tmp_path: Path, folder: Path, overrides=()):
@@ -198,6 +206,21 @@ def test_without_the_encoder_videos_fall_back_to_gif(tmp_path, monkeypatch, capl
     assert Image.open(out).n_frames == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "pip install imageio imageio-ffmpeg" in warnings[0]
+
+
+def test_a_failing_encoder_falls_back_to_gif(tmp_path, monkeypatch, caplog):
+    import imageio.v2 as imageio_v2
+
+    import spectral_tracking.video as video
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ffmpeg: cannot execute binary file")
+
+    monkeypatch.setattr(imageio_v2, "get_writer", broken)
+    with caplog.at_level(logging.WARNING):
+        out = video.write_video([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "orbit.mp4")
+    assert out.suffix == ".gif" and out.is_file() and not list(tmp_path.glob("*.mp4"))
+    assert "encoder failed" in caplog.text and "pip install imageio imageio-ffmpeg" in caplog.text
 
 
 def test_mp4_is_written_with_the_bundled_encoder(tmp_path):
