@@ -1,10 +1,15 @@
 """Fit a canonical 3DGS asset (canonical.ply) to posed RGBA images: step one of the workflow.
 
     python fit.py data.path=data/synthetic/<sequence>                  # frame 0 of its training views
-    python fit.py data.path=../shared/data/consistent4d/blooming_rose out=data/consistent4d/blooming_rose
+    python fit.py data.path=../shared/data/consistent4d/blooming_rose data.type=consistent4d out=data/consistent4d/blooming_rose
     python fit.py data.path=<nerf_synthetic>/lego strategy=default sh_degree=3
     python fit.py -m strategy=default,spectral data.path=...           # compare the two strategies
+
+An `out` folder holding an earlier fit is refused unless overwrite=true; a dataset's own folder always.
+Bad input is one line on stderr and exit status 2.
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -14,9 +19,13 @@ import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")
 def main(cfg: DictConfig):
-    from spectral_tracking.fit import run
+    from spectral_tracking.fit.run import UserError, run
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except UserError as e:  # bad input or setting: the message names the file or key and what to do
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,188 @@ def test_fit_entry_point_multirun_both_strategies(tmp_path, scene):
         m = json.loads((tmp_path / "sweep" / s / "metrics.json").read_text())
         assert m["strategy"] == {"default": "DefaultStrategy", "spectral": "SpectralStrategy"}[s]
         assert (tmp_path / "sweep" / s / "canonical.ply").is_file()
+
+
+# --- nothing lost, nothing silent (issue 13) ------------------------------------------------------
+def _tiny_fit_overrides(data_path, out, *extra):
+    return [f"data.path={data_path}", f"out={out}", "steps=3", "resolution=16", "num_points=60", "progress=false",
+            "log_every=1", "backend=cpu", *extra]
+
+
+def _sequence_folder(tmp_path, scene):
+    """``scene`` as a two-frame sequence folder (cameras.json, frames/, meta.json; no canonical)."""
+    from spectral_tracking.data import write_sequence
+
+    two = Sequence(**{**scene.__dict__, "images": scene.images.repeat(1, 2, 1, 1, 1), "masks": scene.masks.repeat(1, 2, 1, 1),
+                      "static": False, "train_views": None, "eval_views": None})
+    return write_sequence(two, tmp_path / "sequence")
+
+
+def test_fit_refuses_a_folder_holding_an_earlier_fit_unless_overwrite(tmp_path, scene):
+    from spectral_tracking.fit import run
+
+    write_nerf_synthetic(tmp_path / "scene", scene)
+    out = tmp_path / "out"
+    run(_compose(_tiny_fit_overrides(tmp_path / "scene", out)))
+    before = {n: (out / n).read_bytes() for n in ("canonical.ply", "metrics.json")}
+    with pytest.raises(FitInputError, match=r"out=.*out already holds canonical\.ply and metrics\.json; refusing to "
+                                            r"overwrite: choose another out= or add overwrite=true"):
+        run(_compose(_tiny_fit_overrides(tmp_path / "scene", out, "seed=1")))
+    assert {n: (out / n).read_bytes() for n in before} == before  # nothing touched
+    run(_compose(_tiny_fit_overrides(tmp_path / "scene", out, "seed=1", "overwrite=true")))
+    assert (out / "canonical.ply").read_bytes() != before["canonical.ply"]
+    lone_meta = tmp_path / "lone_meta"
+    lone_meta.mkdir()
+    (lone_meta / "meta.json").write_text("{}")
+    with pytest.raises(FitInputError, match=r"already holds meta\.json"):
+        run(_compose(_tiny_fit_overrides(tmp_path / "scene", lone_meta)))
+
+
+def test_fit_never_writes_into_a_sequence_folder(tmp_path, scene):
+    from spectral_tracking.fit import run
+
+    seq_dir = _sequence_folder(tmp_path, scene)
+    listing = sorted(p.relative_to(seq_dir) for p in seq_dir.rglob("*"))
+    with pytest.raises(FitInputError, match=r"is the folder being fitted \(data\.path\); a fit never writes into its input"):
+        run(_compose(_tiny_fit_overrides(seq_dir, seq_dir, "overwrite=true")))
+    write_nerf_synthetic(tmp_path / "scene", scene)
+    with pytest.raises(FitInputError, match=r"is a dataset folder \(it holds cameras\.json\); a sequence's canonical\.ply "
+                                            r"is the asset the tracker is given, never a fit output, even with overwrite=true"):
+        run(_compose(_tiny_fit_overrides(tmp_path / "scene", seq_dir, "overwrite=true")))
+    assert sorted(p.relative_to(seq_dir) for p in seq_dir.rglob("*")) == listing
+
+
+def test_numbered_pngs_need_data_type_consistent4d(tmp_path, scene, caplog):
+    video = tmp_path / "video"
+    video.mkdir()
+    for t in range(2):
+        Image.fromarray(torch.cat([scene.images[0, 0], scene.masks[0, 0][..., None]], -1).numpy(), "RGBA").save(video / f"{t}.png")
+    with pytest.raises(FitInputError, match=r"numbered PNGs and no cameras .* set data\.type=consistent4d"):
+        load_frame(video)
+    with caplog.at_level("WARNING", logger="spectral_tracking.fit.inputs"):
+        d = load_frame(video, type="consistent4d")
+    assert d.num_views == 1 and "assumed Consistent4D front camera" in caplog.text
+
+
+def test_bad_cameras_in_a_sequence_name_the_file_and_view(tmp_path, scene):
+    seq_dir = _sequence_folder(tmp_path, scene)
+    cams = json.loads((seq_dir / "cameras.json").read_text())
+    cams["views"][2]["K"] = [[0.0] * 3] * 3
+    (seq_dir / "cameras.json").write_text(json.dumps(cams))
+    with pytest.raises(FitInputError, match=r"cameras\.json: view '180\.0': K has focal lengths fx=0"):
+        load_frame(seq_dir)
+    cams["views"][2]["K"] = [[float("nan")] * 3] * 3
+    (seq_dir / "cameras.json").write_text(json.dumps(cams))
+    with pytest.raises(FitInputError, match=r"cameras\.json: view '180\.0': K holds NaN or inf"):
+        load_frame(seq_dir)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "nan", "inf", "zero_vertices", "renamed_property", "coincident"])
+def test_bad_init_ply_names_the_file(tmp_path, kind):
+    from test_data_errors import write_bad_ply
+
+    from spectral_tracking.gaussians import PLYFormatError
+
+    src = save_ply(random_gaussians(30, seed=0), tmp_path / "good.ply")
+    bad = write_bad_ply(kind, src, tmp_path / f"{kind}.ply")
+    with pytest.raises(PLYFormatError) as info:
+        init_from_ply(bad, 0)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_point_cloud_init_names_the_file(tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    from spectral_tracking.gaussians import PLYFormatError
+
+    rec = np.zeros(4, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    PlyData([PlyElement.describe(rec, "vertex")]).write(str(tmp_path / "same.ply"))
+    with pytest.raises(PLYFormatError, match=r"same\.ply: all 4 points sit at one position"):
+        init_from_ply(tmp_path / "same.ply", 0)
+    rec["x"] = [0, 1, np.nan, 2]
+    PlyData([PlyElement.describe(rec, "vertex")]).write(str(tmp_path / "nan.ply"))
+    with pytest.raises(PLYFormatError, match=r"nan\.ply: 1 points hold NaN or inf"):
+        init_from_ply(tmp_path / "nan.ply", 0)
+    PlyData([PlyElement.describe(np.zeros(3, dtype=[("u", "f4")]), "vertex")]).write(str(tmp_path / "u.ply"))
+    with pytest.raises(PLYFormatError, match=r"u\.ply: an init PLY is a 3DGS asset .* or a point cloud"):
+        init_from_ply(tmp_path / "u.ply", 0)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("steps=0", "steps"), ("resolution=0", "resolution"), ("views_per_step=0", "views_per_step"),
+    ("init_opacity=1.5", "init_opacity"), ("ssim_weight=2", "ssim_weight"), ("max_gaussians=-1", "max_gaussians"),
+    ("log_every=0", "log_every"), ("+lr.means=-1", "lr.means"), ("+lr.foo=1", "lr"), ("scene_scale=0", "scene_scale"),
+    ("data.frame=-1", "data.frame"), ("num_points=0", "num_points"), ("steps=abc", "densify.refine_stop_iter"),
+    ("device=tpu", "device"),
+])
+def test_fit_settings_refused_before_anything_is_read_or_written(tmp_path, override, key):
+    from spectral_tracking.fit import run
+
+    out = tmp_path / "out"
+    with pytest.raises(FitInputError, match="^" + key.replace(".", r"\.")):
+        run(_compose(_tiny_fit_overrides(tmp_path / "no_such_data", out, override)))
+    assert not out.exists()
+
+
+def test_failed_fit_creates_no_out_folder(tmp_path):
+    from spectral_tracking.fit import run
+
+    with pytest.raises(FitInputError, match="no such folder"):
+        run(_compose(_tiny_fit_overrides(tmp_path / "missing", tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def _fit_cli(tmp_path, *args):
+    import os
+
+    cmd = [sys.executable, str(REPO / "fit.py"), "steps=3", "resolution=16", "num_points=60", "progress=false", "backend=cpu",
+           f"hydra.run.dir={tmp_path / 'hydra'}", *args]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _assert_one_line(r, pattern):
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_fit_entry_point_refuses_an_existing_fit_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "canonical.ply").write_text("an earlier fit")
+    _assert_one_line(_fit_cli(tmp_path, f"data.path={tmp_path}", f"out={out}"),
+                     r"out=.*out already holds canonical\.ply; refusing to overwrite: .*overwrite=true")
+    assert (out / "canonical.ply").read_text() == "an earlier fit"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["no_path", "missing_folder", "bad_init_ply", "numbered_pngs", "bad_setting", "bad_cameras"])
+def test_fit_entry_point_input_errors_one_line_exit_2(tmp_path, scene, case):
+    from test_data_errors import write_bad_ply
+
+    write_nerf_synthetic(tmp_path / "scene", scene)
+    out = f"out={tmp_path / 'out'}"
+    if case == "no_path":
+        args, pattern = [out], r"data\.path is required \(it is not set\): add data\.path=<folder>"
+    elif case == "missing_folder":
+        args, pattern = [f"data.path={tmp_path / 'nope'}", out], r"nope: no such folder"
+    elif case == "bad_init_ply":
+        bad = write_bad_ply("truncated", save_ply(random_gaussians(30), tmp_path / "g.ply"), tmp_path / "bad.ply")
+        args, pattern = [f"data.path={tmp_path / 'scene'}", f"init={bad}", out], r"bad\.ply: not a readable PLY file"
+    elif case == "numbered_pngs":
+        (tmp_path / "video").mkdir()
+        for t in range(2):
+            Image.new("RGBA", (16, 16)).save(tmp_path / "video" / f"{t}.png")
+        args, pattern = [f"data.path={tmp_path / 'video'}", out], r"numbered PNGs and no cameras .*data\.type=consistent4d"
+    elif case == "bad_setting":
+        args, pattern = [f"data.path={tmp_path / 'scene'}", out, "init_opacity=0"], r"init_opacity must be a number > 0"
+    else:
+        seq_dir = _sequence_folder(tmp_path, scene)
+        cams = json.loads((seq_dir / "cameras.json").read_text())
+        cams["views"][1]["viewmat"][0][3] = float("nan")
+        (seq_dir / "cameras.json").write_text(json.dumps(cams))
+        args, pattern = [f"data.path={seq_dir}", out], r"cameras\.json: view '90\.0': viewmat holds NaN or inf"
+    _assert_one_line(_fit_cli(tmp_path, *args), pattern)
+    assert not (tmp_path / "out").exists()

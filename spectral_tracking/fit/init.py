@@ -106,32 +106,52 @@ def init_random(data: Sequence, num_points: int, sh_degree: int, use_masks: bool
     )
 
 
+def _check_extent(means: Tensor, path: Path) -> None:
+    """A start where every point is the same point cannot be fitted (each Gaussian gets the same
+    gradient, and kNN scales are zero): say so, naming the PLY."""
+    from spectral_tracking.gaussians import PLYFormatError
+
+    if len(means) > 1 and bool((means == means[0]).all()):
+        where = ", ".join(f"{float(c):.4g}" for c in means[0])
+        raise PLYFormatError(f"{path}: all {len(means)} points sit at one position ({where}); an init PLY needs extent "
+                             "(or use init=random)")
+
+
 def init_from_ply(path: PathLike, sh_degree: int, init_opacity: float = 0.1) -> Gaussians:
     """Gaussians from a 3DGS PLY (kept as they are, SH degree adapted) or a plain point cloud PLY.
 
     A point cloud needs ``x y z`` and may have ``red green blue`` (0-255) colours; its Gaussians get
-    kNN scales, identity rotations and opacity ``init_opacity``.
+    kNN scales, identity rotations and opacity ``init_opacity``. A file that is neither raises
+    `PLYFormatError` naming it.
     """
     from plyfile import PlyData
 
-    from spectral_tracking.gaussians import load_ply
+    from spectral_tracking.gaussians import PLYFormatError, load_ply
 
     path = Path(path)
     if not path.is_file():
         raise FitInputError(f"{path}: init PLY does not exist (init is 'random' or a PLY path)")
-    ply = PlyData.read(str(path))
+    try:
+        ply = PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several exception types for malformed input
+        raise PLYFormatError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
     names = [p.name for p in ply["vertex"].properties] if "vertex" in [e.name for e in ply.elements] else []
-    if {"opacity", "scale_0", "rot_0", "f_dc_0"} <= set(names):
+    if {"opacity", "scale_0", "rot_0", "f_dc_0"} & set(names):  # a 3DGS asset (load_ply names what it lacks)
         g = load_ply(path)
+        _check_extent(g.means, path)
         k = (sh_degree + 1) ** 2
         sh = g.sh[:, :k] if g.sh.shape[1] >= k else torch.cat([g.sh, torch.zeros(len(g), k - g.sh.shape[1], 3)], 1)
         return Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, sh.contiguous())
     if not {"x", "y", "z"} <= set(names):
-        raise FitInputError(f"{path}: a point cloud PLY needs vertex properties x, y, z (got {names})")
+        raise PLYFormatError(f"{path}: an init PLY is a 3DGS asset (x y z, f_dc_*, opacity, scale_*, rot_*) or a point cloud "
+                             f"(x y z, optional red green blue); its vertex properties are {names}")
     v = ply["vertex"].data
     pts = torch.from_numpy(np.stack([np.asarray(v[c], np.float32) for c in "xyz"], -1))
     if len(pts) == 0:
-        raise FitInputError(f"{path}: the point cloud has no points")
+        raise PLYFormatError(f"{path}: the point cloud has no points")
+    if not torch.isfinite(pts).all():
+        raise PLYFormatError(f"{path}: {int((~torch.isfinite(pts)).any(-1).sum())} points hold NaN or inf coordinates")
+    _check_extent(pts, path)
     if {"red", "green", "blue"} <= set(names):
         rgb = torch.from_numpy(np.stack([np.asarray(v[c], np.float32) for c in ("red", "green", "blue")], -1)) / 255.0
     else:

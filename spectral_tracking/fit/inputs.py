@@ -8,12 +8,15 @@ so the fitted asset lines up with them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Union
 
 from spectral_tracking.data import DataError, Sequence, detect_type, read_dataset
 
+log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
+C4D_FOVY_DEG = 49.1  # load_consistent4d's default: the rig of the Consistent4D / SC4D renders
 DATA_TYPES = ("auto", "folder", "sequence", "nerf_synthetic", "consistent4d")
 _TYPE_ALIASES = {"sequence": "folder"}  # fit.py's earlier name of the folder format
 
@@ -67,7 +70,9 @@ def load_frame(path: PathLike, type: str = "auto", split: str = "train", frame: 
     stored).
 
     type: auto (`detect_type`) or a registry name read from a folder (``folder`` (alias
-    ``sequence``), ``nerf_synthetic``, ``consistent4d``). split: the NeRF-synthetic split
+    ``sequence``), ``nerf_synthetic``, ``consistent4d``). Auto never picks ``consistent4d``: numbered
+    PNGs have no cameras, and fitting them assumes the Consistent4D front camera, which the user
+    asks for by name (a warning repeats the assumption). split: the NeRF-synthetic split
     (``transforms_<split>.json``). frame: which frame of a video. views: names or indices of the
     views to use (default: the sequence's training views; every NeRF-synthetic view).
     """
@@ -75,7 +80,17 @@ def load_frame(path: PathLike, type: str = "auto", split: str = "train", frame: 
         raise FitInputError(f"data.type must be one of {DATA_TYPES}, got {type!r}")
     try:
         kind = detect_type(path) if type == "auto" else _TYPE_ALIASES.get(type, type)
+        if type == "auto" and kind == "consistent4d":
+            # Numbered PNGs carry no cameras: fitting them means assuming one, which sets the asset's
+            # size and pose. Never assume it silently; the user opts in with data.type.
+            raise FitInputError(
+                f"{path}: numbered PNGs and no cameras (no cameras.json, no transforms_*.json); to fit them as a Consistent4D "
+                f"video with its assumed front camera (azimuth 0, radius 2, fovy {C4D_FOVY_DEG} degrees) set "
+                "data.type=consistent4d, otherwise add a cameras.json (README: 'Bring your own data')")
         seq = read_dataset({"type": kind, "path": str(path), "split": split}, None, require_canonical=False)
     except DataError as e:
         raise FitInputError(str(e)) from e
+    if kind == "consistent4d":
+        log.warning("%s: fitting with the assumed Consistent4D front camera (azimuth 0, radius 2, fovy %s degrees); "
+                    "the asset's size and pose follow from that assumption", path, C4D_FOVY_DEG)
     return pick_frame(seq, int(frame), views).resized(resolution)
