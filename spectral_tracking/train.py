@@ -102,9 +102,10 @@ def run(cfg: DictConfig) -> dict:
     is locked for the whole run."""
     validate(cfg)
     try:
-        threads.configure(cfg.trainer.get("threads", "auto"))
+        n_threads = threads.configure(cfg.trainer.get("threads", "auto"))
     except ValueError as e:
         raise ConfigError(f"trainer.{e}") from None
+    log.info("%d thread(s) for torch and the C++ kernels (trainer.threads=%s)", n_threads, cfg.trainer.get("threads", "auto"))
     out_dir = Path(cfg.out_dir)
     with RunLock(out_dir):
         finished = finished_result(cfg, config_fingerprint(cfg))
