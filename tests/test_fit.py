@@ -452,3 +452,23 @@ def test_fit_entry_point_input_errors_one_line_exit_2(tmp_path, scene, case):
         args, pattern = [f"data.path={seq_dir}", out], r"cameras\.json: view '90\.0': viewmat holds NaN or inf"
     _assert_one_line(_fit_cli(tmp_path, *args), pattern)
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_nerf_synthetic_cameras_name_the_file_and_frame(tmp_path, scene):
+    path = write_nerf_synthetic(tmp_path / "scene", scene)
+    meta = json.loads(path.read_text())
+    meta["camera_angle_x"] = 0.0  # infinite focal length
+    path.write_text(json.dumps(meta))
+    with pytest.raises(FitInputError, match=r"transforms_train\.json: camera_angle_x must be .* in \(0, pi\); got 0\.0"):
+        load_frame(tmp_path / "scene")
+    meta.pop("camera_angle_x")
+    meta["fl_x"] = float("nan")
+    path.write_text(json.dumps(meta))
+    with pytest.raises(FitInputError, match=r"transforms_train\.json: frame 'r_0': K holds NaN or inf"):
+        load_frame(tmp_path / "scene")
+    meta.pop("fl_x")
+    meta["camera_angle_x"] = 0.8
+    meta["frames"][1]["transform_matrix"] = [[0.0] * 4] * 3 + [[0.0, 0.0, 0.0, 1.0]]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(FitInputError, match=r"transforms_train\.json: frame 1 .*singular"):
+        load_frame(tmp_path / "scene")

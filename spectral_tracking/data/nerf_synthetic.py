@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spectral_tracking.cameras import Cameras
+from spectral_tracking.cameras import Cameras, camera_problem
 from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.sequence import Sequence
 
@@ -78,6 +78,9 @@ def load_nerf_synthetic(folder: PathLike, split: str = "train", resolution: int 
         c2w = torch.tensor(fr["transform_matrix"], dtype=torch.float64)
         if c2w.shape != (4, 4) or not torch.isfinite(c2w).all():
             raise SequenceFormatError(f"{path}: frame {i} transform_matrix must be a finite 4x4 matrix, got shape {list(c2w.shape)}")
+        if abs(float(torch.linalg.det(c2w[:3, :3]))) < 1e-8:
+            raise SequenceFormatError(f"{path}: frame {i} ({fr['file_path']}) transform_matrix has a singular 3x3 block; "
+                                      "expected a camera-to-world rotation and translation")
         img_path = _image_path(folder, fr["file_path"])
         if not img_path.is_file():
             raise DataNotFoundError(f"{path}: frame {i} image {img_path} does not exist")
@@ -98,7 +101,11 @@ def load_nerf_synthetic(folder: PathLike, split: str = "train", resolution: int 
         fx = float(meta["fl_x"])
         fy = float(meta.get("fl_y", fx))
     elif "camera_angle_x" in meta:
-        fx = fy = 0.5 * W / math.tan(0.5 * float(meta["camera_angle_x"]))
+        angle = meta["camera_angle_x"]
+        if not (isinstance(angle, (int, float)) and 0 < angle < math.pi):
+            raise SequenceFormatError(f"{path}: camera_angle_x must be the horizontal field of view in radians, in (0, pi); "
+                                      f"got {angle!r}")
+        fx = fy = 0.5 * W / math.tan(0.5 * float(angle))
     else:
         raise SequenceFormatError(f"{path}: needs \"camera_angle_x\" (radians) or \"fl_x\" for the focal length")
     if "w" in meta and "h" in meta and (int(meta["w"]), int(meta["h"])) != (W, H):
@@ -109,6 +116,11 @@ def load_nerf_synthetic(folder: PathLike, split: str = "train", resolution: int 
     else:
         cx, cy = float(meta.get("cx", W / 2)), float(meta.get("cy", H / 2))
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    for name, vm in zip(names, viewmats):
+        problem = camera_problem(K, vm)
+        if problem is not None:
+            raise SequenceFormatError(f"{path}: frame {name!r}: {problem} (K from camera_angle_x / fl_x, viewmat from "
+                                      "transform_matrix)")
     V = len(frames)
     seq = Sequence(
         canonical=None, cameras=Cameras(K.expand(V, 3, 3).clone(), torch.stack(viewmats), W, H), view_names=names,

@@ -14,6 +14,12 @@ random training view (``views_per_step``), composites target and render over the
 random colour per step by default, which makes the alpha match the masks), and follows gsplat's loop
 order: backward, optimizer step, then the strategy's ``step_post_backward`` (which reads
 ``meta["means2d"].grad``).
+
+Nothing lost, nothing silent: every setting is checked (`check_settings`) and ``out`` is refused
+when it holds an earlier fit (unless ``overwrite=true``) or is a dataset's own folder (always;
+`check_out_folder`) before anything is read or written; ``out`` is created only once the inputs
+are read. Numbered PNGs have no cameras: fitting them assumes the Consistent4D front camera, which
+``data.type=consistent4d`` asks for by name. Errors of the `UserError` family are one line in fit.py.
 """
 
 from spectral_tracking.fit.init import init_from_ply, init_random, knn_scale
@@ -22,12 +28,12 @@ from spectral_tracking.fit.loop import (
     DEFAULT_LR, STRATEGIES, FitResult, FitSettings, build_strategy, fit, gaussians_to_params, l1_dssim_loss,
     make_optimizers, params_to_gaussians, pooled_psnr, render_views,
 )
-from spectral_tracking.fit.run import run, save_views_png
+from spectral_tracking.fit.run import UserError, check_out_folder, check_settings, run, save_views_png
 from spectral_tracking.fit.strategy import SpectralStrategy
 
 __all__ = [
-    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy",
-    "build_strategy", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
+    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy", "UserError",
+    "build_strategy", "check_out_folder", "check_settings", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
     "load_frame", "make_optimizers", "params_to_gaussians", "pick_frame", "pooled_psnr", "render_views", "run",
     "save_views_png", "source_of",
 ]
