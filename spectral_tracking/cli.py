@@ -25,11 +25,13 @@ def config_dir() -> Path:
                             f"reinstall the package (pip install .)")
 
 
-def _hydra_main(config_name: str, body) -> None:
+def _hydra_main(config_name: str, body, job_name: str) -> None:
     import hydra
 
     import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
 
+    # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
+    sys.argv.append(f"hydra.job.name={job_name}")
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()
 
 
@@ -56,9 +58,9 @@ def _fit(cfg):
 
 def track_main() -> None:
     """``spectral-track [group=option ...] [key=value ...]``: a tracking run (see ``train.py``)."""
-    _hydra_main("train", _track)
+    _hydra_main("train", _track, "train")
 
 
 def fit_main() -> None:
     """``spectral-fit data.path=... [key=value ...]``: fit a canonical asset (see ``fit.py``)."""
-    _hydra_main("fit", _fit)
+    _hydra_main("fit", _fit, "fit")
