@@ -137,7 +137,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
         trainer = build_trainer(cfg, logger, callbacks)
         train(trainer, module, ckpt_path, out_dir)
         module.to(device).eval()  # Lightning's teardown moves the module to the CPU
-        metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips))
+        metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips),
+                           per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
                        seconds=round(clock.seconds, 1))
         figures = write_outputs(cfg, module, initial, progression, out_dir,
