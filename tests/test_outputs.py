@@ -4,7 +4,6 @@ the frame of the asset the user gave (tiny runs: 32 px, 4 frames)."""
 import json
 import logging
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import CONF, make_cfg, tiny_overrides  # noqa: E402
+from test_train import CONF, make_cfg, tiny_overrides
 
-from spectral_tracking.export import load_tracked, to_asset_frame  # noqa: E402
-from spectral_tracking.gaussians import load_ply, save_ply  # noqa: E402
-from spectral_tracking.train import build_module, build_targets, run  # noqa: E402
+from spectral_tracking.export import load_tracked, to_asset_frame
+from spectral_tracking.gaussians import load_ply
+from spectral_tracking.train import build_module, build_targets, run
 
 FRAMES, RES = 4, 32  # tiny_overrides
 

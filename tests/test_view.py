@@ -6,7 +6,6 @@ Chromium binary (Debian: ``apt-get install chromium``) and is skipped without on
 
 import base64
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -18,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_cfg  # noqa: E402
+from test_train import make_cfg
 
-from spectral_tracking.train import run  # noqa: E402
+from spectral_tracking.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
