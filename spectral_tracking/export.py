@@ -23,6 +23,8 @@ import torch
 
 from spectral_tracking.gaussians import SH_C0, Gaussians, save_ply
 
+MAX_IMAGE_SIDE = 256  # pixels: targets stored in tracked.npz are at most about this size
+
 
 def asset_transform(normalization: Mapping | None) -> tuple[torch.Tensor, float] | None:
     """(center [3], scale) of a normalisation record, or None when it maps nothing."""
@@ -84,8 +86,9 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
     means [T, N, 3] float32, quats [T, N, 4] float16 (unit length), log_scales [N, 3] float32,
     opacities [N] float16, colors [N, 3] uint8 (the degree-0 colour, appearance offset included),
     control_points [T, J, 3] float32, Ks [V, 3, 3], viewmats [V, 4, 4] (world-to-camera, OpenCV),
-    width, height, view_names [V], train_views, eval_views, images [V, T, H, W, 3] uint8 (the
-    targets), normalization (JSON text of the record; `to_asset_frame`).
+    width, height (of the cameras), view_names [V], train_views, eval_views, images [V, T, h, w, 3]
+    uint8 (the targets, every k-th pixel where the frames are larger than `MAX_IMAGE_SIDE`),
+    normalization (JSON text of the record; `to_asset_frame`).
     Scales, opacities and colours do not change over time in any deformation here.
     """
     deformation = module.deformation
@@ -96,6 +99,10 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
     quats = torch.stack([g.quats for g in frames])
     quats = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     colors = (0.5 + SH_C0 * g0.sh[:, 0]).clamp(0, 1)
+    # The targets are thumbnails for the viewer: above MAX_IMAGE_SIDE every k-th pixel is kept, so a
+    # 512 px run with 32 frames does not write 150 MB.
+    k = max(1, -(-max(tg.images.shape[2:4]) // MAX_IMAGE_SIDE))
+    images = tg.images[:, :, ::k, ::k]
     data = {
         "means": torch.stack([g.means for g in frames]).float().cpu().numpy(),
         "quats": quats.half().cpu().numpy(),
@@ -108,7 +115,7 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
         "width": np.int64(tg.cameras.width), "height": np.int64(tg.cameras.height),
         "view_names": np.array([str(n) for n in tg.view_names]),
         "train_views": np.array(tg.train_views, np.int64), "eval_views": np.array(tg.eval_views, np.int64),
-        "images": (tg.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+        "images": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
         "normalization": np.array(json.dumps(dict(normalization or {}))),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,7 @@ def build_scene(server, data: dict, title: str = "") -> dict:
         play = server.gui.add_checkbox("play", initial_value=False)
         fps = server.gui.add_slider("fps", min=1, max=30, step=1, initial_value=8)
         show_cps = server.gui.add_checkbox("control points", initial_value=True)
-    k = upscale_factor(H, W, 240)
+    k = upscale_factor(*images.shape[2:4], 240)  # the stored thumbnails may be smaller than W x H
     target = server.gui.add_image(upscale(images[train[0], 0], k), label=f"target, training view {data['view_names'][train[0]]}")
     if title:
         server.gui.add_markdown(title)

@@ -239,3 +239,19 @@ def test_progression_history_survives_a_checkpoint():
     again = ProgressionCallback(frame=0, view=0, every=2)
     again.load_state_dict(cb.state_dict())
     assert again.history == cb.history
+
+
+def test_tracked_npz_keeps_large_targets_as_thumbnails(tmp_path):
+    from types import SimpleNamespace
+
+    from spectral_tracking.cameras import orbit_camera
+    from spectral_tracking.deform import build_deformation
+    from spectral_tracking.export import save_tracked
+    from spectral_tracking.gaussians import random_gaussians
+
+    targets = SimpleNamespace(num_frames=2, cameras=orbit_camera([0, 90], width=512, height=512), images=torch.rand(2, 2, 512, 512, 3),
+                              view_names=["0.0", "90.0"], train_views=[0], eval_views=[1])
+    module = SimpleNamespace(deformation=build_deformation("rigid", random_gaussians(50), 2, num_control_points=8), targets=targets)
+    data = load_tracked(save_tracked(module, tmp_path / "tracked.npz"))
+    assert data["images"].shape == (2, 2, 256, 256, 3) and int(data["width"]) == 512
+    assert data["means"].shape == (2, 50, 3) and data["normalization"] == {}
