@@ -316,6 +316,11 @@ def test_fit_never_writes_into_a_sequence_folder(tmp_path, scene):
                                             r"is the asset the tracker is given, never a fit output, even with overwrite=true"):
         run(_compose(_tiny_fit_overrides(tmp_path / "scene", seq_dir, "overwrite=true")))
     assert sorted(p.relative_to(seq_dir) for p in seq_dir.rglob("*")) == listing
+    run_dir = tmp_path / "tracking_run"
+    run_dir.mkdir()
+    (run_dir / "run_meta.json").write_text("{}")
+    with pytest.raises(FitInputError, match=r"holds a tracking run \(run_meta\.json\)"):
+        run(_compose(_tiny_fit_overrides(tmp_path / "scene", run_dir, "overwrite=true")))
 
 
 def test_numbered_pngs_need_data_type_consistent4d(tmp_path, scene, caplog):

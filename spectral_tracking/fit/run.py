@@ -87,7 +87,7 @@ def check_out_folder(out: Path, data_path: Path, overwrite: bool) -> None:
 
     A dataset's folder (the input itself or any sequence) is refused even with ``overwrite=true``: a
     sequence's canonical.ply is the asset the tracker is given and its ground truth is indexed by,
-    never a fit output. A folder holding an earlier fit (canonical.ply, metrics.json) or a
+    never a fit output. So is a tracking run's folder (``run_meta.json``). A folder holding an earlier fit (canonical.ply, metrics.json) or a
     meta.json is refused unless ``overwrite=true``.
     """
     if not out.exists():
@@ -97,6 +97,9 @@ def check_out_folder(out: Path, data_path: Path, overwrite: bool) -> None:
     if out.resolve() == data_path.resolve():
         raise FitInputError(f"out={out} is the folder being fitted (data.path); a fit never writes into its input: "
                             f"choose another out=, e.g. out={out}_fit")
+    if (out / "run_meta.json").is_file():
+        raise FitInputError(f"out={out} holds a tracking run (run_meta.json); a fit never writes into it, even with "
+                            "overwrite=true: choose another out=")
     why = _is_input_folder(out)
     if why is not None:
         raise FitInputError(
