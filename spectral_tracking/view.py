@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,8 +82,19 @@ def build_scene(server, data: dict, title: str = "") -> dict:
     server.initial_camera.up = tuple(float(x) for x in up)
     server.initial_camera.fov = 1.2 * 2 * math.atan(int(data["height"]) / (2 * float(data["Ks"][0, 1, 1])))  # radians
 
-    splats = [server.scene.add_gaussian_splats(f"/tracked/frame_{t:04d}", centers=means[t], covariances=covariances(quats[t], data["log_scales"]),
-                                               rgbs=rgbs, opacities=opac, visible=(t == 0)) for t in range(T)]
+    # A frame's Gaussians are sent to the browser the first time it is shown and kept there, so the
+    # page opens after one frame (a 45k-Gaussian asset with 32 frames would otherwise send 1.4M first).
+    splats: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def splats_of(t: int):
+        if t not in splats:
+            splats[t] = server.scene.add_gaussian_splats(
+                f"/tracked/frame_{t:04d}", centers=means[t], covariances=covariances(quats[t], data["log_scales"]),
+                rgbs=rgbs, opacities=opac)
+        return splats[t]
+
+    splats_of(0)
     overlay = []
     if T > 1:
         segments = np.stack([cps[:-1], cps[1:]], axis=2).reshape(-1, 2, 3)  # [(T-1) J, 2, 3]
@@ -113,14 +125,15 @@ def build_scene(server, data: dict, title: str = "") -> dict:
 
     def show(t: int) -> None:
         t = int(t) % T
-        if t != state["t"]:
-            splats[t].visible = True
-            splats[state["t"]].visible = False
-            state["t"] = t
-        points.points = cps[t]
-        target.image = upscale(images[train[0], t], k)
-        for v, fr in frustums.items():
-            fr.image = images[v, t]
+        with lock:  # called from the GUI's thread (slider) and the play loop
+            if t != state["t"]:
+                splats_of(t).visible = True
+                splats_of(state["t"]).visible = False
+                state["t"] = t
+            points.points = cps[t]
+            target.image = upscale(images[train[0], t], k)
+            for v, fr in frustums.items():
+                fr.image = images[v, t]
 
     @frame.on_update
     def _(_event) -> None:

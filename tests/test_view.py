@@ -73,6 +73,20 @@ def test_viewer_serves_the_page(viewer):
     assert proc.poll() is None
 
 
+def test_viewer_steps_through_the_frames(run_dir):
+    pytest.importorskip("viser", reason="the viewer extra (viser) is not installed")
+    from spectral_tracking.view import serve
+
+    server, handles = serve(run_dir, port=free_port())
+    try:
+        assert handles["num_frames"] == 4
+        for t in (1, 3, 0, 2):  # each frame's Gaussians are added on first show, then toggled
+            handles["show"](t)
+        assert wait_http(f"http://127.0.0.1:{server.get_port()}/")
+    finally:
+        server.stop()
+
+
 def test_viewer_refuses_a_folder_without_a_run(tmp_path):
     pytest.importorskip("viser", reason="the viewer extra (viser) is not installed")
     out = subprocess.run([sys.executable, "-m", "spectral_tracking.view", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
