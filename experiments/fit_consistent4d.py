@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics = json.loads((out / "metrics.json").read_text())
         else:
             overrides = [f"data.path={folder}", "data.type=consistent4d", "data.frame=0", f"out={out}",
-                         f"steps={args.steps}", f"resolution={args.resolution}", f"strategy={args.strategy}", *args.overrides]
+                         f"steps={args.steps}", f"resolution={args.resolution}", f"strategy={args.strategy}",
+                         *(["overwrite=true"] if args.force else []), *args.overrides]
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
                 cfg = compose(config_name="fit", overrides=overrides)
             print(f"{folder.name}: fitting frame 0 -> {out}")

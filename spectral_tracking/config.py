@@ -75,6 +75,9 @@ def validate(cfg: DictConfig) -> None:
 
     Every check names the key, what is expected and the value it got.
     """
+    from spectral_tracking.data import check_dataset_config
+
+    check_dataset_config(cfg.dataset)  # mandatory dataset keys (e.g. dataset.path) before anything else
     steps = _number(cfg, "max_steps", int, 1)
     resolution = _number(cfg, "resolution", int, 8, what=" (square images, pixels)")
     _number(cfg, "shift", float, 0, what=" (a radius in units of the normalised asset)")

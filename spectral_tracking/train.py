@@ -78,11 +78,14 @@ def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule
     from spectral_tracking.deform import build_deformation
     from spectral_tracking.deform.appearance import WithAppearance
 
-    deformation = build_deformation(
-        cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
-        check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
-        **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
-    )
+    try:
+        deformation = build_deformation(
+            cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
+            check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
+            **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
+        )
+    except ValueError as e:  # a setting that does not fit this asset (control points, neighbours, kwargs)
+        raise ConfigError(f"deform={cfg.deform.name}: {e}; adjust num_control_points or deform.kwargs") from None
     lr = {"deform": float(cfg.deform.lr_init), "rigid": float(cfg.deform.rigid_lr), "radius": float(cfg.deform.radius_lr)}
     if cfg.finetune_appearance:
         deformation = WithAppearance(deformation)
