@@ -186,3 +186,38 @@ def test_a_refused_sweep_rerun_leaves_finished_jobs_untouched(tmp_path, data_roo
     assert second.returncode == 1 and "refused" in second.stderr, second.stderr[-2000:]
     after = {p: p.stat().st_mtime_ns for p in job.rglob("*") if p.is_file() and p.suffix != ".log" and p.name != ".lock"}
     assert after == before and not (job / "failed.txt").exists()
+
+
+def test_unusable_out_dirs_are_one_line_errors(tmp_path, data_root):
+    # an empty metrics.json, a fit's output, a read-only folder: each a ConfigError naming the folder
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("")
+    with pytest.raises(ConfigError, match="metrics.json: unreadable"):
+        run(make_cfg(tmp_path, data_root))
+    (bad / "metrics.json").write_text(json.dumps({"psnr": 30.0, "num_gaussians": 100}))  # what fit.py writes
+    with pytest.raises(ConfigError, match="not a tracking run's result"):
+        run(make_cfg(tmp_path, data_root))
+    if os.geteuid() != 0:  # root writes anywhere: the permission case needs an ordinary user
+        locked = tmp_path / "ro"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(ConfigError, match="cannot write there"):
+            run(make_cfg(tmp_path, data_root, [f"out_dir={locked / 'run'}"]))
+
+
+def test_a_run_resumed_at_its_last_step_keeps_the_whole_gif(tmp_path, data_root):
+    from PIL import Image
+
+    first = run(make_cfg(tmp_path, data_root))
+    frames = Image.open(first["figures"]["progression"]).n_frames
+    (tmp_path / "run" / "metrics.json").unlink()  # killed after the final checkpoint, before the results
+    again = run(make_cfg(tmp_path, data_root))
+    assert again["metrics"]["steps"] == 24 and Image.open(again["figures"]["progression"]).n_frames == frames
+
+
+def test_a_resumed_wandb_run_continues_the_same_run_id(tmp_path):
+    from spectral_tracking.loggers import build_logger
+
+    cfg = make_cfg(tmp_path, tmp_path, ["logger=wandb"])
+    logger = build_logger(cfg, tmp_path, resume_step=12, wandb_id="abcd1234")
+    assert logger._wandb_init["id"] == "abcd1234" and logger._wandb_init["resume"] == "allow"
