@@ -62,7 +62,7 @@ def test_shift_curves_quick_runs_and_skips_finished_runs(tmp_path, capsys):
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
 
 
-SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2"]
+SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2", "budget"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
