@@ -9,7 +9,6 @@ An `out` folder holding an earlier fit is refused unless overwrite=true; a datas
 Bad input is one line on stderr and exit status 2.
 """
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -19,13 +18,9 @@ import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")
 def main(cfg: DictConfig):
-    from spectral_tracking.fit.run import UserError, run
+    from spectral_tracking.cli import fit_job
 
-    try:
-        return run(cfg)
-    except UserError as e:  # bad input or setting: the message names the file or key and what to do
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return fit_job(cfg)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@
     python train.py -m shift=0,0.2,0.4,0.6,0.8        # a sweep; finished jobs are skipped on rerun
 """
 
-import sys
-
 from spectral_tracking.threads import passive_wait
 
 passive_wait()  # before anything imports torch: its OpenMP runtime reads the wait policy once, on load
@@ -19,18 +17,9 @@ import spectral_tracking.config  # noqa: F401,E402  (registers the ${frac:...} r
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
-    from spectral_tracking.session import RunInterrupted
-    from spectral_tracking.train import UserError, run_job
+    from spectral_tracking.cli import track_job
 
-    try:
-        result = run_job(cfg)
-    except UserError as e:  # bad config or missing data: the message says what to do, no stack trace
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RunInterrupted as e:  # SIGTERM / SIGINT: checkpoint saved, non-zero exit for the scheduler
-        print(str(e), file=sys.stderr)
-        sys.exit(e.exit_code)
-    return None if result is None else result["metrics"]
+    return track_job(cfg)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def _hydra_main(config_name: str, body, job_name: str) -> None:
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()
 
 
-def _track(cfg):
+def track_job(cfg):
+    """The body of ``python train.py`` and ``spectral-track``: a run (or a sweep job); a user error
+    is one line and exit status 2, an interrupted run exits 143 / 130 after saving a checkpoint."""
     from spectral_tracking.session import RunInterrupted
     from spectral_tracking.train import UserError, run_job
 
@@ -50,17 +52,22 @@ def _track(cfg):
     return None if result is None else result["metrics"]
 
 
-def _fit(cfg):
-    from spectral_tracking.fit import run
+def fit_job(cfg):
+    """The body of ``python fit.py`` and ``spectral-fit``: a user error is one line and exit status 2."""
+    from spectral_tracking.fit.run import UserError, run
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except UserError as e:  # bad input or setting: the message names the file or key and what to do
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def track_main() -> None:
     """``spectral-track [group=option ...] [key=value ...]``: a tracking run (see ``train.py``)."""
-    _hydra_main("train", _track, "train")
+    _hydra_main("train", track_job, "train")
 
 
 def fit_main() -> None:
     """``spectral-fit data.path=... [key=value ...]``: fit a canonical asset (see ``fit.py``)."""
-    _hydra_main("fit", _fit, "fit")
+    _hydra_main("fit", fit_job, "fit")

@@ -160,15 +160,16 @@ PAPER_PRESETS = ("sc4d_mlp", "sc4d_direct", "gart")  # the rows of Table 6, in c
 def experiment_schedule(name: str, mode: str | None = None):
     """The annealing schedule (`SpectralSchedule`) of ``conf/experiment/<name>.yaml``: the paper's
     Table 6 lives in those files only. ``mode`` overrides the file's ``loss.expansion``."""
-    from spectral_tracking.paths import REPO
+    from spectral_tracking.cli import config_dir
     from spectral_tracking.schedule import SpectralSchedule
 
-    path = REPO / "conf" / "experiment" / f"{name}.yaml"
+    conf = config_dir()
+    path = conf / "experiment" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"unknown preset {name!r}: no {path}; presets: {known}")
     cfg = OmegaConf.load(path)
-    defaults = OmegaConf.load(REPO / "conf" / "loss" / "spectral.yaml")
+    defaults = OmegaConf.load(conf / "loss" / "spectral.yaml")
     loss = OmegaConf.merge(defaults, cfg.get("loss", {}))
     cfg.loss = loss
     return SpectralSchedule(
