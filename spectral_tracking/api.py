@@ -76,7 +76,7 @@ def compose_config(overrides: SequenceType[str] = (), config_name: str = "train"
     from hydra import compose, initialize_config_dir
 
     import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
-    from spectral_tracking.cli import config_dir
+    from spectral_tracking.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))

@@ -9,20 +9,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
-
-
-def config_dir() -> Path:
-    """The folder holding ``train.yaml`` and ``fit.yaml``: ``spectral_tracking/conf`` inside an
-    installed wheel (pyproject ships the repository's ``conf/`` there), else the repository's
-    ``conf/`` (a source checkout or an editable install)."""
-    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no Hydra configs (train.yaml) in {_PACKAGE / 'conf'} or {_PACKAGE.parent / 'conf'}; "
-                            f"reinstall the package (pip install .)")
+from spectral_tracking.paths import config_dir  # noqa: F401  (re-exported)
 
 
 def _hydra_main(config_name: str, body, job_name: str) -> None:

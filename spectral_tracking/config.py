@@ -6,6 +6,8 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
+from spectral_tracking.errors import ConfigError  # noqa: F401  (re-exported: raised by every layer)
+
 
 def _frac(total, fraction) -> int:
     """``${frac:${max_steps},0.6}`` -> round(0.6 * max_steps): schedule steps that follow max_steps."""
@@ -40,8 +42,6 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what is expected."""
 
 
 def max_band_for_resolution(resolution: int) -> int:
@@ -160,7 +160,7 @@ PAPER_PRESETS = ("sc4d_mlp", "sc4d_direct", "gart")  # the rows of Table 6, in c
 def experiment_schedule(name: str, mode: str | None = None):
     """The annealing schedule (`SpectralSchedule`) of ``conf/experiment/<name>.yaml``: the paper's
     Table 6 lives in those files only. ``mode`` overrides the file's ``loss.expansion``."""
-    from spectral_tracking.cli import config_dir
+    from spectral_tracking.paths import config_dir
     from spectral_tracking.schedule import SpectralSchedule
 
     conf = config_dir()

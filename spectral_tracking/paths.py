@@ -5,6 +5,8 @@
   (the configs use the same variable: ``${oc.env:SPECTRAL_TRACKING_DATA,data}``).
 - ``shared_root()``: the project's shared real data and papers, ``$SPECTRAL_TRACKING_SHARED`` or
   ``<REPO>/../shared`` (absent on a user's machine; tests that need it skip).
+- ``config_dir()``: the Hydra configs (``train.yaml``, ``fit.yaml``): ``spectral_tracking/conf``
+  inside an installed wheel (setup.py ships the repository's ``conf/`` there), else ``<REPO>/conf``.
 - ``cache_dir()``: the per-user cache (LPIPS weights, compiled C++ kernels),
   ``$SPECTRAL_TRACKING_CACHE``, else ``$XDG_CACHE_HOME/spectral_tracking``, else
   ``~/.cache/spectral_tracking``.
@@ -41,3 +43,13 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "spectral_tracking"
+
+
+def config_dir() -> Path:
+    """The folder holding ``train.yaml`` and ``fit.yaml`` (see the module docstring)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Hydra configs (train.yaml) in {package / 'conf'} or {package.parent / 'conf'}; "
+                            f"reinstall the package (pip install .)")

@@ -391,7 +391,7 @@ def _pid_alive(pid: int) -> bool:
 def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
     """The ``dataset=folder`` entry: ``ds.path``. The folder format is used at its own size: a
     ``resolution`` other than the stored one is a config error (None: as stored)."""
-    from spectral_tracking.config import ConfigError
+    from spectral_tracking.errors import ConfigError
 
     seq = load_sequence(ds["path"], require_canonical=require_canonical)
     if resolution is not None and seq.height != seq.width:

@@ -62,7 +62,7 @@ DATASETS: dict[str, Reader] = {
 def read_dataset(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
     """The sequence named by a ``dataset`` config group, as its reader returns it (own world frame;
     a canonical only where the data has one, unless ``require_canonical``)."""
-    from spectral_tracking.config import ConfigError
+    from spectral_tracking.errors import ConfigError
 
     check_dataset_config(ds)
     kind = ds["type"]
@@ -79,7 +79,7 @@ def check_dataset_config(ds: Mapping, prefix: str = "dataset") -> None:
     ``dataset=folder``): name the key and how to set it, instead of reading a folder called ``???``."""
     from omegaconf import DictConfig, OmegaConf
 
-    from spectral_tracking.config import ConfigError
+    from spectral_tracking.errors import ConfigError
 
     for key in list(ds.keys()):
         unset = OmegaConf.is_missing(ds, key) if isinstance(ds, DictConfig) else ds[key] == "???"

@@ -72,7 +72,7 @@ def generate(preset: str | None = None, setting: str = "clean", frames: int = 24
 def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
     """The ``dataset=synthetic`` entry: ``ds.preset``, ``ds.setting``, ``ds.frames``, ``ds.seed``,
     ``ds.root``; generated (and cached) at ``resolution``."""
-    from spectral_tracking.config import ConfigError
+    from spectral_tracking.errors import ConfigError
 
     if ds["preset"] not in PRESETS:
         raise ConfigError(f"dataset.preset: unknown preset {ds['preset']!r}; presets: {sorted(PRESETS)}")

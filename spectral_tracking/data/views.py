@@ -31,7 +31,7 @@ def select_views(seq: Sequence, views: int, tolerance_deg: float = 0.5) -> Seque
     (a ``ValueError``) naming the sequence's cameras, the missing azimuths and the available ones.
     """
     if views not in TRAIN_AZIMUTHS:
-        from spectral_tracking.config import ConfigError
+        from spectral_tracking.errors import ConfigError
 
         raise ConfigError(f"views must be 1, 2 or 4 (azimuths 0 / 0,180 / 0,90,180,270; paper App. D.3), got {views!r}")
     available = {i: view_azimuth(seq, i) for i in seq.supervision_views}

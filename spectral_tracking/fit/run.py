@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.atomic import atomic_write_text
-from spectral_tracking.config import ConfigError
+from spectral_tracking.errors import ConfigError
 from spectral_tracking.data import DataError
 from spectral_tracking.fit.init import init_from_ply, init_random
 from spectral_tracking.fit.inputs import FitInputError, load_frame, source_of
