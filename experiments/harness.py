@@ -120,7 +120,8 @@ def _run_one(name: str, overrides: list[str], out_dir: str) -> tuple[str, dict |
         from spectral_tracking.train import run
 
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"out_dir={out_dir}", "logger=csv"])
+            # Experiments need the metrics, not the per-run videos.
+            cfg = compose("train", overrides=["eval.videos=false", *overrides, f"out_dir={out_dir}", "logger=csv"])
         return name, run(cfg)["metrics"], None, time.time() - start
     except Exception as e:  # one failed run must not stop the others
         return name, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", time.time() - start
@@ -135,11 +136,16 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ValueError("run_cases: case names must be unique")
+    # Finished runs: their metrics.json, or their row in a results.csv committed by an earlier
+    # sitting (the run folders stay on the machine that made them; the CSV travels with the repo).
+    recorded = {r["name"]: r for r in read_csv(out / "results.csv")} if (out / "results.csv").exists() else {}
     done, todo = {}, []
     for c in cases:
         metrics_path = runs / c.name / "metrics.json"
         if metrics_path.exists():
             done[c.name] = json.loads(metrics_path.read_text())["metrics"]
+        elif c.name in recorded:
+            done[c.name] = {k: v for k, v in recorded[c.name].items() if k not in c.labels and k != "name"}
         else:
             todo.append(c)
     print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run, {jobs} at a time", flush=True)

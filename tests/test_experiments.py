@@ -100,3 +100,18 @@ def test_paper_scale_cases_compose():
         cfg = harness.compose_case(case)
         assert cfg.max_steps == 10000 and cfg.resolution == 512 and cfg.num_control_points == 800, case.name
         assert cfg.trainer.accelerator == "gpu"
+
+
+def test_a_committed_results_csv_counts_as_finished_runs(tmp_path, capsys):
+    """A later sitting on a fresh clone has the CSV but not the run folders: nothing reruns."""
+    import shutil
+
+    import shift_curves
+
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    before = harness.read_csv(tmp_path / "results.csv")
+    shutil.rmtree(tmp_path / "runs")
+    capsys.readouterr()
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
+    assert harness.read_csv(tmp_path / "results.csv") == before
