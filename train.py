@@ -5,9 +5,9 @@
     python train.py -m shift=0,0.2,0.4,0.6,0.8        # a sweep; finished jobs are skipped on rerun
 """
 
-from spectral_tracking.threads import passive_wait
+from spectral_tracking.threads import limit_spinning
 
-passive_wait()  # before anything imports torch: its OpenMP runtime reads the wait policy once, on load
+limit_spinning()  # before anything imports torch: its OpenMP runtime reads its settings once, on load
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -11,9 +11,12 @@ Every run is the README's main job (`python train.py`, 96^2, 150 control points)
     sequential  two runs, one after the other
     joblib      two runs at once through Hydra's joblib launcher (n_jobs=2: auto gives each
                 cores / 2 threads)
-    together    two independent `python train.py` started at once (each auto: all cores, passive
-                OpenMP wait), as a user with two terminals gets
-    old         [--old] `together` with the wait policy unset (libgomp's default spin), as before
+    together    two independent `python train.py` started at once (each auto: all cores, idle
+                OpenMP workers spinning at most GOMP_SPINCOUNT=1000 times), as a user with two
+                terminals gets
+    alone-old   [--old] `alone` with libgomp's default spin (about 300,000 times, then sleep)
+    old         [--old] `together` with the default spin, as before
+    busy-old    [--old] `busy` with the default spin
     busy        one run beside a CPU-bound process (a Python busy loop)
 
 Each line gives the wall time of the case (start of the first process to the end of the last) and
@@ -46,10 +49,10 @@ def run_args(steps: int, out: Path) -> list[str]:
 
 def env_for(wait_policy: str | None) -> dict:
     env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
         env.pop(key, None)
     if wait_policy is not None:
-        env["OMP_WAIT_POLICY"] = wait_policy  # "" = unset for libgomp, and kept by passive_wait()
+        env["OMP_WAIT_POLICY"] = wait_policy  # "": libgomp's default spin; limit_spinning() then keeps it
     return env
 
 
@@ -93,11 +96,11 @@ def case_joblib(steps: int, tmp: Path) -> tuple[float, list[float]]:
     return wall, [train_seconds(p.parent) for p in sorted(sweep.rglob("metrics.json"))]
 
 
-def case_busy(steps: int, tmp: Path) -> tuple[float, list[float]]:
+def case_busy(name: str, steps: int, tmp: Path, wait_policy: str | None = None) -> tuple[float, list[float]]:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
-        return case_runs("busy", steps, tmp, 1, at_once=True)
+        return case_runs(name, steps, tmp, 1, at_once=True, wait_policy=wait_policy)
     finally:
         busy.kill()
         busy.wait()
@@ -121,10 +124,12 @@ def main() -> None:
         "sequential": lambda r: case_runs(f"seq{r}", args.steps, tmp, 2, at_once=False),
         "joblib": lambda r: (shutil.rmtree(tmp / "joblib", ignore_errors=True), case_joblib(args.steps, tmp))[1],
         "together": lambda r: case_runs(f"together{r}", args.steps, tmp, 2, at_once=True),
-        "busy": lambda r: case_busy(args.steps, tmp),
+        "busy": lambda r: case_busy(f"busy{r}", args.steps, tmp),
     }
     if args.old:
+        cases["alone-old"] = lambda r: case_runs(f"aloneold{r}", args.steps, tmp, 1, at_once=True, wait_policy="")
         cases["old"] = lambda r: case_runs(f"old{r}", args.steps, tmp, 2, at_once=True, wait_policy="")
+        cases["busy-old"] = lambda r: case_busy(f"busyold{r}", args.steps, tmp, wait_policy="")
     walls: dict[str, list[float]] = {k: [] for k in cases}
     trains: dict[str, list[float]] = {k: [] for k in cases}
     try:
@@ -147,7 +152,9 @@ def main() -> None:
     print(f"joblib   / sequential, total wall: {ratio('joblib', 'sequential', walls)}   [bar <= 1.1]")
     print(f"busy     / alone, training seconds: {ratio('busy', 'alone', trains)}   [bar <= 2.5]")
     if args.old:
+        print(f"alone-old / alone, training seconds: {ratio('alone-old', 'alone', trains)}   (what the spin limit costs a run alone)")
         print(f"old      / sequential, total wall: {ratio('old', 'sequential', walls)}   (the spinning wait, for reference)")
+        print(f"busy-old / alone, training seconds: {ratio('busy-old', 'alone', trains)}   (the spinning wait, for reference)")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from spectral_tracking.threads import passive_wait  # noqa: E402
+from spectral_tracking.threads import limit_spinning  # noqa: E402
 
-passive_wait()  # before torch loads its OpenMP runtime
+limit_spinning()  # before torch loads its OpenMP runtime
 
 import argparse  # noqa: E402
 import os  # noqa: E402

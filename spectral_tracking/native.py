@@ -38,9 +38,9 @@ does not hold for a torch on Intel's libiomp5 (conda / MKL builds), on LLVM's li
 shipping a renamed ``libgomp-<hash>.so.1``, nor for a kernel built by clang (``-fopenmp`` links
 libomp): there the kernel brings a second OpenMP runtime and thread pool that can oversubscribe the
 cores alongside torch's (slower, not wrong). A compiler without OpenMP gets a one-thread build.
-How many threads, and how idle ones wait (passively: ``OMP_WAIT_POLICY=PASSIVE``, set by the entry
-points before torch loads, so that a kernel's workers never spin against another process), is
-decided in `spectral_tracking.threads`.
+How many threads, and how long idle ones spin before they sleep (``GOMP_SPINCOUNT``, set by the
+entry points before torch loads, so that a kernel's workers do not spin against another process),
+is decided in `spectral_tracking.threads`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
-"""How many threads a run uses, and how its idle threads wait.
+"""How many threads a run uses, and how long its idle threads spin.
 
 Two settings, because they take effect at different times:
 
-- **Wait policy** (`passive_wait`): torch's OpenMP runtime (GNU libgomp in the Linux pip wheel,
-  shared by the C++ kernels, see `spectral_tracking.native`) reads ``OMP_WAIT_POLICY`` once, when
-  it is loaded, i.e. on ``import torch``. By default an idle worker spins before it sleeps; on a
-  machine whose cores are all busy (two runs at once, or one run beside another program) a spinning
-  worker holds the core that the thread it waits for needs, and every parallel region stalls: two
-  default runs on 2 cores were 27x slower each. ``PASSIVE`` makes a waiting worker sleep at once.
-  So `passive_wait` must run before anything imports torch; the entry points (train.py, the
-  benchmarks) call it first. An ``OMP_WAIT_POLICY`` already in the environment is kept.
+- **Spinning** (`limit_spinning`): torch's OpenMP runtime (GNU libgomp in the Linux pip wheel,
+  shared by the C++ kernels, see `spectral_tracking.native`) reads its environment once, when it
+  is loaded, i.e. on ``import torch``. By default an idle worker spins about 300,000 times before
+  it sleeps; on a machine whose cores are all busy (two runs at once, or one run beside another
+  program) a spinning worker holds the core that the thread it waits for needs, and every parallel
+  region stalls: two default runs on 2 cores were 27x slower each. ``GOMP_SPINCOUNT=1000`` bounds
+  the spin to a few microseconds. Measured on the 2-core machine (300-step default runs, training
+  seconds): alone 6.0 s spinning by default, 6.2 s with 1000 spins, 8.0-8.5 s with
+  ``OMP_WAIT_POLICY=PASSIVE`` (no spin: every parallel region pays a futex wake-up) and 8.1 s with
+  one thread; beside a busy process 24.2 s by default, 10.6 s with 1000 spins; two at once 48 s each
+  by default. So `limit_spinning` must run before anything imports torch; the entry points
+  (train.py, the benchmarks) call it first. A wait policy or spin count already in the environment
+  is kept, and ``KMP_BLOCKTIME`` (Intel's runtime, in ms; 200 by default) gets the same treatment.
 - **Thread count** (`resolve` / `configure`): ``threads: auto`` in the config means the cores this
   process may use, divided by the jobs that run at once (Hydra's joblib launcher: its ``n_jobs``),
   and never more than ``OMP_NUM_THREADS`` when that is set (the experiment harness sets it per
@@ -24,20 +29,23 @@ import os
 import sys
 import warnings
 
-__all__ = ["available_cores", "concurrent_jobs", "configure", "passive_wait", "resolve"]
+__all__ = ["available_cores", "concurrent_jobs", "configure", "limit_spinning", "resolve"]
 
 
-def passive_wait() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its children unless the environment
-    already names a policy. Returns whether the policy in the environment is (now) passive and
-    reaches this process's OpenMP runtime, i.e. torch was not imported yet."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    passive = os.environ["OMP_WAIT_POLICY"].strip().upper() == "PASSIVE"
-    if "torch" in sys.modules:
-        # Too late for this process (the runtime read its environment on import); children still
-        # inherit it.
-        return False
-    return passive
+SPIN_COUNT = 1000  # libgomp: spins of an idle worker before it sleeps (its default: 300,000)
+
+
+def limit_spinning() -> bool:
+    """Set ``GOMP_SPINCOUNT`` (and ``KMP_BLOCKTIME=1``) for this process and its children, unless
+    the environment already sets a wait policy or spin count. Returns whether the setting reaches
+    this process's OpenMP runtime, i.e. torch was not imported yet."""
+    user_set = any(k in os.environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    if not user_set:
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
+    # Too late for this process if torch is loaded (its runtime read the environment then);
+    # children still inherit the setting.
+    return not user_set and "torch" not in sys.modules
 
 
 def available_cores() -> int:
@@ -99,7 +107,7 @@ def configure(setting: int | str = "auto", jobs: int | None = None) -> int:
     n = resolve(setting, concurrent_jobs() if jobs is None else jobs)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() not in ("", "PASSIVE") and n > 1:
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE" and n > 1:
         warnings.warn(
             f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}: idle OpenMP threads spin, which stalls runs on a "
             "busy machine (unset it, or set PASSIVE)", RuntimeWarning, stacklevel=2,

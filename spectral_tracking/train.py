@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spectral_tracking import threads
 
-threads.passive_wait()  # a no-op unless this module is the first to bring in torch (scripts calling run())
+threads.limit_spinning()  # reaches this process only if this module brings in torch (scripts calling run())
 
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402

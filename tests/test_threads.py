@@ -1,4 +1,4 @@
-"""Threads per process and the OpenMP wait policy (spectral_tracking/threads.py)."""
+"""Threads per process and how long idle OpenMP workers spin (spectral_tracking/threads.py)."""
 
 import os
 import subprocess
@@ -81,32 +81,37 @@ def test_bad_trainer_threads_is_a_config_error(tmp_path):
 
 
 def _python(code: str, env_extra: dict) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_DISPLAY_ENV")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OMP_DISPLAY_ENV", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_the_entry_point_makes_torch_openmp_runtime_wait_passively():
-    """train.py sets the policy before torch loads, and torch's runtime (which the C++ kernels
+def test_the_entry_point_limits_spinning_in_torch_openmp_runtime():
+    """train.py sets the spin count before torch loads, and torch's runtime (which the C++ kernels
     share) really reads it: libgomp prints its settings at start-up with OMP_DISPLAY_ENV."""
     code = (
         "import importlib.util, os, sys\n"
         "spec = importlib.util.spec_from_file_location('entry', 'train.py')\n"
         "entry = importlib.util.module_from_spec(spec); spec.loader.exec_module(entry)\n"
-        "print('policy', os.environ.get('OMP_WAIT_POLICY'), 'torch loaded', 'torch' in sys.modules)\n"
+        "print('spin', os.environ.get('GOMP_SPINCOUNT'), 'torch loaded', 'torch' in sys.modules)\n"
         "import torch; torch.ones(100_000).sum()\n"
     )
-    res = _python(code, {"OMP_DISPLAY_ENV": "TRUE"})
+    res = _python(code, {"OMP_DISPLAY_ENV": "VERBOSE"})
     assert res.returncode == 0, res.stderr
-    assert "policy PASSIVE torch loaded False" in res.stdout
+    assert f"spin {threads.SPIN_COUNT} torch loaded False" in res.stdout
     if "OPENMP DISPLAY ENVIRONMENT" not in res.stderr:
         pytest.skip("this torch's OpenMP runtime does not print its settings (not GNU libgomp)")
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in res.stderr
+    assert f"GOMP_SPINCOUNT = '{threads.SPIN_COUNT}'" in res.stderr
 
 
-def test_passive_wait_keeps_a_policy_the_user_set_and_is_too_late_after_torch():
-    res = _python("from spectral_tracking import threads; import os; print(threads.passive_wait(), os.environ['OMP_WAIT_POLICY'])",
-                  {"OMP_WAIT_POLICY": "ACTIVE"})
-    assert res.stdout.split() == ["False", "ACTIVE"], res.stderr
-    res = _python("import torch; from spectral_tracking import threads; print(threads.passive_wait())", {})
+def test_limit_spinning_keeps_what_the_user_set_and_is_too_late_after_torch():
+    res = _python("from spectral_tracking import threads; import os; "
+                  "print(threads.limit_spinning(), os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'))",
+                  {"OMP_WAIT_POLICY": "PASSIVE"})
+    assert res.stdout.split() == ["False", "PASSIVE", "None"], res.stderr
+    res = _python("from spectral_tracking import threads; import os; print(threads.limit_spinning(), os.environ['GOMP_SPINCOUNT'])",
+                  {"GOMP_SPINCOUNT": "50"})
+    assert res.stdout.split() == ["False", "50"], res.stderr
+    res = _python("import torch; from spectral_tracking import threads; print(threads.limit_spinning())", {})
     assert res.stdout.split() == ["False"], res.stderr
