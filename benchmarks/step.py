@@ -15,8 +15,9 @@ ARAP) and ``pixel`` (the spatial loss, plus ARAP), each a short real run of ``--
 
 For each (scale, phase) three measurements, in this order, in one process:
 1. ``lightning``: the real `Trainer.fit` of `spectral_tracking.session.build_trainer` (CSV logger,
-   checkpoints, progression renders, no progress bar), timed from one ``on_train_batch_end`` to the
-   next: everything a step costs in a run. The median over the steps after a warm-up gives the
+   checkpoints; no progress bar, and no progression renders, which a real run makes every
+   ``max_steps / 50`` steps but these short runs would make every step or two), timed from one
+   ``on_train_batch_end`` to the next: everything a step costs in a run. The median over the steps after a warm-up gives the
    it/s; the mean also counts the checkpoints, written every ``max_steps / 10`` steps, which in
    these short runs is far more often than in a real one.
 2. ``breakdown``: the same step written out by hand from the module's pieces, each segment timed
@@ -276,6 +277,7 @@ def main() -> None:
                 warmup = max(5, steps // 10)
                 overrides = [*SCALES[scale], *phase_overrides(phase, steps), *hardware,
                              "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
+                             "eval.progression_frames=0",
                              f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}"]
                 cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}'}"])
                 gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
