@@ -1,0 +1,77 @@
+"""The training step's shortcuts keep the maths: one deformation call for the rendered frame and
+ARAP's frames (one batched TimeNet pass), and logging only on the steps the trainer writes."""
+
+import pytest
+import torch
+
+from spectral_tracking.deform import build_deformation
+from spectral_tracking.deform.appearance import WithAppearance
+from spectral_tracking.deform.mlp import TimeNet
+from spectral_tracking.gaussians import random_gaussians
+
+
+def _moved(name: str, appearance: bool = False):
+    torch.manual_seed(0)
+    d = build_deformation(name, random_gaussians(400, seed=1), 6, num_control_points=24)
+    with torch.no_grad():  # away from the zero-initialised identity
+        for p in d.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return WithAppearance(d) if appearance else d
+
+
+def test_batched_timenet_equals_one_call_per_time():
+    torch.manual_seed(0)
+    net = TimeNet(depth=4, width=32, skip=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    points = torch.rand(10, 3) * 2 - 1
+    times = torch.tensor([0.0, 0.3, 1.0])
+    dxyz, rot = net(points, times)
+    assert dxyz.shape == (3, 10, 3) and rot.shape == (3, 10, 4)
+    for i, t in enumerate(times):
+        d1, r1 = net(points, t)
+        assert d1.shape == (10, 3)
+        torch.testing.assert_close(dxyz[i], d1, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(rot[i], r1, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, appearance", [("mlp", False), ("rigid_mlp", False), ("direct", False),
+                                              ("rigid", False), ("mlp", True)])
+def test_frame_and_control_points_equals_separate_calls(name, appearance):
+    d = _moved(name, appearance)
+    frame, arap_frames = 2, [0, 2, 5]  # the rendered frame among ARAP's: evaluated once
+    g, points = d.frame_and_control_points(frame, arap_frames)
+    ref_g = d(frame)
+    ref_points = torch.stack([d.control_point_positions(f) for f in arap_frames])
+    for field in ("means", "quats", "sh"):
+        torch.testing.assert_close(getattr(g, field), getattr(ref_g, field), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(points, ref_points, rtol=1e-6, atol=1e-7)
+
+    params = [p for p in d.parameters() if p.requires_grad]
+    loss = g.means.square().sum() + g.sh.sum() + points.square().sum()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    ref_loss = ref_g.means.square().sum() + ref_g.sh.sum() + ref_points.square().sum()
+    ref_grads = torch.autograd.grad(ref_loss, params, allow_unused=True)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)  # summation order only
+
+
+def test_no_control_frames_gives_no_points():
+    d = _moved("mlp")
+    g, points = d.frame_and_control_points(1, [])
+    assert points is None
+    torch.testing.assert_close(g.means, d(1).means)
+
+
+def test_logs_on_the_steps_the_trainer_writes():
+    from types import SimpleNamespace
+
+    from spectral_tracking.module import TrackingModule
+
+    m = SimpleNamespace(_trainer=SimpleNamespace(log_every_n_steps=10), max_steps=25)
+    logged = [s for s in range(25) if TrackingModule.logs_step(m, s)]
+    assert logged == [9, 19, 24]  # as Lightning's should_update_logs: (step + 1) % n == 0, and the last
+    assert TrackingModule.logs_step(SimpleNamespace(_trainer=None, max_steps=25), 3)  # outside a trainer
