@@ -79,8 +79,9 @@ def common_args(description: str, default_seeds=(0, 1)):
     return ap
 
 
-def finish(name: str, args, todo: list[Case], table_fn, caption: str) -> int:
-    """Run the cases, write results.csv and table.md (``table_fn(rows) -> markdown``), print the table."""
+def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=None) -> int:
+    """Run the cases, write results.csv and table.md (``table_fn(rows) -> markdown``), print the table;
+    with ``plot_fn(rows, path)``, also ``<name>.png``."""
     out = args.out or RESULTS / (name + ("_quick" if args.quick else "" if args.scale == "cpu" else f"_{args.scale}"))
     metrics = run_cases(todo, out, jobs=args.jobs)
     rows = rows_of(todo, metrics)
@@ -92,6 +93,8 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str) -> int:
             f"directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs finished. "
             f"Metrics: per image, data range 1, mean over frames x views.\n\n{table_fn(rows)}")
     (out / "table.md").write_text(text)
+    if plot_fn is not None:
+        plot_fn(rows, out / f"{name}.png")
     print(text)
     print(f"wrote {out / 'results.csv'} and {out / 'table.md'}")
     return 0 if len(rows) == len(todo) else 1

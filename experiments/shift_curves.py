@@ -18,17 +18,13 @@ run at shift 0, and 3D error at most that run's + 0.1 asset radii.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (  # noqa: E402
-    QUICK, RESULTS, Case, fmt, rows_of, run_cases, success_rates, summarize, write_csv,
-)
+from harness import QUICK, Case, common_args, finish, fmt, success_rates, summarize  # noqa: E402
 
-PRESETS = ["quadruped_walk", "humanoid_wave", "hopper_jump", "flower_twist"]
 SHIFTS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
 LOSSES = {"spectral": "Ours", "pixel": "Pixel"}
 SCALES = {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]}
@@ -102,35 +98,16 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    ap.add_argument("--quick", action="store_true", help="a handful of tiny runs (used by the tests)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="shift directions per creature")
+    ap = common_args(__doc__, default_seeds=(0, 1, 2, 3))
     ap.add_argument("--shifts", type=float, nargs="+", default=SHIFTS)
-    ap.add_argument("--presets", nargs="+", default=PRESETS)
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     args = ap.parse_args(argv)
     extra = list(args.override)
     if args.quick:
         args.presets, args.seeds, args.shifts = args.presets[:1], args.seeds[:1], [0.0, 0.8]
         extra = [*QUICK, *extra]
-    out = args.out or RESULTS / ("shift_curves" + ("_quick" if args.quick else "" if args.scale == "cpu" else f"_{args.scale}"))
     todo = cases(args.scale, args.presets, args.shifts, args.seeds, extra)
-    metrics = run_cases(todo, out, jobs=args.jobs)
-    rows = rows_of(todo, metrics)
-    if not rows:
-        print("no finished runs yet", file=sys.stderr)
-        return 1
-    write_csv(rows, out / "results.csv")
-    caption = (f"Shift curves, scale={args.scale}{' (quick)' if args.quick else ''}: presets {', '.join(args.presets)}; "
-               f"directions (seeds) {args.seeds} each; metrics protocol: ours (per image, data range 1).\n")
-    (out / "table.md").write_text(caption + table(rows))
-    plot(rows, out / "shift_curves.png")
-    print(caption + table(rows))
-    print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'shift_curves.png'}")
-    return 0 if len(rows) == len(todo) else 1
+    return finish("shift_curves", args, todo, table, "Shift curves (Fig. 4 / 13): Ours vs Pixel versus the shift radius.",
+                  plot_fn=plot)
 
 
 if __name__ == "__main__":

@@ -259,18 +259,24 @@ class PLYFormatError(ValueError):
     """A PLY file that is not a usable 3DGS asset; the message names the file and the problem."""
 
 
+def read_ply(path: Path):
+    """The parsed PLY (``plyfile.PlyData``) of an existing file; `PLYFormatError` naming the file
+    when it cannot be parsed."""
+    from plyfile import PlyData
+
+    try:
+        return PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several exception types for malformed input
+        raise PLYFormatError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
+
+
 def load_ply(path: PathLike, device: str | torch.device = "cpu") -> Gaussians:
     """Read a standard 3DGS PLY. Raises `PLYFormatError` (a ``ValueError``) naming the file and the
     problem, ``FileNotFoundError`` if there is no file."""
-    from plyfile import PlyData
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such PLY file")
-    try:
-        ply = PlyData.read(str(path))
-    except Exception as e:  # plyfile raises several exception types for malformed input
-        raise PLYFormatError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
+    ply = read_ply(path)
     if "vertex" not in [el.name for el in ply.elements]:
         raise PLYFormatError(f"{path}: PLY has no 'vertex' element")
     v = ply["vertex"]

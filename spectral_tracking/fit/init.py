@@ -124,17 +124,12 @@ def init_from_ply(path: PathLike, sh_degree: int, init_opacity: float = 0.1) -> 
     kNN scales, identity rotations and opacity ``init_opacity``. A file that is neither raises
     `PLYFormatError` naming it.
     """
-    from plyfile import PlyData
-
-    from spectral_tracking.gaussians import PLYFormatError, load_ply
+    from spectral_tracking.gaussians import PLYFormatError, load_ply, read_ply
 
     path = Path(path)
     if not path.is_file():
         raise FitInputError(f"{path}: init PLY does not exist (init is 'random' or a PLY path)")
-    try:
-        ply = PlyData.read(str(path))
-    except Exception as e:  # plyfile raises several exception types for malformed input
-        raise PLYFormatError(f"{path}: not a readable PLY file ({type(e).__name__}: {e})") from e
+    ply = read_ply(path)
     names = [p.name for p in ply["vertex"].properties] if "vertex" in [e.name for e in ply.elements] else []
     if {"opacity", "scale_0", "rot_0", "f_dc_0"} & set(names):  # a 3DGS asset (load_ply names what it lacks)
         g = load_ply(path)
