@@ -120,8 +120,9 @@ def scenario_corrupt_checkpoint(root: Path, data: Path) -> tuple[str, str, str, 
     proc.wait()
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a truncated write, as a full disk leaves it
     done = finish(cmd)
-    ok = done.returncode == 0 and "resuming from the previous checkpoint" in done.stderr and metrics(out)["steps"] == STEPS
-    return "truncated last.ckpt, rerun", "falls back to the previous one", f"exit {done.returncode}, {'fell back' if 'previous checkpoint' in done.stderr else 'NO fallback'}", ok
+    said = done.stdout + done.stderr  # Hydra sends log records to stdout
+    ok = done.returncode == 0 and "resuming from the previous checkpoint" in said and metrics(out)["steps"] == STEPS
+    return "truncated last.ckpt, rerun", "falls back to the previous one", f"exit {done.returncode}, {'fell back to last.prev.ckpt' if 'previous checkpoint' in said else 'NO fallback'}", ok
 
 
 def scenario_failed_sweep(root: Path, data: Path) -> tuple[str, str, str, bool]:
