@@ -124,11 +124,16 @@ def test_csv_log_keeps_the_rows_before_a_resume_and_seconds_add_up(tmp_path, dat
     log_file = tmp_path / "run" / "csv" / "metrics.csv"
     first_rows = list(csv.DictReader(open(log_file)))
     assert first_rows and max(int(r["step"]) for r in first_rows) >= 10
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    before = [v["seconds"] for k, v in ckpt["callbacks"].items() if "ElapsedTime" in k][0]
+    start = time.time()
     result = run(make_cfg(tmp_path, data_root, overrides))
+    segment = time.time() - start
     rows = [r for r in csv.DictReader(open(log_file)) if r.get("train/loss")]
     steps = [int(r["step"]) for r in rows]
     assert steps == sorted(set(steps)) and set(range(24)) <= set(steps) | {0}, steps  # every step once
-    assert result["metrics"]["seconds"] > 0
+    # seconds = the first segment (up to its checkpoint) + this one, not this one alone
+    assert before > 0 and before < result["metrics"]["seconds"] <= before + segment + 0.1
 
 
 @pytest.mark.parametrize("override, key", [
