@@ -40,6 +40,7 @@ class LossSettings:
     lambda_spec_mask: float = 0.5
     lambda_bce: float = 0.3
     lambda_masked_mse: float = 1.0
+    bce_eps: float = 1e-6  # the BCE's opacity clamp (see losses/photometric.py)
     lambda_late_lpips: float = 1.0
     lpips_net: str = "alex"  # backbone of the LPIPS loss (spatial=lpips): alex | vgg
     lambda_arap: float = 1.0
@@ -84,7 +85,7 @@ class Objective:
             )
         self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm,
                                                  band_reduction=s.band_reduction)
-        spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
+        spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse, bce_eps=s.bce_eps), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
         self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
 
     def at(self, step: int) -> StepObjective:

@@ -103,3 +103,15 @@ def test_band_reduction_sum_is_eq_22_as_printed():
     torch.testing.assert_close(got["image"], expected, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="band_reduction"):
         SpectralMomentLoss(band_reduction="max")
+
+
+def test_bce_eps_bounds_the_opacity_gradient():
+    """Where the render is opaque and the target empty, BCE's gradient is about 1 / bce_eps."""
+    pred = torch.zeros(1, 4, 4, 3, dtype=torch.float64)
+    gt = torch.zeros(1, 4, 4, 3, dtype=torch.float64)
+    mask = torch.zeros(1, 4, 4, dtype=torch.float64)
+    for eps, bound in ((1e-6, 1e5), (1e-3, 1e2)):
+        alpha = torch.full((1, 4, 4), 1 - 2 * eps, dtype=torch.float64, requires_grad=True)  # inside the clamp
+        pixel_loss(pred, gt, alpha, mask, lambda_bce=1.0, bce_eps=eps)["bce"].backward()
+        g = alpha.grad.abs().max() * alpha.numel()  # undo the mean over pixels
+        assert bound < g < 10 * bound, (eps, float(g))

@@ -42,12 +42,13 @@ class SpectralMomentLoss:
 
 
 class PixelLoss:
-    def __init__(self, lambda_bce: float = 0.3, lambda_masked: float = 1.0) -> None:
-        self.lambda_bce, self.lambda_masked = float(lambda_bce), float(lambda_masked)
+    def __init__(self, lambda_bce: float = 0.3, lambda_masked: float = 1.0, bce_eps: float = 1e-6) -> None:
+        self.lambda_bce, self.lambda_masked, self.bce_eps = float(lambda_bce), float(lambda_masked), float(bce_eps)
 
     def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
                  band_weights: Tensor) -> dict[str, Tensor]:
-        terms = pixel_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, lambda_bce=self.lambda_bce, lambda_masked=self.lambda_masked)
+        terms = pixel_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, lambda_bce=self.lambda_bce, lambda_masked=self.lambda_masked,
+                           bce_eps=self.bce_eps)
         return {**terms, "image": terms["total"]}
 
 
