@@ -26,14 +26,15 @@ BRUTE_FORCE_MAX = 1 << 20  # query x reference pairs compared directly; more go 
 _CHUNK_PAIRS = 1 << 20  # pairs per brute-force chunk (a [C, J, 3] float64 difference is 24 MB)
 
 
-def _check(points: Tensor, name: str) -> None:
+def check_points(points: Tensor, name: str, source: str = "knn") -> None:
+    """``ValueError`` naming ``source`` and ``name`` unless ``points`` is a non-empty, finite [N, 3]."""
     if points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"knn: {name} must have shape [N, 3], got {list(points.shape)}")
+        raise ValueError(f"{source}: {name} must have shape [N, 3], got {list(points.shape)}")
     if points.shape[0] == 0:
-        raise ValueError(f"knn: {name} is empty (N = 0); there is nothing to sample or bind")
+        raise ValueError(f"{source}: {name} is empty (N = 0); there is nothing to sample or bind")
     if not torch.isfinite(points).all():
         bad = int((~torch.isfinite(points)).sum())
-        raise ValueError(f"knn: {name} holds {bad} non-finite values (NaN or inf)")
+        raise ValueError(f"{source}: {name} holds {bad} non-finite values (NaN or inf)")
 
 
 def knn(queries: Tensor, refs: Tensor, k: int, exclude_self: bool = False,
@@ -44,8 +45,8 @@ def knn(queries: Tensor, refs: Tensor, k: int, exclude_self: bool = False,
     distances [N, k] ascending, in the queries' dtype; indices [N, k] long), on the queries' device.
     No gradient flows (neighbourhoods are a fixed structure).
     """
-    _check(queries, "queries")
-    _check(refs, "refs")
+    check_points(queries, "queries")
+    check_points(refs, "refs")
     n, j = queries.shape[0], refs.shape[0]
     available = j - 1 if exclude_self else j
     if exclude_self and n != j:

@@ -41,19 +41,9 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.gaussians import quat_multiply, quat_to_rotmat
-from spectral_tracking.knn import knn  # noqa: F401  (spectral_tracking.deform exports it from here)
+from spectral_tracking.knn import check_points, knn  # noqa: F401  (knn: spectral_tracking.deform exports it from here)
 
 _IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)
-
-
-def _check_points(points: Tensor, name: str, source: str) -> None:
-    if points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"{source}: {name} must have shape [N, 3], got {list(points.shape)}")
-    if points.shape[0] == 0:
-        raise ValueError(f"{source}: {name} is empty (N = 0); there is nothing to sample or bind")
-    if not torch.isfinite(points).all():
-        bad = int((~torch.isfinite(points)).sum())
-        raise ValueError(f"{source}: {name} holds {bad} non-finite values (NaN or inf)")
 
 
 def farthest_point_sampling(points: Tensor, num_samples: int, start_index: int = 0) -> Tensor:
@@ -64,7 +54,7 @@ def farthest_point_sampling(points: Tensor, num_samples: int, start_index: int =
     (FPS would have to pick the same position twice).
     Cost: J iterations of an [N] distance update (800 x 50k is well under a second on a CPU).
     """
-    _check_points(points, "points", "farthest_point_sampling")
+    check_points(points, "points", "farthest_point_sampling")
     n = points.shape[0]
     if num_samples < 1:
         raise ValueError(f"farthest_point_sampling: num_samples must be >= 1, got {num_samples}")
@@ -101,7 +91,7 @@ def control_point_radius(control_points: Tensor, num_neighbors: int = 3) -> Tens
     control_points: [J, 3]. J = 1 has no spacing to measure and raises. A radius that would be zero
     (coincident control points) is floored at 1e-8 times the points' extent (at least 1e-12).
     """
-    _check_points(control_points, "control_points", "control_point_radius")
+    check_points(control_points, "control_points", "control_point_radius")
     j = control_points.shape[0]
     if j < 2:
         raise ValueError("control_point_radius: need at least 2 control points to measure their spacing")
