@@ -74,28 +74,36 @@ class CorruptCheckpointError(RuntimeError):
     """No loadable checkpoint where one was expected; the message names the file and what to do."""
 
 
-def _loads(path: Path) -> str | None:
-    """None if ``path`` loads as a checkpoint, else the reason."""
+def _load(path: Path) -> tuple[dict | None, str | None]:
+    """(the checkpoint, None) if ``path`` loads as a Lightning checkpoint, else (None, the reason)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated or foreign file: any unpickling / zip error
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        return "not a Lightning checkpoint (no state_dict)"
-    return None
+        return None, "not a Lightning checkpoint (no state_dict)"
+    return ckpt, None
 
 
-def loadable_checkpoint(path: Path) -> Path:
-    """``path`` if it loads; else its ``.prev`` copy (with a warning); else CorruptCheckpointError."""
+def load_checkpoint_or_previous(path: Path) -> tuple[Path, dict]:
+    """(path, its checkpoint) if ``path`` loads; else its ``.prev`` copy and checkpoint (with a
+    warning); else CorruptCheckpointError naming the file and what to do."""
     path = Path(path)
-    reason = _loads(path)
-    if reason is None:
-        return path
+    ckpt, reason = _load(path)
+    if ckpt is not None:
+        return path, ckpt
     prev = previous_path(path)
-    if prev.exists() and _loads(prev) is None:
-        log.warning("%s is unreadable (%s); resuming from the previous checkpoint %s", path, reason, prev)
-        return prev
+    if prev.exists():
+        ckpt, _ = _load(prev)
+        if ckpt is not None:
+            log.warning("%s is unreadable (%s); resuming from the previous checkpoint %s", path, reason, prev)
+            return prev, ckpt
     raise CorruptCheckpointError(
         f"{path}: the checkpoint is unreadable ({reason}) and no previous checkpoint loads; "
         f"delete {path.parent} to start this run over"
     )
+
+
+def loadable_checkpoint(path: Path) -> Path:
+    """``path`` if it loads; else its ``.prev`` copy (with a warning); else CorruptCheckpointError."""
+    return load_checkpoint_or_previous(path)[0]

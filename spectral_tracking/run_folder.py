@@ -99,15 +99,13 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int | None]:
     """(checkpoint, its global step) to resume from: ``ckpt_path`` if set, else the folder's
     ``checkpoints/last.ckpt`` if it exists (or, when that file is unreadable, the previous checkpoint
     kept beside it); (None, None) for a fresh run."""
-    import torch
-
-    from spectral_tracking.atomic import loadable_checkpoint
+    from spectral_tracking.atomic import load_checkpoint_or_previous
 
     path = Path(cfg.ckpt_path) if cfg.ckpt_path is not None else Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path is None and not path.exists():
         return None, None
-    path = loadable_checkpoint(path)
-    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+    path, ckpt = load_checkpoint_or_previous(path)
+    step = int(ckpt.get("global_step", 0))
     log.info("resuming from %s (step %d)", path, step)
     return str(path), step
 
