@@ -8,8 +8,11 @@ removed at a time, on every preset and several directions, with Pixel and full O
     no_arap       loss.lambda_arap=0
     rigid_mlp     deform=rigid_mlp (a shared rigid term composed with the MLP) instead of mlp
     pixel         the Pixel baseline (spatial loss from step 0)
+    align         full, started from the moment alignment (align=moments, beyond the paper)
+    pixel_align   pixel, started from the same alignment
 
     python experiments/ablation_method.py --jobs 2 [--quick] [--scale paper]
+    python experiments/ablation_method.py --variants full align pixel pixel_align --shifts 0.8 1.2
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ SHIFT = 0.8
 VARIANTS = {
     "full": [], "no_annealing": ["loss.expansion=none"], "no_mask": ["loss.lambda_spec_mask=0"],
     "no_warmup": ["loss.warmup=0"], "no_arap": ["loss.lambda_arap=0"], "rigid_mlp": ["deform=rigid_mlp"],
-    "pixel": ["loss=pixel"],
+    "pixel": ["loss=pixel"], "align": ["align=moments"], "pixel_align": ["loss=pixel", "align=moments"],
 }
 BASE = {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]}
 
@@ -35,27 +38,33 @@ def render(rows: list[dict]) -> str:
                ("3d_size_ratio", "size ratio")]
     stats = {m: summarize(rows, ["variant", "shift"], m, spread_over="creature") for m, _ in metrics}
     rates = success_rates(rows, ["creature", "seed", "variant"], ["variant", "shift"])
-    lines = ["| variant | " + " | ".join(t for _, t in metrics) + " | success |", "|---|" + "---|" * (len(metrics) + 1)]
-    for variant in dict.fromkeys(r["variant"] for r in rows):
+    lines = ["| variant | shift | " + " | ".join(t for _, t in metrics) + " | success |", "|---|---|" + "---|" * (len(metrics) + 1)]
+    shifts = sorted({r["shift"] for r in rows})
+    for variant, shift in ((v, x) for v in dict.fromkeys(r["variant"] for r in rows) for x in shifts):
         cells = []
         for m, _ in metrics:
-            s = stats[m].get((variant, SHIFT))
+            s = stats[m].get((variant, shift))
             cells.append(f"{fmt(s['mean'])} [{fmt(s['min'])}, {fmt(s['max'])}]" if s else "-")
-        r = rates.get((variant, SHIFT))
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {format(r['rate'], '.0%') if r else '-'} |")
+        r = rates.get((variant, shift))
+        lines.append(f"| {variant} | {shift:g} | " + " | ".join(cells) + f" | {format(r['rate'], '.0%') if r else '-'} |")
     return "\n".join(lines) + ("\n\nMeans over creatures and directions, [min, max] of the per-creature means; success: "
                                "within 1 dB of the same variant's unshifted run and 3D error <= its + 0.1.\n")
 
 
 def main(argv=None) -> int:
-    args = common_args(__doc__).parse_args(argv)
-    extra, variants = list(args.override), dict(VARIANTS)
+    ap = common_args(__doc__)
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--shifts", type=float, nargs="+", default=[SHIFT], help="shifted radii (0 is always run too)")
+    args = ap.parse_args(argv)
+    extra, variants = list(args.override), {k: VARIANTS[k] for k in args.variants}
     if args.quick:
         args.presets, args.seeds = args.presets[:1], args.seeds[:1]
         variants = {k: VARIANTS[k] for k in ("full", "no_annealing")}
         extra = [*QUICK, *extra]
-    todo = grid(BASE[args.scale], variants, args.presets, args.seeds, [0.0, SHIFT], extra)
-    return finish("ablation_method", args, todo, render, f"Method ablation at shift {SHIFT} (unshifted runs for the success rate).")
+    shifts = [0.0, *sorted(set(args.shifts) - {0.0})]
+    todo = grid(BASE[args.scale], variants, args.presets, args.seeds, shifts, extra)
+    caption = f"Method ablation at shift {', '.join(f'{x:g}' for x in shifts[1:])} (unshifted runs for the success rate)."
+    return finish("ablation_method", args, todo, render, caption)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,10 @@ def validate(cfg: DictConfig) -> None:
                 f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
                 f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
             )
+    from spectral_tracking.align import METHODS as ALIGN_METHODS
+
+    if cfg.get("align", "none") not in ALIGN_METHODS:
+        raise ConfigError(f"align must be one of {', '.join(ALIGN_METHODS)}, got {cfg.get('align')!r}")
     if int(cfg.views) not in (1, 2, 4):
         raise ConfigError(f"views must be 1, 2 or 4 (azimuths 0 / 0,180 / 0,90,180,270), got {cfg.views}")
     if cfg.deform.name not in ("mlp", "direct", "rigid", "rigid_mlp"):

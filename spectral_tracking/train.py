@@ -56,8 +56,10 @@ def build_targets(cfg: DictConfig):
 
 
 def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
-    """The canonical shifted by ``cfg.shift`` in a direction drawn from ``cfg.seed``, and the run's
-    record of it (``run_meta.json``)."""
+    """The canonical shifted by ``cfg.shift`` in a direction drawn from ``cfg.seed`` (then, with
+    ``align=moments``, translated to where the targets' moments put it), and the run's record of it
+    (``run_meta.json``)."""
+    from spectral_tracking.align import align_to_targets
     from spectral_tracking.data import initial_overlap, shift_canonical
 
     canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
@@ -69,6 +71,16 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
     }
     log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
+    if cfg.get("align", "none") == "moments":
+        try:
+            canonical, offset = align_to_targets(canonical.to(device), targets.cameras, targets.masks[:, 0],
+                                                 list(targets.train_views), backend=cfg.backend)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        run_meta["align_offset"] = [float(x) for x in offset]
+        run_meta["aligned_iou"] = initial_overlap(canonical, seq, backend=cfg.backend)
+        log.info("align=moments moved the start by %s; IoU per training view now %s",
+                 run_meta["align_offset"], run_meta["aligned_iou"])
     return canonical, run_meta
 
 

@@ -140,6 +140,7 @@ def test_multirun_with_joblib_launcher(tmp_path, data_root):
     [
         (["loss.add_pixel_loss=100"], "add_pixel_loss=100 is after max_steps=24"),
         (["views=3"], "views must be 1, 2 or 4"),
+        (["align=phase"], "align must be one of none, moments, got 'phase'"),
         (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
     ],
 )
