@@ -11,6 +11,14 @@ removed at a time, on every preset and several directions, with Pixel and full O
     align         full, started from the moment alignment (align=moments, beyond the paper)
     pixel_align   pixel, started from the same alignment
 
+The tracking-quality suspects (each a reading of the paper or of GSGD, or an idea beyond it):
+    band_sum      eq. 22 as printed: each band sums its moments (loss.band_reduction=sum)
+    svd_rot       control-point rotations from their neighbourhoods by SVD (GSGD's override_deformation_rotation)
+    arap100       ARAP 100x stronger (loss.lambda_arap=100): its normalisation differs from GSGD's
+    lr_hold       LRs decay over 35% of the steps, then hold (SC4D/GSGD position_lr_max_steps)
+    frames30      frames phased in over 30% of the steps (GSGD) instead of 20%
+    scale         the scale-preserving term (loss.lambda_scale=1000)
+
     python experiments/ablation_method.py --jobs 2 [--quick] [--scale paper]
     python experiments/ablation_method.py --variants full align pixel pixel_align --shifts 0.8 1.2
 """
@@ -29,6 +37,9 @@ VARIANTS = {
     "full": [], "no_annealing": ["loss.expansion=none"], "no_mask": ["loss.lambda_spec_mask=0"],
     "no_warmup": ["loss.warmup=0"], "no_arap": ["loss.lambda_arap=0"], "rigid_mlp": ["deform=rigid_mlp"],
     "pixel": ["loss=pixel"], "align": ["align=moments"], "pixel_align": ["loss=pixel", "align=moments"],
+    "band_sum": ["loss.band_reduction=sum"], "svd_rot": ["+deform.kwargs.rotation_source=svd"],
+    "arap100": ["loss.lambda_arap=100"], "lr_hold": ["lr_decay=0.35"], "frames30": ["progressive_frames=0.3"],
+    "scale": ["loss.lambda_scale=1000"],
 }
 BASE = {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]}
 

@@ -85,6 +85,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "num_control_points", int, 1)
     _number(cfg, "arap_frames", int, 1, what=" (frames sampled per step for ARAP)")
     _number(cfg, "progressive_frames", float, 0, 1, what=" (a fraction of max_steps)")
+    _number(cfg, "lr_decay", float, 0, 1, low_open=True, what=" (a fraction of max_steps)")
     _number(cfg, "deform.lr_init", float, 0, low_open=True)
     _number(cfg, "deform.lr_final", float, 0, low_open=True)
     background = cfg.background

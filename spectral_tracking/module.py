@@ -20,10 +20,19 @@ from torch import Tensor, nn
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.losses.arap import ARAP, sample_frames
+from spectral_tracking.losses.scale import ScalePrior
 from spectral_tracking.objective import LossSettings, Objective
 from spectral_tracking.render import render
 
 __all__ = ["LossSettings", "Targets", "TrackingModule"]
+
+
+def lr_factor(step: int, final_ratio: float, decay_steps: int) -> float:
+    """Learning-rate multiplier at ``step``: exponential decay to ``final_ratio`` over the first
+    ``decay_steps`` steps, then held. The run decays over ``lr_decay * max_steps`` steps: SC4D / GSGD
+    decay over position_lr_max_steps = 3,500 of 10k steps (lr_decay 0.35); 1.0, the default, decays
+    over the whole run."""
+    return final_ratio ** (min(step, decay_steps) / max(decay_steps, 1))
 
 
 @dataclass
@@ -69,6 +78,7 @@ class TrackingModule(pl.LightningModule):
         backend: str = "auto",
         progressive_frames: float = 0.2,
         arap_frames: int = 2,
+        lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
         self.deformation = deformation
@@ -83,7 +93,11 @@ class TrackingModule(pl.LightningModule):
         self.backend = backend
         self.progressive_frames = float(progressive_frames)
         self.arap_frames = int(arap_frames)
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1] (a fraction of max_steps), got {lr_decay}")
+        self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
         self.arap = ARAP(deformation.canonical_control_points.detach())
+        self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
         self._cameras: dict[tuple, Cameras] = {}
 
     # --- sampling --------------------------------------------------------------------------------
@@ -130,7 +144,7 @@ class TrackingModule(pl.LightningModule):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
         arap_frames = []
-        if objective.lambda_arap > 0:
+        if objective.lambda_arap > 0 or objective.lambda_scale > 0:
             g = torch.Generator().manual_seed(self.seed * 7_919 + step)
             arap_frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
         gaussians, control_points = self.deformation.frame_and_control_points(frame, arap_frames)
@@ -139,9 +153,12 @@ class TrackingModule(pl.LightningModule):
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
         loss = objective.lambda_image * terms["image"]
-        if arap_frames:
+        if objective.lambda_arap > 0:
             terms["arap"] = self.arap(control_points)  # mean over the frames
             loss = loss + objective.lambda_arap * terms["arap"]
+        if objective.lambda_scale > 0:
+            terms["scale"] = self.scale_prior(control_points)
+            loss = loss + objective.lambda_scale * terms["scale"]
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"step {step}: the loss is not finite ({float(loss)}; terms "
@@ -176,11 +193,11 @@ class TrackingModule(pl.LightningModule):
         # fused: one kernel for all parameters, 3x faster than the per-tensor loop on the CPU
         # (0.3 vs 1.0 ms a step for the TimeNet); it differs from it by float rounding only.
         opt = torch.optim.Adam(groups, eps=1e-15, fused=True)
-        ratio = self.lr_final_ratio
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: ratio ** (min(s, self.max_steps) / max(self.max_steps, 1))
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        return lr_factor(step, self.lr_final_ratio, self.lr_decay_steps)
 
     # --- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """The tracker's objective at step t: which image loss, with which band weights, and ARAP's weight.
 
     loss(t) = lambda_image * image_loss_t(render, target; w(t)) + lambda_arap(t) * ARAP(control points)
+              [+ lambda_scale * S(control points), off by default: losses/scale.py]
 
 - Ours (``image=spectral``): spectral moments with the annealed band weights w(t) of
   `spectral_tracking.schedule` (paper eq. 7) until ``add_pixel_loss``, then the spatial loss
@@ -45,6 +46,7 @@ class LossSettings:
     lpips_net: str = "alex"  # backbone of the LPIPS loss (spatial=lpips): alex | vgg
     lambda_arap: float = 1.0
     arap_start_iter: int = 50
+    lambda_scale: float = 0.0  # the scale-preserving term on the control points (losses/scale.py), from step 0
 
     def __post_init__(self) -> None:
         if self.image not in ("spectral", "pixel"):
@@ -70,6 +72,7 @@ class StepObjective(NamedTuple):
     image_loss: ImageLoss
     lambda_image: float
     lambda_arap: float  # 0 before arap_start_iter
+    lambda_scale: float = 0.0
 
 
 class Objective:
@@ -92,8 +95,9 @@ class Objective:
         s = self.settings
         arap = arap_weight(step, s.lambda_arap, s.arap_start_iter)
         if self.schedule is None:  # the Pixel baseline: spatial from the first step, no bands
-            return StepObjective(schedule.SPATIAL, 0.0, torch.zeros(s.num_bands), self.spatial, s.lambda_image, arap)
+            return StepObjective(schedule.SPATIAL, 0.0, torch.zeros(s.num_bands), self.spatial, s.lambda_image, arap,
+                                 s.lambda_scale)
         a = self.schedule.alpha(step)
         phase = self.schedule.phase(step)
         loss = self.spectral if phase == schedule.SPECTRAL else self.spatial
-        return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap)
+        return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)

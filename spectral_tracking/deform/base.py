@@ -37,7 +37,7 @@ from spectral_tracking.deform.control_points import (
     skinning_weights,
     transposed_weights,
 )
-from spectral_tracking.gaussians import Gaussians, PathLike, quat_multiply, save_ply
+from spectral_tracking.gaussians import Gaussians, PathLike, quat_multiply, rotmat_to_quat, save_ply
 
 FrameLike = Union[int, float, Tensor]
 
@@ -48,6 +48,10 @@ PARAM_GROUPS = {
     "radius": "learnable per-control-point skinning radii (log scale)",
     "appearance": "an offset on the canonical colours (SH), see deform/appearance.py",
 }
+
+
+ROTATION_SOURCES = ("learned", "svd")
+SVD_NEIGHBORS = 10  # control-point neighbours of the SVD rotations (as ARAP's)
 
 
 class Deformation(nn.Module):
@@ -73,9 +77,12 @@ class Deformation(nn.Module):
         fps_start_index: int = 0,
         skinning: bool = True,
         check_finite: bool = True,
+        rotation_source: str = "learned",
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if rotation_source not in ROTATION_SOURCES:
+            raise ValueError(f"{name}: rotation_source must be one of {', '.join(ROTATION_SOURCES)}, got {rotation_source!r}")
         if not isinstance(canonical, Gaussians):
             raise TypeError(f"{name}: canonical must be a Gaussians, got {type(canonical).__name__}")
         if canonical.num_gaussians == 0:
@@ -100,6 +107,7 @@ class Deformation(nn.Module):
         self.check_finite = check_finite
         self.learnable_radius = learnable_radius and skinning
         self.skinning = skinning
+        self.rotation_source = rotation_source
 
         g = canonical.detach()
         for field in ("means", "quats", "log_scales", "opacity_logits", "sh"):
@@ -124,6 +132,15 @@ class Deformation(nn.Module):
                 self.register_buffer("log_radius", log_r)
                 self.register_buffer("_fixed_weights", self._weights())
                 self.register_buffer("_fixed_weights_t", transposed_weights(self.binding, self._fixed_weights))
+            if rotation_source == "svd":
+                from spectral_tracking.losses.arap import canonical_neighbors
+
+                k = min(SVD_NEIGHBORS, num_control_points - 1)
+                if k < 2:
+                    raise ValueError(f"{name}: rotation_source=svd needs at least 3 control points, got {num_control_points}")
+                nb = canonical_neighbors(self.canonical_control_points, k)
+                self.register_buffer("_svd_neighbors", nb)  # [J, k]
+                self.register_buffer("_svd_rest_edges", self.canonical_control_points[:, None] - self.canonical_control_points[nb])
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -271,6 +288,8 @@ class Deformation(nn.Module):
         means, quats = self.canonical_means, self.canonical_quats
         if local is not None:
             translations, rotations = local
+            if self.rotation_source == "svd":
+                rotations = self.svd_rotations(translations)
             means, quats = skin(
                 means, quats, self.canonical_control_points, self.binding, self.skinning_weights(),
                 translations, rotations, weights_t=None if self.learnable_radius else self._fixed_weights_t,
@@ -285,6 +304,18 @@ class Deformation(nn.Module):
             opacity_logits=self.canonical_opacity_logits,
             sh=self.canonical_sh,
         )
+
+    def svd_rotations(self, translations: Tensor) -> Tensor:
+        """Control-point rotations [J, 4] (wxyz) fitted to each one's canonical neighbourhood after
+        moving by ``translations`` [J, 3] (Kabsch, no gradient): GSGD's
+        ``override_deformation_rotation``, used with ``rotation_source=svd``."""
+        from spectral_tracking.losses.arap import best_fit_rotations
+
+        with torch.no_grad():
+            points = self.canonical_control_points + translations
+            edges = points[:, None] - points[self._svd_neighbors]
+            R = best_fit_rotations(self._svd_rest_edges, edges)
+            return rotmat_to_quat(R).to(translations.dtype)
 
     def _deformed_control_points(self, t: Tensor, position: float, local: tuple[Tensor, Tensor] | None) -> Tensor:
         points = self.canonical_control_points

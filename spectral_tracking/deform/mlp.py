@@ -97,10 +97,12 @@ class MLPDeformation(Deformation):
         width: int = 256,
         skip: int = 4,
         check_finite: bool = True,
+        rotation_source: str = "learned",
     ) -> None:
         super().__init__(
             canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
             learnable_radius=learnable_radius, fps_start_index=fps_start_index, check_finite=check_finite,
+            rotation_source=rotation_source,
         )
         self.net = TimeNet(pos_freqs, time_freqs, depth, width, skip).to(self.canonical_means)
         self.register_buffer(
