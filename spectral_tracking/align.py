@@ -24,6 +24,7 @@ pose has about the canonical's silhouette area.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -33,6 +34,7 @@ from spectral_tracking.cameras import Cameras, project_points
 from spectral_tracking.gaussians import Gaussians
 
 METHODS = ("none", "moments")
+log = logging.getLogger(__name__)
 
 
 def mask_moments(mask: Tensor) -> tuple[float, Tensor]:
@@ -107,9 +109,18 @@ def align_to_targets(gaussians: Gaussians, cameras: Cameras, masks: Tensor, view
                      passes: int = 3) -> tuple[Gaussians, Tensor]:
     """Translate ``gaussians`` to the centre the masks' moments imply (mean over ``views``).
 
-    masks: [V, H, W] (one frame, every camera of ``cameras``). Returns (translated, offset [3])."""
+    masks: [V, H, W] (one frame, every camera of ``cameras``). Returns (translated, offset [3]).
+    A view whose mask touches the image border is left out (its area and centroid are cut); a
+    ValueError names them when that leaves none."""
     if not views:
         raise ValueError("align_to_targets: no views given")
+    cut = [v for v in views if _touches_border(masks[v], threshold=0.5)]
+    views = [v for v in views if v not in cut]
+    if not views:
+        raise ValueError(f"align=moments: the target mask touches the image border in every training view "
+                         f"({cut}), so its area and centroid are cut; use align=none")
+    if cut:
+        log.warning("align=moments: views %s left out, their target masks touch the image border", cut)
     offset = torch.zeros(3, dtype=torch.float64)
     current = gaussians
     for k in range(max(1, int(passes))):

@@ -54,6 +54,20 @@ def test_align_rejects_an_empty_target_mask(scene):
         align_to_targets(scene.canonical, scene.cameras, masks, [0], backend="torch")
 
 
+def test_align_leaves_out_views_whose_mask_is_cut_by_the_border(scene):
+    seq = select_views(scene, 2)
+    masks = torch.stack([seq.mask(v, 0) for v in range(len(seq.view_names))])
+    a, b = seq.train_views
+    cut = masks.clone()
+    cut[b, :, :3] = 1.0  # view b's mask now touches the left border
+    expected, _ = align_to_targets(seq.canonical, seq.cameras, masks, [a], backend="torch")
+    got, _ = align_to_targets(seq.canonical, seq.cameras, cut, [a, b], backend="torch")
+    assert torch.equal(got.means, expected.means)
+    cut[a, :, :3] = 1.0
+    with pytest.raises(ValueError, match="touches the image border in every training view"):
+        align_to_targets(seq.canonical, seq.cameras, cut, [a, b], backend="torch")
+
+
 def test_zero_overlap_start_at_0p8_ends_whole(tmp_path):
     """The issue's end-to-end check: a start at shift 0.8 with no overlap ends overlapping the target
     (IoU > 0.8) at the right size (size ratio within 0.9-1.1)."""
