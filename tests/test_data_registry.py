@@ -90,8 +90,12 @@ def test_ground_truth_without_index_must_match_the_canonical(tmp_path):
 
 def test_synthetic_entry_and_missing_data(tmp_path):
     ds = {"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 3, "seed": 0, "root": str(tmp_path)}
-    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'.*or a creature_motion pair: .*'humanoid_jump'"):
         load_dataset({**ds, "preset": "nope"}, 32)
+    with pytest.raises(ConfigError, match="unknown preset 'flower_walk'"):  # a creature without that motion
+        load_dataset({**ds, "preset": "flower_walk"}, 32)
+    pair = load_dataset({**ds, "preset": "humanoid_jump"}, 32)  # a pair outside the presets
+    assert pair.meta["creature"] == "humanoid" and pair.meta["motion"] == "jump" and pair.num_frames == 3
     with pytest.raises(DataNotFoundError, match="the donut asset is not at"):
         load_dataset({"type": "donut", "asset": str(tmp_path / "none.ply"), "motion": "bend", "frames": 3,
                       "root": str(tmp_path)}, 32)

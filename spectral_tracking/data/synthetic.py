@@ -69,15 +69,28 @@ def generate(preset: str | None = None, setting: str = "clean", frames: int = 24
                          resolution=resolution, seed=seed, backend=backend)
 
 
+def pair_names() -> list[str]:
+    """Every ``<creature>_<motion>`` pair the generator supports (the presets are four of them)."""
+    return [f"{c}_{m}" for c in sorted(COMPATIBLE) for m in COMPATIBLE[c]]
+
+
 def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = True) -> Sequence:
     """The ``dataset=synthetic`` entry: ``ds.preset``, ``ds.setting``, ``ds.frames``, ``ds.seed``,
-    ``ds.root``; generated (and cached) at ``resolution``."""
+    ``ds.root``; generated (and cached) at ``resolution``. ``ds.preset`` is a preset or any supported
+    ``<creature>_<motion>`` pair (e.g. ``humanoid_jump``), for measuring beyond the four presets."""
     from spectral_tracking.errors import ConfigError
 
-    if ds["preset"] not in PRESETS:
-        raise ConfigError(f"dataset.preset: unknown preset {ds['preset']!r}; presets: {sorted(PRESETS)}")
-    folder = generate(preset=ds["preset"], setting=ds["setting"], frames=int(ds["frames"]), resolution=resolution,
-                      seed=int(ds.get("seed", 0)), root=ds["root"])
+    name = str(ds["preset"])
+    kwargs = dict(setting=ds["setting"], frames=int(ds["frames"]), resolution=resolution, seed=int(ds.get("seed", 0)),
+                  root=ds["root"])
+    if name in PRESETS:
+        folder = generate(preset=name, **kwargs)
+    elif name in pair_names():
+        creature, motion = name.split("_", 1)
+        folder = generate(creature=creature, motion=motion, **kwargs)
+    else:
+        raise ConfigError(f"dataset.preset: unknown preset {name!r}; presets: {sorted(PRESETS)}, or a creature_motion "
+                          f"pair: {pair_names()}")
     return load_sequence(folder)
 
 
