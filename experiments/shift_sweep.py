@@ -48,7 +48,9 @@ def main() -> None:
                         name += "_" + hashlib.sha1(" ".join(args.override).encode()).hexdigest()[:8]
                     cfg = compose("train", overrides=[
                         f"experiment={args.experiment}", f"loss={loss}", f"shift={shift}", f"seed={seed}",
-                        "logger=csv", f"out_dir={args.out / 'runs' / name}", *args.override,
+                        "logger=csv", f"out_dir={args.out / 'runs' / name}",
+                        "align=none",  # the paper's protocol: start from the shifted asset (see harness.PROTOCOL)
+                        *args.override,
                     ])
                     m = run(cfg)["metrics"]
                     rows.append({"loss": loss, "shift": shift, "seed": seed, **{k: m.get(k) for k in METRICS}})
