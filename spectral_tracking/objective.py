@@ -41,7 +41,7 @@ class LossSettings:
     lambda_spec_mask: float = 0.5
     lambda_bce: float = 0.3
     lambda_masked_mse: float = 1.0
-    bce_eps: float = 1e-6  # the BCE's opacity clamp (see losses/photometric.py)
+    bce_eps: float = 1e-3  # the BCE's opacity clamp (see losses/photometric.py)
     lambda_late_lpips: float = 1.0
     lpips_net: str = "alex"  # backbone of the LPIPS loss (spatial=lpips): alex | vgg
     lambda_arap: float = 1.0

@@ -42,7 +42,7 @@ class SpectralMomentLoss:
 
 
 class PixelLoss:
-    def __init__(self, lambda_bce: float = 0.3, lambda_masked: float = 1.0, bce_eps: float = 1e-6) -> None:
+    def __init__(self, lambda_bce: float = 0.3, lambda_masked: float = 1.0, bce_eps: float = 1e-3) -> None:
         self.lambda_bce, self.lambda_masked, self.bce_eps = float(lambda_bce), float(lambda_masked), float(bce_eps)
 
     def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
