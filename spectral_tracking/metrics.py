@@ -24,6 +24,7 @@ from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from spectral_tracking.losses.lpips import LPIPS, LPIPSWeightsMissing
+from spectral_tracking.losses.scale import spread
 from spectral_tracking.weights import lpips_weights_path
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,6 @@ def image_metrics(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> d
     return out
 
 
-def _spread(points: Tensor) -> Tensor:
-    """points: [T, N, 3] -> [T] RMS distance of the points from their centroid."""
-    centred = points - points.mean(dim=1, keepdim=True)
-    return centred.square().sum(dim=-1).mean(dim=1).sqrt()
-
-
 def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> dict[str, float]:
     """3D tracking error of Gaussian centres, where the true Gaussians are known.
 
@@ -148,10 +143,10 @@ def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> di
     with torch.no_grad():
         pred, gt = pred_means.detach().double(), gt_means.detach().to(pred_means.device).double()
         mean_error = (pred - gt).norm(dim=-1).mean() / radius
-        gt_spread = _spread(gt)  # [T]
+        gt_spread = spread(gt)  # [T]
         if bool((gt_spread <= 0).any()):
             raise ValueError("gt_means collapse to a single point in some frame; size_ratio is undefined")
-        size_ratio = (_spread(pred) / gt_spread).mean()
+        size_ratio = (spread(pred) / gt_spread).mean()
     return {"mean_error": float(mean_error), "size_ratio": float(size_ratio)}
 
 

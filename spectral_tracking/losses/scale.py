@@ -18,7 +18,8 @@ from torch import Tensor
 
 
 def spread(points: Tensor) -> Tensor:
-    """[..., J, 3] -> [...]: RMS distance of the points from their centroid."""
+    """[..., J, 3] -> [...]: RMS distance of the points from their centroid (also the spread that
+    the ``3d_size_ratio`` metric compares, `spectral_tracking.metrics.gaussian_3d_error`)."""
     centred = points - points.mean(dim=-2, keepdim=True)
     return centred.square().sum(-1).mean(-1).sqrt()
 
