@@ -6,7 +6,7 @@ Lightning's own writer builds the file elsewhere and copies it over ``last.ckpt`
 full disk (or crosses filesystems) leaves a truncated ``last.ckpt`` and the run's progress is gone.
 `AtomicCheckpointIO` writes ``.<name>.<pid>.tmp`` in the checkpoint's own folder, syncs it, keeps the
 previous checkpoint as ``<stem>.prev.ckpt`` and only then renames the new file into place
-(``os.replace``: atomic on one filesystem). `loadable_checkpoint` picks the newest file that loads.
+(``os.replace``: atomic on one filesystem). `load_checkpoint_or_previous` picks the newest file that loads.
 """
 
 from __future__ import annotations
@@ -102,8 +102,3 @@ def load_checkpoint_or_previous(path: Path) -> tuple[Path, dict]:
         f"{path}: the checkpoint is unreadable ({reason}) and no previous checkpoint loads; "
         f"delete {path.parent} to start this run over"
     )
-
-
-def loadable_checkpoint(path: Path) -> Path:
-    """``path`` if it loads; else its ``.prev`` copy (with a warning); else CorruptCheckpointError."""
-    return load_checkpoint_or_previous(path)[0]

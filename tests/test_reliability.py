@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spectral_tracking.atomic import CorruptCheckpointError, atomic_torch_save, loadable_checkpoint, previous_path
+from spectral_tracking.atomic import CorruptCheckpointError, atomic_torch_save, load_checkpoint_or_previous, previous_path
 from spectral_tracking.config import ConfigError
 from spectral_tracking.run_folder import RunFolderBusy, RunLock
 from spectral_tracking.train import run
@@ -53,13 +53,14 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     atomic_torch_save(_ckpt(1), path)
     atomic_torch_save(_ckpt(2), path)
     assert torch.load(previous_path(path), weights_only=False)["global_step"] == 1
-    assert loadable_checkpoint(path) == path
+    assert load_checkpoint_or_previous(path)[0] == path
     path.write_bytes(path.read_bytes()[:100])  # truncated
-    assert loadable_checkpoint(path) == previous_path(path)
+    found, ckpt = load_checkpoint_or_previous(path)
+    assert found == previous_path(path) and ckpt["global_step"] == 1
     assert "unreadable" in caplog.text
     previous_path(path).write_bytes(b"garbage")
     with pytest.raises(CorruptCheckpointError, match=f"{path}: the checkpoint is unreadable.*delete"):
-        loadable_checkpoint(path)
+        load_checkpoint_or_previous(path)
 
 
 # --- the run folder ---------------------------------------------------------------------------------
