@@ -16,9 +16,9 @@ The views' estimates are averaged and the canonical is translated there (a rigid
 and orientation are kept). Later passes (3 in all) take the asset where the previous pass put it as
 the reference (a fixed point once its render has the target's mass and centroid), which removes
 the first pass's error from seeing a 3D asset on the axis rather than where it is (0.2 radii on
-flower_twist in one pass, 0.003 after three). The frame used is ``frame`` (0 by default, the
-frame the progressive schedule fits first). This finds depth from size, which is what one view
-offers; it assumes the canonical's size is right (true for a tracked asset) and that the frame's
+flower_twist in one pass, 0.003 after three). The masks are those of one frame (the tracker
+passes frame 0, the frame the progressive schedule fits first). This finds depth from size, which
+is what one view offers; it assumes the canonical's size is right (true for a tracked asset) and that the frame's
 pose has about the canonical's silhouette area.
 """
 
@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from spectral_tracking.cameras import Cameras, project_points
+from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 
 METHODS = ("none", "moments")

@@ -129,8 +129,8 @@ def validate(cfg: DictConfig) -> None:
             )
     from spectral_tracking.align import METHODS as ALIGN_METHODS
 
-    if cfg.get("align", "none") not in ALIGN_METHODS:
-        raise ConfigError(f"align must be one of {', '.join(ALIGN_METHODS)}, got {cfg.get('align')!r}")
+    if cfg.align not in ALIGN_METHODS:
+        raise ConfigError(f"align must be one of {', '.join(ALIGN_METHODS)}, got {cfg.align!r}")
     if int(cfg.views) not in (1, 2, 4):
         raise ConfigError(f"views must be 1, 2 or 4 (azimuths 0 / 0,180 / 0,90,180,270), got {cfg.views}")
     if cfg.deform.name not in ("mlp", "direct", "rigid", "rigid_mlp"):

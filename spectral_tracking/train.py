@@ -71,7 +71,7 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
     }
     log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
-    if cfg.get("align", "none") == "moments":
+    if cfg.align == "moments":
         try:
             canonical, offset = align_to_targets(canonical.to(device), targets.cameras, targets.masks[:, 0],
                                                  list(targets.train_views), backend=cfg.backend)
