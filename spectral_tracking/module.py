@@ -143,11 +143,11 @@ class TrackingModule(pl.LightningModule):
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
-        arap_frames = []
+        control_frames = []  # the frames whose control points ARAP and the scale term see
         if objective.lambda_arap > 0 or objective.lambda_scale > 0:
             g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            arap_frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
-        gaussians, control_points = self.deformation.frame_and_control_points(frame, arap_frames)
+            control_frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
+        gaussians, control_points = self.deformation.frame_and_control_points(frame, control_frames)
         out = self.render_views(gaussians, [view])
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
@@ -193,11 +193,8 @@ class TrackingModule(pl.LightningModule):
         # fused: one kernel for all parameters, 3x faster than the per-tensor loop on the CPU
         # (0.3 vs 1.0 ms a step for the TimeNet); it differs from it by float rounding only.
         opt = torch.optim.Adam(groups, eps=1e-15, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, self.lr_final_ratio, self.lr_decay_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def lr_factor(self, step: int) -> float:
-        return lr_factor(step, self.lr_final_ratio, self.lr_decay_steps)
 
     # --- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
