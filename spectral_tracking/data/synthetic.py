@@ -81,16 +81,12 @@ def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = T
     from spectral_tracking.errors import ConfigError
 
     name = str(ds["preset"])
-    kwargs = dict(setting=ds["setting"], frames=int(ds["frames"]), resolution=resolution, seed=int(ds.get("seed", 0)),
-                  root=ds["root"])
-    if name in PRESETS:
-        folder = generate(preset=name, **kwargs)
-    elif name in pair_names():
-        creature, motion = name.split("_", 1)
-        folder = generate(creature=creature, motion=motion, **kwargs)
-    else:
+    if name not in pair_names():  # the presets are pairs too, under their own names
         raise ConfigError(f"dataset.preset: unknown preset {name!r}; presets: {sorted(PRESETS)}, or a creature_motion "
                           f"pair: {pair_names()}")
+    creature, motion = name.split("_", 1)
+    folder = generate(creature=creature, motion=motion, setting=ds["setting"], frames=int(ds["frames"]),
+                      resolution=resolution, seed=int(ds.get("seed", 0)), root=ds["root"])
     return load_sequence(folder)
 
 
