@@ -18,6 +18,7 @@ The tracking-quality suspects (each a reading of the paper or of GSGD, or an ide
     lr_hold       LRs decay over 35% of the steps, then hold (SC4D/GSGD position_lr_max_steps)
     frames30      frames phased in over 30% of the steps (GSGD) instead of 20%
     scale         the scale-preserving term (loss.lambda_scale=1000)
+    align_switch30, align_switch45   align_bce with the spatial phase from 30% / 45% of the steps
     *_bce         a variant with the BCE's opacity clamp at 1e-3 (loss.bce_eps=1e-3) instead of 1e-6
 
     python experiments/ablation_method.py --jobs 2 [--quick] [--scale paper]
@@ -42,7 +43,9 @@ VARIANTS = {
     "arap100": ["loss.lambda_arap=100"], "lr_hold": ["lr_decay=0.35"], "frames30": ["progressive_frames=0.3"],
     "scale": ["loss.lambda_scale=1000"],
     "full_bce": ["loss.bce_eps=1e-3"], "pixel_bce": ["loss=pixel", "loss.bce_eps=1e-3"],
-    "align_bce": ["align=moments", "loss.bce_eps=1e-3"], "pixel_align_bce": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3"],
+    "align_bce": ["align=moments", "loss.bce_eps=1e-3"],
+    "align_switch30": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.3}'"],
+    "align_switch45": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.45}'"], "pixel_align_bce": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3"],
 }
 # The rows in experiments/results/ablation_method*, ablation_suspects were measured with the BCE clamp
 # at 1e-6, the default until 2026-12-01; pinned so that rerunning reproduces them. The *_bce variants
