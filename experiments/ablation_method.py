@@ -19,6 +19,8 @@ The tracking-quality suspects (each a reading of the paper or of GSGD, or an ide
     frames30      frames phased in over 30% of the steps (GSGD) instead of 20%
     scale         the scale-preserving term (loss.lambda_scale=1000)
     align_switch30, align_switch45   align_bce with the spatial phase from 30% / 45% of the steps
+    align_mask3   align_bce with the mask moments 6x stronger (loss.lambda_spec_mask=3)
+    align_app, pixel_align_app   align_bce / pixel_align_bce with the colour offset learned (finetune_appearance)
     *_bce         a variant with the BCE's opacity clamp at 1e-3 (loss.bce_eps=1e-3) instead of 1e-6
 
     python experiments/ablation_method.py --jobs 2 [--quick] [--scale paper]
@@ -45,6 +47,9 @@ VARIANTS = {
     "full_bce": ["loss.bce_eps=1e-3"], "pixel_bce": ["loss=pixel", "loss.bce_eps=1e-3"],
     "align_bce": ["align=moments", "loss.bce_eps=1e-3"],
     "align_switch30": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.3}'"],
+    "align_mask3": ["align=moments", "loss.bce_eps=1e-3", "loss.lambda_spec_mask=3"],
+    "align_app": ["align=moments", "loss.bce_eps=1e-3", "finetune_appearance=true"],
+    "pixel_align_app": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3", "finetune_appearance=true"],
     "align_switch45": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.45}'"], "pixel_align_bce": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3"],
 }
 # The rows in experiments/results/ablation_method*, ablation_suspects were measured with the BCE clamp
