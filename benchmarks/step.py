@@ -4,6 +4,7 @@
     python benchmarks/step.py --scale cpu --steps 150
     python benchmarks/step.py --scale donut         # the donut asset (45,624 Gaussians) at 512^2
     python benchmarks/step.py --device cuda         # on a GPU (backend auto = gsplat)
+    python benchmarks/step.py --precision fp32 bf16 # the TimeNet in float32 and under bf16 autocast, side by side
 
 Scales (Hydra overrides of conf/train.yaml):
     cpu    the README's main job: 96^2, the synthetic benchmark (3,000 Gaussians), 150 control points
@@ -257,6 +258,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per measured run (default 200 at cpu scale, 60 otherwise)")
     ap.add_argument("--threads", default="auto", help="torch / kernel threads (default: auto, see spectral_tracking/threads.py)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                    help="the TimeNet's precision (deform.kwargs.precision); several are measured one after the other")
     args = ap.parse_args()
 
     from spectral_tracking import threads
@@ -271,28 +274,29 @@ def main() -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="step_bench_"))
     try:
-        for scale in scales:
-            for phase in phases:
-                steps = args.steps or (200 if scale == "cpu" else 60)
-                warmup = max(5, steps // 10)
-                overrides = [*SCALES[scale], *phase_overrides(phase, steps), *hardware,
-                             "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
-                             "eval.progression_frames=0",
-                             f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}"]
-                cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}'}"])
-                gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
-                parts = breakdown(cfg, device, min(steps, 80), warmup)
-                ks = kernels(cfg, device, repeats=20 if scale == "cpu" else 8)
-                step_ms = median_ms(gaps)
-                kernel_sum = sum(ks[k] for k in KERNELS)
-                hand = sum(parts.values())
-                label = f"{scale:5s} {phase:8s} {int(cfg.resolution)}^2 N={n_gauss} J={int(cfg.num_control_points)}"
-                print(f"{label} | lightning step {step_ms:7.2f} ms median = {1e3 / step_ms:6.1f} it/s "
-                      f"(mean {1e3 * mean_s:.2f} ms) | kernels {kernel_sum:7.2f} ms | step / kernels {step_ms / kernel_sum:5.2f}x", flush=True)
-                print(f"{label} |   breakdown: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-                      + f" = {hand:.2f} ms; framework {step_ms - hand:.2f} ms", flush=True)
-                print(f"{label} |   kernels (fwd+bwd): " + ", ".join(f"{k} {ks[k]:.2f}" for k in KERNELS)
-                      + f" = {kernel_sum:.2f} ms; beside them: ARAP {ks['ARAP']:.2f}, Adam {ks['Adam']:.2f}", flush=True)
+        for scale, phase, precision in ((s, p, x) for s in scales for p in phases for x in args.precision):
+            steps = args.steps or (200 if scale == "cpu" else 60)
+            warmup = max(5, steps // 10)
+            overrides = [*SCALES[scale], *phase_overrides(phase, steps), *hardware,
+                         "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
+                         "eval.progression_frames=0",
+                         f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}"]
+            if precision != "fp32":
+                overrides.append(f"+deform.kwargs.precision={precision}")
+            cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}_{precision}'}"])
+            gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
+            parts = breakdown(cfg, device, min(steps, 80), warmup)
+            ks = kernels(cfg, device, repeats=20 if scale == "cpu" else 8)
+            step_ms = median_ms(gaps)
+            kernel_sum = sum(ks[k] for k in KERNELS)
+            hand = sum(parts.values())
+            label = f"{scale:5s} {phase:8s} {precision} {int(cfg.resolution)}^2 N={n_gauss} J={int(cfg.num_control_points)}"
+            print(f"{label} | lightning step {step_ms:7.2f} ms median = {1e3 / step_ms:6.1f} it/s "
+                  f"(mean {1e3 * mean_s:.2f} ms) | kernels {kernel_sum:7.2f} ms | step / kernels {step_ms / kernel_sum:5.2f}x", flush=True)
+            print(f"{label} |   breakdown: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+                  + f" = {hand:.2f} ms; framework {step_ms - hand:.2f} ms", flush=True)
+            print(f"{label} |   kernels (fwd+bwd): " + ", ".join(f"{k} {ks[k]:.2f}" for k in KERNELS)
+                  + f" = {kernel_sum:.2f} ms; beside them: ARAP {ks['ARAP']:.2f}, Adam {ks['Adam']:.2f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -310,6 +310,32 @@ def test_mlp_structure_and_motion(asset):
     assert (d.control_point_positions(2) - d.canonical_control_points).abs().max() > 0
 
 
+def test_timenet_bf16_matches_fp32():
+    """precision=bf16: same parameters, outputs within bf16 rounding of float32, float32 outputs and
+    gradients, the identity at initialisation kept exactly (the heads stay float32)."""
+    torch.manual_seed(0)
+    ref, fast = TimeNet(), TimeNet(precision="bf16")
+    pts, t = torch.rand(40, 3) * 2 - 1, torch.tensor([0.0, 0.4, 1.0])
+    d0, q0 = fast(pts, t)
+    assert torch.equal(d0, torch.zeros(3, 40, 3)) and torch.equal(q0[..., 0], torch.ones(3, 40))
+    with torch.no_grad():
+        for head in (ref.head_translation, ref.head_rotation):
+            head.weight.normal_(0, 0.05)
+    fast.load_state_dict(ref.state_dict())  # same keys: a checkpoint loads under either precision
+    (d_ref, q_ref), (d_fast, q_fast) = ref(pts, t), fast(pts, t)
+    assert d_fast.dtype == torch.float32 and q_fast.dtype == torch.float32
+    for a, b in ((d_ref, d_fast), (q_ref, q_fast)):
+        err = (a - b).abs().max() / a.abs().max()
+        assert 1e-6 < err < 0.03, err  # differs (bf16 ran) but only by rounding
+    (d_fast.square().sum() + q_fast.square().sum()).backward()
+    (d_ref.square().sum() + q_ref.square().sum()).backward()
+    g_ref, g_fast = ref.body[0].weight.grad, fast.body[0].weight.grad
+    assert g_fast.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(g_ref.flatten(), g_fast.flatten(), dim=0) > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        TimeNet(precision="fp16")
+
+
 def test_rigid_mlp_shared_and_per_frame(asset):
     d = RigidMLPDeformation(asset, 4, **SMALL_MLP)
     assert d.rigid.translation.shape == (1, 3)  # shared by default
