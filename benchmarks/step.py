@@ -258,7 +258,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per measured run (default 200 at cpu scale, 60 otherwise)")
     ap.add_argument("--threads", default="auto", help="torch / kernel threads (default: auto, see spectral_tracking/threads.py)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "auto"], default=["auto"],
                     help="the TimeNet's precision (deform.kwargs.precision); several are measured one after the other")
     args = ap.parse_args()
 
@@ -281,8 +281,7 @@ def main() -> None:
                          "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
                          "eval.progression_frames=0",
                          f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}"]
-            if precision != "fp32":
-                overrides.append(f"+deform.kwargs.precision={precision}")
+            overrides.append(f"deform.kwargs.precision={precision}")
             cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}_{precision}'}"])
             gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
             parts = breakdown(cfg, device, min(steps, 80), warmup)

@@ -10,13 +10,18 @@ bias (1, 0, 0, 0)), so a new network is exactly the identity.
 ``precision="bf16"`` runs the body's layers under bf16 autocast (weights, Adam state, the encoding
 and the two heads stay float32): on a CPU with AVX512-BF16 the TimeNet's forward + backward is about
 4x faster, and the outputs differ from float32 by about 0.5% of their size (beyond the paper, which
-trains in float32; `benchmarks/step.py --precision` and the README measure both).
+trains in float32; `benchmarks/step.py --precision` and the README measure both). ``"auto"`` (the
+configs' default) is bf16 where the hardware has bf16 arithmetic (`bf16_is_fast`: a CUDA GPU that
+supports it, a CPU with AVX512-BF16 or AMX) and float32 elsewhere, where emulated bf16 would be slower.
 
 Positions enter the encoding normalised by the asset's bounding sphere, ``(c - center) /
 asset_radius`` (in [-1, 1]), so the encoding's frequencies mean the same thing for any asset scale.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -32,21 +37,36 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
     return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
 
 
+@lru_cache(maxsize=None)
+def bf16_is_fast(device_type: str) -> bool:
+    """Whether ``device_type`` ("cpu", "cuda", ...) computes in bf16 natively (precision="auto")."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+        except OSError:  # not Linux: no cheap way to know, keep float32
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
 class TimeNet(nn.Module):
     """MLP (position [J, 3], time t) -> (dxyz [J, 3], quaternion [J, 4]); identity at initialisation.
 
     pos_freqs / time_freqs: encoding frequencies (10 / 6). depth / width: body layers (8 / 256).
     skip: the encoded input is concatenated to the output of body layer ``skip`` (0-based).
-    precision: "fp32" (the paper) or "bf16" (the body under bf16 autocast; see the module docstring).
+    precision: "fp32" (the paper), "bf16" (the body under bf16 autocast) or "auto" (bf16 where
+    `bf16_is_fast`); see the module docstring.
     """
 
-    PRECISIONS = ("fp32", "bf16")
+    PRECISIONS = ("fp32", "bf16", "auto")
 
     def __init__(self, pos_freqs: int = 10, time_freqs: int = 6, depth: int = 8, width: int = 256, skip: int = 4,
                  precision: str = "fp32") -> None:
         super().__init__()
         if precision not in self.PRECISIONS:
-            raise ValueError(f"TimeNet: precision must be fp32 or bf16, got {precision!r}")
+            raise ValueError(f"TimeNet: precision must be fp32, bf16 or auto, got {precision!r}")
         self.precision = precision
         if depth < 1 or width < 1:
             raise ValueError(f"TimeNet: depth and width must be >= 1, got depth={depth}, width={width}")
@@ -79,7 +99,8 @@ class TimeNet(nn.Module):
             ],
             dim=-1,
         ).reshape(F * J, self.in_dim)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast(x.device.type))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             h = x
             for i, layer in enumerate(self.body):
                 h = torch.relu(layer(h))
