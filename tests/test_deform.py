@@ -336,6 +336,23 @@ def test_timenet_bf16_matches_fp32():
         TimeNet(precision="fp16")
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_timenet_auto_precision_follows_the_hardware(monkeypatch, fast):
+    """precision=auto is bf16 exactly where `bf16_is_fast` says the device has bf16 arithmetic."""
+    import spectral_tracking.deform.mlp as mlp
+
+    monkeypatch.setattr(mlp, "bf16_is_fast", lambda device_type: fast)
+    torch.manual_seed(0)
+    nets = {p: TimeNet(depth=3, width=32, skip=0, precision=p) for p in ("auto", "fp32", "bf16")}
+    with torch.no_grad():
+        nets["auto"].head_translation.weight.normal_(0, 0.1)
+    for net in nets.values():
+        net.load_state_dict(nets["auto"].state_dict())
+    pts, t = torch.rand(9, 3), torch.tensor([0.2, 0.7])
+    same = nets["bf16" if fast else "fp32"](pts, t)[0]
+    assert torch.equal(nets["auto"](pts, t)[0], same)
+
+
 def test_rigid_mlp_shared_and_per_frame(asset):
     d = RigidMLPDeformation(asset, 4, **SMALL_MLP)
     assert d.rigid.translation.shape == (1, 3)  # shared by default
