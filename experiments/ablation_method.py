@@ -18,6 +18,8 @@ The tracking-quality suspects (each a reading of the paper or of GSGD, or an ide
     lr_hold       LRs decay over 35% of the steps, then hold (SC4D/GSGD position_lr_max_steps)
     frames30      frames phased in over 30% of the steps (GSGD) instead of 20%
     scale         the scale-preserving term (loss.lambda_scale=1000)
+    slow_bce, align_slow_bce   full_bce / align_bce with loss.expansion=linear_slow (the top frequency
+                  linear at the log ramp's initial rate: the paper's "bounded below exponential")
     align_switch30, align_switch45   align_bce with the spatial phase from 30% / 45% of the steps
     align_mask3   align_bce with the mask moments 6x stronger (loss.lambda_spec_mask=3)
     align_app, pixel_align_app   align_bce / pixel_align_bce with the colour offset learned (finetune_appearance)
@@ -47,6 +49,9 @@ VARIANTS = {
     "full_bce": ["loss.bce_eps=1e-3"], "pixel_bce": ["loss=pixel", "loss.bce_eps=1e-3"],
     "align_bce": ["align=moments", "loss.bce_eps=1e-3"],
     "pixel_align_bce": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3"],
+    # suspect 5: the top frequency linear at the log ramp's initial rate (schedule.py), then the same with the aligned start
+    "slow_bce": ["loss.expansion=linear_slow", "loss.bce_eps=1e-3"],
+    "align_slow_bce": ["align=moments", "loss.expansion=linear_slow", "loss.bce_eps=1e-3"],
     # the realistic-setting study (Ours behind Pixel from the aligned start)
     "align_switch30": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.3}'"],
     "align_switch45": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.45}'"],

@@ -3,7 +3,7 @@
     python experiments/schedule_plot.py --out outputs/demos [--preset sc4d_mlp] [--mode log]
 
 Draws alpha(t) and w_k(t) (eq. 7) for one of the paper's presets (Table 6) with the warm-up and the
-switch to the spatial phase (add_pixel_loss) marked, for both expansion modes side by side, and
+switch to the spatial phase (add_pixel_loss) marked, for each annealed expansion mode side by side, and
 prints the schedule at a few steps.
 """
 

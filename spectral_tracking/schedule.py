@@ -26,6 +26,12 @@ Expansion modes between the end of warm-up t_w and t_p = add_pixel_loss (s = (t 
   more conservative choice when the ramp is started at the exponential's initial rate, which would
   never reach band K-1 before the switch. That is why ``"log"`` is the default here.
 
+- ``"linear_slow"``: the top active frequency grows linearly at the *initial rate* of the ``"log"``
+  ramp, f = 1 + ln(2) (K - 1) s, alpha = 1 + log2(f). A line tangent to the convex 2^(alpha-1) at
+  its start stays below it everywhere, so this is the paper's "linear growth bounded well below
+  exponential growth" (Sec. 3.3) taken literally: never ahead of ``"log"``, it reaches only
+  f = 1 + ln(2) (K - 1) by the switch (alpha 3.16 of K = 6), so the top bands never open.
+
 - ``"none"``: no annealing, every band from step 0 (alpha = K throughout, no warm-up): an
   ablation, the tracking analogue of the static-k demo of Fig. 2.
 
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-ANNEALED_MODES = ("log", "linear")
+ANNEALED_MODES = ("log", "linear", "linear_slow")
 MODES = (*ANNEALED_MODES, "none")
 SPECTRAL = "spectral"
 SPATIAL = "spatial"
@@ -64,7 +70,8 @@ def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_b
         add_pixel_loss: step at which alpha reaches K and the loss becomes spatial;
             >= warmup * max_steps (may exceed max_steps: then the run stays spectral).
         num_bands: K >= 1.
-        mode: "log" (alpha linear in t) or "linear" (top frequency linear in t).
+        mode: "log" (alpha linear in t), "linear" (top frequency linear in t, reaching 2^(K-1)),
+            "linear_slow" (top frequency linear at the log ramp's initial rate) or "none".
     Returns:
         alpha(t) as a float.
     """
@@ -81,7 +88,10 @@ def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_b
     s = (step - start) / (add_pixel_loss - start)  # in [0, 1); add_pixel_loss > start here
     if mode == "log":
         return 1.0 + (num_bands - 1) * s
-    top_frequency = 1.0 + (2.0 ** (num_bands - 1) - 1.0) * s
+    if mode == "linear":
+        top_frequency = 1.0 + (2.0 ** (num_bands - 1) - 1.0) * s
+    else:  # linear_slow: the tangent of the log ramp's 2^((K-1) s) at s = 0
+        top_frequency = 1.0 + math.log(2.0) * (num_bands - 1) * s
     return 1.0 + math.log2(top_frequency)
 
 

@@ -112,6 +112,20 @@ def test_log_mode_alpha_linear_and_linear_mode_frequency_linear():
     assert all(lin.alpha(s) >= log.alpha(s) for s in steps)
 
 
+def test_linear_slow_is_the_tangent_of_the_log_ramp():
+    """linear_slow: top frequency 1 + ln2 (K-1) s, never ahead of log, equal to it at the start."""
+    log = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, add_pixel_loss=700, mode="log")
+    slow = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, add_pixel_loss=700, mode="linear_slow")
+    assert slow.alpha(0) == slow.alpha(199) == 1.0 and slow.alpha(700) == 6.0  # warm-up, then the spatial phase
+    for step in (250, 450, 699):
+        s = (step - 200) / 500
+        assert 2 ** (slow.alpha(step) - 1) == pytest.approx(1 + math.log(2) * 5 * s)
+        assert slow.alpha(step) <= log.alpha(step)
+    # the same slope at the start of the ramp (d alpha / d step)
+    assert (slow.alpha(201) - 1) == pytest.approx(log.alpha(201) - 1, rel=1e-2)
+    assert slow.alpha(699) == pytest.approx(1 + math.log2(1 + math.log(2) * 5 * 499 / 500))  # about 3.16
+
+
 def test_functional_and_dataclass_agree():
     s = experiment_schedule("sc4d_direct", mode="linear")
     for step in (0, 1999, 2000, 2500, 3999, 4000, 9999):
