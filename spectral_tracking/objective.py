@@ -39,6 +39,7 @@ class LossSettings:
     band_reduction: str = "mean"  # mean | sum (eq. 22 as printed): see losses/image.py
     lambda_image: float = 5000.0
     lambda_spec_mask: float = 0.5
+    lambda_spec_rgb: float = 1.0  # weight of the colour moments (the paper: 1; beyond it: 0 = masks only)
     lambda_bce: float = 0.3
     lambda_masked_mse: float = 1.0
     bce_eps: float = 1e-3  # the BCE's opacity clamp (see losses/photometric.py)
@@ -87,7 +88,7 @@ class Objective:
                 add_pixel_loss=int(s.add_pixel_loss), mode=s.expansion,
             )
         self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm,
-                                                 band_reduction=s.band_reduction)
+                                                 band_reduction=s.band_reduction, lambda_rgb=s.lambda_spec_rgb)
         spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse, bce_eps=s.bce_eps), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
         self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
 

@@ -172,6 +172,33 @@ def test_spectral_loss_matches_definition_and_gradients_agree(norm, method):
         assert torch.allclose(g, r, rtol=1e-6, atol=1e-6 * r.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["fft", "dft", "reference", "auto"])
+def test_spectral_loss_lambda_rgb_weighs_the_colour_term(method, dtype):
+    """lambda_rgb * (colour term) + lambda_mask * (mask term); 0 leaves the masks' moments only."""
+    torch.manual_seed(5)
+    views, height, width = 2, 12, 20
+    pred_rgb = torch.rand(views, height, width, 3, dtype=dtype, requires_grad=True)
+    pred_mask = torch.rand(views, height, width, dtype=dtype)
+    gt_rgb, gt_mask = torch.rand(views, height, width, 3, dtype=dtype), torch.rand(views, height, width, dtype=dtype)
+    weights = [1.0, 0.5, 0.25]
+    f64 = [t.detach().double() for t in (pred_rgb, gt_rgb, pred_mask, gt_mask)]
+    colour = _eq22_by_hand(*f64, weights, 0.0, "l1")  # lambda_mask = 0: the colour term alone
+    mask = _eq22_by_hand(*f64, weights, 1.0, "l1") - colour
+    largest = {}
+    for lam in (1.0, 0.4, 0.0):
+        loss = spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, lambda_mask=0.3, method=method,
+                             lambda_rgb=lam)
+        tol = 1e-9 if dtype == torch.float64 else 1e-5
+        assert float(loss) == pytest.approx(float(lam * colour + 0.3 * mask), rel=tol)
+        (grad,) = torch.autograd.grad(loss, [pred_rgb])
+        largest[lam] = float(grad.abs().max())
+    assert largest[0.4] == pytest.approx(0.4 * largest[1.0], rel=1e-4)
+    assert largest[0.0] < 1e-5 * largest[1.0]  # no colour gradient (up to the FFT's rounding)
+    with pytest.raises(ValueError, match="lambda_rgb"):
+        spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, weights, lambda_mask=0.3, lambda_rgb=-1.0)
+
+
 @pytest.mark.parametrize("method", ["fft", "dft"])
 def test_band_errors_at_the_nyquist_limit(method):
     torch.manual_seed(3)

@@ -23,21 +23,24 @@ class SpectralMomentLoss:
     """band_reduction: how eq. 22 combines the frequencies of a band. "mean" (default): the mean
     distance over the band's frequencies, so every band weighs alike whatever its size; "sum": the
     sum, eq. 22 as printed, which weighs band k by its frequency count (9, 16, 56, ... 49,152 at
-    k = 7), i.e. the per-band means times `band_sizes`."""
+    k = 7), i.e. the per-band means times `band_sizes`. lambda_rgb weighs the colour moments (1 in
+    the paper; 0 keeps the masks' only, beyond the paper)."""
 
     REDUCTIONS = ("mean", "sum")
 
-    def __init__(self, lambda_mask: float = 0.5, norm: str = "l1", band_reduction: str = "mean") -> None:
+    def __init__(self, lambda_mask: float = 0.5, norm: str = "l1", band_reduction: str = "mean",
+                 lambda_rgb: float = 1.0) -> None:
         if band_reduction not in self.REDUCTIONS:
             raise ValueError(f"loss.band_reduction must be mean or sum, got {band_reduction!r}")
         self.lambda_mask, self.norm, self.band_reduction = float(lambda_mask), norm, band_reduction
+        self.lambda_rgb = float(lambda_rgb)
 
     def __call__(self, pred_rgb: Tensor, pred_alpha: Tensor, gt_rgb: Tensor, gt_mask: Tensor,
                  band_weights: Tensor) -> dict[str, Tensor]:
         if self.band_reduction == "sum":
             band_weights = band_weights * band_sizes(len(band_weights)).to(band_weights.dtype)
         value = spectral_loss(pred_rgb, gt_rgb, pred_alpha, gt_mask, band_weights,  # CPU weights: no device sync
-                              lambda_mask=self.lambda_mask, norm=self.norm)
+                              lambda_mask=self.lambda_mask, norm=self.norm, lambda_rgb=self.lambda_rgb)
         return {"spectral": value, "image": value}
 
 

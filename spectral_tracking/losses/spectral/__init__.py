@@ -113,10 +113,11 @@ def spectral_loss(
     lambda_mask: float,
     norm: str = "l1",
     method: str = "auto",
+    lambda_rgb: float = 1.0,
 ) -> Tensor:
     """Spectral moment loss, paper eq. 22 (renderer layout).
 
-    ``sum_k w_k E_k(rgb) + lambda_mask * sum_k w_k E_k(mask)``, E_k from ``spectral_band_errors``
+    ``lambda_rgb * sum_k w_k E_k(rgb) + lambda_mask * sum_k w_k E_k(mask)`` (lambda_rgb = 1: the paper), E_k from ``spectral_band_errors``
     averaged over views and channels. Bands above the highest non-zero weight are not computed.
 
     Args:
@@ -129,6 +130,7 @@ def spectral_loss(
         lambda_mask: weight of the mask term (paper Table 6: 0.5 / 0.2 / 0.3).
         norm: "l1" (paper) or "l2".
         method: "auto" | "fft" | "dft" | "reference".
+        lambda_rgb: weight of the colour term (1 in the paper; 0 leaves the masks' moments only).
     Returns:
         scalar (0 with a graph when every weight is 0).
     """
@@ -139,10 +141,10 @@ def spectral_loss(
     # exactly the one full validation raises first.
     try:
         weights = _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm,
-                                          method, finite=False)
+                                          method, finite=False, lambda_rgb=lambda_rgb)
     except (ValueError, TypeError):
         _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
-                                finite=True)
+                                finite=True, lambda_rgb=lambda_rgb)
         raise
     views, height, width, _ = pred_rgb.shape
 
@@ -172,7 +174,7 @@ def spectral_loss(
         # Fused path: differences, transforms, weighting and the channel / view average in one
         # autograd function (the generic path below builds the same sum from separate ops).
         eps = L1_EPS * height * width if norm == "l1" else 0.0
-        coeff_rgb = 1.0 / (views * channels)
+        coeff_rgb = lambda_rgb / (views * channels)
         coeff_mask = lambda_mask / views if pred_mask is not None else 0.0
         # the l1 smoothing offset, sum_k w_k offset_k per image, summed with the image coefficients
         offset = 0.0
@@ -187,7 +189,7 @@ def spectral_loss(
     check_finite()
     diff = (pred_rgb - gt_rgb).permute(0, 3, 1, 2)  # [V, C, H, W]
     # per-channel factor: mean over views and colour channels, lambda_mask / V for the mask
-    coeff = [1.0 / (views * channels)] * channels
+    coeff = [lambda_rgb / (views * channels)] * channels
     if pred_mask is not None:
         diff = torch.cat([diff, (pred_mask - gt_mask)[:, None].to(diff.dtype)], dim=1)  # one transform for both
         coeff.append(lambda_mask / views)
@@ -210,7 +212,7 @@ def spectral_loss(
 
 
 def _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, lambda_mask, norm, method,
-                            finite: bool) -> Tensor:
+                            finite: bool, lambda_rgb: float = 1.0) -> Tensor:
     """The argument checks of ``spectral_loss`` in order; returns the band weights ([K] CPU tensor)."""
     where = "spectral_loss"
     if pred_rgb.ndim != 4:
@@ -225,6 +227,8 @@ def _validate_spectral_loss(pred_rgb, gt_rgb, pred_mask, gt_mask, band_weights, 
                          f"gt_mask={'None' if gt_mask is None else 'tensor'})")
     if not math.isfinite(lambda_mask) or lambda_mask < 0:
         raise ValueError(f"{where}: lambda_mask must be finite and >= 0, got {lambda_mask}")
+    if not math.isfinite(lambda_rgb) or lambda_rgb < 0:
+        raise ValueError(f"{where}: lambda_rgb must be finite and >= 0, got {lambda_rgb}")
     if pred_mask is None and lambda_mask != 0:
         raise ValueError(f"{where}: lambda_mask={lambda_mask} but no masks were given")
     if pred_mask is not None:
