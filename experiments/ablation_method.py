@@ -22,6 +22,8 @@ The tracking-quality suspects (each a reading of the paper or of GSGD, or an ide
                   linear at the log ramp's initial rate: the paper's "bounded below exponential")
     align_switch30, align_switch45   align_bce with the spatial phase from 30% / 45% of the steps
     align_mask3   align_bce with the mask moments 6x stronger (loss.lambda_spec_mask=3)
+    align_gate, gate_bce   align_bce / full_bce with the spectral phase ended once the running mask
+                  IoU reaches 0.8 (loss.switch_iou=0.8)
     align_maskonly  align_bce with the masks' moments only (loss.lambda_spec_rgb=0)
     align_app, pixel_align_app   align_bce / pixel_align_bce with the colour offset learned (finetune_appearance)
     *_bce         a variant with the BCE's opacity clamp at 1e-3 (loss.bce_eps=1e-3) instead of 1e-6
@@ -57,6 +59,8 @@ VARIANTS = {
     "align_switch30": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.3}'"],
     "align_switch45": ["align=moments", "loss.bce_eps=1e-3", "loss.add_pixel_loss='${frac:${max_steps},0.45}'"],
     "align_mask3": ["align=moments", "loss.bce_eps=1e-3", "loss.lambda_spec_mask=3"],
+    "align_gate": ["align=moments", "loss.bce_eps=1e-3", "loss.switch_iou=0.8"],
+    "gate_bce": ["loss.bce_eps=1e-3", "loss.switch_iou=0.8"],
     "align_maskonly": ["align=moments", "loss.bce_eps=1e-3", "loss.lambda_spec_rgb=0"],
     "align_app": ["align=moments", "loss.bce_eps=1e-3", "finetune_appearance=true"],
     "pixel_align_app": ["loss=pixel", "align=moments", "loss.bce_eps=1e-3", "finetune_appearance=true"],

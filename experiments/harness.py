@@ -28,9 +28,10 @@ from typing import Iterable, Sequence
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
-# Image and 3D metrics every table reports (metrics.json keys); a missing one is left empty.
+# Image and 3D metrics every table reports (metrics.json keys; spatial_from: the step at which the
+# spatial phase started, 0 for Pixel); a missing one is left empty.
 METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "novel_psnr", "novel_ssim", "novel_lpips",
-           "3d_mean_error", "3d_size_ratio", "initial_iou", "steps", "seconds"]
+           "3d_mean_error", "3d_size_ratio", "initial_iou", "spatial_from", "steps", "seconds"]
 
 # The paper's protocol: the optimiser starts from the shifted asset. The tracker's default start,
 # align=moments (spectral_tracking/align.py), first moves it to where the targets' moments put it,

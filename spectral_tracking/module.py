@@ -23,6 +23,8 @@ from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
 from spectral_tracking.objective import LossSettings, Objective
 from spectral_tracking.render import render
+from spectral_tracking.schedule import warmup_end
+from spectral_tracking.switch import OverlapSwitch
 
 __all__ = ["LossSettings", "Targets", "TrackingModule"]
 
@@ -98,6 +100,8 @@ class TrackingModule(pl.LightningModule):
         self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
+        self.switch = OverlapSwitch(loss.switch_iou if loss.image == "spectral" else None,
+                                    warmup_end=warmup_end(self.max_steps, loss.warmup), latest=loss.switch_step)
         self._cameras: dict[tuple, Cameras] = {}
 
     # --- sampling --------------------------------------------------------------------------------
@@ -139,7 +143,7 @@ class TrackingModule(pl.LightningModule):
         """The loss of optimisation step ``step`` (the module's state is that after ``step`` steps):
         (loss, its terms, the sampled frame, the step's `StepObjective`). The deformation is
         evaluated once for the rendered frame and ARAP's frames together (one TimeNet pass)."""
-        objective = self.objective.at(step)
+        objective = self.objective.at(step, self.switch.end)
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
@@ -152,6 +156,8 @@ class TrackingModule(pl.LightningModule):
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
+        if objective.phase == "spectral":
+            self.switch.update(step, out.alpha, gt_mask)
         loss = objective.lambda_image * terms["image"]
         if objective.lambda_arap > 0:
             terms["arap"] = self.arap(control_points)  # mean over the frames
@@ -187,6 +193,7 @@ class TrackingModule(pl.LightningModule):
         self.log("schedule/alpha", float(objective.alpha), on_step=True)
         self.log("schedule/active_bands", float((objective.band_weights > 0).sum()) if spectral else 0.0, on_step=True)
         self.log("schedule/spatial_phase", float(not spectral), on_step=True)
+        self.log("schedule/spectral_end", float(self.switch.end), on_step=True)
 
     def configure_optimizers(self):
         groups = self.deformation.param_groups(self.lr)

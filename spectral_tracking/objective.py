@@ -10,6 +10,9 @@
 - ARAP from ``arap_start_iter`` on.
 
 `Objective.at(step)` is a pure function of the step, so a resumed run needs nothing but the step.
+With ``switch_iou`` set (`spectral_tracking.switch`, beyond the paper), the spectral phase may end
+before ``add_pixel_loss``: the module passes the step at which it ended, ``at(step, spectral_end)``,
+and checkpoints it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class LossSettings:
     lambda_arap: float = 1.0
     arap_start_iter: int = 50
     lambda_scale: float = 0.0  # the scale-preserving term on the control points (losses/scale.py), from step 0
+    switch_iou: float | None = None  # end the spectral phase once the mask IoU reaches this (switch.py); None: at add_pixel_loss
 
     def __post_init__(self) -> None:
         if self.image not in ("spectral", "pixel"):
@@ -92,7 +96,9 @@ class Objective:
         spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse, bce_eps=s.bce_eps), "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
         self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
 
-    def at(self, step: int) -> StepObjective:
+    def at(self, step: int, spectral_end: int | None = None) -> StepObjective:
+        """The objective of step ``step``; ``spectral_end``: the step at which an `OverlapSwitch`
+        ended the spectral phase early (None: ``add_pixel_loss``)."""
         s = self.settings
         arap = arap_weight(step, s.lambda_arap, s.arap_start_iter)
         if self.schedule is None:  # the Pixel baseline: spatial from the first step, no bands
@@ -100,5 +106,7 @@ class Objective:
                                  s.lambda_scale)
         a = self.schedule.alpha(step)
         phase = self.schedule.phase(step)
+        if spectral_end is not None and step >= spectral_end:
+            phase = schedule.SPATIAL
         loss = self.spectral if phase == schedule.SPECTRAL else self.spatial
         return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)

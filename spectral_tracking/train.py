@@ -155,7 +155,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips),
                            per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
-                       seconds=round(clock.seconds, 1))
+                       spatial_from=module.switch.end, seconds=round(clock.seconds, 1))
         figures = write_outputs(cfg, module, initial, progression, out_dir,
                                 normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
