@@ -280,8 +280,8 @@ def main() -> None:
             overrides = [*SCALES[scale], *phase_overrides(phase, steps), *hardware,
                          "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
                          "eval.progression_frames=0",
-                         f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}"]
-            overrides.append(f"deform.kwargs.precision={precision}")
+                         f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}",
+                         f"deform.kwargs.precision={precision}"]
             cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}_{precision}'}"])
             gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
             parts = breakdown(cfg, device, min(steps, 80), warmup)

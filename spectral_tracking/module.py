@@ -100,8 +100,9 @@ class TrackingModule(pl.LightningModule):
         self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
-        self.switch = OverlapSwitch(loss.switch_iou if loss.image == "spectral" else None,
-                                    warmup_end=warmup_end(self.max_steps, loss.warmup), latest=loss.switch_step)
+        # Pixel: latest = switch_step = 0, so the spatial loss runs from step 0 and the switch never updates
+        self.switch = OverlapSwitch(loss.switch_iou, warmup_end=warmup_end(self.max_steps, loss.warmup),
+                                    latest=loss.switch_step)
         self._cameras: dict[tuple, Cameras] = {}
 
     # --- sampling --------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from spectral_tracking.evaluation import mask_iou
+
 
 class OverlapSwitch(nn.Module):
     """threshold: tau in (0, 1], or None (off: the spectral phase ends at ``latest``).
@@ -43,13 +45,12 @@ class OverlapSwitch(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, alpha: Tensor, mask: Tensor) -> None:
-        """Fold step ``step``'s IoU (rendered opacity [V, H, W] against the target masks) into the
-        running mean and switch when it reaches the threshold. A no-op when off or already switched."""
+        """Fold step ``step``'s IoU (rendered opacity [V, H, W] against the target masks, mean over
+        the views) into the running mean and switch when it reaches the threshold. A no-op when off
+        or already switched."""
         if self.threshold is None or step >= self.end:
             return
-        a, m = alpha > 0.5, mask > 0.5
-        inter, union = float((a & m).sum()), float((a | m).sum())
-        iou = inter / union if union > 0 else 1.0
+        iou = mask_iou(alpha, mask)  # the metric's IoU: thresholds 0.5, both empty counts as 1
         self.running_iou = self.beta * self.running_iou + (1 - self.beta) * iou
         if step + 1 >= self.warmup_end and self.running_iou >= self.threshold:
             self.end = step + 1
