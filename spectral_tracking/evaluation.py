@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.data.sequence import STANDARD_RADIUS
-from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metrics
+from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metrics, mask_iou
 
 
 PROTOCOLS = ("ours", "gsgd")
@@ -51,14 +51,6 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
     return out
-
-
-def mask_iou(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> float:
-    """Mean over images of IoU(alpha > threshold, mask > threshold); alpha, masks [..., H, W] in [0, 1].
-    An image where both are empty counts as 1."""
-    a, m = alpha.reshape(-1, *alpha.shape[-2:]) > threshold, masks.reshape(-1, *masks.shape[-2:]).float() > threshold
-    inter, union = (a & m).sum((1, 2)).float(), (a | m).sum((1, 2)).float()
-    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
 
 
 @torch.no_grad()

@@ -88,6 +88,17 @@ def lpips(pred: Tensor, gt: Tensor, net: str = "alex") -> Tensor | None:
         return model(_channels_first(pred.float()), _channels_first(gt.float()))
 
 
+def mask_iou(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> float:
+    """Mean over images of IoU(alpha > threshold, masks > threshold); alpha, masks [..., H, W] of the
+    same shape, values in [0, 1]. An image where both are empty counts as 1 (nothing to miss)."""
+    if alpha.shape != masks.shape:
+        raise ValueError(f"mask_iou: shapes differ {list(alpha.shape)} vs {list(masks.shape)}")
+    a = alpha.reshape(-1, *alpha.shape[-2:]) > threshold
+    m = masks.reshape(-1, *masks.shape[-2:]).float() > threshold
+    inter, union = (a & m).sum((1, 2)).float(), (a | m).sum((1, 2)).float()
+    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
+
+
 def image_metrics(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> dict[str, float]:
     """Batch means of PSNR, SSIM and LPIPS for rendered vs target frames.
 

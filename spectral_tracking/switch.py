@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spectral_tracking.evaluation import mask_iou
+from spectral_tracking.metrics import mask_iou
 
 
 class OverlapSwitch(nn.Module):

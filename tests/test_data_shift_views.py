@@ -44,7 +44,7 @@ def test_mask_iou_hand_cases():
     b[1:3, 1:3] = 1  # 4 pixels, 1 shared
     assert mask_iou(a, b) == pytest.approx(1 / 7)
     assert mask_iou(a, a) == 1.0
-    assert mask_iou(torch.zeros(3, 3), torch.zeros(3, 3)) == 0.0
+    assert mask_iou(torch.zeros(3, 3), torch.zeros(3, 3)) == 1.0  # nothing to miss (metrics.mask_iou)
     with pytest.raises(ValueError):
         mask_iou(a, torch.zeros(3, 3))
 

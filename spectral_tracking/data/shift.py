@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.gaussians import Gaussians
+from spectral_tracking.metrics import mask_iou  # re-exported: spectral_tracking.data.mask_iou
 
 
 def random_direction(seed: int) -> Tensor:
@@ -32,15 +33,6 @@ def shift_canonical(gaussians: Gaussians, radius: float, seed: int) -> tuple[Gau
         raise ValueError(f"shift_canonical: radius must be >= 0, got {radius}")
     direction = random_direction(seed)
     return gaussians.translate(direction.to(gaussians.means) * float(radius)), direction
-
-
-def mask_iou(a: Tensor, b: Tensor, threshold: float = 0.5) -> float:
-    """IoU of two masks [H, W] (values in [0, 1], binarised at ``threshold``). Two empty masks give 0."""
-    if a.shape != b.shape:
-        raise ValueError(f"mask_iou: shapes differ {list(a.shape)} vs {list(b.shape)}")
-    A, B = a > threshold, b > threshold
-    union = (A | B).sum().item()
-    return float((A & B).sum().item() / union) if union else 0.0
 
 
 def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None, frame: int = 0,
