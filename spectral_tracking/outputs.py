@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
     ``normalization``: the sequence's ``meta["normalization"]`` record, for the PLY export."""
     from spectral_tracking.export import export_asset_frames, export_asset_splats, save_tracked
     from spectral_tracking.figures import save_curves, save_strip
-    from spectral_tracking.video import orbit_video, tracked_video
+    from spectral_tracking.video import ORBIT_FPS, TRACKED_FPS, orbit_frames, tracked_frames, write_video
 
     tg = module.targets
     seconds: dict[str, float] = {}
@@ -72,14 +73,29 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
     gif = timed("progression", progression.save_gif, out_dir / "progression.gif", module, target=gt_last)
     if gif:
         figures["progression"] = str(gif)
-    if cfg.eval.get("videos", True):
-        figures["video"] = str(timed("video", tracked_video, module, out_dir / "tracked.mp4"))
-        figures["orbit"] = str(timed("orbit", orbit_video, module, out_dir / "orbit.mp4"))
-    curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",
-                   add_pixel_loss=int(cfg.loss.add_pixel_loss) if cfg.loss.image == "spectral" else None)
-    if curves:
-        figures["curves"] = str(curves)
-    figures["tracked"] = str(timed("tracked", save_tracked, module, out_dir / "tracked.npz", normalization))
+    # The videos are encoded (ffmpeg, its own process) on a background thread while this one renders
+    # the next frames and writes the curves and tracked.npz.
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video") if cfg.eval.get("videos", True) else None
+    try:
+        if encoder is not None:
+            videos = {"video": encoder.submit(write_video, timed("video frames", tracked_frames, module),
+                                              out_dir / "tracked.mp4", fps=TRACKED_FPS)}
+            videos["orbit"] = encoder.submit(write_video, timed("orbit frames", orbit_frames, module),
+                                             out_dir / "orbit.mp4", fps=ORBIT_FPS)
+            figures.update(dict.fromkeys(videos))  # their place in the summary, filled below
+        curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",
+                       add_pixel_loss=int(cfg.loss.add_pixel_loss) if cfg.loss.image == "spectral" else None)
+        if curves:
+            figures["curves"] = str(curves)
+        figures["tracked"] = str(timed("tracked", save_tracked, module, out_dir / "tracked.npz", normalization))
+        if encoder is not None:
+            start = time.perf_counter()
+            for name, future in videos.items():
+                figures[name] = str(future.result())
+            seconds["video encoding (waited)"] = time.perf_counter() - start
+    finally:
+        if encoder is not None:
+            encoder.shutdown(wait=True)
     if cfg.eval.export_ply:
         timed("ply", export_asset_frames, module.deformation, out_dir / "frames", normalization)
         figures["ply"] = str(out_dir / "frames")

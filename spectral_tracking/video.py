@@ -106,7 +106,11 @@ def tracked_frames(module) -> list[np.ndarray]:
     return out
 
 
-def tracked_video(module, path: Path, fps: float = 8.0) -> Path:
+TRACKED_FPS = 8.0  # tracked.mp4: one sequence frame per video frame
+ORBIT_FPS = 16.0  # orbit.mp4: 48 positions in 3 s
+
+
+def tracked_video(module, path: Path, fps: float = TRACKED_FPS) -> Path:
     """``tracked.mp4``: every frame of the sequence (`tracked_frames`)."""
     return write_video(tracked_frames(module), path, fps=fps)
 
@@ -166,6 +170,6 @@ def orbit_frames(module, num_views: int = 48, frames: list[int] | None = None) -
     return out
 
 
-def orbit_video(module, path: Path, num_views: int = 48, fps: float = 16.0) -> Path:
+def orbit_video(module, path: Path, num_views: int = 48, fps: float = ORBIT_FPS) -> Path:
     """``orbit.mp4``: `orbit_frames`, one orbit in ``num_views / fps`` seconds."""
     return write_video(orbit_frames(module, num_views), path, fps=fps)
