@@ -30,6 +30,12 @@ LOSSES = {"spectral": "Ours", "pixel": "Pixel"}
 SCALES = {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]}
 
 
+# (column, title, digits): the PSNR / SSIM / LPIPS on training and novel views, 3D error and size ratio
+METRICS = [("train_psnr", "train PSNR", 2), ("train_ssim", "train SSIM", 4), ("train_lpips", "train LPIPS", 4),
+           ("novel_psnr", "novel PSNR", 2), ("novel_ssim", "novel SSIM", 4), ("novel_lpips", "novel LPIPS", 4),
+           ("3d_mean_error", "3D error (radii)", 3), ("3d_size_ratio", "size ratio", 3)]
+
+
 def cases(scale: str, presets, shifts, seeds, extra=()) -> list[Case]:
     out = []
     for preset in presets:
@@ -48,8 +54,7 @@ def cases(scale: str, presets, shifts, seeds, extra=()) -> list[Case]:
 def table(rows: list[dict]) -> str:
     shifts = sorted({r["shift"] for r in rows})
     lines = []
-    for metric, title in (("train_psnr", "train PSNR"), ("novel_psnr", "novel PSNR"), ("train_lpips", "train LPIPS"),
-                          ("3d_mean_error", "3D error (radii)"), ("3d_size_ratio", "size ratio")):
+    for metric, title, digits in METRICS:
         s = summarize(rows, ["loss", "shift"], metric, spread_over="creature")
         if not s:
             continue
@@ -57,8 +62,8 @@ def table(rows: list[dict]) -> str:
                   "| shift | " + " | ".join(LOSSES.values()) + " | Ours - Pixel |", "|---" * (len(LOSSES) + 2) + "|"]
         for sh in shifts:
             cells = [s.get((loss, sh)) for loss in LOSSES]
-            text = [f"{fmt(c['mean'])} [{fmt(c['min'])}, {fmt(c['max'])}]" if c else "" for c in cells]
-            gain = fmt(cells[0]["mean"] - cells[1]["mean"]) if all(cells) else ""
+            text = [f"{fmt(c['mean'], digits)} [{fmt(c['min'], digits)}, {fmt(c['max'], digits)}]" if c else "" for c in cells]
+            gain = fmt(cells[0]["mean"] - cells[1]["mean"], digits) if all(cells) else ""
             lines.append(f"| {sh:g} | " + " | ".join(text) + f" | {gain} |")
     rates = success_rates(rows, ["creature", "seed", "loss"], ["loss", "shift"])
     if rates:
