@@ -88,10 +88,15 @@ def test_finished_run_is_skipped(tmp_path, data_root):
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == stamp
 
 
+# One thread: the renderer's multi-threaded gradient sums are not bit-reproducible, and on two threads
+# the resumed run drifted from the uninterrupted one by 0.005 dB once in a full suite.
+ONE_THREAD = ["trainer.threads=1"]
+
+
 def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
     from spectral_tracking.module import TrackingModule
 
-    full = run(make_cfg(tmp_path / "a", data_root))["metrics"]
+    full = run(make_cfg(tmp_path / "a", data_root, ONE_THREAD))["metrics"]
 
     original = TrackingModule.training_step
 
@@ -100,7 +105,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
             raise KeyboardInterrupt("simulated kill")
         return original(self, batch, batch_idx)
 
-    cfg_b = make_cfg(tmp_path / "b", data_root)
+    cfg_b = make_cfg(tmp_path / "b", data_root, ONE_THREAD)
     monkeypatch.setattr(TrackingModule, "training_step", crashing)
     with pytest.raises(BaseException):
         run(cfg_b)
@@ -108,7 +113,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
     ckpt = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     assert torch.load(ckpt, weights_only=False)["global_step"] < 24
-    resumed_result = run(make_cfg(tmp_path / "b", data_root))
+    resumed_result = run(make_cfg(tmp_path / "b", data_root, ONE_THREAD))
     resumed = resumed_result["metrics"]
     for key in ("train_psnr", "novel_psnr", "3d_mean_error"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-4, abs=1e-5), key
