@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BCE_THEN, QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+from harness import BCE_THEN, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
 
 SHIFTS = [0.0, 0.8]
 # experiments/results/budget was measured with the old BCE clamp (harness.BCE_THEN); pinned.
@@ -36,6 +36,13 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\nMeans over creatures and directions, [min, max] of the per-creature means.\n"
 
 
+def plot(rows: list[dict], path: Path) -> Path:
+    """Train PSNR and 3D error against the step budget (log scale), a line per loss x shift."""
+    return plot_curves(rows, path, "steps_budget", ["loss", "shift"], [("train_psnr", "train PSNR (dB)"),
+                       ("3d_mean_error", "3D error (radii)")], "steps", logx=True,
+                       label=lambda key: f"{'Ours' if key[0] == 'spectral' else 'Pixel'}, shift {float(key[1]):g}")
+
+
 def main(argv=None) -> int:
     ap = common_args(__doc__)
     ap.add_argument("--steps", type=int, nargs="+", default=[500, 1000, 2000])
@@ -50,7 +57,7 @@ def main(argv=None) -> int:
         case.labels["loss"], case.labels["steps_budget"] = case.labels["variant"].split("-")
         if args.quick:  # QUICK's max_steps=20 must not override the budget: put the budget last
             case.overrides = [o for o in case.overrides if not o.startswith("max_steps")] + [f"max_steps={case.labels['steps_budget']}"]
-    return finish("budget", args, todo, render, "Step budget at CPU scale: does doubling the steps still move the means?")
+    return finish("budget", args, todo, render, "Step budget at CPU scale: does doubling the steps still move the means?", plot_fn=plot)
 
 
 if __name__ == "__main__":

@@ -264,6 +264,38 @@ def summarize(rows: list[dict], by: Sequence[str], metric: str, spread_over: str
     return out
 
 
+def plot_curves(rows: list[dict], path: Path, x: str, series: Sequence[str], metrics: Sequence[tuple[str, str]],
+                xlabel: str, label=lambda key: " ".join(map(str, key)), logx: bool = False) -> Path:
+    """One panel per ``(metric, title)``: each series (the rows grouped by the ``series`` columns) as its
+    mean over creatures and directions against column ``x``, with a band from the lowest to the
+    highest per-creature mean (as Fig. 13 draws it). ``label(key)`` names a series in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, (metric, title) in zip(axes[0], metrics):
+        curves: dict[tuple, list] = defaultdict(list)
+        for key, s in summarize(rows, [*series, x], metric, spread_over="creature").items():
+            curves[key[:-1]].append((float(key[-1]), s))
+        for key, points in curves.items():
+            points.sort(key=lambda p: p[0])
+            xs = [p[0] for p in points]
+            ax.plot(xs, [p[1]["mean"] for p in points], marker="o", label=label(key))
+            ax.fill_between(xs, [p[1]["min"] for p in points], [p[1]["max"] for p in points], alpha=0.15)
+        if logx:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def success(row: dict, reference: dict, psnr_tolerance: float = 1.0, error_tolerance: float = 0.1) -> bool:
     """A shifted run succeeded if its final train-view PSNR is within ``psnr_tolerance`` dB of the
     same case's unshifted run and its 3D error is at most that run's + ``error_tolerance`` radii

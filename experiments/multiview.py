@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+from harness import QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
 
 SHIFTS = [0.0, 0.4, 0.8]
 VIEWS = [1, 2, 4]
@@ -42,6 +42,13 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\nMeans over creatures and directions.\n"
 
 
+def plot(rows: list[dict], path: Path) -> Path:
+    """Fig. 11: front and side PSNR and 3D error against the shift, a line per loss x view count."""
+    return plot_curves(rows, path, "shift", ["loss", "views"], [(FRONT, "front view (0 deg) PSNR"), (SIDE, "side view (90 deg) PSNR"),
+                       ("3d_mean_error", "3D error (radii)")], "shift radius",
+                       label=lambda key: f"{'Ours' if key[0] == 'spectral' else 'Pixel'}, {key[1]} view(s)")
+
+
 def main(argv=None) -> int:
     args = common_args(__doc__).parse_args(argv)
     extra, shifts, views = list(args.override), SHIFTS, VIEWS
@@ -51,7 +58,7 @@ def main(argv=None) -> int:
     todo = grid(BASE[args.scale], variants(views), args.presets, args.seeds, shifts, extra)
     for case in todo:
         case.labels["loss"], case.labels["views"] = case.labels["variant"].split("-v")
-    return finish("multiview", args, todo, render, "Views 1, 2, 4 versus shift (Fig. 11).")
+    return finish("multiview", args, todo, render, "Views 1, 2, 4 versus shift (Fig. 11).", plot_fn=plot)
 
 
 if __name__ == "__main__":

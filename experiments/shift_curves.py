@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import QUICK, Case, common_args, finish, fmt, success_rates, summarize  # noqa: E402
+from harness import QUICK, Case, common_args, finish, fmt, plot_curves, success_rates, summarize  # noqa: E402
 
 SHIFTS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
 LOSSES = {"spectral": "Ours", "pixel": "Pixel"}
@@ -76,30 +76,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = [("train_psnr", "train PSNR (dB)"), ("novel_psnr", "novel PSNR (dB)"), ("3d_mean_error", "3D error (radii)")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
-    for ax, (metric, title) in zip(axes, metrics):
-        s = summarize(rows, ["loss", "shift"], metric, spread_over="creature")
-        for loss, label in LOSSES.items():
-            pts = sorted((k[1], v) for k, v in s.items() if k[0] == loss)
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
-            ax.plot(x, [p[1]["mean"] for p in pts], marker="o", label=label)
-            ax.fill_between(x, [p[1]["min"] for p in pts], [p[1]["max"] for p in pts], alpha=0.15)
-        ax.set_xlabel("shift radius")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_curves(rows, path, "shift", ["loss"], [("train_psnr", "train PSNR (dB)"), ("novel_psnr", "novel PSNR (dB)"),
+                       ("3d_mean_error", "3D error (radii)")], "shift radius", label=lambda key: LOSSES[key[0]])
 
 
 def main(argv=None) -> int:

@@ -63,6 +63,7 @@ def test_shift_curves_quick_runs_and_skips_finished_runs(tmp_path, capsys):
 
 
 SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2", "budget"]
+PLOTS = {"multiview": "multiview.png", "budget": "budget.png"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -75,6 +76,8 @@ def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsy
     assert rows and {"name", "variant", "creature", "shift", "seed", "train_psnr", "novel_psnr"} <= set(rows[0])
     assert all(r["train_psnr"] is not None and r["train_psnr"] > 5 for r in rows)
     assert (tmp_path / "table.md").read_text().count("|") > 10
+    if script in PLOTS:  # the figures: a PNG with something drawn
+        assert (tmp_path / PLOTS[script]).stat().st_size > 10_000
     capsys.readouterr()
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
