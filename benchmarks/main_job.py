@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -75,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.imports < 1:
         ap.error("--runs and --imports must be at least 1")
 
-    import os
-
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"# {os.cpu_count()} cores, python {sys.version.split()[0]}, load average {' '.join(f'{x:.2f}' for x in load)}", flush=True)
     main_job(args.overrides)  # warm-up: generates the data on a fresh checkout, fills the file cache
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = imports["spectral_tracking.train"]
     print(f"interpreter {bare:.2f} s | imports beyond it: " + ", ".join(f"{m} {s:.2f} s" for m, s in imports.items())
           + f" | ours on top of Lightning {ours - imports['pytorch_lightning']:.2f} s", flush=True)
-    print(f"imports ({'spectral_tracking.train'}) {ours:.2f} s / bar {BAR_IMPORTS_S} s = {ours / BAR_IMPORTS_S:.2f}x; "
+    print(f"imports (spectral_tracking.train) {ours:.2f} s / bar {BAR_IMPORTS_S} s = {ours / BAR_IMPORTS_S:.2f}x; "
           f"of which torch {imports['torch'] / ours:.0%}, Lightning's chain beyond torch "
           f"{(imports['pytorch_lightning'] - imports['torch']) / ours:.0%}", flush=True)
 

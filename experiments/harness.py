@@ -264,18 +264,16 @@ def summarize(rows: list[dict], by: Sequence[str], metric: str, spread_over: str
     return out
 
 
-def plot_curves(rows: list[dict], path: Path, x: str, series: Sequence[str], metrics: Sequence[tuple[str, str]],
-                xlabel: str, label=lambda key: " ".join(map(str, key)), logx: bool = False) -> Path:
-    """One panel per ``(metric, title)``: each series (the rows grouped by the ``series`` columns) as its
-    mean over creatures and directions against column ``x``, with a band from the lowest to the
-    highest per-creature mean (as Fig. 13 draws it). ``label(key)`` names a series in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def curves_figure(rows: list[dict], x: str, series: Sequence[str], metrics: Sequence[tuple[str, str]], xlabel: str,
+                  label=lambda key: " ".join(map(str, key)), logx: bool = False, title: str | None = None):
+    """A matplotlib figure, one panel per ``(metric, title)``: each series (the rows grouped by the
+    ``series`` columns) as its mean over creatures and directions against column ``x``, with a band
+    from the lowest to the highest per-creature mean (as Fig. 13 draws it). ``label(key)`` names a
+    series in the legend."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, (metric, title) in zip(axes[0], metrics):
+    for ax, (metric, panel_title) in zip(axes[0], metrics):
         curves: dict[tuple, list] = defaultdict(list)
         for key, s in summarize(rows, [*series, x], metric, spread_over="creature").items():
             curves[key[:-1]].append((float(key[-1]), s))
@@ -287,10 +285,23 @@ def plot_curves(rows: list[dict], path: Path, x: str, series: Sequence[str], met
         if logx:
             ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
-        ax.set_title(title)
+        ax.set_title(panel_title)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows: list[dict], path: Path, *args, **kwargs) -> Path:
+    """`curves_figure` written to ``path`` (PNG, off-screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(rows, *args, **kwargs)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -23,7 +23,7 @@ from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
 from spectral_tracking.objective import LossSettings, Objective
 from spectral_tracking.render import render
-from spectral_tracking.schedule import warmup_end
+from spectral_tracking.schedule import SPECTRAL, warmup_end
 from spectral_tracking.switch import OverlapSwitch
 
 __all__ = ["LossSettings", "Targets", "TrackingModule"]
@@ -157,7 +157,7 @@ class TrackingModule(pl.LightningModule):
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
-        if objective.phase == "spectral":
+        if objective.phase == SPECTRAL:
             self.switch.update(step, out.alpha, gt_mask)
         loss = objective.lambda_image * terms["image"]
         if objective.lambda_arap > 0:
@@ -190,7 +190,7 @@ class TrackingModule(pl.LightningModule):
             self.log(f"train/{name}", value.detach(), on_step=True)
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True)
         self.log("train/frame", float(frame), on_step=True)
-        spectral = objective.phase == "spectral"
+        spectral = objective.phase == SPECTRAL
         self.log("schedule/alpha", float(objective.alpha), on_step=True)
         self.log("schedule/active_bands", float((objective.band_weights > 0).sum()) if spectral else 0.0, on_step=True)
         self.log("schedule/spatial_phase", float(not spectral), on_step=True)

@@ -1,5 +1,6 @@
-"""Videos of a tracked sequence: `tracked_video` (every frame, target | tracked for each view) and
-`orbit_video` (the tracked asset at a few frames, seen from a full orbit), written by `write_video`.
+"""Videos of a tracked sequence: `tracked_frames` (every frame, target | tracked for each view, at
+``TRACKED_FPS``) and `orbit_frames` (the tracked asset at a few frames, seen from a full orbit, at
+``ORBIT_FPS``), written by `write_video` (`spectral_tracking.outputs` encodes them in the background).
 
 MP4 (H.264) is written with imageio + imageio-ffmpeg, whose wheel bundles an ffmpeg binary; without
 them the video is written as a GIF beside the requested path, with one warning saying how to install
@@ -110,11 +111,6 @@ TRACKED_FPS = 8.0  # tracked.mp4: one sequence frame per video frame
 ORBIT_FPS = 16.0  # orbit.mp4: 48 positions in 3 s
 
 
-def tracked_video(module, path: Path, fps: float = TRACKED_FPS) -> Path:
-    """``tracked.mp4``: every frame of the sequence (`tracked_frames`)."""
-    return write_video(tracked_frames(module), path, fps=fps)
-
-
 # ----------------------------------------------------------------------------------------------
 # A full orbit
 # ----------------------------------------------------------------------------------------------
@@ -168,8 +164,3 @@ def orbit_frames(module, num_views: int = 48, frames: list[int] | None = None) -
         out.append(grid([[panel(r[i], f"frame {t + 1}/{tg.num_frames}  orbit {deg:.0f} deg", k)
                           for t, r in zip(frames, renders)]]))
     return out
-
-
-def orbit_video(module, path: Path, num_views: int = 48, fps: float = ORBIT_FPS) -> Path:
-    """``orbit.mp4``: `orbit_frames`, one orbit in ``num_views / fps`` seconds."""
-    return write_video(orbit_frames(module, num_views), path, fps=fps)
