@@ -11,7 +11,7 @@ Three parts:
   arguments of a cdecl function silently). Every pointer argument goes through ``pointer``, which
   checks dtype, device (CPU) and contiguity and names the argument in its error: a reordered or
   mistyped ``c_void_p`` would otherwise corrupt memory silently.
-- ``load`` / ``load_or_warn``: build and load a kernel, with one failure policy for both kernels.
+- ``load`` / ``load_or_warn``: build and load a kernel, with one failure policy for every kernel.
   Building or loading raises ``NativeBuildError`` (a ``RuntimeError``; the failure is remembered, not
   retried, for the life of the process). A caller that asked for the fast path explicitly (render
   ``backend="cpu"``) calls ``load`` and lets it raise; a caller that chose it implicitly (render
@@ -97,6 +97,18 @@ KERNELS = {
             const int32_t *radii, int32_t *tile_offsets);
         void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d,
             const int32_t *radii, const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids);
+        """,
+    ),
+    "project": Kernel(
+        PACKAGE / "render" / "csrc" / "project.cpp",
+        "render backend 'cpu'",
+        """
+        void st_project_fwd_S(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
+            const S *opacities, const S *viewmats, const S *Ks, S *means2d, S *conics, S *depths,
+            int32_t *radii, int n_threads);
+        void st_project_bwd_S(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
+            const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,
+            S *v_means, S *v_quats, S *v_log_scales, int n_threads);
         """,
     ),
     "spectral": Kernel(

@@ -113,6 +113,50 @@ def test_projection_matches_gsplat_torch_impl():
     assert torch.allclose(p.depths, depths, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_projection_is_the_twin_of_the_torch_projection(dtype):
+    """csrc/project.cpp against projection.project: outputs and gradients, culled Gaussians included
+    (behind the camera, outside the view, a zero quaternion, transparent ones), three views."""
+    from spectral_tracking.render.cpu import project_cpu
+
+    g = random_gaussians(400, sh_degree=1, extent=0.9, scale_range=(0.005, 0.2), seed=5).to(dtype=dtype)
+    g.means[:8] = torch.tensor([0.0, 0.0, 1.9], dtype=dtype) + 0.05 * g.means[:8]  # at / behind the first camera
+    g.means[8:16] *= 6.0  # far outside the views
+    g.quats[16] = 0.0
+    g.opacity_logits[17:24] = -8.0  # below 1/255
+    cams = orbit_camera([0.0, 70.0, 200.0], 20.0, radius=2.0, width=80, height=60).to(dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    results = []
+    for fn in (project, project_cpu):
+        leaf = _leaf(g)
+        p = fn(leaf, cams)
+        outs = (p.means2d, p.conics, p.depths, p.colors, p.opacities)
+        gen.manual_seed(0)
+        loss = sum((o * torch.randn(o.shape, generator=gen, dtype=dtype)).sum() for o in outs)
+        loss.backward()
+        results.append((p, {k: getattr(leaf, k).grad for k in PARAMS}))
+    (ref, ref_grads), (out, grads) = results
+    culled = (ref.radii == 0).all(-1)
+    assert 20 < int(culled.sum()) < culled.numel() // 2
+    assert torch.equal(out.radii, ref.radii)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-3)
+    for name in ("means2d", "conics", "depths", "colors", "opacities"):
+        assert torch.allclose(getattr(out, name), getattr(ref, name), **tol), name
+    for name in PARAMS:
+        scale = ref_grads[name].abs().max().clamp_min(1.0)
+        assert torch.allclose(grads[name] / scale, ref_grads[name] / scale, **tol), name
+
+
+def test_cpu_projection_leaves_a_camera_gradient_to_torch():
+    from spectral_tracking.render.cpu import project_cpu
+
+    g, cams = _scene(n=50, dtype=torch.float64)
+    viewmats = cams.viewmats.clone().requires_grad_(True)
+    p = project_cpu(g, Cameras(cams.Ks, viewmats, cams.width, cams.height))
+    p.means2d.sum().backward()
+    assert viewmats.grad is not None and viewmats.grad.abs().sum() > 0
+
+
 def test_sh_basis_matches_gsplat():
     from gsplat.cuda._torch_impl import _spherical_harmonics
 
@@ -351,6 +395,8 @@ def test_native_prototype_table_matches_the_rasterize_source():
     assert native.prototype_mismatches("rasterize") == []
     assert [p.name for p in native.source_prototypes("rasterize")] == [
         "st_rasterize_fwd_S", "st_rasterize_bwd_S", "st_bin_count_S", "st_bin_fill_S"]
+    assert native.prototype_mismatches("project") == []
+    assert [p.name for p in native.source_prototypes("project")] == ["st_project_fwd_S", "st_project_bwd_S"]
 
 
 def test_native_boundary_checks_every_argument():
@@ -430,7 +476,8 @@ def test_native_build_cache_follows_the_user_cache(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_concurrent_first_builds_share_the_cache(tmp_path):
-    """Two processes compiling the C++ compositor into the same empty cache both succeed."""
+    """Two processes compiling the C++ renderer (projection and compositor) into the same empty cache
+    both succeed, and leave one library per kernel."""
     code = ("import torch; from spectral_tracking.render import render; "
             "from spectral_tracking.gaussians import random_gaussians; "
             "from spectral_tracking.cameras import orbit_camera; "
@@ -442,5 +489,5 @@ def test_concurrent_first_builds_share_the_cache(tmp_path):
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
     assert results[0][0] == results[1][0] and float(results[0][0]) > 0
-    assert len(list((tmp_path / "ext").glob("*.so"))) == 1
+    assert sorted(p.name.split("_")[0] for p in (tmp_path / "ext").glob("*.so")) == ["project", "rasterize"]
     assert not list((tmp_path / "ext").glob("*.tmp"))

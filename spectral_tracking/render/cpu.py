@@ -1,6 +1,7 @@
-"""The fast CPU compositor: ``csrc/rasterize.cpp`` behind a ``torch.autograd.Function``.
+"""The fast CPU renderer: the projection (``csrc/project.cpp``) and the compositor
+(``csrc/rasterize.cpp``), each behind a ``torch.autograd.Function``.
 
-The C++ source ships inside the package and is built, loaded and called through
+The C++ sources ship inside the package and is built, loaded and called through
 ``spectral_tracking.native`` (compiled on first use, cached per user, source version and machine;
 its prototype table and checked pointers). Failure policy: ``backend="cpu"`` asked for this path
 explicitly, so a kernel that cannot be built raises ``NativeBuildError``; ``backend="auto"`` asks
@@ -14,28 +15,95 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .. import native
-from .projection import TileBins
+from ..cameras import Cameras
+from ..gaussians import Gaussians
+from .projection import Projected, TileBins, project, view_colors
 
 FALLBACK = "render backend 'auto' falls back to 'torch', the plain PyTorch compositor (slower, same image)"
 
 
-def load_library() -> native.NativeLibrary:
-    """The C++ compositor, compiled on first use; raises ``native.NativeBuildError`` if it cannot be built."""
+KERNELS = ("project", "rasterize")  # the C++ kernels of this backend (``native.KERNELS``)
+
+
+def load_library(kernel: str = "rasterize") -> native.NativeLibrary:
+    """A C++ kernel of this backend, compiled on first use; raises ``native.NativeBuildError`` if it
+    cannot be built."""
     try:
-        return native.load("rasterize")
+        return native.load(kernel)
     except native.NativeBuildError as err:
         raise native.NativeBuildError(f"{err}\n(backend='torch' works without a compiler)") from None
 
 
 def available() -> bool:
-    """Whether the C++ compositor can run here (built on first use); False after one warning if not."""
-    return native.load_or_warn("rasterize", FALLBACK) is not None
+    """Whether the C++ kernels can run here (built on first use); False after one warning if not."""
+    return all(native.load_or_warn(kernel, FALLBACK) is not None for kernel in KERNELS)  # stops at a failure
 
 
-def _function(name: str, dtype: torch.dtype) -> native.NativeFunction:
+def _function(name: str, dtype: torch.dtype, kernel: str = "rasterize") -> native.NativeFunction:
     if dtype not in native.SUFFIXES:
         raise ValueError(f"render backend 'cpu': supports float32 and float64 Gaussians, got {dtype}")
-    return load_library().function(name, dtype)
+    return load_library(kernel).function(name, dtype)
+
+
+class _ProjectCPU(torch.autograd.Function):
+    """means [N, 3], quats [N, 4], log_scales [N, 3] (differentiable), opacities [N], viewmats
+    [V, 4, 4], Ks [V, 3, 3] (constants) -> means2d [V, N, 2], conics [V, N, 3], depths [V, N], radii
+    [V, N, 2] int32 (``projection.project``'s maths; its colours and opacities are done in torch)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, log_scales, opacities, viewmats, Ks, width, height):
+        args = [t.detach().contiguous() for t in (means, quats, log_scales, opacities, viewmats, Ks)]
+        means, quats, log_scales, opacities, viewmats, Ks = args
+        V, N, dt = viewmats.shape[0], means.shape[0], means.dtype
+        means2d = torch.empty(V, N, 2, dtype=dt)
+        conics = torch.empty(V, N, 3, dtype=dt)
+        depths = torch.empty(V, N, dtype=dt)
+        radii = torch.empty(V, N, 2, dtype=torch.int32)
+        _function("st_project_fwd", dt, "project")(
+            V=V, N=N, W=width, H=height, means=means, quats=quats, log_scales=log_scales, opacities=opacities,
+            viewmats=viewmats, Ks=Ks, means2d=means2d, conics=conics, depths=depths, radii=radii,
+            n_threads=torch.get_num_threads(),
+        )
+        ctx.save_for_backward(means, quats, log_scales, viewmats, Ks)
+        ctx.dims = (width, height)
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    @once_differentiable  # the C++ backward is not itself differentiable (no double backward)
+    def backward(ctx, v_means2d, v_conics, v_depths, _v_radii):
+        means, quats, log_scales, viewmats, Ks = ctx.saved_tensors
+        width, height = ctx.dims
+        V, N, dt = viewmats.shape[0], means.shape[0], means.dtype
+        v_means2d = torch.zeros(V, N, 2, dtype=dt) if v_means2d is None else v_means2d.contiguous()
+        v_conics = torch.zeros(V, N, 3, dtype=dt) if v_conics is None else v_conics.contiguous()
+        v_depths = torch.zeros(V, N, dtype=dt) if v_depths is None else v_depths.contiguous()
+        grads = [torch.zeros_like(t) for t in (means, quats, log_scales)]
+        _function("st_project_bwd", dt, "project")(
+            V=V, N=N, W=width, H=height, means=means, quats=quats, log_scales=log_scales, viewmats=viewmats,
+            Ks=Ks, v_means2d=v_means2d, v_conics=v_conics, v_depths=v_depths, v_means=grads[0],
+            v_quats=grads[1], v_log_scales=grads[2], n_threads=torch.get_num_threads(),
+        )
+        return (*grads, None, None, None, None, None)
+
+
+def project_cpu(gaussians: Gaussians, cameras: Cameras) -> Projected:
+    """C++ twin of ``projection.project`` (same outputs, same gradients w.r.t. the Gaussians).
+
+    Cameras that need a gradient (``viewmats`` or ``Ks`` with ``requires_grad``) go through the torch
+    projection, since the C++ backward treats the camera as a constant."""
+    if gaussians.means.device.type != "cpu":
+        raise ValueError(f"render backend 'cpu': tensors must be on the CPU, got {gaussians.means.device}")
+    if cameras.viewmats.requires_grad or cameras.Ks.requires_grad:
+        return project(gaussians, cameras)
+    dt = gaussians.means.dtype
+    opacities = torch.sigmoid(gaussians.opacity_logits)
+    means2d, conics, depths, radii = _ProjectCPU.apply(
+        gaussians.means, gaussians.quats, gaussians.log_scales, opacities.detach(), cameras.viewmats.to(dt),
+        cameras.Ks.to(dt), cameras.width, cameras.height,
+    )
+    colors = view_colors(gaussians, cameras)
+    return Projected(means2d, conics, depths, radii, colors, opacities[None].expand(len(cameras), -1))
 
 
 @torch.no_grad()

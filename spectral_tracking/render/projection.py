@@ -1,7 +1,8 @@
 """EWA projection of 3D Gaussians into pinhole cameras, view-dependent colours and tile binning.
 
-Shared by the ``torch`` and ``cpu`` backends (plain, differentiable PyTorch; autograd flows through
-everything except the integer outputs). The maths follows gsplat 1.5.3's CUDA kernels
+The ``torch`` backend's projection (plain, differentiable PyTorch; autograd flows through everything
+except the integer outputs) and the reference of the ``cpu`` backend's C++ twin (``csrc/project.cpp``,
+the same outputs and gradients; the tests compare them). The maths follows gsplat 1.5.3's CUDA kernels
 (``ProjectionEWA3DGSFused.cu``, ``IntersectTile.cu``) so that all backends render the same image:
 
 - camera-space mean ``t = R mu + t_cam``; culled when ``t_z <= near_plane`` (0.01);

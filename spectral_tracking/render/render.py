@@ -5,9 +5,10 @@ Backends, all computing the same image (see ``projection.py`` for the projection
 transmittance 1e-4, as gsplat 1.5.3):
 
 - ``"gsplat"``: gsplat's CUDA rasteriser (``gsplat_backend.py``), CUDA tensors only.
-- ``"cpu"``:    projection, SH and tile binning in PyTorch, compositing in C++ (``cpu.py``,
-                ``csrc/rasterize.cpp``), CPU tensors only, float32 or float64.
-- ``"torch"``:  the same projection with a plain-PyTorch compositor (``torch_ref.py``); any device.
+- ``"cpu"``:    projection, tile binning and compositing in C++ (``cpu.py``, ``csrc/project.cpp``,
+                ``csrc/rasterize.cpp``), SH colours in PyTorch; CPU tensors only, float32 or float64.
+- ``"torch"``:  the projection (``projection.py``) and a compositor (``torch_ref.py``) in plain PyTorch;
+                any device.
                 Slow: it is the readable reference the tests compare the others with.
 - ``"auto"``:   ``"gsplat"`` for CUDA tensors, ``"cpu"`` otherwise; ``"torch"`` (after one
                 ``RuntimeWarning``) where the C++ compositor cannot be built. An explicit ``"cpu"``
@@ -100,11 +101,12 @@ def render(
             raise ValueError(f"render backend 'cpu' needs CPU tensors, the Gaussians are on {device}")
         from .cpu import bin_tiles_cpu as binner
         from .cpu import composite_cpu as composite
+        from .cpu import project_cpu as projector
     else:
         from .torch_ref import composite_torch as composite
 
-        binner = bin_tiles
-    return _render_tiled(gaussians, cameras, background, binner, composite, backend)
+        binner, projector = bin_tiles, project
+    return _render_tiled(gaussians, cameras, background, projector, binner, composite, backend)
 
 
 def _background(background: Tensor | None, V: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -120,10 +122,11 @@ def _background(background: Tensor | None, V: int, device: torch.device, dtype: 
     return background.to(device=device, dtype=dtype)  # checked for NaN / inf by render()
 
 
-def _render_tiled(gaussians: Gaussians, cameras: Cameras, background: Tensor, binner, composite, backend: str) -> RenderOutput:
-    """Projection (PyTorch), tile binning and compositing (the C++ or the reference twins)."""
+def _render_tiled(gaussians: Gaussians, cameras: Cameras, background: Tensor, projector, binner, composite,
+                  backend: str) -> RenderOutput:
+    """Projection, tile binning and compositing (the C++ or the reference twins)."""
     W, H = cameras.width, cameras.height
-    proj = project(gaussians, cameras)
+    proj = projector(gaussians, cameras)
     bins = binner(proj.means2d, proj.radii, proj.depths, W, H, TILE_SIZE)
     # Depth rides along as a fourth colour channel, as in gsplat's "RGB+ED" mode.
     features = torch.cat([proj.colors, proj.depths[..., None]], dim=-1)  # [V, N, 4]
