@@ -7,7 +7,10 @@ Each main job is ``python train.py`` as the README runs it (the only change: ``o
 temporary folder), in a fresh process, after one uncounted warm-up run (data generation, file
 cache). Its wall time is split into
 
-    imports    ``python -c "import spectral_tracking.train"`` timed alone, minus the bare interpreter
+    imports    ``import spectral_tracking.train`` timed inside a fresh interpreter (perf_counter around it)
+    exit       the interpreter's teardown after those imports: that process's wall time minus the bare
+               interpreter's and the imports' (Python clears some 3,000 modules on exit; ``train.py``
+               skips that, see ``spectral_tracking.cli.exit_now``)
     training   ``metrics.json``'s ``seconds`` (the fit)
     outputs    the run's "outputs written in X s" log line (figures, videos, tracked.npz)
     the rest   Hydra, data, building the module, evaluation, the summary
@@ -49,10 +52,15 @@ def wall(cmd: list[str], cwd: Path = REPO) -> tuple[float, subprocess.CompletedP
     return seconds, proc
 
 
-def import_seconds(module: str | None, repeats: int) -> float:
-    """Median wall time of a fresh interpreter importing ``module`` (None: the bare interpreter)."""
-    code = "pass" if module is None else f"import {module}"
-    return statistics.median(wall([sys.executable, "-c", code])[0] for _ in range(repeats))
+def import_seconds(module: str | None, repeats: int) -> tuple[float, float]:
+    """Medians over fresh interpreters of (the import of ``module`` timed inside the process, the
+    process's wall time); None: the bare interpreter, (0, its wall time)."""
+    if module is None:
+        return 0.0, statistics.median(wall([sys.executable, "-c", "pass"])[0] for _ in range(repeats))
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    runs = [wall([sys.executable, "-c", code]) for _ in range(repeats)]
+    return (statistics.median(float(proc.stdout.split()[-1]) for _, proc in runs),
+            statistics.median(seconds for seconds, _ in runs))
 
 
 def main_job(overrides: list[str]) -> dict[str, float]:
@@ -79,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"# {os.cpu_count()} cores, python {sys.version.split()[0]}, load average {' '.join(f'{x:.2f}' for x in load)}", flush=True)
     main_job(args.overrides)  # warm-up: generates the data on a fresh checkout, fills the file cache
-    bare = import_seconds(None, args.imports)
-    imports = {m: import_seconds(m, args.imports) - bare for m in MODULES}
+    bare = import_seconds(None, args.imports)[1]
+    timed = {m: import_seconds(m, args.imports) for m in MODULES}
+    imports = {m: inside for m, (inside, _) in timed.items()}
     ours = imports["spectral_tracking.train"]
-    print(f"interpreter {bare:.2f} s | imports beyond it: " + ", ".join(f"{m} {s:.2f} s" for m, s in imports.items())
-          + f" | ours on top of Lightning {ours - imports['pytorch_lightning']:.2f} s", flush=True)
+    exit_s = max(0.0, timed["spectral_tracking.train"][1] - bare - ours)
+    print(f"interpreter {bare:.2f} s | imports: " + ", ".join(f"{m} {s:.2f} s" for m, s in imports.items())
+          + f" | ours on top of Lightning {ours - imports['pytorch_lightning']:.2f} s | the interpreter's exit "
+          f"after them {exit_s:.2f} s", flush=True)
     print(f"imports (spectral_tracking.train) {ours:.2f} s / bar {BAR_IMPORTS_S} s = {ours / BAR_IMPORTS_S:.2f}x; "
           f"of which torch {imports['torch'] / ours:.0%}, Lightning's chain beyond torch "
           f"{(imports['pytorch_lightning'] - imports['torch']) / ours:.0%}", flush=True)

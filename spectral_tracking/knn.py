@@ -11,18 +11,22 @@ each point's own index is never its neighbour, even when other points coincide w
 Two paths give the same answer:
 - small problems (N x J up to `BRUTE_FORCE_MAX` distances) compare every pair, in chunks of
   queries, on the tensors' device;
-- larger ones query scipy's ``cKDTree`` on the CPU for a few candidates more than needed, re-rank
-  them by the exact distances above, and redo by brute force only the rows where a tie reaches past
-  the candidates (so the result never depends on how the tree orders equal distances).
+- larger ones search a uniform grid in C++ (``csrc/knn.cpp``, on the CPU): it compares only the
+  points of nearby cells but ranks them by the same distances and the same tie rule, so the answer
+  is the brute force's, bit for bit. Where the C++ kernel cannot be built (no compiler) they fall
+  back to the brute force after one warning.
+
+(Before, the large path queried scipy's ``cKDTree``: scipy is no longer a dependency, and with it
+installed ``import pytorch_lightning`` takes 0.7 s more, since torchmetrics then imports
+``scipy.signal``.)
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
-BRUTE_FORCE_MAX = 1 << 20  # query x reference pairs compared directly; more go through the k-d tree
+BRUTE_FORCE_MAX = 1 << 20  # query x reference pairs compared directly; more go through the grid
 _CHUNK_PAIRS = 1 << 20  # pairs per brute-force chunk (a [C, J, 3] float64 difference is 24 MB)
 
 
@@ -59,16 +63,14 @@ def knn(queries: Tensor, refs: Tensor, k: int, exclude_self: bool = False,
         if n * j <= BRUTE_FORCE_MAX:
             d2, idx = _brute_force(q.double(), r.double().to(q.device), k, exclude_self, chunk_size)
         else:
-            d2, idx = _kd_tree(q.cpu().double().numpy(), r.cpu().double().numpy(), k, exclude_self)
-            d2, idx = torch.from_numpy(d2).to(q.device), torch.from_numpy(idx).to(q.device)
+            d2, idx = _grid(q.double(), r.double().to(q.device), k, exclude_self, chunk_size)
     return d2.to(queries.dtype), idx
 
 
-def _brute_force(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int,
-                 rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _brute_force(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int) -> tuple[Tensor, Tensor]:
     """Every pair, rows in chunks; a stable sort puts equal distances in index order."""
     chunk = max(1, min(chunk_size, _CHUNK_PAIRS // max(1, r.shape[0])))
-    rows = torch.arange(q.shape[0], device=q.device) if rows is None else rows
+    rows = torch.arange(q.shape[0], device=q.device)
     d2_out, idx_out = [], []
     for s in range(0, q.shape[0], chunk):
         d2 = (q[s:s + chunk, None, :] - r[None, :, :]).square().sum(-1)  # [C, J]
@@ -80,32 +82,21 @@ def _brute_force(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: i
     return torch.cat(d2_out), torch.cat(idx_out)
 
 
-def _exact_d2(q: np.ndarray, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Squared distances [N, m] from q [N, 3] to r[idx] [N, m, 3], summed like `_brute_force`."""
-    diff = np.square(q[:, None, :] - r[idx])
-    return (diff[..., 0] + diff[..., 1]) + diff[..., 2]
+FALLBACK = "knn falls back to comparing every pair (slower, same answer)"
 
 
-def _kd_tree(q: np.ndarray, r: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.spatial import cKDTree
+def _grid(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The C++ grid search on float64 CPU copies; the brute force where the kernel cannot be built."""
+    from . import native
 
-    n = q.shape[0]
-    m = min(r.shape[0], k + 1 + int(exclude_self))  # one candidate past the last kept one shows ties
-    _, cand = cKDTree(r).query(q, k=m)
-    cand = cand.reshape(n, m).astype(np.int64)
-    d2 = _exact_d2(q, r, cand)
-    if exclude_self:
-        d2[cand == np.arange(n)[:, None]] = np.inf
-    order = np.lexsort((cand, d2), axis=1)  # by distance, then index
-    d2, cand = np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
-    # Rows whose k-th distance equals the next candidate's may have more tied points than the tree
-    # returned (or a self-match pushed past the end): rank those rows against every point.
-    need = d2[:, k - 1] >= d2[:, k] if m > k else np.zeros(n, bool)
-    if exclude_self:
-        need |= ~np.isfinite(d2[:, k - 1])
-    if need.any():
-        rows = np.flatnonzero(need)
-        bd2, bidx = _brute_force(torch.from_numpy(q[rows]), torch.from_numpy(r), k, exclude_self, 8192,
-                                 torch.from_numpy(rows))
-        d2[rows, :k], cand[rows, :k] = bd2.numpy(), bidx.numpy()
-    return d2[:, :k], cand[:, :k]
+    library = native.load_or_warn("knn", FALLBACK)
+    if library is None:
+        return _brute_force(q, r, k, exclude_self, chunk_size)
+    qc, rc = q.cpu().double().contiguous(), r.cpu().double().contiguous()
+    d2 = torch.empty(qc.shape[0], k, dtype=torch.float64)
+    idx = torch.empty(qc.shape[0], k, dtype=torch.int64)
+    library.function("st_knn", torch.float64)(
+        N=qc.shape[0], J=rc.shape[0], k=k, exclude_self=int(exclude_self), queries=qc, refs=rc, d2_out=d2,
+        idx_out=idx, n_threads=torch.get_num_threads(),
+    )
+    return d2.to(q.device), idx.to(q.device)

@@ -1,4 +1,5 @@
-"""The one boundary between Python and the package's C++ kernels (``render/csrc``, ``losses/csrc``).
+"""The one boundary between Python and the package's C++ kernels (``render/csrc``, ``losses/csrc``,
+``csrc``).
 
 Three parts:
 
@@ -76,6 +77,7 @@ class Kernel(NamedTuple):
     source: Path  # the .cpp file
     what: str  # the feature it serves, named in errors
     prototypes: str  # the extern "C" declarations, as in the source; "/* nullable */" after a pointer
+    flags: tuple[str, ...] = ()  # compiler options beyond FLAGS
 
 
 KERNELS = {
@@ -111,6 +113,15 @@ KERNELS = {
             S *v_means, S *v_quats, S *v_log_scales, int n_threads);
         """,
     ),
+    "knn": Kernel(
+        PACKAGE / "csrc" / "knn.cpp",
+        "k nearest neighbours (large problems)",
+        """
+        void st_knn_S(int64_t N, int64_t J, int k, int exclude_self, const S *queries, const S *refs,
+            double *d2_out, int64_t *idx_out, int n_threads);
+        """,
+        ("-ffp-contract=off",),  # distances rounded as in knn.py's brute force: no fused multiply-add
+    ),
     "spectral": Kernel(
         PACKAGE / "losses" / "csrc" / "spectral.cpp",
         "spectral loss C++ kernel",
@@ -125,7 +136,7 @@ KERNELS = {
 
 _SCALARS = {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "double": ctypes.c_double}
 _RESTYPES = {"void": None, **_SCALARS}
-_ELEMENTS = {"int32_t": torch.int32, "int": torch.int32, "double": torch.float64}  # pointee -> dtype; S: per suffix
+_ELEMENTS = {"int32_t": torch.int32, "int": torch.int32, "int64_t": torch.int64, "double": torch.float64}  # pointee -> dtype; S: per suffix
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +298,7 @@ def load(kernel: str) -> NativeLibrary:
     if entry is None:
         spec = KERNELS[kernel]
         try:
-            cdll = build(spec.source, spec.what)
+            cdll = build(spec.source, spec.what, spec.flags)
         except NativeBuildError as err:
             entry = err
         except (RuntimeError, OSError) as err:  # e.g. $CXX names a missing program, the cache is read-only
@@ -339,18 +350,19 @@ def compiler(what: str) -> str:
     return cxx
 
 
-def build(source: Path, what: str) -> ctypes.CDLL:
+def build(source: Path, what: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Compile ``source`` (once per user, source version and machine) and load it.
 
     Args:
         source: the .cpp file.
         what: the feature it serves, named in errors (e.g. "render backend 'cpu'").
+        flags: compiler options beyond ``FLAGS`` (``Kernel.flags``).
     Raises:
         NativeBuildError: no compiler, or compilation failed (with the compiler's message).
     """
     cxx = compiler(what)
     code = source.read_bytes()
-    key = " ".join([cxx, *FLAGS, platform.machine(), platform.platform(), cpu_id()])
+    key = " ".join([cxx, *FLAGS, *flags, platform.machine(), platform.platform(), cpu_id()])
     tag = hashlib.sha256(code + key.encode()).hexdigest()[:16]
     out = cache_dir() / f"{source.stem}_{tag}.so"
     if not out.exists():
@@ -360,7 +372,7 @@ def build(source: Path, what: str) -> ctypes.CDLL:
         try:
             # fall back to portable code, then to one thread, for compilers lacking those options
             for drop in ((), ("-march=native",), ("-march=native", "-fopenmp")):
-                cmd = [cxx, *[f for f in FLAGS if f not in drop], str(source), "-o", tmp]
+                cmd = [cxx, *[f for f in FLAGS if f not in drop], *flags, str(source), "-o", tmp]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode == 0:
                     break

@@ -1,4 +1,5 @@
-"""The one kNN of the package: brute force and k-d tree paths agree, ties go to the lower index."""
+"""The one kNN of the package: the brute-force and grid (C++) paths agree bit for bit, ties go to the
+lower index."""
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from spectral_tracking.knn import knn
 
 @pytest.fixture
 def tree_path(monkeypatch):
-    """Force the k-d tree path (the brute-force path runs only up to BRUTE_FORCE_MAX pairs)."""
+    """Force the grid path (the brute-force path runs only up to BRUTE_FORCE_MAX pairs)."""
     monkeypatch.setattr(knn_module, "BRUTE_FORCE_MAX", 0)
 
 
@@ -35,7 +36,12 @@ def test_matches_brute_force_sort(exclude_self):
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_tree_path_gives_the_same_answer(exclude_self, monkeypatch):
     gen = torch.Generator().manual_seed(1)
-    for pts in (torch.randn(700, 3, generator=gen), _grid()):
+    clusters = torch.cat([torch.randn(300, 3, generator=gen) * 1e-3, torch.randn(300, 3, generator=gen) * 10])
+    flat = torch.randn(500, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.0])  # a plane: one axis of zero extent
+    line = torch.randn(300, 1, generator=gen) * torch.tensor([[0.0, 2.0, 0.0]]) + 5.0
+    offset = torch.rand(500, 3, generator=gen, dtype=torch.float64) + 1e4  # far from the origin
+    same = torch.ones(40, 3)  # every point the same
+    for pts in (torch.randn(700, 3, generator=gen), _grid(), clusters, flat, line, offset, same):
         q = pts
         r = pts if exclude_self else pts.flip(0)
         brute = knn(q, r, 6, exclude_self=exclude_self)
@@ -66,3 +72,35 @@ def test_errors():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         knn(bad, p, 1)
+
+
+def test_grid_path_with_queries_outside_the_references(tree_path):
+    gen = torch.Generator().manual_seed(2)
+    refs = torch.rand(2000, 3, generator=gen, dtype=torch.float64)
+    queries = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 3  # mostly outside the unit cube
+    for k in (1, 7, 64):
+        d2, idx = knn(queries, refs, k)
+        ref = (queries[:, None] - refs[None]).square().sum(-1)
+        vals, ids = ref.sort(dim=1, stable=True)
+        assert torch.equal(idx, ids[:, :k]) and torch.equal(d2, vals[:, :k])
+
+
+def test_grid_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, monkeypatch):
+    from spectral_tracking import native
+
+    def no_compiler(source, what, flags=()):
+        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(native, "_WARNED", set())
+    pts = _grid(4)
+    with pytest.warns(RuntimeWarning, match="knn falls back to comparing every pair"):
+        _, idx = knn(pts, pts, 6, exclude_self=True)
+    assert idx[21].tolist() == [5, 17, 20, 22, 25, 37]
+
+
+def test_native_prototype_table_matches_the_knn_source():
+    from spectral_tracking import native
+
+    assert native.prototype_mismatches("knn") == []

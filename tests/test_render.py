@@ -431,7 +431,7 @@ def test_native_boundary_checks_every_argument():
 def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatch):
     attempts = []
 
-    def no_compiler(source, what):
+    def no_compiler(source, what, flags=()):
         attempts.append(source)
         raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
 

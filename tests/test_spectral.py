@@ -490,7 +490,7 @@ def test_native_kernel_no_grad_non_contiguous_and_thread_count(monkeypatch):
 
 
 def test_native_kernel_build_failure_warns_and_uses_the_twin(monkeypatch):
-    def no_compiler(source, what):
+    def no_compiler(source, what, flags=()):
         raise RuntimeError(f"{what}: no C++ compiler found (set $CXX or install g++)")
 
     monkeypatch.setattr(native, "build", no_compiler)
