@@ -122,6 +122,16 @@ KERNELS = {
         """,
         ("-ffp-contract=off",),  # distances rounded as in knn.py's brute force: no fused multiply-add
     ),
+    "arap": Kernel(
+        PACKAGE / "losses" / "csrc" / "arap.cpp",
+        "ARAP C++ kernel",
+        """
+        double st_arap_fwd_S(int F, int J, int K, const S *points, const int64_t *neighbors, const S *rest_edges,
+            S *rotations);
+        void st_arap_bwd_S(int F, int J, int K, const S *points, const int64_t *neighbors, const S *rest_edges,
+            const S *rotations, double scale, S *grad_points);
+        """,
+    ),
     "spectral": Kernel(
         PACKAGE / "losses" / "csrc" / "spectral.cpp",
         "spectral loss C++ kernel",

@@ -176,3 +176,56 @@ def test_on_a_deformation():
     e.backward()
     g1, g0 = d.offsets.grad[1].abs().sum(), d.offsets.grad[0].abs().sum()
     assert g1 > 1.0 and g0 < 1e-4 * g1  # frame 0 is at rest (up to the SVD's rounding)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cpu_kernel_is_the_twin_of_the_torch_code(points, dtype, reduction):
+    """csrc/arap.cpp (Horn's quaternion) against the torch code (SVD): energy and gradient, 3 frames."""
+    gen = torch.Generator().manual_seed(4)
+    rest = points.to(dtype)
+    frames = torch.stack([(rest * torch.tensor([1.2, 1.0, 0.9], dtype=dtype) + 0.04 * torch.randn(rest.shape, generator=gen,
+                                                                                                    dtype=dtype)) @ rotation(s, dtype).T
+                          for s in range(3)])
+    arap = ARAP(rest, k=10, reduction=reduction)
+    results = []
+    for native in (False, True):
+        p = frames.clone().requires_grad_(True)
+        e = arap(p, native=native)
+        (2.5 * e).backward()
+        results.append((e.detach(), p.grad))
+    (e_ref, g_ref), (e, g) = results
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert float(abs(e - e_ref) / e_ref) < tol
+    assert float((g - g_ref).abs().max() / g_ref.abs().max()) < tol
+
+
+def test_cpu_kernel_energy_on_degenerate_neighbourhoods():
+    """Where the best rotation is not unique (coincident or collinear points), any maximiser of
+    tr(R S) gives the same energy: the twins agree on it."""
+    gen = torch.Generator().manual_seed(5)
+    line = torch.zeros(15, 3, dtype=torch.float64)
+    line[:, 0] = torch.rand(15, generator=gen, dtype=torch.float64)
+    clusters = torch.zeros(24, 3, dtype=torch.float64)
+    clusters[12:, 0] = 1.0
+    for rest in (line, clusters):
+        arap = ARAP(rest, k=4)
+        for deformed in (rest @ rotation(3, torch.float64).T, torch.zeros_like(rest),
+                         rest + 0.1 * torch.randn(rest.shape, generator=gen, dtype=torch.float64)):
+            assert float(arap(deformed, native=True)) == pytest.approx(float(arap(deformed, native=False)), rel=1e-9, abs=1e-12)
+
+
+def test_cpu_kernel_falls_back_to_torch_without_a_compiler(points, monkeypatch):
+    from spectral_tracking import native
+
+    def no_compiler(source, what, flags=()):
+        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(native, "_WARNED", set())
+    arap = ARAP(points.double(), k=10)
+    deformed = points.double() * 1.1
+    with pytest.warns(RuntimeWarning, match="ARAP falls back to its torch code"):
+        e = arap(deformed)
+    assert float(e) == pytest.approx(float(arap(deformed, native=False)), rel=1e-12)

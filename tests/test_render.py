@@ -399,6 +399,12 @@ def test_native_prototype_table_matches_the_rasterize_source():
     assert [p.name for p in native.source_prototypes("project")] == ["st_project_fwd_S", "st_project_bwd_S"]
 
 
+@pytest.mark.parametrize("kernel", sorted(native.KERNELS))
+def test_native_prototype_tables_match_every_source(kernel):
+    assert native.source_prototypes(kernel), f"no extern \"C\" function found in {native.KERNELS[kernel].source}"
+    assert native.prototype_mismatches(kernel) == []
+
+
 def test_native_boundary_checks_every_argument():
     from spectral_tracking.render.cpu import load_library
 
