@@ -21,16 +21,22 @@ def exit_now(code: int = 0) -> None:
     After ``import pytorch_lightning`` (torch, ``torch._dynamo``, sympy, torchmetrics: some 3,000
     modules) Python's own exit spends about 0.9 s here clearing every module's namespace and
     collecting the objects, work with no effect on disk. This does what that exit does that matters,
-    in its order: wait for the non-daemon threads (a video still encoding), run the ``atexit``
-    handlers (logging's flush and close, wandb, joblib's workers), flush the standard streams; then
-    ``os._exit(code)``. Called by ``train.py`` / ``fit.py`` and the console scripts once Hydra has
-    returned; an error still leaves through the normal exit (``sys.exit`` raises past this).
+    in its order: ``threading._shutdown`` (the thread-level exit hooks, e.g. joblib's and
+    concurrent.futures' workers told to stop, then a wait for every non-daemon thread, e.g. a video
+    still encoding), the ``atexit`` handlers (logging's flush and close, wandb), a flush of the
+    standard streams; then ``os._exit(code)``. Called by ``train.py`` / ``fit.py`` and the console
+    scripts once Hydra has returned; an error still leaves through the normal exit (``sys.exit``
+    raises past this).
     """
     import atexit
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)  # CPython's own first step of the exit
+    if shutdown is not None:
+        shutdown()
+    else:  # pragma: no cover - other interpreters: wait for the threads as that step does
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
