@@ -8,7 +8,7 @@ setup(
     packages=[*find_packages(include=["spectral_tracking", "spectral_tracking.*"]), "spectral_tracking.conf"],
     package_dir={"spectral_tracking.conf": "conf"},
     package_data={
-        "spectral_tracking": ["render/csrc/*.cpp", "losses/csrc/*.cpp", "csrc/*.cpp"],
+        "spectral_tracking": ["render/csrc/*.cpp", "losses/csrc/*.cpp", "deform/csrc/*.cpp", "csrc/*.cpp"],
         "spectral_tracking.conf": ["*.yaml", "*/*.yaml"],
     },
 )

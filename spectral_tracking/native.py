@@ -1,5 +1,5 @@
 """The one boundary between Python and the package's C++ kernels (``render/csrc``, ``losses/csrc``,
-``csrc``).
+``deform/csrc``, ``csrc``).
 
 Three parts:
 
@@ -130,6 +130,16 @@ KERNELS = {
             S *rotations);
         void st_arap_bwd_S(int F, int J, int K, const S *points, const int64_t *neighbors, const S *rest_edges,
             const S *rotations, double scale, S *grad_points);
+        """,
+    ),
+    "skin": Kernel(
+        PACKAGE / "deform" / "csrc" / "skin.cpp",
+        "skinning C++ kernel",
+        """
+        void st_skin_fwd_S(int64_t N, const S *mixed, const S *means, const S *quats, S *new_means, S *new_quats,
+            int n_threads);
+        void st_skin_bwd_S(int64_t N, const S *mixed, const S *means, const S *quats, const S *v_new_means,
+            const S *v_new_quats, S *v_mixed, S *v_means, S *v_quats, int n_threads);
         """,
     ),
     "spectral": Kernel(

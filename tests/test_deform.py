@@ -539,3 +539,40 @@ def test_appearance_wrapper_is_seen_by_frames_export_and_param_groups(asset, tmp
     with pytest.raises(ValueError, match="appearance"):
         d.param_groups(ALL_LR)
     assert d.canonical_control_points.shape == (40, 3) and d.num_frames == 2
+
+
+def test_skin_cpu_kernel_gradcheck_and_torch_twin():
+    """csrc/skin.cpp (the per-Gaussian end of `skin`) against its torch twin and finite differences,
+    including a blended quaternion of zero length (the clamped normalisation)."""
+    from spectral_tracking.deform.control_points import _skin_tail, _SkinTailCPU
+
+    gen = torch.Generator().manual_seed(3)
+    mixed = (0.3 * torch.randn(12, 16, generator=gen, dtype=torch.float64)).requires_grad_()
+    means = torch.randn(12, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    quats = torch.randn(12, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_SkinTailCPU.apply, (mixed, means, quats))
+    with torch.no_grad():
+        mixed[0, 12:] = torch.tensor([-1.0, 0.0, 0.0, 0.0], dtype=torch.float64)  # dq + (1,0,0,0) = 0
+    outs = [fn(mixed, means, quats) for fn in (_SkinTailCPU.apply, _skin_tail)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    grads = [torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(out)), (mixed, means, quats)) for out in outs]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_skin_falls_back_to_torch_without_a_compiler(monkeypatch):
+    from spectral_tracking import native
+
+    def no_compiler(source, what, flags=()):
+        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(native, "_WARNED", set())
+    g, c, binding, d2, radius, *_ = _skin_case(torch.float32)
+    j = c.shape[0]
+    w = skinning_weights(d2, radius.detach()[binding.neighbor_index])
+    with pytest.warns(RuntimeWarning, match="skinning falls back to its torch code"):
+        m, q = skin(g.means, g.quats, c, binding, w, torch.zeros(j, 3), torch.tensor([1.0, 0, 0, 0]).repeat(j, 1))
+    assert torch.equal(m, g.means) and torch.equal(q, g.quats)

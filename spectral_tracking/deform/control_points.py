@@ -15,7 +15,7 @@ the Gaussian to control point k and ``r_k`` the control point's radius.
 Implementation notes (why the fast path looks the way it does):
 
 - The neighbour search happens once, at construction (`spectral_tracking.knn.knn`: brute force in
-  chunks for small sets, a k-d tree for large ones).
+  chunks for small sets, a C++ grid search for large ones).
 - `skin` never builds [N, K, 3, 3]. It writes the motion as a displacement,
   ``mu' = mu + (sum_k w_k M_k) mu + sum_k w_k b_k`` with ``M_k = R_k - I`` and
   ``b_k = dc_k - M_k c_k``, so the per-Gaussian work is one blend of a [J, 16] table (M, b and the
@@ -25,6 +25,8 @@ Implementation notes (why the fast path looks the way it does):
   makes the identity exact: with dc = 0 and q = (1, 0, 0, 0), M and b are exactly zero, whatever
   rounding the weights carry. Quaternions are blended the same way, ``(1,0,0,0) + sum_k w_k
   (q_k - (1,0,0,0))``, which is the formula above whenever the weights sum to one.
+- The per-Gaussian end (the 3x3 mat-vec, the quaternion's normalisation and product) is one C++
+  pass each way on the CPU (``csrc/skin.cpp``, `_SkinTailCPU`); `_skin_tail` is its torch twin.
 - `skin_reference` is the plain, literal twin of `skin` (the formula above, [N, K, 3, 3] and all);
   the tests compare the two, outputs and gradients.
 - Quaternion blending is linear (then normalised), as written above; it assumes neighbouring
@@ -39,6 +41,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from spectral_tracking.gaussians import quat_multiply, quat_to_rotmat
 from spectral_tracking.knn import check_points, knn  # noqa: F401  (knn: spectral_tracking.deform exports it from here)
@@ -266,12 +269,21 @@ def skin(
     control_points: [J, 3] canonical control points c_k; binding: from `bind_to_control_points`;
     weights: [N, K] skinning weights (rows sum to one); translations: [J, 3] dc_k;
     rotations: [J, 4] q_k (w, x, y, z, normalised here). ``fast=False`` swaps the sparse blend
-    for its gather twin (same numbers); ``weights_t``: see `blend`. Returns (means' [N, 3], quats' [N, 4]); differentiable
+    for its gather twin and the C++ per-Gaussian end (``csrc/skin.cpp``, CPU) for its torch twin (same numbers); ``weights_t``: see `blend`. Returns (means' [N, 3], quats' [N, 4]); differentiable
     w.r.t. every tensor argument.
     """
     _check_motion(control_points, translations, rotations, "skin")
     table = _motion_table(control_points, translations, rotations)  # [J, 16]
     mixed = blend(binding, weights, table, weights_t) if fast else blend_reference(binding, weights, table)  # [N, 16]
+    if fast and mixed.device.type == "cpu" and mixed.dtype in (torch.float32, torch.float64) \
+            and means.dtype == quats.dtype == mixed.dtype and _skin_kernel() is not None:
+        return _SkinTailCPU.apply(mixed, means, quats)
+    return _skin_tail(mixed, means, quats)
+
+
+def _skin_tail(mixed: Tensor, means: Tensor, quats: Tensor) -> tuple[Tensor, Tensor]:
+    """mean' = mean + A mean + b, quat' = normalise(dq + (1, 0, 0, 0)) (x) quat from mixed [N, 16]
+    (the torch twin of ``csrc/skin.cpp``)."""
     # split (not three slices): its backward concatenates the three gradients instead of
     # zero-filling three [N, 16] buffers and summing them.
     A, b, dq = mixed.split([9, 3, 4], dim=1)
@@ -279,6 +291,44 @@ def skin(
     q_blend = dq + mixed.new_tensor(_IDENTITY_QUAT)
     q_blend = q_blend / q_blend.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return new_means, quat_multiply(q_blend, quats)
+
+
+SKIN_FALLBACK = "skinning falls back to its torch code (slower, same result)"
+
+
+def _skin_kernel():
+    from spectral_tracking import native
+
+    return native.load_or_warn("skin", SKIN_FALLBACK)
+
+
+class _SkinTailCPU(torch.autograd.Function):
+    """`_skin_tail` in one C++ pass each way (``csrc/skin.cpp``): some 40 torch ops forward and 60
+    backward on [N] tensors, about 1 ms a step at 3,000 Gaussians, become two calls."""
+
+    @staticmethod
+    def forward(ctx, mixed, means, quats):
+        mixed, means, quats = (t.detach().contiguous() for t in (mixed, means, quats))
+        n = mixed.shape[0]
+        new_means, new_quats = torch.empty_like(means), torch.empty_like(quats)
+        _skin_kernel().function("st_skin_fwd", mixed.dtype)(
+            N=n, mixed=mixed, means=means, quats=quats, new_means=new_means, new_quats=new_quats,
+            n_threads=torch.get_num_threads())
+        ctx.save_for_backward(mixed, means, quats)
+        return new_means, new_quats
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, v_new_means, v_new_quats):
+        mixed, means, quats = ctx.saved_tensors
+        v_new_means = torch.zeros_like(means) if v_new_means is None else v_new_means.contiguous()
+        v_new_quats = torch.zeros_like(quats) if v_new_quats is None else v_new_quats.contiguous()
+        v_mixed, v_means, v_quats = torch.empty_like(mixed), torch.empty_like(means), torch.empty_like(quats)
+        _skin_kernel().function("st_skin_bwd", mixed.dtype)(
+            N=mixed.shape[0], mixed=mixed, means=means, quats=quats, v_new_means=v_new_means,
+            v_new_quats=v_new_quats, v_mixed=v_mixed, v_means=v_means, v_quats=v_quats,
+            n_threads=torch.get_num_threads())
+        return v_mixed, v_means, v_quats
 
 
 def skin_reference(
