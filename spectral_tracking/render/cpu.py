@@ -1,7 +1,7 @@
 """The fast CPU renderer: the projection (``csrc/project.cpp``) and the compositor
 (``csrc/rasterize.cpp``), each behind a ``torch.autograd.Function``.
 
-The C++ sources ship inside the package and is built, loaded and called through
+The C++ sources ship inside the package and are built, loaded and called through
 ``spectral_tracking.native`` (compiled on first use, cached per user, source version and machine;
 its prototype table and checked pointers). Failure policy: ``backend="cpu"`` asked for this path
 explicitly, so a kernel that cannot be built raises ``NativeBuildError``; ``backend="auto"`` asks
