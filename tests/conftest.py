@@ -26,3 +26,17 @@ def consistent4d_dir() -> Path:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (gsplat renders only on CUDA)")
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """Every C++ kernel fails to build (no compiler), as on a machine without g++: the library's
+    memory of built and failed kernels and of its warnings starts empty and is restored afterwards."""
+    from spectral_tracking import native
+
+    def build(source, what, flags=()):
+        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
+
+    monkeypatch.setattr(native, "build", build)
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(native, "_WARNED", set())

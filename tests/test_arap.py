@@ -215,15 +215,7 @@ def test_cpu_kernel_energy_on_degenerate_neighbourhoods():
             assert float(arap(deformed, native=True)) == pytest.approx(float(arap(deformed, native=False)), rel=1e-9, abs=1e-12)
 
 
-def test_cpu_kernel_falls_back_to_torch_without_a_compiler(points, monkeypatch):
-    from spectral_tracking import native
-
-    def no_compiler(source, what, flags=()):
-        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
-
-    monkeypatch.setattr(native, "build", no_compiler)
-    monkeypatch.setattr(native, "_LOADED", {})
-    monkeypatch.setattr(native, "_WARNED", set())
+def test_cpu_kernel_falls_back_to_torch_without_a_compiler(points, no_compiler):
     arap = ARAP(points.double(), k=10)
     deformed = points.double() * 1.1
     with pytest.warns(RuntimeWarning, match="ARAP falls back to its torch code"):

@@ -561,15 +561,7 @@ def test_skin_cpu_kernel_gradcheck_and_torch_twin():
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
 
 
-def test_skin_falls_back_to_torch_without_a_compiler(monkeypatch):
-    from spectral_tracking import native
-
-    def no_compiler(source, what, flags=()):
-        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
-
-    monkeypatch.setattr(native, "build", no_compiler)
-    monkeypatch.setattr(native, "_LOADED", {})
-    monkeypatch.setattr(native, "_WARNED", set())
+def test_skin_falls_back_to_torch_without_a_compiler(no_compiler):
     g, c, binding, d2, radius, *_ = _skin_case(torch.float32)
     j = c.shape[0]
     w = skinning_weights(d2, radius.detach()[binding.neighbor_index])

@@ -85,15 +85,7 @@ def test_grid_path_with_queries_outside_the_references(tree_path):
         assert torch.equal(idx, ids[:, :k]) and torch.equal(d2, vals[:, :k])
 
 
-def test_grid_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, monkeypatch):
-    from spectral_tracking import native
-
-    def no_compiler(source, what, flags=()):
-        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
-
-    monkeypatch.setattr(native, "build", no_compiler)
-    monkeypatch.setattr(native, "_LOADED", {})
-    monkeypatch.setattr(native, "_WARNED", set())
+def test_grid_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, no_compiler):
     pts = _grid(4)
     with pytest.warns(RuntimeWarning, match="knn falls back to comparing every pair"):
         _, idx = knn(pts, pts, 6, exclude_self=True)
