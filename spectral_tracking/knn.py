@@ -11,10 +11,10 @@ each point's own index is never its neighbour, even when other points coincide w
 Two paths give the same answer:
 - small problems (N x J up to `BRUTE_FORCE_MAX` distances) compare every pair, in chunks of
   queries, on the tensors' device;
-- larger ones search a uniform grid in C++ (``csrc/knn.cpp``, on the CPU): it compares only the
-  points of nearby cells but ranks them by the same distances and the same tie rule, so the answer
-  is the brute force's, bit for bit. Where the C++ kernel cannot be built (no compiler) they fall
-  back to the brute force after one warning.
+- larger ones search a k-d tree in C++ (``csrc/knn.cpp``, on the CPU): it compares only the points
+  its planes cannot rule out, but ranks them by the same distances and the same tie rule, so the
+  answer is the brute force's, bit for bit. Where the C++ kernel cannot be built (no compiler) they
+  fall back to the brute force after one warning.
 
 (Before, the large path queried scipy's ``cKDTree``: scipy is no longer a dependency, and with it
 installed ``import pytorch_lightning`` takes 0.7 s more, since torchmetrics then imports
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-BRUTE_FORCE_MAX = 1 << 20  # query x reference pairs compared directly; more go through the grid
+BRUTE_FORCE_MAX = 1 << 20  # query x reference pairs compared directly; more go through the k-d tree
 _CHUNK_PAIRS = 1 << 20  # pairs per brute-force chunk (a [C, J, 3] float64 difference is 24 MB)
 
 
@@ -63,7 +63,7 @@ def knn(queries: Tensor, refs: Tensor, k: int, exclude_self: bool = False,
         if n * j <= BRUTE_FORCE_MAX:
             d2, idx = _brute_force(q.double(), r.double().to(q.device), k, exclude_self, chunk_size)
         else:
-            d2, idx = _grid(q.double(), r.double().to(q.device), k, exclude_self, chunk_size)
+            d2, idx = _tree(q.double(), r.double().to(q.device), k, exclude_self, chunk_size)
     return d2.to(queries.dtype), idx
 
 
@@ -85,8 +85,8 @@ def _brute_force(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: i
 FALLBACK = "knn falls back to comparing every pair (slower, same answer)"
 
 
-def _grid(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int) -> tuple[Tensor, Tensor]:
-    """The C++ grid search on float64 CPU copies; the brute force where the kernel cannot be built."""
+def _tree(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """The C++ k-d tree search on float64 CPU copies; the brute force where the kernel cannot be built."""
     from . import native
 
     library = native.load_or_warn("knn", FALLBACK)

@@ -1,5 +1,5 @@
-"""The one kNN of the package: the brute-force and grid (C++) paths agree bit for bit, ties go to the
-lower index."""
+"""The one kNN of the package: the brute-force and k-d tree (C++) paths agree bit for bit, ties go to
+the lower index."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from spectral_tracking.knn import knn
 
 @pytest.fixture
 def tree_path(monkeypatch):
-    """Force the grid path (the brute-force path runs only up to BRUTE_FORCE_MAX pairs)."""
+    """Force the k-d tree path (the brute-force path runs only up to BRUTE_FORCE_MAX pairs)."""
     monkeypatch.setattr(knn_module, "BRUTE_FORCE_MAX", 0)
 
 
@@ -41,7 +41,9 @@ def test_tree_path_gives_the_same_answer(exclude_self, monkeypatch):
     line = torch.randn(300, 1, generator=gen) * torch.tensor([[0.0, 2.0, 0.0]]) + 5.0
     offset = torch.rand(500, 3, generator=gen, dtype=torch.float64) + 1e4  # far from the origin
     same = torch.ones(40, 3)  # every point the same
-    for pts in (torch.randn(700, 3, generator=gen), _grid(), clusters, flat, line, offset, same):
+    outlier = torch.cat([torch.randn(600, 3, generator=gen) * 0.01, torch.tensor([[1000.0, 0.0, 0.0]])])
+    dupes = torch.randn(30, 3, generator=gen).repeat(20, 1)  # 20 copies of each point
+    for pts in (torch.randn(700, 3, generator=gen), _grid(), clusters, flat, line, offset, same, outlier, dupes):
         q = pts
         r = pts if exclude_self else pts.flip(0)
         brute = knn(q, r, 6, exclude_self=exclude_self)
@@ -74,7 +76,7 @@ def test_errors():
         knn(bad, p, 1)
 
 
-def test_grid_path_with_queries_outside_the_references(tree_path):
+def test_tree_path_with_queries_outside_the_references(tree_path):
     gen = torch.Generator().manual_seed(2)
     refs = torch.rand(2000, 3, generator=gen, dtype=torch.float64)
     queries = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 3  # mostly outside the unit cube
@@ -85,7 +87,7 @@ def test_grid_path_with_queries_outside_the_references(tree_path):
         assert torch.equal(idx, ids[:, :k]) and torch.equal(d2, vals[:, :k])
 
 
-def test_grid_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, no_compiler):
+def test_tree_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, no_compiler):
     pts = _grid(4)
     with pytest.warns(RuntimeWarning, match="knn falls back to comparing every pair"):
         _, idx = knn(pts, pts, 6, exclude_self=True)

@@ -15,7 +15,7 @@ the Gaussian to control point k and ``r_k`` the control point's radius.
 Implementation notes (why the fast path looks the way it does):
 
 - The neighbour search happens once, at construction (`spectral_tracking.knn.knn`: brute force in
-  chunks for small sets, a C++ grid search for large ones).
+  chunks for small sets, a C++ k-d tree for large ones).
 - `skin` never builds [N, K, 3, 3]. It writes the motion as a displacement,
   ``mu' = mu + (sum_k w_k M_k) mu + sum_k w_k b_k`` with ``M_k = R_k - I`` and
   ``b_k = dc_k - M_k c_k``, so the per-Gaussian work is one blend of a [J, 16] table (M, b and the
