@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append(job)
         rest = job["wall"] - bare - ours - job["training"] - job["outputs"]
         print(f"main job {i + 1}: wall {job['wall']:.2f} s = interpreter {bare:.2f} + imports {ours:.2f} + training "
-              f"{job['training']:.2f} + outputs {job['outputs']:.2f} + the rest {rest:.2f} (Hydra, data, build, evaluation) "
+              f"{job['training']:.2f} + outputs {job['outputs']:.2f} + the rest {rest:.2f} (Hydra, data, build, evaluation, exit) "
               f"| train PSNR {job['train_psnr']:.2f}", flush=True)
     median = statistics.median(j["wall"] for j in jobs)
     print(f"main job median wall {median:.2f} s / bar {BAR_MAIN_JOB_S} s = {median / BAR_MAIN_JOB_S:.2f}x; "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BCE_THEN, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
+from harness import BCE_THEN, LOSS_NAMES, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
 
 SHIFTS = [0.0, 0.8]
 # experiments/results/budget was measured with the old BCE clamp (harness.BCE_THEN); pinned.
@@ -30,7 +30,7 @@ def render(rows: list[dict]) -> str:
             ps = [stats["train_psnr"].get((f"{loss}-{s}", shift)) for s in steps]
             es = [stats["3d_mean_error"].get((f"{loss}-{s}", shift)) for s in steps]
             deltas = [fmt(b["mean"] - a["mean"]) if a and b else "-" for a, b in zip(ps, ps[1:])]
-            lines.append(f"| {'Ours' if loss == 'spectral' else 'Pixel'} | {shift:g} | "
+            lines.append(f"| {LOSS_NAMES[loss]} | {shift:g} | "
                          + " | ".join(f"{fmt(p['mean'])} [{fmt(p['min'])}, {fmt(p['max'])}]" if p else "-" for p in ps)
                          + f" | {', '.join(deltas)} | " + " | ".join(fmt(e["mean"], 3) if e else "-" for e in es) + " |")
     return "\n".join(lines) + "\n\nMeans over creatures and directions, [min, max] of the per-creature means.\n"
@@ -40,7 +40,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     """Train PSNR and 3D error against the step budget (log scale), a line per loss x shift."""
     return plot_curves(rows, path, "steps_budget", ["loss", "shift"], [("train_psnr", "train PSNR (dB)"),
                        ("3d_mean_error", "3D error (radii)")], "steps", logx=True,
-                       label=lambda key: f"{'Ours' if key[0] == 'spectral' else 'Pixel'}, shift {float(key[1]):g}")
+                       label=lambda key: f"{LOSS_NAMES[key[0]]}, shift {float(key[1]):g}")
 
 
 def main(argv=None) -> int:

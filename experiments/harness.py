@@ -47,6 +47,7 @@ PROTOCOL = ["align=none", "loss.switch_iou=null"]
 # rows were measured with it (ablation_method, budget) pin it, so that rerunning reproduces them.
 # (The TimeNet's precision is not pinned: rows measured in float32 rerun under bf16 within the
 # run-to-run spread, experiments/results/ablation_bf16.)
+LOSS_NAMES = {"spectral": "Ours", "pixel": "Pixel"}  # the `loss` config as the tables and figures name it
 BCE_THEN = ["loss.bce_eps=1e-6"]
 
 # Overrides for --quick: tiny runs that exercise the whole pipeline in seconds.

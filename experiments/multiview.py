@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
+from harness import LOSS_NAMES, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
 
 SHIFTS = [0.0, 0.4, 0.8]
 VIEWS = [1, 2, 4]
@@ -38,7 +38,7 @@ def render(rows: list[dict]) -> str:
             f, sd, e = (stats[m].get((variant, sh)) for m in (FRONT, SIDE, "3d_mean_error"))
             cells.append(" / ".join(fmt(x["mean"]) if x else "-" for x in (f, sd)) + f", {fmt(e['mean'], 3) if e else '-'}")
         side = "trained" if int(v) == 4 else "novel"
-        lines.append(f"| {v} (side {side}) | {'Ours' if loss == 'spectral' else 'Pixel'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v} (side {side}) | {LOSS_NAMES[loss]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nMeans over creatures and directions.\n"
 
 
@@ -46,7 +46,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     """Fig. 11: front and side PSNR and 3D error against the shift, a line per loss x view count."""
     return plot_curves(rows, path, "shift", ["loss", "views"], [(FRONT, "front view (0 deg) PSNR"), (SIDE, "side view (90 deg) PSNR"),
                        ("3d_mean_error", "3D error (radii)")], "shift radius",
-                       label=lambda key: f"{'Ours' if key[0] == 'spectral' else 'Pixel'}, {key[1]} view(s)")
+                       label=lambda key: f"{LOSS_NAMES[key[0]]}, {key[1]} view(s)")
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+from harness import LOSS_NAMES, QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
 
 # The paper's numbers (SC4D data, its Table 1 at shift 0.5 and Table 4 at shift 0), in the column
 # order of COLUMNS.
@@ -74,7 +74,7 @@ def table(number: int):
                 digits = 2 if "psnr" in metric else 4
                 cells.append(f"{fmt(got['mean'], digits) if got else '-'} ({fmt(ref, digits)})")
             lines.append(f"| {deform} | {'w. LPIPS' if spatial == 'lpips' else 'w/o LPIPS'} | "
-                         f"{'Ours' if loss == 'spectral' else 'Pixel'} | " + " | ".join(cells) + " |")
+                         f"{LOSS_NAMES[loss]} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n\nEach cell: ours (the paper's, on SC4D data at 10k steps and 512 px).\n"
     return render
 

@@ -31,12 +31,17 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.fixture
 def no_compiler(monkeypatch):
     """Every C++ kernel fails to build (no compiler), as on a machine without g++: the library's
-    memory of built and failed kernels and of its warnings starts empty and is restored afterwards."""
+    memory of built and failed kernels and of its warnings starts empty and is restored afterwards.
+    Yields the list of sources whose build was attempted."""
     from spectral_tracking import native
 
+    attempts = []
+
     def build(source, what, flags=()):
+        attempts.append(source)
         raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
 
     monkeypatch.setattr(native, "build", build)
     monkeypatch.setattr(native, "_LOADED", {})
     monkeypatch.setattr(native, "_WARNED", set())
+    return attempts

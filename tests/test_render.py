@@ -434,16 +434,8 @@ def test_native_boundary_checks_every_argument():
         bin_tiles_cpu(means2d.half(), radii, torch.zeros(1, 4).half(), 16, 16, 16)
 
 
-def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(monkeypatch):
-    attempts = []
-
-    def no_compiler(source, what, flags=()):
-        attempts.append(source)
-        raise native.NativeBuildError(f"{what}: no C++ compiler found (set $CXX or install g++)")
-
-    monkeypatch.setattr(native, "build", no_compiler)
-    monkeypatch.setattr(native, "_LOADED", {})  # forget the library built so far (restored afterwards)
-    monkeypatch.setattr(native, "_WARNED", set())
+def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(no_compiler):
+    attempts = no_compiler
     g, cams = _scene(n=30)
     with pytest.raises(native.NativeBuildError, match=r"(?s)render backend 'cpu': no C\+\+ compiler.*backend='torch'"):
         render(g, cams, backend="cpu")

@@ -45,6 +45,7 @@ from torch.autograd.function import once_differentiable
 
 from spectral_tracking.gaussians import quat_multiply, quat_to_rotmat
 from spectral_tracking.knn import check_points, knn  # noqa: F401  (knn: spectral_tracking.deform exports it from here)
+from spectral_tracking.native import SUFFIXES, load_or_warn
 
 _IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)
 
@@ -275,8 +276,8 @@ def skin(
     _check_motion(control_points, translations, rotations, "skin")
     table = _motion_table(control_points, translations, rotations)  # [J, 16]
     mixed = blend(binding, weights, table, weights_t) if fast else blend_reference(binding, weights, table)  # [N, 16]
-    if fast and mixed.device.type == "cpu" and mixed.dtype in (torch.float32, torch.float64) \
-            and means.dtype == quats.dtype == mixed.dtype and _skin_kernel() is not None:
+    if fast and mixed.device.type == "cpu" and mixed.dtype in SUFFIXES and means.dtype == quats.dtype == mixed.dtype \
+            and _skin_kernel() is not None:
         return _SkinTailCPU.apply(mixed, means, quats)
     return _skin_tail(mixed, means, quats)
 
@@ -297,9 +298,7 @@ SKIN_FALLBACK = "skinning falls back to its torch code (slower, same result)"
 
 
 def _skin_kernel():
-    from spectral_tracking import native
-
-    return native.load_or_warn("skin", SKIN_FALLBACK)
+    return load_or_warn("skin", SKIN_FALLBACK)
 
 
 class _SkinTailCPU(torch.autograd.Function):

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from spectral_tracking.knn import knn
+from spectral_tracking.native import SUFFIXES, load_or_warn
 
 REDUCTIONS = ("sum", "mean")
 
@@ -118,7 +119,7 @@ class ARAP:
         if not bool(torch.isfinite(pts).all()):
             raise ValueError("ARAP: deformed points hold non-finite values (NaN or inf)")
         rest = self.rest_edges.to(device=pts.device, dtype=pts.dtype)
-        if native and pts.device.type == "cpu" and pts.dtype in (torch.float32, torch.float64) and _kernel() is not None:
+        if native and pts.device.type == "cpu" and pts.dtype in SUFFIXES and _kernel() is not None:
             scale = 1.0 / pts.shape[0] / (1 if self.reduction == "sum" else self.num_points * self.k)
             return _ARAPCPU.apply(pts, self.neighbors.cpu(), rest, scale)
         e = self.edges(pts)  # [F, J, k, 3]
@@ -133,9 +134,7 @@ FALLBACK = "ARAP falls back to its torch code (slower, same energy)"
 
 
 def _kernel():
-    from spectral_tracking import native
-
-    return native.load_or_warn("arap", FALLBACK)
+    return load_or_warn("arap", FALLBACK)
 
 
 class _ARAPCPU(torch.autograd.Function):
