@@ -13,18 +13,18 @@ Bad input is one line on stderr and exit status 2.
 import hydra
 from omegaconf import DictConfig
 
-import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
+import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")
 def main(cfg: DictConfig):
-    from spectral_tracking.cli import fit_job
+    from spectral_tracking.run.cli import fit_job
 
     return fit_job(cfg)
 
 
 if __name__ == "__main__":
     main()
-    from spectral_tracking.cli import exit_now
+    from spectral_tracking.runtime.exit import exit_now
 
     exit_now(0)  # skips the interpreter's 0.9 s teardown of torch / Lightning (see exit_now)

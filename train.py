@@ -5,25 +5,25 @@
     python train.py -m shift=0,0.2,0.4,0.6,0.8        # a sweep; finished jobs are skipped on rerun
 """
 
-from spectral_tracking.threads import limit_spinning
+from spectral_tracking.runtime.threads import limit_spinning
 
 limit_spinning()  # before anything imports torch: its OpenMP runtime reads its settings once, on load
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import spectral_tracking.config  # noqa: F401,E402  (registers the ${frac:...} resolver)
+import spectral_tracking.run.config  # noqa: F401,E402  (registers the ${frac:...} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
-    from spectral_tracking.cli import track_job
+    from spectral_tracking.run.cli import track_job
 
     return track_job(cfg)
 
 
 if __name__ == "__main__":
     main()
-    from spectral_tracking.cli import exit_now
+    from spectral_tracking.runtime.exit import exit_now
 
     exit_now(0)  # skips the interpreter's 0.9 s teardown of torch / Lightning (see exit_now)

@@ -7,18 +7,18 @@ Each main job is ``python train.py`` as the README runs it (the only change: ``o
 temporary folder), in a fresh process, after one uncounted warm-up run (data generation, file
 cache). Its wall time is split into
 
-    imports    ``import spectral_tracking.train`` timed inside a fresh interpreter (perf_counter around it)
+    imports    ``import spectral_tracking.run.track`` timed inside a fresh interpreter (perf_counter around it)
     training   ``metrics.json``'s ``seconds`` (the fit)
     outputs    the run's "outputs written in X s" log line (figures, videos, tracked.npz)
     the rest   Hydra, data, building the module, evaluation, the summary, the exit
 
 Printed beside the imports: the interpreter's teardown after them (that process's wall time minus the
-bare interpreter's and the imports'); ``train.py`` skips most of it (``spectral_tracking.cli.exit_now``).
+bare interpreter's and the imports'); ``train.py`` skips most of it (``spectral_tracking.runtime.exit.exit_now``).
 
 and the imports into the modules that a run cannot avoid, each timed in a fresh interpreter:
 ``torch``, ``pytorch_lightning`` (which imports ``torch._dynamo`` and ``torchmetrics``), both
-imported plainly, and ``spectral_tracking.train`` (which imports them with the garbage collector
-paused, `spectral_tracking.preload`, then ours). The bars (the performance issue): main job <= 12 s,
+imported plainly, and ``spectral_tracking.run.track`` (which imports them with the garbage collector
+paused, `spectral_tracking.runtime.preload`, then ours). The bars (the performance issue): main job <= 12 s,
 imports <= 2.5 s, on an idle machine; compare ratios on a busy one.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BAR_MAIN_JOB_S = 12.0
 BAR_IMPORTS_S = 2.5
-MODULES = ("torch", "pytorch_lightning", "spectral_tracking.train")
+MODULES = ("torch", "pytorch_lightning", "spectral_tracking.run.track")
 OUTPUTS_LINE = re.compile(r"outputs written in ([0-9.]+) s")
 
 
@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     bare = import_seconds(None, args.imports)[1]
     timed = {m: import_seconds(m, args.imports) for m in MODULES}
     imports = {m: inside for m, (inside, _) in timed.items()}
-    ours = imports["spectral_tracking.train"]
-    exit_s = max(0.0, timed["spectral_tracking.train"][1] - bare - ours)
+    ours = imports["spectral_tracking.run.track"]
+    exit_s = max(0.0, timed["spectral_tracking.run.track"][1] - bare - ours)
     print(f"interpreter {bare:.2f} s | imports: " + ", ".join(f"{m} {s:.2f} s" for m, s in imports.items())
-          + " (torch and pytorch_lightning imported plainly; spectral_tracking.train imports them with the garbage "
-          f"collector paused, spectral_tracking.preload) | the interpreter's exit after them {exit_s:.2f} s", flush=True)
-    print(f"imports (spectral_tracking.train) {ours:.2f} s / bar {BAR_IMPORTS_S} s = {ours / BAR_IMPORTS_S:.2f}x", flush=True)
+          + " (torch and pytorch_lightning imported plainly; spectral_tracking.run.track imports them with the garbage "
+          f"collector paused, spectral_tracking.runtime.preload) | the interpreter's exit after them {exit_s:.2f} s", flush=True)
+    print(f"imports (spectral_tracking.run.track) {ours:.2f} s / bar {BAR_IMPORTS_S} s = {ours / BAR_IMPORTS_S:.2f}x", flush=True)
 
     jobs = []
     for i in range(args.runs):

@@ -15,7 +15,7 @@ Phases: ``spectral`` (annealed spectral moments, the bands opening over the meas
 ARAP) and ``pixel`` (the spatial loss, plus ARAP), each a short real run of ``--steps`` steps.
 
 For each (scale, phase) three measurements, in this order, in one process:
-1. ``lightning``: the real `Trainer.fit` of `spectral_tracking.session.build_trainer` (CSV logger,
+1. ``lightning``: the real `Trainer.fit` of `spectral_tracking.run.session.build_trainer` (CSV logger,
    checkpoints; no progress bar, and no progression renders, which a real run makes every
    ``max_steps / 50`` steps but these short runs would make every step or two), timed from one
    ``on_train_batch_end`` to the next: everything a step costs in a run. The median over the steps after a warm-up gives the
@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from spectral_tracking.threads import limit_spinning  # noqa: E402
+from spectral_tracking.runtime.threads import limit_spinning  # noqa: E402
 
 limit_spinning()  # before torch loads its OpenMP runtime
 
@@ -62,7 +62,7 @@ SCALES = {
 
 def phase_overrides(phase: str, steps: int) -> list[str]:
     if phase == "spectral":  # the bands open over the measured steps; ARAP from the start
-        return [f"max_steps={steps}", f"loss.add_pixel_loss={steps}", "loss.warmup=0", "loss.arap_start_iter=0"]
+        return [f"max_steps={steps}", f"loss.spectral_end={steps}", "loss.warmup=0", "loss.arap_start_iter=0"]
     return [f"max_steps={steps}", "loss=pixel", "loss.arap_start_iter=0"]
 
 
@@ -70,7 +70,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import spectral_tracking.config  # noqa: F401  (resolvers)
+    import spectral_tracking.run.config  # noqa: F401  (resolvers)
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
@@ -86,7 +86,7 @@ def median_ms(samples: list[float]) -> float:
 
 
 def build(cfg, device: torch.device):
-    from spectral_tracking import train as entry
+    from spectral_tracking.run import track as entry
 
     seq, targets = entry.build_targets(cfg)
     canonical, _ = entry.start_pose(cfg, seq, targets, device)
@@ -97,9 +97,9 @@ def lightning_step(cfg, device: torch.device, warmup: int) -> tuple[list[float],
     """(per-step seconds after ``warmup`` steps, mean seconds per step over the whole fit, Gaussians)."""
     import pytorch_lightning as pl
 
-    from spectral_tracking.callbacks import ProgressionCallback, progression_interval
-    from spectral_tracking.loggers import build_logger
-    from spectral_tracking.session import build_trainer
+    from spectral_tracking.run.callbacks import ProgressionCallback, progression_interval
+    from spectral_tracking.run.loggers import build_logger
+    from spectral_tracking.run.session import build_trainer
 
     module = build(cfg, device)
     out = Path(cfg.out_dir)
@@ -256,13 +256,13 @@ def main() -> None:
     ap.add_argument("--scale", choices=[*SCALES, "all"], default="all", help="all = cpu and paper")
     ap.add_argument("--phase", choices=["spectral", "pixel", "both"], default="both")
     ap.add_argument("--steps", type=int, default=None, help="steps per measured run (default 200 at cpu scale, 60 otherwise)")
-    ap.add_argument("--threads", default="auto", help="torch / kernel threads (default: auto, see spectral_tracking/threads.py)")
+    ap.add_argument("--threads", default="auto", help="torch / kernel threads (default: auto, see spectral_tracking/runtime/threads.py)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "auto"], default=["auto"],
-                    help="the TimeNet's precision (deform.kwargs.precision); several are measured one after the other")
+                    help="the TimeNet's precision (deform.precision); several are measured one after the other")
     args = ap.parse_args()
 
-    from spectral_tracking import threads
+    from spectral_tracking.runtime import threads
 
     n_threads = threads.configure(args.threads, jobs=1)
     device = torch.device(args.device)
@@ -281,7 +281,7 @@ def main() -> None:
                          "trainer.enable_progress_bar=false", f"trainer.threads={n_threads}", "logger=csv",
                          "eval.progression_frames=0",
                          f"dataset.root={data_root / ('donut' if scale == 'donut' else 'synthetic')}",
-                         f"deform.kwargs.precision={precision}"]
+                         f"deform.precision={precision}"]
             cfg = compose([*overrides, f"out_dir={tmp / f'{scale}_{phase}_{precision}'}"])
             gaps, mean_s, n_gauss = lightning_step(cfg, device, warmup)
             parts = breakdown(cfg, device, min(steps, 80), warmup)

@@ -58,8 +58,8 @@ VARIANTS = {
     "slow_bce": ["loss.expansion=linear_slow", *BCE],
     "align_slow_bce": ["align=moments", "loss.expansion=linear_slow", *BCE],
     # the realistic-setting study (Ours behind Pixel from the aligned start)
-    "align_switch30": [*ALIGN_BCE, "loss.add_pixel_loss='${frac:${max_steps},0.3}'"],
-    "align_switch45": [*ALIGN_BCE, "loss.add_pixel_loss='${frac:${max_steps},0.45}'"],
+    "align_switch30": [*ALIGN_BCE, "loss.spectral_end='${frac:${max_steps},0.3}'"],
+    "align_switch45": [*ALIGN_BCE, "loss.spectral_end='${frac:${max_steps},0.45}'"],
     "align_mask3": [*ALIGN_BCE, "loss.lambda_spec_mask=3"],
     "align_gate": [*ALIGN_BCE, "loss.switch_iou=0.8"],
     "gate_bce": [*BCE, "loss.switch_iou=0.8"],

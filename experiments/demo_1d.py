@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.losses.spectral import frequency_grid, moment_distance, pixel_coordinates, spectral_moments
-from spectral_tracking.schedule import SpectralSchedule
+from spectral_tracking.tracking.schedule import SpectralSchedule
 
 WIDTH = 512  # pixels of the 1D "image" [1, W]
 SIGMA = 0.08  # pulse width in normalised units (about 20 pixels)
@@ -100,7 +100,7 @@ def run_1d(steps: int = 400, lr: float = 0.01, num_bands: int = 6, warmup: float
     """Runs the three columns. Returns {name: {"theta": [...], "loss": [...]}, "schedule": ...}."""
     gt = pulse(torch.tensor([TARGET], dtype=torch.float64))
     schedule = SpectralSchedule(max_steps=steps, num_bands=num_bands, warmup=warmup,
-                                add_pixel_loss=int(0.8 * steps))
+                                spectral_end=int(0.8 * steps))
     sf, sw = static_weights()
 
     def l2(step, c):

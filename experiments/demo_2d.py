@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.losses.spectral import pixel_coordinates, spectral_loss
-from spectral_tracking.schedule import SpectralSchedule
+from spectral_tracking.tracking.schedule import SpectralSchedule
 
 SIZE = 96
 TARGET_POSE = (-0.42, -0.40, 0.0)  # (tx, ty, phi): normalised image coordinates (y down), radians
@@ -99,7 +99,7 @@ def optimise(loss_name: str, steps: int, lr: float, num_bands: int, warmup: floa
     pose = torch.tensor(START_POSE, requires_grad=True)
     opt = torch.optim.Adam([pose], lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1 ** (1.0 / steps))
-    schedule = SpectralSchedule(max_steps=steps, num_bands=num_bands, warmup=warmup, add_pixel_loss=int(0.8 * steps))
+    schedule = SpectralSchedule(max_steps=steps, num_bands=num_bands, warmup=warmup, spectral_end=int(0.8 * steps))
     out = {"frames": {}, "iou": [], "gt_rgb": gt_rgb[0], "gt_mask": gt_mask[0], "schedule": schedule}
     for step in range(steps + 1):
         rgb, mask = render_pattern(pose, pat)
@@ -111,7 +111,7 @@ def optimise(loss_name: str, steps: int, lr: float, num_bands: int, warmup: floa
         if loss_name == "mse":
             loss = ((rgb - gt_rgb) ** 2).mean() + ((mask - gt_mask) ** 2).mean()
         else:
-            # Spectral throughout; after add_pixel_loss all K bands stay on (alpha = K).
+            # Spectral throughout; after spectral_end all K bands stay on (alpha = K).
             loss = spectral_loss(rgb, gt_rgb, mask, gt_mask, schedule.band_weights(step), lambda_mask=0.5)
         opt.zero_grad()
         loss.backward()

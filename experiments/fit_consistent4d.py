@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hydra import compose, initialize_config_dir
 
-    import spectral_tracking.config  # noqa: F401  (${frac:...})
+    import spectral_tracking.run.config  # noqa: F401  (${frac:...})
     from spectral_tracking.fit import run
 
     if not args.root.is_dir():

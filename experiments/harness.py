@@ -3,7 +3,7 @@ one CSV row per run -> tables of means with their spread, success rates, plots.
 
 A *case* is one tracking run: a name (its folder under ``<out>/runs/``), Hydra overrides of
 ``conf/train.yaml`` and labels (the columns that say what it is: creature, loss, shift, ...). Runs
-go through the real entry point, `spectral_tracking.train.run`, so a finished run is skipped and an
+go through the real entry point, `spectral_tracking.run.track.run`, so a finished run is skipped and an
 interrupted one resumes; a failed run is reported and the others go on. ``jobs`` runs go at once,
 each process with ``cores / jobs`` threads (``OMP_NUM_THREADS`` is set before it imports torch), so
 two jobs on two cores do not spin against each other.
@@ -34,11 +34,11 @@ METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "novel_p
            "3d_mean_error", "3d_size_ratio", "initial_iou", "spatial_from", "steps", "seconds"]
 
 # The paper's protocol: the optimiser starts from the shifted asset and switches to the spatial loss
-# at add_pixel_loss. The tracker's default start,
-# align=moments (spectral_tracking/align.py), first moves it to where the targets' moments put it,
+# at spectral_end. The tracker's default start,
+# align=moments (spectral_tracking/tracking/align.py), first moves it to where the targets' moments put it,
 # which undoes most of the shift for Ours and Pixel alike; the experiments measure the method
 # itself, so every case starts from align=none, with the fixed switch (loss.switch_iou=null, not the
-# tracker's default overlap switch, spectral_tracking/switch.py), unless its own overrides say
+# tracker's default overlap switch, spectral_tracking/tracking/switch.py), unless its own overrides say
 # otherwise (the ablation_method variants align*, or --override align=moments --override
 # loss.switch_iou=0.8: the tracker's defaults).
 PROTOCOL = ["align=none", "loss.switch_iou=null"]
@@ -123,7 +123,7 @@ def compose_case(case: Case, out_dir: str = "/tmp/unused"):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import spectral_tracking.config  # noqa: F401  (resolvers)
+    import spectral_tracking.run.config  # noqa: F401  (resolvers)
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*PROTOCOL, *case.overrides, f"out_dir={out_dir}", "logger=csv"])
@@ -137,8 +137,8 @@ def _run_one(name: str, overrides: list[str], out_dir: str) -> tuple[str, dict |
     try:
         from hydra import compose, initialize_config_dir
 
-        import spectral_tracking.config  # noqa: F401  (resolvers)
-        from spectral_tracking.train import run
+        import spectral_tracking.run.config  # noqa: F401  (resolvers)
+        from spectral_tracking.run.track import run
 
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             # Experiments need the metrics, not the per-run videos.

@@ -3,7 +3,7 @@
     python experiments/schedule_plot.py --out outputs/demos [--preset sc4d_mlp] [--mode log]
 
 Draws alpha(t) and w_k(t) (eq. 7) for one of the paper's presets (Table 6) with the warm-up and the
-switch to the spatial phase (add_pixel_loss) marked, for each annealed expansion mode side by side, and
+switch to the spatial phase (spectral_end) marked, for each annealed expansion mode side by side, and
 prints the schedule at a few steps.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
-from spectral_tracking.schedule import ANNEALED_MODES as MODES, SpectralSchedule
+from spectral_tracking.run.config import PAPER_PRESETS, experiment_schedule
+from spectral_tracking.tracking.schedule import ANNEALED_MODES as MODES, SpectralSchedule
 
 
 def schedule_table(schedule: SpectralSchedule, steps: list[int]) -> list[str]:
@@ -50,10 +50,10 @@ def plot_schedule(preset: str, path: Path) -> Path:
         ax_w.set_xlabel("step t")
         for ax in (ax_a, ax_w):
             ax.axvline(schedule.warmup_end, color="gray", ls="--", lw=1)
-            ax.axvline(schedule.add_pixel_loss, color="tab:red", ls=":", lw=1)
-            ax.axvspan(schedule.add_pixel_loss, schedule.max_steps, color="tab:red", alpha=0.06)
+            ax.axvline(schedule.spectral_end, color="tab:red", ls=":", lw=1)
+            ax.axvspan(schedule.spectral_end, schedule.max_steps, color="tab:red", alpha=0.06)
         ax_a.text(schedule.warmup_end, 1.0, " end of warm-up", color="gray", fontsize=8, va="bottom")
-        ax_a.text(schedule.add_pixel_loss, 1.0, " spatial phase", color="tab:red", fontsize=8, va="bottom")
+        ax_a.text(schedule.spectral_end, 1.0, " spatial phase", color="tab:red", fontsize=8, va="bottom")
         ax_w.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +71,8 @@ def main() -> None:
     for mode in MODES:
         schedule = experiment_schedule(args.preset, mode=mode)
         print(f"schedule {args.preset} mode={mode}: {schedule}")
-        probe = [0, int(schedule.warmup_end) - 1, int(schedule.warmup_end), 4000, 5000, schedule.add_pixel_loss - 1,
-                 schedule.add_pixel_loss]
+        probe = [0, int(schedule.warmup_end) - 1, int(schedule.warmup_end), 4000, 5000, schedule.spectral_end - 1,
+                 schedule.spectral_end]
         for line in schedule_table(schedule, sorted(set(probe))):
             print("  " + line)
     print(f"figure: {path}")

@@ -8,7 +8,7 @@
 
 Settings are the keys of ``conf/train.yaml`` and its groups (``deform="rigid_mlp"``,
 ``loss="pixel"``, ``trainer="gpu"``); nested keys go in a dict (``eval={"lpips": "none"}``) or in
-``overrides=["loss.num_bands=4"]``. The same config files and the same `spectral_tracking.train.run`
+``overrides=["loss.num_bands=4"]``. The same config files and the same `spectral_tracking.run.track.run`
 serve the CLI, so a run made here and one made with ``python train.py`` are alike, folder and all.
 """
 
@@ -75,8 +75,8 @@ def compose_config(overrides: SequenceType[str] = (), config_name: str = "train"
     <overrides>`` would see it. ``out_dir`` must be among the overrides (there is no Hydra run dir)."""
     from hydra import compose, initialize_config_dir
 
-    import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
-    from spectral_tracking.paths import config_dir
+    import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
+    from spectral_tracking.runtime.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
@@ -105,7 +105,7 @@ def track(
     settings, overrides: config values (module docstring), e.g. ``shift=0.5, max_steps=500,
         deform="mlp", logger="none"``.
     """
-    from spectral_tracking.train import run
+    from spectral_tracking.run.track import run
 
     out = Path(out_dir) if out_dir is not None else Path("outputs") / "track" / time.strftime("%Y-%m-%d_%H-%M-%S")
     args = [*_flatten(settings), *overrides, f"out_dir={out.resolve()}", f"eval.export_ply={_value(export_ply)}"]

@@ -1,7 +1,7 @@
 """Errors whose message tells the user what to change; the entry points print them as one line.
 
 `ConfigError` lives here, at the bottom of the package, so that every layer (data readers, fitting,
-the run) can raise it without importing the config layer (`spectral_tracking.config` re-exports it).
+the run) can raise it without importing the config layer (`spectral_tracking.run.config` re-exports it).
 """
 
 

@@ -102,11 +102,11 @@ def save_strip(rows: list[tuple[str, object, object, object]], path: Path, title
 # ----------------------------------------------------------------------------------------------
 # Curves over the steps
 # ----------------------------------------------------------------------------------------------
-def save_curves(history: list[dict], path: Path, add_pixel_loss: int | None = None) -> Path | None:
+def save_curves(history: list[dict], path: Path, spectral_end: int | None = None) -> Path | None:
     """``curves.png``: the loss terms (log scale), the active band count alpha(t) and the training-view
     PSNR over the steps, from a run's step records (`ProgressionCallback.history`: dicts with
     ``step`` and the logged ``train/*``, ``schedule/*`` and ``progression/psnr`` values).
-    ``add_pixel_loss``: the step where the spatial phase starts, drawn as a dashed line. Returns None
+    ``spectral_end``: the step where the spatial phase starts, drawn as a dashed line. Returns None
     when there is nothing to draw."""
     if not history:
         return None
@@ -144,8 +144,8 @@ def save_curves(history: list[dict], path: Path, add_pixel_loss: int | None = No
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if add_pixel_loss is not None:
-            ax.axvline(add_pixel_loss, color="grey", ls="--", lw=0.8)
+        if spectral_end is not None:
+            ax.axvline(spectral_end, color="grey", ls="--", lw=0.8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

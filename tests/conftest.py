@@ -33,7 +33,7 @@ def no_compiler(monkeypatch):
     """Every C++ kernel fails to build (no compiler), as on a machine without g++: the library's
     memory of built and failed kernels and of its warnings starts empty and is restored afterwards.
     Yields the list of sources whose build was attempted."""
-    from spectral_tracking import native
+    from spectral_tracking.runtime import native
 
     attempts = []
 

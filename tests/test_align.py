@@ -1,4 +1,4 @@
-"""align=moments: the closed-form start from the targets' mask moments (spectral_tracking/align.py)."""
+"""align=moments: the closed-form start from the targets' mask moments (spectral_tracking/tracking/align.py)."""
 
 import json
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spectral_tracking.align import align_to_targets, mask_moments
-from spectral_tracking.data import load_dataset, select_views, shift_canonical
-from spectral_tracking.train import run
+from spectral_tracking.tracking.align import align_to_targets, mask_moments
+from spectral_tracking.data import load_dataset, select_views
+from spectral_tracking.tracking.start import shift_canonical
+from spectral_tracking.run.track import run
 
 from test_train import make_cfg
 

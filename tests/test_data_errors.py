@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from spectral_tracking.cameras import camera_problem, orbit_camera
-from spectral_tracking.config import ConfigError
+from spectral_tracking.run.config import ConfigError
 from spectral_tracking.data import DataError, SequenceFormatError, load_dataset, load_sequence, select_views
 from spectral_tracking.data.folder import write_sequence
 from spectral_tracking.gaussians import PLYFormatError, load_ply, random_gaussians, save_ply
@@ -139,7 +139,7 @@ def _compose_train(tmp_path: Path, folder, extra=()):
 # --- in process: the tracker's run(cfg) raises a user error with a one-line message --------------
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_sequence_is_a_one_line_user_error_naming_the_file(generated, tmp_path, case):
-    from spectral_tracking.train import UserError, run
+    from spectral_tracking.run.track import UserError, run
 
     folder = _bad_copy(generated, tmp_path, case)
     with pytest.raises(UserError) as info:
@@ -162,7 +162,7 @@ def test_gt_nan_is_refused_not_reported_as_a_nan_metric(generated, tmp_path):
 
 
 def test_missing_dataset_path_names_the_key(tmp_path):
-    from spectral_tracking.train import run
+    from spectral_tracking.run.track import run
 
     with pytest.raises(ConfigError, match=r"^dataset\.path must be set \(dataset=folder has no default\): add "
                                           r"dataset\.path=<folder>"):
@@ -239,7 +239,7 @@ def test_canonical_with_one_gaussian_is_not_coincident(tmp_path):
 
 
 def test_data_errors_are_user_errors():
-    from spectral_tracking.train import UserError
+    from spectral_tracking.run.track import UserError
 
     assert issubclass(SequenceFormatError, UserError) and issubclass(DataError, UserError)
     assert issubclass(PLYFormatError, UserError) and issubclass(ConfigError, UserError)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.config import ConfigError
+from spectral_tracking.run.config import ConfigError
 from spectral_tracking.data import (
     DATASETS, DataError, DataNotFoundError, Sequence, SequenceFormatError, detect_type, load_dataset, load_sequence,
     normalized, read_dataset, write_sequence,

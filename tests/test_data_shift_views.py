@@ -6,7 +6,7 @@ import torch
 from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.data import generate, load_sequence, select_views
 from spectral_tracking.data.sequence import Sequence
-from spectral_tracking.data.shift import initial_overlap, mask_iou, random_direction, shift_canonical
+from spectral_tracking.tracking.start import initial_overlap, mask_iou, random_direction, shift_canonical
 from spectral_tracking.gaussians import random_gaussians
 
 

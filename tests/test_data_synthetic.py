@@ -11,7 +11,7 @@ from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, animate, mak
 from spectral_tracking.data.benchmark import DEFAULT_GAUSSIANS, clutter_background, perturb_appearance, sequence_name
 from spectral_tracking.data.folder import is_complete
 from spectral_tracking.data.presets import PRESETS
-from spectral_tracking.data.shift import initial_overlap, mask_iou
+from spectral_tracking.tracking.start import initial_overlap, mask_iou
 from spectral_tracking.data.synthetic import generate, main
 from spectral_tracking.render import render
 

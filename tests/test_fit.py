@@ -215,7 +215,7 @@ def test_bad_input_errors(tmp_path, scene):
 def _compose(overrides):
     from hydra import compose, initialize_config_dir
 
-    import spectral_tracking.config  # noqa: F401
+    import spectral_tracking.run.config  # noqa: F401
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="fit", overrides=overrides)

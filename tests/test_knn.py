@@ -95,6 +95,6 @@ def test_tree_path_falls_back_to_the_brute_force_without_a_compiler(tree_path, n
 
 
 def test_native_prototype_table_matches_the_knn_source():
-    from spectral_tracking import native
+    from spectral_tracking.runtime import native
 
     assert native.prototype_mismatches("knn") == []

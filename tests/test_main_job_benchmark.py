@@ -19,12 +19,12 @@ def bench():
 
 
 def test_reads_the_outputs_line_that_write_outputs_logs(bench, caplog):
-    # the same format string as spectral_tracking.outputs.write_outputs
-    log = logging.getLogger("spectral_tracking.outputs")
-    with caplog.at_level(logging.INFO, logger="spectral_tracking.outputs"):
+    # the same format string as spectral_tracking.run.outputs.write_outputs
+    log = logging.getLogger("spectral_tracking.run.outputs")
+    with caplog.at_level(logging.INFO, logger="spectral_tracking.run.outputs"):
         log.info("outputs written in %.1f s (%s)", 2.345, "strip 0.02, curves 0.40")
     assert float(bench.OUTPUTS_LINE.search(caplog.text).group(1)) == pytest.approx(2.3)
-    src = (BENCH.parents[1] / "spectral_tracking" / "outputs.py").read_text()
+    src = (BENCH.parents[1] / "spectral_tracking" / "run" / "outputs.py").read_text()
     assert '"outputs written in %.1f s (%s)"' in src
 
 
@@ -37,4 +37,4 @@ def test_rejects_zero_runs(bench):
 def test_runs_end_to_end(bench, capsys):
     assert bench.main(["--runs", "1", "--imports", "1", "--", "max_steps=10", "eval.videos=false", "eval.lpips=none"]) == 0
     out = capsys.readouterr().out
-    assert "main job median wall" in out and "imports (spectral_tracking.train)" in out
+    assert "main job median wall" in out and "imports (spectral_tracking.run.track)" in out

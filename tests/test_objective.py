@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spectral_tracking import schedule
+from spectral_tracking.tracking import schedule
 from spectral_tracking.losses.image import IMAGE_LOSSES, PixelLoss, SpectralMomentLoss
 from spectral_tracking.losses.photometric import pixel_loss
 from spectral_tracking.losses.spectral import spectral_loss
-from spectral_tracking.objective import LossSettings, Objective
+from spectral_tracking.tracking.objective import LossSettings, Objective
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,9 +23,9 @@ def images(seed=0, V=1, H=16, W=16):
 
 
 def test_spectral_objective_follows_the_schedule():
-    s = LossSettings(num_bands=3, warmup=0.2, add_pixel_loss=60, arap_start_iter=10, lambda_arap=2.0)
+    s = LossSettings(num_bands=3, warmup=0.2, spectral_end=60, arap_start_iter=10, lambda_arap=2.0)
     obj = Objective(s, max_steps=100)
-    ref = schedule.SpectralSchedule(max_steps=100, num_bands=3, warmup=0.2, add_pixel_loss=60)
+    ref = schedule.SpectralSchedule(max_steps=100, num_bands=3, warmup=0.2, spectral_end=60)
     for step in (0, 9, 10, 19, 20, 40, 59, 60, 99):
         o = obj.at(step)
         assert o.phase == ref.phase(step) and o.alpha == ref.alpha(step)
@@ -52,8 +52,9 @@ def test_image_losses_share_one_signature_and_match_their_functions():
 
 
 def test_lpips_net_has_one_default():
-    conf = OmegaConf.load(REPO / "conf" / "loss" / "spectral.yaml")
-    assert LossSettings().lpips_net == conf.lpips_net
+    from spectral_tracking.run.config import compose
+
+    assert LossSettings().lpips_net == compose(["out_dir=/x"]).loss.lpips_net == "alex"
 
 
 def test_bad_settings_name_the_key():

@@ -16,7 +16,7 @@ from test_train import CONF, make_cfg, tiny_overrides
 
 from spectral_tracking.export import load_tracked, to_asset_frame
 from spectral_tracking.gaussians import load_ply
-from spectral_tracking.train import build_module, build_targets, run
+from spectral_tracking.run.track import build_module, build_targets, run
 
 FRAMES, RES = 4, 32  # tiny_overrides
 
@@ -232,7 +232,7 @@ def test_mp4_is_written_with_the_bundled_encoder(tmp_path):
 
 
 def test_progression_history_survives_a_checkpoint():
-    from spectral_tracking.callbacks import ProgressionCallback
+    from spectral_tracking.run.callbacks import ProgressionCallback
 
     cb = ProgressionCallback(frame=0, view=0, every=2)
     cb.history = [{"step": 0, "train/loss": 1.0, "progression/psnr": 12.0}, {"step": 1, "train/loss": 0.5}]

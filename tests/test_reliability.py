@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spectral_tracking.atomic import CorruptCheckpointError, atomic_torch_save, load_checkpoint_or_previous, previous_path
-from spectral_tracking.config import ConfigError
-from spectral_tracking.run_folder import RunFolderBusy, RunLock
-from spectral_tracking.train import run
+from spectral_tracking.run.atomic import CorruptCheckpointError, atomic_torch_save, load_checkpoint_or_previous, previous_path
+from spectral_tracking.run.config import ConfigError
+from spectral_tracking.run.folder import RunFolderBusy, RunLock
+from spectral_tracking.run.track import run
 from test_train import REPO, make_cfg, tiny_overrides
 
 
@@ -67,7 +67,7 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, 
 def test_a_second_run_into_a_locked_folder_is_refused_at_once(tmp_path, data_root):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from spectral_tracking.run_folder import RunLock\n"
+        [sys.executable, "-c", "import sys, time; from spectral_tracking.run.folder import RunLock\n"
          f"with RunLock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )
@@ -99,7 +99,7 @@ def test_skip_finished_false_clears_the_old_outputs_and_eval_changes_reevaluate(
 
 
 def test_non_finite_metrics_are_written_as_null_with_a_warning(tmp_path, caplog):
-    from spectral_tracking.outputs import save_result
+    from spectral_tracking.run.outputs import save_result
 
     saved = save_result(tmp_path, {"3d_mean_error": float("nan"), "train_psnr": 20.0}, {}, {}, {})
     text = (tmp_path / "metrics.json").read_text()
@@ -108,7 +108,7 @@ def test_non_finite_metrics_are_written_as_null_with_a_warning(tmp_path, caplog)
 
 
 def test_csv_log_keeps_the_rows_before_a_resume_and_seconds_add_up(tmp_path, data_root, monkeypatch):
-    from spectral_tracking.module import TrackingModule
+    from spectral_tracking.tracking.module import TrackingModule
 
     overrides = ["logger=csv"]
     original = TrackingModule.training_step
@@ -222,7 +222,7 @@ def test_a_run_resumed_at_its_last_step_keeps_the_whole_gif(tmp_path, data_root)
 
 
 def test_a_resumed_wandb_run_continues_the_same_run_id(tmp_path):
-    from spectral_tracking.loggers import build_logger
+    from spectral_tracking.run.loggers import build_logger
 
     cfg = make_cfg(tmp_path, tmp_path, ["logger=wandb"])
     logger = build_logger(cfg, tmp_path, resume_step=12, wandb_id="abcd1234")

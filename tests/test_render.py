@@ -13,7 +13,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from spectral_tracking import native
+from spectral_tracking.runtime import native
 from spectral_tracking.cameras import Cameras, orbit_camera
 from spectral_tracking.gaussians import SH_C0, Gaussians, load_ply, random_gaussians
 from spectral_tracking.render import RenderOutput, render
@@ -387,7 +387,7 @@ def test_donut_renders_from_an_orbit_camera(donut_ply):
 
 
 # ------------------------------------------------------------------------------------------------
-# The native boundary (spectral_tracking/native.py) for the compositor
+# The native boundary (spectral_tracking/runtime/native.py) for the compositor
 # ------------------------------------------------------------------------------------------------
 
 

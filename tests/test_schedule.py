@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from spectral_tracking.config import PAPER_PRESETS, experiment_schedule
-from spectral_tracking.schedule import (
+from spectral_tracking.run.config import PAPER_PRESETS, experiment_schedule
+from spectral_tracking.tracking.schedule import (
     ANNEALED_MODES,
     MODES,
     SpectralSchedule,
@@ -14,11 +14,11 @@ from spectral_tracking.schedule import (
 )
 
 SCHEDULES = [experiment_schedule(name, mode=mode) for name in sorted(PAPER_PRESETS) for mode in ANNEALED_MODES] + [
-    SpectralSchedule(max_steps=100, num_bands=4, warmup=0.0, add_pixel_loss=100, mode="log"),
-    SpectralSchedule(max_steps=100, num_bands=1, warmup=0.5, add_pixel_loss=80, mode="linear"),
-    SpectralSchedule(max_steps=10, num_bands=3, warmup=0.3, add_pixel_loss=3, mode="log"),  # no expansion
+    SpectralSchedule(max_steps=100, num_bands=4, warmup=0.0, spectral_end=100, mode="log"),
+    SpectralSchedule(max_steps=100, num_bands=1, warmup=0.5, spectral_end=80, mode="linear"),
+    SpectralSchedule(max_steps=10, num_bands=3, warmup=0.3, spectral_end=3, mode="log"),  # no expansion
 ]
-IDS = [f"{s.num_bands}b-{s.warmup}-{s.add_pixel_loss}-{s.mode}" for s in SCHEDULES]
+IDS = [f"{s.num_bands}b-{s.warmup}-{s.spectral_end}-{s.mode}" for s in SCHEDULES]
 
 
 def _steps(schedule):
@@ -26,13 +26,13 @@ def _steps(schedule):
 
 
 def _fields(s):
-    return dict(max_steps=s.max_steps, warmup=s.warmup, num_bands=s.num_bands, add_pixel_loss=s.add_pixel_loss)
+    return dict(max_steps=s.max_steps, warmup=s.warmup, num_bands=s.num_bands, spectral_end=s.spectral_end)
 
 
 def test_presets_are_table_6():
-    assert _fields(experiment_schedule("sc4d_mlp")) == dict(max_steps=10000, warmup=0.3, num_bands=8, add_pixel_loss=6000)
-    assert _fields(experiment_schedule("sc4d_direct")) == dict(max_steps=10000, warmup=0.2, num_bands=6, add_pixel_loss=4000)
-    assert _fields(experiment_schedule("gart")) == dict(max_steps=10000, warmup=0.25, num_bands=8, add_pixel_loss=7000)
+    assert _fields(experiment_schedule("sc4d_mlp")) == dict(max_steps=10000, warmup=0.3, num_bands=8, spectral_end=6000)
+    assert _fields(experiment_schedule("sc4d_direct")) == dict(max_steps=10000, warmup=0.2, num_bands=6, spectral_end=4000)
+    assert _fields(experiment_schedule("gart")) == dict(max_steps=10000, warmup=0.25, num_bands=8, spectral_end=7000)
     assert experiment_schedule("gart").mode == "log"
 
 
@@ -65,7 +65,7 @@ def test_alpha_warmup_then_reaches_num_bands_at_the_switch(schedule):
             assert a == 1.0
             assert schedule.band_weights(step)[1:].sum().item() == 0.0  # only band 0 during warm-up
         assert 1.0 <= a <= schedule.num_bands
-    assert schedule.alpha(schedule.add_pixel_loss) == schedule.num_bands
+    assert schedule.alpha(schedule.spectral_end) == schedule.num_bands
     assert schedule.alpha(schedule.max_steps + 5) == schedule.num_bands
 
 
@@ -82,8 +82,8 @@ def test_band_fully_on_once_alpha_passes_k_plus_1_and_off_below_k(schedule):
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
-def test_switch_to_spatial_exactly_at_add_pixel_loss(schedule):
-    t = schedule.add_pixel_loss
+def test_switch_to_spatial_exactly_at_spectral_end(schedule):
+    t = schedule.spectral_end
     if t > 0:
         assert schedule.phase(t - 1) == "spectral" and schedule.is_spectral(t - 1)
     assert schedule.phase(t) == "spatial" and not schedule.is_spectral(t)
@@ -99,8 +99,8 @@ def test_band_weights_follow_eq7():
 
 
 def test_log_mode_alpha_linear_and_linear_mode_frequency_linear():
-    log = SpectralSchedule(max_steps=1000, num_bands=8, warmup=0.2, add_pixel_loss=800, mode="log")
-    lin = SpectralSchedule(max_steps=1000, num_bands=8, warmup=0.2, add_pixel_loss=800, mode="linear")
+    log = SpectralSchedule(max_steps=1000, num_bands=8, warmup=0.2, spectral_end=800, mode="log")
+    lin = SpectralSchedule(max_steps=1000, num_bands=8, warmup=0.2, spectral_end=800, mode="linear")
     steps = [200, 300, 400, 500, 600, 700]
     alphas = [log.alpha(s) for s in steps]
     assert alphas[0] == 1.0
@@ -114,8 +114,8 @@ def test_log_mode_alpha_linear_and_linear_mode_frequency_linear():
 
 def test_linear_slow_is_the_tangent_of_the_log_ramp():
     """linear_slow: top frequency 1 + ln2 (K-1) s, never ahead of log, equal to it at the start."""
-    log = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, add_pixel_loss=700, mode="log")
-    slow = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, add_pixel_loss=700, mode="linear_slow")
+    log = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, spectral_end=700, mode="log")
+    slow = SpectralSchedule(max_steps=1000, num_bands=6, warmup=0.2, spectral_end=700, mode="linear_slow")
     assert slow.alpha(0) == slow.alpha(199) == 1.0 and slow.alpha(700) == 6.0  # warm-up, then the spatial phase
     for step in (250, 450, 699):
         s = (step - 200) / 500
@@ -134,16 +134,16 @@ def test_functional_and_dataclass_agree():
 
 
 def test_bad_configuration_raises():
-    with pytest.raises(ValueError, match="add_pixel_loss=100 comes before the end of the warm-up"):
-        SpectralSchedule(max_steps=1000, num_bands=4, warmup=0.3, add_pixel_loss=100)
+    with pytest.raises(ValueError, match="spectral_end=100 comes before the end of the warm-up"):
+        SpectralSchedule(max_steps=1000, num_bands=4, warmup=0.3, spectral_end=100)
     with pytest.raises(ValueError, match="warmup is a fraction"):
-        SpectralSchedule(max_steps=1000, num_bands=4, warmup=1.5, add_pixel_loss=900)
+        SpectralSchedule(max_steps=1000, num_bands=4, warmup=1.5, spectral_end=900)
     with pytest.raises(ValueError, match="mode must be one of"):
-        SpectralSchedule(max_steps=1000, num_bands=4, warmup=0.3, add_pixel_loss=900, mode="cosine")
+        SpectralSchedule(max_steps=1000, num_bands=4, warmup=0.3, spectral_end=900, mode="cosine")
     with pytest.raises(ValueError, match="num_bands must be an integer >= 1"):
-        SpectralSchedule(max_steps=1000, num_bands=0, warmup=0.3, add_pixel_loss=900)
+        SpectralSchedule(max_steps=1000, num_bands=0, warmup=0.3, spectral_end=900)
     with pytest.raises(ValueError, match="max_steps"):
-        SpectralSchedule(max_steps=0, num_bands=4, warmup=0.3, add_pixel_loss=0)
+        SpectralSchedule(max_steps=0, num_bands=4, warmup=0.3, spectral_end=0)
     with pytest.raises(ValueError, match="unknown preset 'sc4d'"):
         experiment_schedule("sc4d")
     with pytest.raises(ValueError, match="step must be finite and >= 0"):
@@ -151,11 +151,11 @@ def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="alpha must be finite"):
         band_weights(float("nan"), 4)
     # warmup * max_steps is rounded: 0.3 * 10 ends the warm-up at step 3, not 3.0000000000000004
-    assert SpectralSchedule(max_steps=10, num_bands=2, warmup=0.3, add_pixel_loss=3).warmup_end == 3
+    assert SpectralSchedule(max_steps=10, num_bands=2, warmup=0.3, spectral_end=3).warmup_end == 3
 
 
 def test_no_annealing_opens_every_band_from_step_zero():
-    s = SpectralSchedule(max_steps=100, num_bands=4, warmup=0.2, add_pixel_loss=60, mode="none")
+    s = SpectralSchedule(max_steps=100, num_bands=4, warmup=0.2, spectral_end=60, mode="none")
     assert "none" in MODES
     for step in (0, 10, 59):
         assert s.alpha(step) == 4.0 and torch.equal(s.band_weights(step), torch.ones(4)) and s.phase(step) == "spectral"

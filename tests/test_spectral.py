@@ -401,7 +401,7 @@ def test_fused_fft_backward_matches_autograd_twins(size, num_bands, norm):
 # ------------------------------------------------------------------------------------------------
 
 import spectral_tracking.losses.spectral as spectral_module  # noqa: E402
-from spectral_tracking import native  # noqa: E402
+from spectral_tracking.runtime import native  # noqa: E402
 
 
 def _native_or_skip():

@@ -1,5 +1,5 @@
 """Process start and end of the entry points: the imports with the garbage collector paused
-(`spectral_tracking.preload`) and the exit without the interpreter's teardown (`cli.exit_now`)."""
+(`spectral_tracking.runtime.preload`) and the exit without the interpreter's teardown (`runtime.exit.exit_now`)."""
 
 import subprocess
 import sys
@@ -16,7 +16,7 @@ def test_preload_restores_the_collector_state_and_freezes_the_imports(tmp_path):
         proc = _python(f"""
             import gc
             {'' if enabled else 'gc.disable()'}
-            from spectral_tracking import preload
+            from spectral_tracking.runtime import preload
             preload.stack()
             import sys
             print(gc.isenabled(), gc.get_freeze_count() > 100_000, "pytorch_lightning" in sys.modules)
@@ -32,7 +32,7 @@ def test_exit_now_waits_for_threads_runs_atexit_and_flushes(tmp_path):
     proc = _python("""
         import atexit, sys, threading, time
         from pathlib import Path
-        from spectral_tracking.cli import exit_now
+        from spectral_tracking.runtime.exit import exit_now
 
         atexit.register(lambda: Path("atexit.txt").write_text("ran"))
         def slow():

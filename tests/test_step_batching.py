@@ -69,7 +69,7 @@ def test_no_control_frames_gives_no_points():
 def test_logs_on_the_steps_the_trainer_writes():
     from types import SimpleNamespace
 
-    from spectral_tracking.module import TrackingModule
+    from spectral_tracking.tracking.module import TrackingModule
 
     m = SimpleNamespace(_trainer=SimpleNamespace(log_every_n_steps=10), max_steps=25)
     logged = [s for s in range(25) if TrackingModule.logs_step(m, s)]

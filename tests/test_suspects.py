@@ -9,7 +9,7 @@ import torch
 from spectral_tracking.deform import build_deformation
 from spectral_tracking.gaussians import quat_to_rotmat, random_gaussians
 from spectral_tracking.losses.scale import ScalePrior, spread
-from spectral_tracking.module import lr_factor
+from spectral_tracking.tracking.module import lr_factor
 
 
 def _rotation(seed: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""loss.switch_iou: the spectral phase ends once the render overlaps the target (spectral_tracking/switch.py)."""
+"""loss.switch_iou: the spectral phase ends once the render overlaps the target (`Objective.observe`, tracking/objective.py)."""
 
 import json
 import math
@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from spectral_tracking.objective import LossSettings, Objective
-from spectral_tracking.switch import OverlapSwitch
-from spectral_tracking.train import run
+from spectral_tracking.tracking.objective import LossSettings, Objective
+from spectral_tracking.run.track import run
 
 from test_train import make_cfg
 
@@ -22,50 +21,57 @@ def _masks(iou: float, size: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, mask
 
 
+def switch(threshold, warmup_end: int, latest: int, max_steps: int = 100) -> Objective:
+    """An objective whose spectral phase ends at ``latest`` at the latest, its warm-up at ``warmup_end``."""
+    return Objective(LossSettings(switch_iou=threshold, warmup=warmup_end / max_steps, spectral_end=latest, num_bands=2),
+                     max_steps)
+
+
 def test_switch_after_the_warm_up_once_the_running_iou_reaches_the_threshold():
-    s = OverlapSwitch(0.8, warmup_end=5, latest=50, beta=0.8)
+    s = switch(0.8, warmup_end=5, latest=50)
     alpha, mask = _masks(1.0)
     steps = 0
-    while s.end == 50:
-        s.update(steps, alpha, mask)
+    while s.spectral_end == 50:
+        s.observe(steps, alpha, mask)
         steps += 1
     # running mean after n steps of IoU 1: 1 - 0.8^n >= 0.8 first at n = 8 (steps 0..7), after the warm-up
-    assert s.end == 8 == steps and s.running_iou == pytest.approx(1 - 0.8**8)
+    assert s.spectral_end == 8 == steps and s.running_iou == pytest.approx(1 - 0.8**8)
     assert math.ceil(math.log(0.2) / math.log(0.8)) == 8
-    s.update(8, *_masks(0.0))  # switched for good
-    assert s.end == 8
+    s.observe(8, *_masks(0.0))  # switched for good
+    assert s.spectral_end == 8
     # not before the warm-up ends, however high the overlap
-    early = OverlapSwitch(0.5, warmup_end=20, latest=50)
+    early = switch(0.5, warmup_end=20, latest=50)
     for step in range(30):
-        early.update(step, alpha, mask)
-    assert early.end == 20
+        early.observe(step, alpha, mask)
+    assert early.spectral_end == 20
 
 
 def test_no_switch_without_overlap_or_when_off():
-    low = OverlapSwitch(0.8, warmup_end=0, latest=30)
-    off = OverlapSwitch(None, warmup_end=0, latest=30)
+    low = switch(0.8, warmup_end=0, latest=30)
+    off = switch(None, warmup_end=0, latest=30)
     for step in range(40):
-        low.update(step, *_masks(0.6))  # IoU 0.6 < 0.8 for ever
-        off.update(step, *_masks(1.0))
-    assert low.end == 30 and off.end == 30 and off.running_iou == 0.0
+        low.observe(step, *_masks(0.6))  # IoU 0.6 < 0.8 for ever
+        off.observe(step, *_masks(1.0))
+    assert low.spectral_end == 30 and off.spectral_end == 30 and off.running_iou == 0.0
     with pytest.raises(ValueError, match="loss.switch_iou must be in"):
-        OverlapSwitch(1.5, warmup_end=0, latest=30)
+        switch(1.5, warmup_end=0, latest=30)
 
 
 def test_the_switch_state_is_saved_with_the_module():
-    s = OverlapSwitch(0.8, warmup_end=0, latest=50)
+    s = switch(0.8, warmup_end=0, latest=50)
     for step in range(12):
-        s.update(step, *_masks(1.0))
-    restored = OverlapSwitch(0.8, warmup_end=0, latest=50)
+        s.observe(step, *_masks(1.0))
+    restored = switch(0.8, warmup_end=0, latest=50)
     restored.load_state_dict(s.state_dict())
-    assert restored.end == s.end < 50 and restored.running_iou == s.running_iou
+    assert restored.spectral_end == s.spectral_end < 50 and restored.running_iou == s.running_iou
 
 
 def test_objective_follows_the_switch():
-    obj = Objective(LossSettings(add_pixel_loss=80, warmup=0.2, num_bands=4), max_steps=100)
-    assert obj.at(50).phase == "spectral" and obj.at(50, 80).phase == "spectral"
-    assert obj.at(50, 40).phase == "spatial" and obj.at(39, 40).phase == "spectral"
-    assert obj.at(85, 40).phase == "spatial"
+    obj = Objective(LossSettings(spectral_end=80, warmup=0.2, num_bands=4), max_steps=100)
+    assert obj.at(50).phase == "spectral" and obj.at(79).phase == "spectral" and obj.at(80).phase == "spatial"
+    obj.spectral_end = 40  # where the switch ended the spectral phase
+    assert obj.at(50).phase == "spatial" and obj.at(39).phase == "spectral"
+    assert obj.at(85).phase == "spatial"
 
 
 def test_an_aligned_start_switches_early_and_a_far_one_does_not(tmp_path):
@@ -76,8 +82,8 @@ def test_an_aligned_start_switches_early_and_a_far_one_does_not(tmp_path):
     near = run(make_cfg(tmp_path / "near", tmp_path / "data", [*common, "align=moments"]))["metrics"]
     far = run(make_cfg(tmp_path / "far", tmp_path / "data", [*common, "align=none"]))["metrics"]
     cfg = make_cfg(tmp_path / "x", tmp_path / "data", common)
-    warm, latest = math.ceil(cfg.loss.warmup * 40), int(cfg.loss.add_pixel_loss)
-    assert warm <= near["spatial_from"] < latest
-    assert far["spatial_from"] > near["spatial_from"]
+    warm, latest = math.ceil(cfg.loss.warmup * 40), int(cfg.loss.spectral_end)
+    assert warm <= near["spectral_end"] < latest
+    assert far["spectral_end"] > near["spectral_end"]
     meta = json.loads((tmp_path / "far" / "run" / "run_meta.json").read_text())  # make_cfg: out_dir=<tmp>/run
     assert meta["initial_iou"][0] < 0.05  # next to no overlap at the start

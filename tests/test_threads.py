@@ -1,4 +1,4 @@
-"""Threads per process and how long idle OpenMP workers spin (spectral_tracking/threads.py)."""
+"""Threads per process and how long idle OpenMP workers spin (spectral_tracking/runtime/threads.py)."""
 
 import os
 import subprocess
@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import spectral_tracking.config  # noqa: F401  (resolvers)
-from spectral_tracking import threads
-from spectral_tracking.config import ConfigError
+import spectral_tracking.run.config  # noqa: F401  (resolvers)
+from spectral_tracking.runtime import threads
+from spectral_tracking.run.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_concurrent_jobs_reads_the_joblib_launcher():
 
 
 def test_bad_trainer_threads_is_a_config_error(tmp_path):
-    from spectral_tracking.train import run
+    from spectral_tracking.run.track import run
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["trainer.threads=lots", f"out_dir={tmp_path / 'run'}", "logger=none"])
@@ -106,12 +106,12 @@ def test_the_entry_point_limits_spinning_in_torch_openmp_runtime():
 
 
 def test_limit_spinning_keeps_what_the_user_set_and_is_too_late_after_torch():
-    res = _python("from spectral_tracking import threads; import os; "
+    res = _python("from spectral_tracking.runtime import threads; import os; "
                   "print(threads.limit_spinning(), os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'))",
                   {"OMP_WAIT_POLICY": "PASSIVE"})
     assert res.stdout.split() == ["False", "PASSIVE", "None"], res.stderr
-    res = _python("from spectral_tracking import threads; import os; print(threads.limit_spinning(), os.environ['GOMP_SPINCOUNT'])",
+    res = _python("from spectral_tracking.runtime import threads; import os; print(threads.limit_spinning(), os.environ['GOMP_SPINCOUNT'])",
                   {"GOMP_SPINCOUNT": "50"})
     assert res.stdout.split() == ["False", "50"], res.stderr
-    res = _python("import torch; from spectral_tracking import threads; print(threads.limit_spinning())", {})
+    res = _python("import torch; from spectral_tracking.runtime import threads; print(threads.limit_spinning())", {})
     assert res.stdout.split() == ["False"], res.stderr

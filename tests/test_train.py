@@ -11,9 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import spectral_tracking.config  # noqa: F401  (resolvers)
-from spectral_tracking.config import ConfigError
-from spectral_tracking.train import run
+import spectral_tracking.run.config  # noqa: F401  (resolvers)
+from spectral_tracking.run.config import ConfigError
+from spectral_tracking.run.track import run
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -94,7 +94,7 @@ ONE_THREAD = ["trainer.threads=1"]
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
-    from spectral_tracking.module import TrackingModule
+    from spectral_tracking.tracking.module import TrackingModule
 
     full = run(make_cfg(tmp_path / "a", data_root, ONE_THREAD))["metrics"]
 
@@ -143,8 +143,8 @@ def test_multirun_with_joblib_launcher(tmp_path, data_root):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["loss.add_pixel_loss=100"], "add_pixel_loss=100 is after max_steps=24"),
-        (["views=3"], "views must be 1, 2 or 4"),
+        (["loss.spectral_end=100"], "spectral_end=100 is after max_steps=24"),
+        (["views=3"], "views must be one of 1, 2, 4"),
         (["align=phase"], "align must be one of none, moments, got 'phase'"),
         (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
     ],
@@ -188,7 +188,7 @@ def test_every_config_option_composes(group, options):
 
 
 def test_loggers_instantiate(tmp_path):
-    from spectral_tracking.loggers import build_logger
+    from spectral_tracking.run.loggers import build_logger
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for name in ["csv", "wandb", "tensorboard", "none"]:
@@ -262,7 +262,7 @@ def test_end_to_end_public_layouts(tmp_path, layout):
 
 
 def test_learning_rates_come_from_the_config(tmp_path, data_root):
-    from spectral_tracking.train import build_module, build_targets
+    from spectral_tracking.run.track import build_module, build_targets
 
     cfg = make_cfg(tmp_path, data_root, ["+deform.kwargs.learnable_radius=true", "finetune_appearance=true",
                                          "deform.lr_init=0.002", "appearance_lr=0.004"])

@@ -19,7 +19,7 @@ import pytest
 
 from test_train import make_cfg
 
-from spectral_tracking.train import run
+from spectral_tracking.run.track import run
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)

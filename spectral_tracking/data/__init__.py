@@ -9,7 +9,7 @@
 - `generate` (``python -m spectral_tracking.data.synthetic``), `PRESETS`, `DONUT_PRESETS`: the
   cached synthetic benchmark.
 - `load_consistent4d`, `load_gart`, `load_sc4d`, `load_nerf_synthetic`: readers of other layouts.
-- `select_views` (views = 1 | 2 | 4), `shift_canonical`, `initial_overlap`.
+- `select_views` (views = 1 | 2 | 4).
 - `DataError` (`SequenceFormatError`, `DataNotFoundError`): every problem with the data.
 """
 
@@ -23,7 +23,6 @@ from spectral_tracking.data.registry import DATASETS, check_dataset_config, dete
 from spectral_tracking.data.rle import decode_coco_rle, encode_coco_rle
 from spectral_tracking.data.sc4d import load_sc4d
 from spectral_tracking.data.sequence import Sequence, normalize_scene, normalized
-from spectral_tracking.data.shift import initial_overlap, mask_iou, shift_canonical
 from spectral_tracking.data.views import TRAIN_AZIMUTHS, select_views
 
 
@@ -38,7 +37,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "DATASETS", "DONUT_PRESETS", "PRESETS", "TRAIN_AZIMUTHS", "DataError", "DataNotFoundError", "Sequence",
-    "SequenceFormatError", "check_dataset_config", "decode_coco_rle", "detect_type", "encode_coco_rle", "generate", "initial_overlap",
-    "load_consistent4d", "load_dataset", "load_gart", "load_nerf_synthetic", "load_sc4d", "load_sequence", "mask_iou",
-    "normalize_scene", "normalized", "read_dataset", "select_views", "shift_canonical", "write_sequence",
+    "SequenceFormatError", "check_dataset_config", "decode_coco_rle", "detect_type", "encode_coco_rle", "generate",
+    "load_consistent4d", "load_dataset", "load_gart", "load_nerf_synthetic", "load_sc4d", "load_sequence",
+    "normalize_scene", "normalized", "read_dataset", "select_views", "write_sequence",
 ]

@@ -100,7 +100,7 @@ def contact_sheet(folders: list[Path], out: Path, shift_radius: float = 0.5, see
     shown over grey; realistic ones as stored (with their clutter)."""
     from PIL import Image, ImageDraw
 
-    from spectral_tracking.data.shift import shift_canonical
+    from spectral_tracking.tracking.start import shift_canonical
     from spectral_tracking.render import render
 
     blocks = []

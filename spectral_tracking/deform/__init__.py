@@ -42,11 +42,14 @@ DEFORMATIONS: dict[str, type[Deformation]] = {
 }
 
 
-def build_deformation(name: str, canonical: Gaussians, num_frames: int, **cfg) -> Deformation:
+def build_deformation(name: str, canonical: Gaussians, num_frames: int, precision: str | None = None,
+                       **cfg) -> Deformation:
     """Construct the deformation called ``name`` (a key of `DEFORMATIONS`) for ``canonical``.
 
-    cfg: keyword arguments of that class (e.g. num_control_points=800, learnable_radius=False);
-    an unknown keyword raises ``ValueError`` naming the class and the keywords it accepts.
+    precision: the TimeNet's arithmetic, for the deformations that have one (mlp, rigid_mlp; the
+    others ignore it). cfg: keyword arguments of that class (e.g. num_control_points=800,
+    learnable_radius=False); an unknown keyword raises ``ValueError`` naming the class and the
+    keywords it accepts.
     """
     if name not in DEFORMATIONS:
         raise ValueError(f"build_deformation: unknown deformation {name!r}; choose one of {sorted(DEFORMATIONS)}")
@@ -58,6 +61,8 @@ def build_deformation(name: str, canonical: Gaussians, num_frames: int, **cfg) -
         if klass in (Deformation, object) or not issubclass(klass, Deformation):
             continue
         accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "canonical", "num_frames", "mlp_kwargs"}
+    if precision is not None and "precision" in accepted and "precision" not in cfg:
+        cfg["precision"] = precision
     unknown = sorted(set(cfg) - accepted)
     if unknown:
         raise ValueError(

@@ -45,7 +45,7 @@ from torch.autograd.function import once_differentiable
 
 from spectral_tracking.gaussians import quat_multiply, quat_to_rotmat
 from spectral_tracking.knn import check_points, knn  # noqa: F401  (knn: spectral_tracking.deform exports it from here)
-from spectral_tracking.native import SUFFIXES, load_or_warn
+from spectral_tracking.runtime.native import SUFFIXES, load_or_warn
 
 _IDENTITY_QUAT = (1.0, 0.0, 0.0, 0.0)
 

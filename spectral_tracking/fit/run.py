@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spectral_tracking.atomic import atomic_write_text
+from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.errors import ConfigError
 from spectral_tracking.data import DataError
 from spectral_tracking.fit.init import init_from_ply, init_random

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from spectral_tracking.knn import knn
-from spectral_tracking.native import SUFFIXES, load_or_warn
+from spectral_tracking.runtime.native import SUFFIXES, load_or_warn
 
 REDUCTIONS = ("sum", "mean")
 

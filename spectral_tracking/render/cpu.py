@@ -2,7 +2,7 @@
 (``csrc/rasterize.cpp``), each behind a ``torch.autograd.Function``.
 
 The C++ sources ship inside the package and are built, loaded and called through
-``spectral_tracking.native`` (compiled on first use, cached per user, source version and machine;
+``spectral_tracking.runtime.native`` (compiled on first use, cached per user, source version and machine;
 its prototype table and checked pointers). Failure policy: ``backend="cpu"`` asked for this path
 explicitly, so a kernel that cannot be built raises ``NativeBuildError``; ``backend="auto"`` asks
 ``available()`` and renders with the torch compositor after one warning instead.
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .. import native
+from spectral_tracking.runtime import native
 from ..cameras import Cameras
 from ..gaussians import Gaussians
 from .projection import Projected, TileBins, project, view_colors

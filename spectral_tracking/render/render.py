@@ -12,7 +12,7 @@ transmittance 1e-4, as gsplat 1.5.3):
                 Slow: it is the readable reference the tests compare the others with.
 - ``"auto"``:   ``"gsplat"`` for CUDA tensors, ``"cpu"`` otherwise; ``"torch"`` (after one
                 ``RuntimeWarning``) where the C++ compositor cannot be built. An explicit ``"cpu"``
-                raises ``spectral_tracking.native.NativeBuildError`` there instead.
+                raises ``spectral_tracking.runtime.native.NativeBuildError`` there instead.
 """
 
 from __future__ import annotations

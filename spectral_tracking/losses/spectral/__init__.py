@@ -11,7 +11,7 @@ Shaped like ``render/``: this file holds the public ``spectral_loss`` (validatio
 - ``fft.py``: the torch paths, half-plane moments by FFT or DFT and the fused FFT loss with its
   hand-written backward and per-thread plan caches.
 - ``cpu.py``: the C++ kernel (``csrc/spectral.cpp``), the fused FFT loss in one call, loaded through
-  ``spectral_tracking.native``.
+  ``spectral_tracking.runtime.native``.
 - ``validation.py``: the argument checks.
 
 Methods (``method=``), all computing the same loss:
@@ -27,7 +27,7 @@ Methods (``method=``), all computing the same loss:
   image (64 N <= L), else ``"fft"``.
 
 The C++ kernel is always an implicit choice (``"auto"`` or ``"fft"``), so when it cannot be built the
-torch FFT twin runs after one ``RuntimeWarning`` (``spectral_tracking.native``'s failure policy).
+torch FFT twin runs after one ``RuntimeWarning`` (``spectral_tracking.runtime.native``'s failure policy).
 Both are tested against the autograd DFT path and the direct-sum reference, and check the images for
 NaN / Inf only when the loss comes out non-finite.
 
@@ -43,7 +43,7 @@ import math
 import torch
 from torch import Tensor
 
-from ... import native
+from spectral_tracking.runtime import native
 from .bands import (
     _band_matrix,
     _band_offsets,

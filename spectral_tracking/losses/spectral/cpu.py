@@ -11,7 +11,7 @@ A pair stays in the core's cache from the image differences to the image gradien
 makes it several times faster than the torch ops after a render has evicted the cache. The backward
 pass scales the stored gradient.
 
-The kernel is built, loaded and called through ``spectral_tracking.native`` (its prototype table,
+The kernel is built, loaded and called through ``spectral_tracking.runtime.native`` (its prototype table,
 checked pointers, one failure policy). ``spectral_loss`` chooses this path implicitly, so a kernel
 that cannot be built means one warning and the torch twin (``native_kernels``).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ... import native
+from spectral_tracking.runtime import native
 from .bands import _fft_cells, max_frequency
 from .fft import _cached_plan
 

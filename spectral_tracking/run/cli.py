@@ -8,60 +8,29 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 
-from spectral_tracking.paths import config_dir  # noqa: F401  (re-exported)
-
-
-def exit_now(code: int = 0) -> None:
-    """End a finished command without the interpreter's teardown.
-
-    After ``import pytorch_lightning`` (torch, ``torch._dynamo``, sympy, torchmetrics: some 3,000
-    modules) Python's own exit spends about 0.9 s here clearing every module's namespace and
-    collecting the objects, work with no effect on disk. This does what that exit does that matters,
-    in its order: ``threading._shutdown`` (the thread-level exit hooks, e.g. joblib's and
-    concurrent.futures' workers told to stop, then a wait for every non-daemon thread, e.g. a video
-    still encoding), the ``atexit`` handlers (logging's flush and close, wandb), a flush of the
-    standard streams; then ``os._exit(code)``. Called by ``train.py`` / ``fit.py`` and the console
-    scripts once Hydra has returned; an error still leaves through the normal exit (``sys.exit``
-    raises past this).
-    """
-    import atexit
-
-    shutdown = getattr(threading, "_shutdown", None)  # CPython's own first step of the exit
-    if shutdown is not None:
-        shutdown()
-    else:  # pragma: no cover - other interpreters: wait for the threads as that step does
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed stream or a reader that went away
-            pass
-    os._exit(code)
+from spectral_tracking.runtime.paths import config_dir  # noqa: F401  (re-exported)
 
 
 def _hydra_main(config_name: str, body, job_name: str) -> None:
     import hydra
 
-    import spectral_tracking.config  # noqa: F401  (registers the ${frac:...} resolver)
+    import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
 
     # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
     sys.argv.append(f"hydra.job.name={job_name}")
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()
+    from spectral_tracking.runtime.exit import exit_now
+
     exit_now(0)
 
 
 def track_job(cfg):
     """The body of ``python train.py`` and ``spectral-track``: a run (or a sweep job); a user error
     is one line and exit status 2, an interrupted run exits 143 / 130 after saving a checkpoint."""
-    from spectral_tracking.session import RunInterrupted
-    from spectral_tracking.train import UserError, run_job
+    from spectral_tracking.run.session import RunInterrupted
+    from spectral_tracking.run.track import UserError, run_job
 
     try:
         result = run_job(cfg)

@@ -1,7 +1,7 @@
 """The Lightning part of a run: the trainer, its checkpoints, and what happens on SIGTERM / SIGINT.
 
 On SIGTERM (a cluster's scheduler, ``kill``) or SIGINT (Ctrl-C) the current step finishes, a
-checkpoint is written (atomically, see `spectral_tracking.atomic`) and `RunInterrupted` is raised:
+checkpoint is written (atomically, see `spectral_tracking.run.atomic`) and `RunInterrupted` is raised:
 the entry point says where it stopped and exits 143 / 130, so a scheduler records a failure and
 the same command resumes. Training time is kept in the checkpoint (`ElapsedTime`), so a resumed
 run reports the seconds of all its segments.
@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from spectral_tracking.atomic import AtomicCheckpointIO
+from spectral_tracking.run.atomic import AtomicCheckpointIO
 
 
 class RunInterrupted(Exception):
@@ -63,17 +63,21 @@ def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
 
 def train(trainer: pl.Trainer, module: pl.LightningModule, ckpt_path: str | None, out_dir: Path) -> None:
     """``trainer.fit`` that ends with ``checkpoints/last.ckpt`` at the final step, and on SIGTERM /
-    SIGINT saves it at the current step and raises `RunInterrupted`."""
+    SIGINT saves it at the current step and raises `RunInterrupted`. Lightning handles SIGTERM
+    itself (it raises `SIGTERMException` after the step); Ctrl-C asks the trainer to stop after the
+    current step through its public ``should_stop``."""
     last = Path(out_dir) / "checkpoints" / "last.ckpt"
     received: list[int] = []
 
-    def on_sigint(signum, frame) -> None:  # Lightning watches SIGTERM itself; treat Ctrl-C the same way
+    def on_sigint(signum, frame) -> None:
         received.append(signum)
-        trainer._signal_connector.received_sigterm = True
+        trainer.should_stop = True
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         trainer.fit(module, ckpt_path=ckpt_path)
+        if received:
+            raise SIGTERMException()
     except SIGTERMException:
         signum = received[0] if received else signal.SIGTERM
         trainer.save_checkpoint(str(last))

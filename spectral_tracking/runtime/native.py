@@ -41,7 +41,7 @@ libomp): there the kernel brings a second OpenMP runtime and thread pool that ca
 cores alongside torch's (slower, not wrong). A compiler without OpenMP gets a one-thread build.
 How many threads, and how long idle ones spin before they sleep (``GOMP_SPINCOUNT``, set by the
 entry points before torch loads, so that a kernel's workers do not spin against another process),
-is decided in `spectral_tracking.threads`.
+is decided in `spectral_tracking.runtime.threads`.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .paths import cache_dir as _user_cache_dir
+from spectral_tracking.runtime.paths import cache_dir as _user_cache_dir
 
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp")
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 """The floating types ``S`` each kernel is instantiated for, and their function-name suffixes."""
 

@@ -1,5 +1,5 @@
 """Callbacks: they record and log, and hold no part of the objective (that is `TrackingModule` with
-`spectral_tracking.objective`): the optimisation-progression recorder and periodic evaluation."""
+`spectral_tracking.tracking.objective`): the optimisation-progression recorder and periodic evaluation."""
 
 from __future__ import annotations
 

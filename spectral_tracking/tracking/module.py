@@ -2,8 +2,8 @@
 
 One optimisation step samples one (frame, view) pair, renders the deformed canonical asset in that
 view and compares it with the target. The objective of the step (which image loss, its band
-weights, ARAP's weight) is `Objective.at(step)` (spectral_tracking/objective.py), a pure function of
-the step; callbacks only log and record.
+weights, ARAP's weight) is `Objective.at(step)` (tracking/objective.py), which also owns when the
+spectral phase ends; callbacks only log and record.
 
 Sampling is a pure function of (seed, step), so a run resumed from a checkpoint sees exactly the
 same (frame, view) sequence as an uninterrupted one.
@@ -21,10 +21,10 @@ from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
-from spectral_tracking.objective import LossSettings, Objective
+from spectral_tracking.tracking.objective import Objective
 from spectral_tracking.render import render
-from spectral_tracking.schedule import SPECTRAL, warmup_end
-from spectral_tracking.switch import OverlapSwitch
+from spectral_tracking.tracking.schedule import SPECTRAL
+from spectral_tracking.tracking.settings import LossSettings
 
 __all__ = ["LossSettings", "Targets", "TrackingModule"]
 
@@ -100,9 +100,6 @@ class TrackingModule(pl.LightningModule):
         self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
-        # Pixel: latest = switch_step = 0, so the spatial loss runs from step 0 and the switch never updates
-        self.switch = OverlapSwitch(loss.switch_iou, warmup_end=warmup_end(self.max_steps, loss.warmup),
-                                    latest=loss.switch_step)
         self._cameras: dict[tuple, Cameras] = {}
 
     # --- sampling --------------------------------------------------------------------------------
@@ -144,7 +141,7 @@ class TrackingModule(pl.LightningModule):
         """The loss of optimisation step ``step`` (the module's state is that after ``step`` steps):
         (loss, its terms, the sampled frame, the step's `StepObjective`). The deformation is
         evaluated once for the rendered frame and ARAP's frames together (one TimeNet pass)."""
-        objective = self.objective.at(step, self.switch.end)
+        objective = self.objective.at(step)
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
@@ -158,7 +155,7 @@ class TrackingModule(pl.LightningModule):
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
         if objective.phase == SPECTRAL:
-            self.switch.update(step, out.alpha, gt_mask)
+            self.objective.observe(step, out.alpha, gt_mask)
         loss = objective.lambda_image * terms["image"]
         if objective.lambda_arap > 0:
             terms["arap"] = self.arap(control_points)  # mean over the frames
@@ -194,7 +191,7 @@ class TrackingModule(pl.LightningModule):
         self.log("schedule/alpha", float(objective.alpha), on_step=True)
         self.log("schedule/active_bands", float((objective.band_weights > 0).sum()) if spectral else 0.0, on_step=True)
         self.log("schedule/spatial_phase", float(not spectral), on_step=True)
-        self.log("schedule/spectral_end", float(self.switch.end), on_step=True)
+        self.log("schedule/spectral_end", float(self.objective.spectral_end), on_step=True)
 
     def configure_optimizers(self):
         groups = self.deformation.param_groups(self.lr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CACHE_ENV_VAR = "SPECTRAL_TRACKING_CACHE"
 DATA_ENV_VAR = "SPECTRAL_TRACKING_DATA"
 SHARED_ENV_VAR = "SPECTRAL_TRACKING_SHARED"
@@ -47,7 +47,7 @@ def cache_dir() -> Path:
 
 def config_dir() -> Path:
     """The folder holding ``train.yaml`` and ``fit.yaml`` (see the module docstring)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for candidate in (package / "conf", package.parent / "conf"):
         if (candidate / "train.yaml").is_file():
             return candidate

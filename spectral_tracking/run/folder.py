@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.config import ConfigError
+from spectral_tracking.run.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int | None]:
     """(checkpoint, its global step) to resume from: ``ckpt_path`` if set, else the folder's
     ``checkpoints/last.ckpt`` if it exists (or, when that file is unreadable, the previous checkpoint
     kept beside it); (None, None) for a fresh run."""
-    from spectral_tracking.atomic import load_checkpoint_or_previous
+    from spectral_tracking.run.atomic import load_checkpoint_or_previous
 
     path = Path(cfg.ckpt_path) if cfg.ckpt_path is not None else Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path is None and not path.exists():

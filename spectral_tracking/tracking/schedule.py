@@ -10,10 +10,10 @@ Warm-up. The paper says only the lowest band is active during warm-up (Fig. 8, T
 percentage of training iterations during which only the first frequency band is active"), but eq. 7
 taken literally with alpha(0) = 0 switches band 0 off as well (w_0 = 0 gives no loss at all). We read
 it so that band 0 is fully on: **alpha(t) = 1 during the warm-up** (the first ``warmup * max_steps``
-steps), then alpha grows to K at ``add_pixel_loss``, the step at which the image loss switches to the
+steps), then alpha grows to K at ``spectral_end``, the step at which the image loss switches to the
 spatial (pixel) phase. From there on alpha stays K; the spectral loss is no longer used.
 
-Expansion modes between the end of warm-up t_w and t_p = add_pixel_loss (s = (t - t_w) / (t_p - t_w)):
+Expansion modes between the end of warm-up t_w and t_p = spectral_end (s = (t - t_w) / (t_p - t_w)):
 
 - ``"log"`` (default): alpha = 1 + (K - 1) s. The band index grows linearly, so the top active
   frequency 2^(alpha-1) grows exponentially. This is the schedule derived in Appendix A (eq. 20:
@@ -36,7 +36,7 @@ Expansion modes between the end of warm-up t_w and t_p = add_pixel_loss (s = (t 
   ablation, the tracking analogue of the static-k demo of Fig. 2.
 
 The paper's presets (Table 6, 10k iterations) live in ``conf/experiment/*.yaml`` only;
-``spectral_tracking.config.experiment_schedule(name)`` reads one into a `SpectralSchedule`.
+``spectral_tracking.run.config.experiment_schedule(name)`` reads one into a `SpectralSchedule`.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ def warmup_end(max_steps: int, warmup: float) -> float:
     return round(warmup * max_steps, 9)
 
 
-def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_bands: int, mode: str = "log") -> float:
+def alpha(step: float, max_steps: int, warmup: float, spectral_end: int, num_bands: int, mode: str = "log") -> float:
     """Active bandwidth alpha(t) in [1, K] (see module docstring).
 
     Args:
         step: t >= 0 (training iteration, may be fractional for plotting).
         max_steps: total iterations (> 0).
         warmup: fraction of max_steps in [0, 1) with alpha = 1 (band 0 only).
-        add_pixel_loss: step at which alpha reaches K and the loss becomes spatial;
+        spectral_end: step at which alpha reaches K and the loss becomes spatial;
             >= warmup * max_steps (may exceed max_steps: then the run stays spectral).
         num_bands: K >= 1.
         mode: "log" (alpha linear in t), "linear" (top frequency linear in t, reaching 2^(K-1)),
@@ -75,7 +75,7 @@ def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_b
     Returns:
         alpha(t) as a float.
     """
-    _check(max_steps, warmup, add_pixel_loss, num_bands, mode)
+    _check(max_steps, warmup, spectral_end, num_bands, mode)
     if step < 0 or not math.isfinite(step):
         raise ValueError(f"alpha: step must be finite and >= 0, got {step}")
     if mode == "none":  # no annealing (an ablation): every band from step 0
@@ -83,9 +83,9 @@ def alpha(step: float, max_steps: int, warmup: float, add_pixel_loss: int, num_b
     start = warmup_end(max_steps, warmup)
     if step < start:
         return 1.0
-    if step >= add_pixel_loss:
+    if step >= spectral_end:
         return float(num_bands)
-    s = (step - start) / (add_pixel_loss - start)  # in [0, 1); add_pixel_loss > start here
+    s = (step - start) / (spectral_end - start)  # in [0, 1); spectral_end > start here
     if mode == "log":
         return 1.0 + (num_bands - 1) * s
     if mode == "linear":
@@ -112,9 +112,9 @@ def band_weights(alpha_value: float, num_bands: int) -> Tensor:
     return weights.float()
 
 
-def phase(step: float, add_pixel_loss: int) -> str:
-    """Which image loss is active: "spectral" for step < add_pixel_loss, else "spatial"."""
-    return SPECTRAL if step < add_pixel_loss else SPATIAL
+def phase(step: float, spectral_end: int) -> str:
+    """Which image loss is active: "spectral" for step < spectral_end, else "spatial"."""
+    return SPECTRAL if step < spectral_end else SPATIAL
 
 
 @dataclass(frozen=True)
@@ -124,31 +124,31 @@ class SpectralSchedule:
     max_steps: int
     num_bands: int
     warmup: float
-    add_pixel_loss: int
+    spectral_end: int
     mode: str = "log"
 
     def __post_init__(self) -> None:
-        _check(self.max_steps, self.warmup, self.add_pixel_loss, self.num_bands, self.mode)
+        _check(self.max_steps, self.warmup, self.spectral_end, self.num_bands, self.mode)
 
     @property
     def warmup_end(self) -> float:
         return warmup_end(self.max_steps, self.warmup)
 
     def alpha(self, step: float) -> float:
-        return alpha(step, self.max_steps, self.warmup, self.add_pixel_loss, self.num_bands, self.mode)
+        return alpha(step, self.max_steps, self.warmup, self.spectral_end, self.num_bands, self.mode)
 
     def band_weights(self, step: float) -> Tensor:
         """[K] w_k(step)."""
         return band_weights(self.alpha(step), self.num_bands)
 
     def phase(self, step: float) -> str:
-        return phase(step, self.add_pixel_loss)
+        return phase(step, self.spectral_end)
 
     def is_spectral(self, step: float) -> bool:
         return self.phase(step) == SPECTRAL
 
 
-def _check(max_steps: int, warmup: float, add_pixel_loss: int, num_bands: int, mode: str) -> None:
+def _check(max_steps: int, warmup: float, spectral_end: int, num_bands: int, mode: str) -> None:
     where = "spectral schedule"
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"{where}: max_steps must be an integer >= 1, got {max_steps!r}")
@@ -156,10 +156,10 @@ def _check(max_steps: int, warmup: float, add_pixel_loss: int, num_bands: int, m
         raise ValueError(f"{where}: warmup is a fraction of max_steps in [0, 1), got {warmup!r}")
     if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 1:
         raise ValueError(f"{where}: num_bands must be an integer >= 1, got {num_bands!r}")
-    if isinstance(add_pixel_loss, bool) or not isinstance(add_pixel_loss, int) or add_pixel_loss < 0:
-        raise ValueError(f"{where}: add_pixel_loss must be an integer step >= 0, got {add_pixel_loss!r}")
-    if add_pixel_loss < warmup_end(max_steps, warmup):
-        raise ValueError(f"{where}: add_pixel_loss={add_pixel_loss} comes before the end of the warm-up "
+    if isinstance(spectral_end, bool) or not isinstance(spectral_end, int) or spectral_end < 0:
+        raise ValueError(f"{where}: spectral_end must be an integer step >= 0, got {spectral_end!r}")
+    if spectral_end < warmup_end(max_steps, warmup):
+        raise ValueError(f"{where}: spectral_end={spectral_end} comes before the end of the warm-up "
                          f"(warmup={warmup} * max_steps={max_steps} = {warmup * max_steps})")
     if mode not in MODES:
         raise ValueError(f"{where}: mode must be one of {MODES}, got {mode!r}")

@@ -7,7 +7,7 @@ keep firing, each walking every object made so far: measured here, six of them s
 permanent generation, so that no later collection walks them again (they are module-level objects
 that live as long as the process anyway; the few cycles the imports leave behind are kept too).
 
-`stack` is called by the modules that bring in Lightning for a run (`spectral_tracking.train`,
+`stack` is called by the modules that bring in Lightning for a run (`spectral_tracking.run.track`,
 `spectral_tracking.fit.run`); after the first call it does nothing.
 """
 

@@ -15,7 +15,7 @@ import logging
 import traceback
 from pathlib import Path
 
-from spectral_tracking import preload, threads
+from spectral_tracking.runtime import preload, threads
 
 threads.limit_spinning()  # reaches this process only if this module brings in torch (scripts calling run())
 preload.stack()  # torch and Lightning imported with the garbage collector paused (2.8 -> 2.0 s here)
@@ -25,19 +25,19 @@ import pytorch_lightning as pl  # noqa: E402
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.atomic import CorruptCheckpointError, atomic_write_text
-from spectral_tracking.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
-from spectral_tracking.config import ConfigError, validate
+from spectral_tracking.run.atomic import CorruptCheckpointError, atomic_write_text
+from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
+from spectral_tracking.run.config import ConfigError, validate
 from spectral_tracking.data.errors import DataError
 from spectral_tracking.evaluation import evaluate
 from spectral_tracking.gaussians import PLYFormatError
-from spectral_tracking.loggers import build_logger, finish_wandb, new_wandb_id
-from spectral_tracking.module import Targets, TrackingModule
-from spectral_tracking.objective import LossSettings
-from spectral_tracking.outputs import log_final, print_summary, save_result, write_outputs
-from spectral_tracking.run_folder import RunLock, RunRefused, config_fingerprint, finished_result, read_meta, resume_checkpoint
-from spectral_tracking.session import ElapsedTime, RunInterrupted, build_trainer, train
-from spectral_tracking.sweep import record_refused
+from spectral_tracking.run.loggers import build_logger, finish_wandb, new_wandb_id
+from spectral_tracking.tracking.module import Targets, TrackingModule
+from spectral_tracking.tracking.objective import LossSettings
+from spectral_tracking.run.outputs import log_final, print_summary, save_result, write_outputs
+from spectral_tracking.run.folder import RunLock, RunRefused, config_fingerprint, finished_result, read_meta, resume_checkpoint
+from spectral_tracking.run.session import ElapsedTime, RunInterrupted, build_trainer, train
+from spectral_tracking.run.sweep import record_refused
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
     """The canonical shifted by ``cfg.shift`` in a direction drawn from ``cfg.seed`` (then, with
     ``align=moments``, translated to where the targets' moments put it), and the run's record of it
     (``run_meta.json``)."""
-    from spectral_tracking.align import align_to_targets
-    from spectral_tracking.data import initial_overlap, shift_canonical
+    from spectral_tracking.tracking.align import align_to_targets
+    from spectral_tracking.tracking.start import initial_overlap, shift_canonical
 
     canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
     overlap = initial_overlap(canonical.to(device), seq, backend=cfg.backend)
@@ -95,7 +95,7 @@ def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule
         deformation = build_deformation(
             cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
             check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
-            **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
+            precision=str(cfg.deform.precision), **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
         )
     except ValueError as e:  # a setting that does not fit this asset (control points, neighbours, kwargs)
         raise ConfigError(f"deform={cfg.deform.name}: {e}; adjust num_control_points or deform.kwargs") from None
@@ -156,7 +156,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips),
                            per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
-                       spatial_from=module.switch.end, seconds=round(clock.seconds, 1))
+                       spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1))
         figures = write_outputs(cfg, module, initial, progression, out_dir,
                                 normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
@@ -169,7 +169,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
 
 def run_job(cfg: DictConfig) -> dict | None:
     """Entry used by train.py. In a multirun a failing job writes ``failed.txt`` in its own folder
-    and the sweep goes on (`spectral_tracking.sweep.SweepSummary` reports it and fails the sweep at
+    and the sweep goes on (`spectral_tracking.run.sweep.SweepSummary` reports it and fails the sweep at
     the end); a refused rerun into another run's finished folder leaves that folder untouched; an
     interrupted job stops the sweep. A single run raises."""
     from hydra.core.hydra_config import HydraConfig

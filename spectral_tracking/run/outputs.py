@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from spectral_tracking.atomic import atomic_write_text
+from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.evaluation import final_frame
-from spectral_tracking.loggers import is_wandb
+from spectral_tracking.run.loggers import is_wandb
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
                                              out_dir / "orbit.mp4", fps=ORBIT_FPS)
             figures.update(dict.fromkeys(videos))  # their place in the summary, filled below
         curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",
-                       add_pixel_loss=int(cfg.loss.add_pixel_loss) if cfg.loss.image == "spectral" else None)
+                       spectral_end=int(cfg.loss.spectral_end) if cfg.loss.image == "spectral" else None)
         if curves:
             figures["curves"] = str(curves)
         figures["tracked"] = str(timed("tracked", save_tracked, module, out_dir / "tracked.npz", normalization))

@@ -3,7 +3,7 @@
 Two settings, because they take effect at different times:
 
 - **Spinning** (`limit_spinning`): torch's OpenMP runtime (GNU libgomp in the Linux pip wheel,
-  shared by the C++ kernels, see `spectral_tracking.native`) reads its environment once, when it
+  shared by the C++ kernels, see `spectral_tracking.runtime.native`) reads its environment once, when it
   is loaded, i.e. on ``import torch``. By default an idle worker spins about 300,000 times before
   it sleeps; on a machine whose cores are all busy (two runs at once, or one run beside another
   program) a spinning worker holds the core that the thread it waits for needs, and every parallel

@@ -1,0 +1,179 @@
+"""The run config: Hydra's schema, its resolvers, composition and validation.
+
+The settings, their defaults and their allowed values are `spectral_tracking.tracking.settings`;
+this module registers them with Hydra's ConfigStore (`register_configs`: ``conf/train.yaml`` starts
+from the schema ``run_schema``), composes configs for the scripts and the API (`compose`), and
+checks a composed config before any data is loaded or file written (`validate`): every field's
+``choices`` and range from its metadata, then the checks that relate two settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from spectral_tracking.errors import ConfigError
+from spectral_tracking.tracking.settings import RunConfig
+
+
+def _job_dirname(overrides: str, max_len: int = 200) -> str:
+    """A folder name for one sweep job from its overrides: stable across reruns (so finished jobs
+    are found and skipped), no path separators, long names shortened with a hash."""
+    import hashlib
+
+    name = overrides.replace("/", "_").replace("\\", "_") or "default"
+    if len(name) > max_len:
+        name = name[: max_len - 9] + "-" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return name
+
+
+def register_configs() -> None:
+    """The sweep folders' resolver ``job_dirname`` and the schema ``run_schema`` (`RunConfig`; the
+    settings' own resolvers ``frac`` and ``mul`` are registered by `spectral_tracking.tracking.settings`)."""
+    from hydra.core.config_store import ConfigStore
+
+    if not OmegaConf.has_resolver("job_dirname"):
+        OmegaConf.register_new_resolver("job_dirname", _job_dirname)
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+register_configs()
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config ``python train.py <overrides>`` would run (``out_dir`` among the overrides: there
+    is no Hydra run dir here)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spectral_tracking.runtime.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+def _number(cfg: DictConfig, key: str, kind=float, low=None, high=None, low_open=False, what: str = ""):
+    """``cfg[key]`` as ``kind`` (finite, within [low, high] or (low, high]), else a ConfigError naming the key."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        number = kind(value)
+        ok = not isinstance(value, bool) and math.isfinite(number) and (kind is not int or float(value) == number)
+    except (TypeError, ValueError):
+        ok = False
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number <= high
+    if not ok:
+        bound = "" if low is None else (f" > {low}" if low_open else f" >= {low}")
+        bound += "" if high is None else f" and <= {high}"
+        raise ConfigError(f"{key} must be a finite {'integer' if kind is int else 'number'}{bound}{what}, got {value!r}")
+    return number
+
+
+def check_fields(cfg: DictConfig, schema: type = RunConfig, prefix: str = "") -> None:
+    """Every field of ``schema`` (recursively) against its metadata (`tracking.settings.setting`)."""
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(sub := f.default_factory()):
+            check_fields(cfg, type(sub), f"{key}.")
+            continue
+        md = f.metadata
+        if not md:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if value is None and "Optional" in str(f.type):
+            continue
+        if "choices" in md:
+            choices = md["choices"]() if callable(md["choices"]) else md["choices"]
+            if value not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if any(k in md for k in ("low", "high", "integer")):
+            _number(cfg, key, int if md.get("integer") else float, md.get("low"), md.get("high"),
+                    md.get("low_open", False), md.get("what", ""))
+
+
+def max_band_for_resolution(resolution: int) -> int:
+    """Number of bands K a square image of ``resolution`` pixels supports (see losses/spectral/bands.py)."""
+    from spectral_tracking.losses.spectral import max_num_bands
+
+    return max_num_bands(resolution, resolution)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for settings that cannot run, before any data is loaded or file written.
+
+    Every check names the key, what is expected and the value it got.
+    """
+    from spectral_tracking.data import check_dataset_config
+
+    check_dataset_config(cfg.dataset)  # mandatory dataset keys (e.g. dataset.path) before anything else
+    check_fields(cfg)
+    steps, resolution = int(cfg.max_steps), int(cfg.resolution)
+    background = cfg.background
+    if not OmegaConf.is_list(background) or len(background) != 3:
+        raise ConfigError(f"background must be an RGB list of 3 numbers in [0, 1], e.g. [1.0, 1.0, 1.0], got {background!r}")
+    for i in range(3):
+        _number(cfg, f"background.{i}", float, 0, 1)
+    if cfg.dataset.type in ("synthetic", "donut"):
+        if resolution < 16:
+            raise ConfigError(f"resolution={resolution} is too small for dataset={cfg.dataset.type}: the generator needs at least 16")
+        _number(cfg, "dataset.frames", int, 2, what=" (tracking needs motion)")
+    loss = cfg.loss
+    if loss.image == "spectral":
+        end = int(loss.spectral_end)
+        if end > steps:
+            raise ConfigError(
+                f"loss.spectral_end={end} is after max_steps={steps}: the spatial phase would never start "
+                f"(set loss.spectral_end <= max_steps, e.g. loss.spectral_end=${{frac:${{max_steps}},0.6}})"
+            )
+        if float(loss.warmup) >= 1:
+            raise ConfigError(f"loss.warmup is a fraction of max_steps in [0, 1), got {loss.warmup}")
+        if float(loss.warmup) * steps > end:
+            raise ConfigError(
+                f"loss.warmup={loss.warmup} ends at step {math.ceil(float(loss.warmup) * steps)}, after "
+                f"loss.spectral_end={end}: the bands could never grow"
+            )
+        kmax = max_band_for_resolution(resolution)
+        if int(loss.num_bands) > kmax:
+            raise ConfigError(
+                f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
+                f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
+            )
+    if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
+        raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")
+    _check_device(cfg)
+
+
+def _check_device(cfg: DictConfig) -> None:
+    import torch
+
+    wants_cuda = cfg.trainer.accelerator in ("gpu", "cuda") or cfg.backend == "gsplat"
+    if wants_cuda and not torch.cuda.is_available():
+        key = "backend=gsplat" if cfg.backend == "gsplat" else f"trainer={cfg.trainer.accelerator}"
+        raise ConfigError(f"{key} needs a CUDA GPU and torch sees none; use trainer=cpu backend=auto on this machine")
+
+
+PAPER_PRESETS = ("sc4d_mlp", "sc4d_direct", "gart")  # the rows of Table 6, in conf/experiment/
+
+
+def experiment_schedule(name: str, mode: str | None = None):
+    """The annealing schedule (`SpectralSchedule`) of ``experiment=<name>``: the paper's Table 6
+    lives in ``conf/experiment/`` only. ``mode`` overrides its ``loss.expansion``."""
+    from spectral_tracking.runtime.paths import config_dir
+    from spectral_tracking.tracking.schedule import SpectralSchedule
+
+    if not (config_dir() / "experiment" / f"{name}.yaml").is_file():
+        known = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+        raise ValueError(f"unknown preset {name!r}: no experiment/{name}.yaml; presets: {known}")
+    cfg = compose([f"experiment={name}", "out_dir=/unused"])
+    return SpectralSchedule(
+        max_steps=int(cfg.max_steps), num_bands=int(cfg.loss.num_bands), warmup=float(cfg.loss.warmup),
+        spectral_end=int(cfg.loss.spectral_end), mode=mode or str(cfg.loss.expansion),
+    )

@@ -1,0 +1,109 @@
+"""The tracker's objective at step t, and the one object that decides when the spectral phase ends.
+
+    loss(t) = lambda_image * image_loss_t(render, target; w(t)) + lambda_arap(t) * ARAP(control points)
+              [+ lambda_scale * S(control points), off by default: losses/scale.py]
+
+- Ours (``loss.image=spectral``): spectral moments with the annealed band weights w(t) of
+  `spectral_tracking.tracking.schedule` (paper eq. 7) until `Objective.spectral_end`, then the
+  spatial loss (``spatial=pixel``: eq. 23, or ``spatial=lpips``).
+- Pixel baseline (``loss.image=pixel``): the spatial loss from step 0, everything else equal.
+- ARAP from ``arap_start_iter`` on.
+
+**When the spectral phase ends.** The paper ends it at a fixed step (``loss.spectral_end``, Table
+6's "add pixel loss": 60-70% of the run). The moments are there for a render that does not overlap
+its target, where a pixel loss has no gradient; from a start that already overlaps, those steps
+are spent on a coarse loss the start has made unnecessary. With ``loss.switch_iou=tau`` (beyond
+the paper, the default 0.8) the spatial phase starts at the first step after the warm-up at which
+the running mean (weight ``beta`` on the past, about the last 5 steps) of the training render's
+mask IoU (opacity > 0.5 against mask > 0.5) reaches tau, or at ``loss.spectral_end``, whichever
+comes first; ``switch_iou=null`` is the paper's fixed step. The step is `Objective.spectral_end`
+(also ``metrics.json``'s ``spectral_end``); it and the running mean are the module's extra state,
+saved in checkpoints, so a resumed run switches where the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from spectral_tracking.losses.arap import arap_weight
+from spectral_tracking.losses.image import IMAGE_LOSSES
+from spectral_tracking.metrics import mask_iou
+from spectral_tracking.tracking import schedule
+from spectral_tracking.tracking.settings import LossSettings
+
+__all__ = ["LossSettings", "Objective", "StepObjective"]
+
+ImageLoss = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], "dict[str, Tensor]"]
+
+
+class StepObjective(NamedTuple):
+    phase: str  # "spectral" | "spatial"
+    alpha: float  # active bandwidth (0 in the Pixel baseline)
+    band_weights: Tensor  # [K], CPU
+    image_loss: ImageLoss
+    lambda_image: float
+    lambda_arap: float  # 0 before arap_start_iter
+    lambda_scale: float = 0.0
+
+
+class Objective(nn.Module):
+    """The loss settings, the band schedule and the switch: `at(step)` is step ``step``'s objective,
+    `observe` feeds the switch the step's render, `spectral_end` is where the spectral phase ends.
+    beta: weight of the past in the running mean of the IoU (0.8: about the last 5 steps)."""
+
+    def __init__(self, settings: LossSettings, max_steps: int, beta: float = 0.8) -> None:
+        super().__init__()
+        s = self.settings = settings.resolved(max_steps)
+        self.schedule = None
+        if s.image == "spectral":
+            self.schedule = schedule.SpectralSchedule(
+                max_steps=int(max_steps), num_bands=int(s.num_bands), warmup=float(s.warmup),
+                spectral_end=int(s.spectral_end), mode=s.expansion,
+            )
+        self.spectral = IMAGE_LOSSES["spectral"](lambda_mask=s.lambda_spec_mask, norm=s.norm,
+                                                 band_reduction=s.band_reduction, lambda_rgb=s.lambda_spec_rgb)
+        spatial_kwargs = {"pixel": dict(lambda_bce=s.lambda_bce, lambda_masked=s.lambda_masked_mse, bce_eps=s.bce_eps),
+                          "lpips": dict(net=s.lpips_net, weight=s.lambda_late_lpips)}
+        self.spatial = IMAGE_LOSSES[s.spatial](**spatial_kwargs[s.spatial])
+        if s.switch_iou is not None and not 0 < float(s.switch_iou) <= 1:
+            raise ValueError(f"loss.switch_iou must be in (0, 1] or null, got {s.switch_iou}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"Objective: beta must be in [0, 1), got {beta}")
+        self.threshold = None if s.switch_iou is None or self.schedule is None else float(s.switch_iou)
+        self.warmup_end = schedule.warmup_end(int(max_steps), float(s.warmup))
+        self.beta = float(beta)
+        # the switch's state (plain numbers on the host: no device sync while it is off)
+        self.running_iou, self.spectral_end = 0.0, s.latest_spectral_end
+
+    def get_extra_state(self) -> dict:
+        return {"running_iou": self.running_iou, "spectral_end": self.spectral_end}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.running_iou, self.spectral_end = float(state["running_iou"]), int(state["spectral_end"])
+
+    def at(self, step: int) -> StepObjective:
+        """The objective of step ``step`` (given the switch's state)."""
+        s = self.settings
+        arap = arap_weight(step, s.lambda_arap, s.arap_start_iter)
+        if self.schedule is None:  # the Pixel baseline: spatial from the first step, no bands
+            return StepObjective(schedule.SPATIAL, 0.0, torch.zeros(s.num_bands), self.spatial, s.lambda_image, arap,
+                                 s.lambda_scale)
+        a = self.schedule.alpha(step)
+        phase = schedule.SPECTRAL if step < self.spectral_end else schedule.SPATIAL
+        loss = self.spectral if phase == schedule.SPECTRAL else self.spatial
+        return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)
+
+    @torch.no_grad()
+    def observe(self, step: int, alpha: Tensor, mask: Tensor) -> None:
+        """Fold step ``step``'s IoU (rendered opacity [V, H, W] against the target masks, mean over
+        the views) into the running mean and end the spectral phase when it reaches the threshold.
+        A no-op when the switch is off or the phase has ended."""
+        if self.threshold is None or step >= self.spectral_end:
+            return
+        iou = mask_iou(alpha, mask)  # the metric's IoU: thresholds 0.5, both empty counts as 1
+        self.running_iou = self.beta * self.running_iou + (1 - self.beta) * iou
+        if step + 1 >= self.warmup_end and self.running_iou >= self.threshold:
+            self.spectral_end = step + 1

@@ -1,0 +1,220 @@
+"""Every setting of a tracking run, its default and its allowed values: defined here once.
+
+`RunConfig` is the schema of ``conf/train.yaml``: `spectral_tracking.run.config.register_configs`
+stores it in Hydra's ConfigStore, so the YAML files only choose among options and hold the values
+that differ from these defaults (the paper's Table 6 in ``conf/experiment/``, a dataset's paths),
+and a key that is not here is an error. `spectral_tracking.run.config.validate` derives its checks
+from the metadata below (``choices``, ``low`` / ``high``), then adds the checks that relate two
+settings. The defaults are the tracker's; where the paper says otherwise the comment says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from omegaconf import II, MISSING, OmegaConf
+
+
+def _frac(total, fraction) -> int:
+    """``${frac:${max_steps},0.6}`` -> round(0.6 * max_steps): schedule steps that follow max_steps."""
+    return int(round(float(total) * float(fraction)))
+
+
+def _mul(a, b) -> float:
+    """``${mul:${.lr_init},0.1}`` -> 0.1 * lr_init: a setting that follows another one."""
+    return float(a) * float(b)
+
+
+for _name, _fn in (("frac", _frac), ("mul", _mul)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+def setting(default: Any = MISSING, *, choices: tuple | Callable[[], tuple] | None = None, low: float | None = None,
+            high: float | None = None, low_open: bool = False, integer: bool = False, factory=None, what: str = ""):
+    """A dataclass field with its checks (read by `spectral_tracking.run.config.validate`):
+    ``choices`` (a tuple, or a function returning one, for registries imported on use), a range
+    ``[low, high]`` (``(low, high]`` with ``low_open``), ``integer``, and ``what``: the unit or
+    meaning named in the error message."""
+    metadata = {k: v for k, v in dict(choices=choices, low=low, high=high, low_open=low_open, integer=integer,
+                                      what=what).items() if v is not None and v is not False and v != ""}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_choices(settings, prefix: str) -> None:
+    """ValueError naming ``<prefix><field>`` for a field of ``settings`` outside its fixed
+    ``choices`` (the dataclasses check themselves on construction; the registries' choices, which
+    need their modules imported, and interpolations are left to
+    `spectral_tracking.run.config.validate`, which checks the composed config)."""
+    from dataclasses import fields
+
+    for f in fields(settings):
+        choices = f.metadata.get("choices")
+        value = getattr(settings, f.name)
+        if choices is None or callable(choices) or (isinstance(value, str) and value.startswith("${")):
+            continue
+        if value not in choices:
+            raise ValueError(f"{prefix}{f.name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _deformations() -> tuple:
+    from spectral_tracking.deform import DEFORMATIONS
+
+    return tuple(DEFORMATIONS)
+
+
+def _backends() -> tuple:
+    from spectral_tracking.render.render import BACKENDS
+
+    return BACKENDS
+
+
+def _protocols() -> tuple:
+    from spectral_tracking.evaluation import PROTOCOLS
+
+    return PROTOCOLS
+
+
+def _align_methods() -> tuple:
+    from spectral_tracking.tracking.align import METHODS
+
+    return METHODS
+
+
+def _expansions() -> tuple:
+    from spectral_tracking.tracking.schedule import MODES
+
+    return MODES
+
+
+# --------------------------------------------------------------------------------------------------
+# The method
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class LossSettings:
+    """The ``loss`` group: the image loss of each phase, the band schedule, ARAP (paper Table 6;
+    ``conf/experiment/`` holds its per-setting values)."""
+
+    image: str = setting("spectral", choices=("spectral", "pixel"))  # pixel: the "Pixel" baseline, spatial from step 0
+    spatial: str = setting("pixel", choices=("pixel", "lpips"))  # the image loss after the spectral phase
+    num_bands: int = setting(6, low=1, integer=True)
+    warmup: float = setting(0.2, low=0, high=1, what=" (a fraction of max_steps with only band 0 active)")
+    expansion: str = setting("log", choices=_expansions)  # tracking/schedule.py
+    # The latest step of the spectral phase (Table 6's "add pixel loss"); the overlap switch may end it earlier.
+    spectral_end: int = setting(II("frac:${max_steps},0.6"), low=0, integer=True)
+    # End the spectral phase once the running mask IoU reaches this, after the warm-up (beyond the paper;
+    # tracking/objective.py); null: at spectral_end (the paper).
+    switch_iou: Optional[float] = setting(0.8, low=0, high=1, low_open=True)
+    norm: str = setting("l1", choices=("l1", "l2"))
+    band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
+    lambda_image: float = setting(5000.0, low=0)
+    lambda_spec_mask: float = setting(0.5, low=0)
+    lambda_spec_rgb: float = setting(1.0, low=0)  # weight of the colour moments (the paper: 1; 0 = masks only)
+    lambda_bce: float = setting(0.3, low=0)
+    lambda_masked_mse: float = setting(1.0, low=0)  # the masked MSE of eq. 23 (0: the Table 3 ablation)
+    bce_eps: float = setting(1e-3, low=0, low_open=True)  # the BCE's opacity clamp (losses/photometric.py)
+    lambda_late_lpips: float = setting(1.0, low=0)
+    lpips_net: str = setting("alex", choices=("alex", "vgg"))  # the LPIPS loss's backbone (spatial=lpips)
+    lambda_arap: float = setting(1.0, low=0)
+    arap_start_iter: int = setting(II("frac:${max_steps},0.1"), low=0, integer=True)
+    lambda_scale: float = setting(0.0, low=0)  # the scale-preserving term (losses/scale.py; beyond the paper)
+
+    def __post_init__(self) -> None:
+        check_choices(self, "loss.")
+
+    def resolved(self, max_steps: int) -> "LossSettings":
+        """A copy whose settings that follow ``max_steps`` (``${frac:${max_steps},0.6}``, the
+        defaults of ``spectral_end`` and ``arap_start_iter``) are numbers: for settings made in
+        Python rather than composed by Hydra."""
+        from dataclasses import asdict
+
+        if not any(isinstance(v, str) and "${" in v for v in asdict(self).values()):
+            return self
+        node = OmegaConf.create({"max_steps": int(max_steps), "loss": asdict(self)})
+        return LossSettings(**OmegaConf.to_container(node, resolve=True)["loss"])
+
+    @property
+    def latest_spectral_end(self) -> int:
+        """The step at which the spatial phase starts at the latest (0 for the Pixel baseline)."""
+        return 0 if self.image == "pixel" else int(self.spectral_end)
+
+
+@dataclass
+class DeformSettings:
+    """The ``deform`` group: the deformation model and its learning rates (Adam, decayed
+    exponentially from ``lr_init`` to ``lr_final`` over ``lr_decay * max_steps``)."""
+
+    name: str = setting("mlp", choices=_deformations)
+    lr_init: float = setting(0.001, low=0, low_open=True)
+    lr_final: float = setting(0.0005, low=0, low_open=True)
+    rigid_lr: float = setting(0.01, low=0)  # the global rigid part (rigid, rigid_mlp), decayed by the same ratio
+    radius_lr: float = setting(II("mul:${.lr_init},0.1"), low=0)  # learnable skinning radii (kwargs.learnable_radius)
+    # The TimeNet's arithmetic (mlp, rigid_mlp): fp32 (the paper) | bf16 (autocast) | auto (bf16 where the
+    # hardware computes it natively; deform/mlp.py).
+    precision: str = setting("auto", choices=("fp32", "bf16", "auto"))
+    kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run evaluates and how it runs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EvalSettings:
+    every_n_steps: int = setting(0, low=0, integer=True)  # 0: only at the end
+    lpips: str = setting("alex", choices=("alex", "vgg", "none"))
+    progression_frames: int = setting(50, low=0, integer=True)  # frames of progression.gif (0: off)
+    protocol: str = setting("ours", choices=_protocols)  # ours (per image, range 1) | gsgd (metrics.py)
+    per_view: bool = False  # also PSNR / SSIM of each view (view_<name>_psnr)
+    export_ply: bool = False  # every frame's tracked Gaussians as PLY (frames/, in the given asset's frame)
+    videos: bool = True  # tracked.mp4 and orbit.mp4
+    export_splat: bool = False  # also frames/frame_XXXX.splat (gsplat.export_splats)
+
+
+@dataclass
+class TrainerSettings:
+    accelerator: str = setting("cpu", choices=("cpu", "gpu", "cuda"))
+    precision: Any = 32  # Lightning's precision (the TimeNet's own: deform.precision)
+    log_every_n_steps: int = setting(10, low=1, integer=True)
+    enable_progress_bar: bool = True
+    threads: Any = "auto"  # per process, torch and the C++ kernels: auto = cores / jobs at once, at most $OMP_NUM_THREADS
+
+
+@dataclass
+class RunConfig:
+    """The root of ``conf/train.yaml``. Top-level values are the ones sweeps vary
+    (``python train.py -m shift=0,0.4,0.8``)."""
+
+    dataset: Any = MISSING  # a group of its own (conf/dataset/): each reader takes its own keys
+    deform: DeformSettings = setting(factory=DeformSettings)
+    loss: LossSettings = setting(factory=LossSettings)
+    logger: Any = MISSING  # conf/logger/
+    trainer: TrainerSettings = setting(factory=TrainerSettings)
+    eval: EvalSettings = setting(factory=EvalSettings)
+
+    # The start. The benchmark moves the canonical away from frame 0's pose by `shift` (a radius in
+    # units of the normalised asset, bounding radius 0.5) in a direction drawn from `seed`.
+    shift: float = setting(0.5, low=0, what=" (a radius in units of the normalised asset)")
+    # How the tracker starts: none (the moved asset, as in the paper) | moments (translated to where
+    # the targets' mask moments put it; beyond the paper; tracking/align.py).
+    align: str = setting("moments", choices=_align_methods)
+
+    views: int = setting(1, choices=(1, 2, 4))  # training views: 1 -> [0], 2 -> [0, 180], 4 -> [0, 90, 180, 270] (azimuths)
+    seed: int = setting(0, low=0, integer=True)  # the shift's direction and the step sampling
+    max_steps: int = setting(500, low=1, integer=True)
+    resolution: int = setting(96, low=8, integer=True, what=" (square images, pixels)")
+    backend: str = setting("auto", choices=_backends)  # renderer: gsplat on CUDA, the C++ cpu one otherwise
+    num_control_points: int = setting(150, low=1, integer=True)
+    background: list = setting(factory=lambda: [1.0, 1.0, 1.0])  # targets and renders are composited over it
+    progressive_frames: float = setting(0.2, low=0, high=1, what=" (a fraction of max_steps)")  # frames join over it (GSGD)
+    finetune_appearance: bool = False  # also optimise an offset on the canonical colours (off, as in the paper)
+    appearance_lr: float = setting(0.0025, low=0)
+    arap_frames: int = setting(2, low=1, integer=True, what=" (frames sampled per step for ARAP)")
+    lr_decay: float = setting(1.0, low=0, high=1, low_open=True, what=" (a fraction of max_steps)")  # SC4D / GSGD: 0.35
+
+    ckpt_path: Optional[str] = None  # resume from this checkpoint (optimizer, LR and loss schedule included)
+    skip_finished: bool = True  # a folder holding metrics.json of the same settings is returned as is
+    out_dir: str = II("hydra:runtime.output_dir")
+    task_name: str = "track"
