@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from spectral_tracking.gaussians import random_gaussians
 from spectral_tracking.fit.strategy import (
     SpectralStrategy,
     spectral_entropy,
     spectral_split_children,
     spectral_split_children_reference,
 )
+from spectral_tracking.gaussians import random_gaussians
 
 
 def make_scene(n: int, needles: int, device: str, seed: int = 0):

@@ -2,17 +2,14 @@
 all, for Pixel and Ours, in the realistic (GART-like) setting at shift 0.6, on every preset and
 several directions. Train-view PSNR, ours beside the paper's (GART dogs, 10k steps).
 
-    python experiments/ablation_pixel_loss.py --jobs 2 [--quick] [--scale paper]
+    python -m experiments.ablation_pixel_loss --jobs 2 [--quick] [--scale paper]
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+from experiments.harness import SCALES, common_args, finish, fmt, grid, prepare, summarize
 
 SHIFT = 0.6
 TERMS = {  # the paper's column -> overrides of the spatial loss
@@ -22,7 +19,6 @@ TERMS = {  # the paper's column -> overrides of the spatial loss
     "All": [],
 }
 PAPER = {"spectral": (20.651, 20.206, 20.553, 22.058), "pixel": (16.448, 16.139, 20.003, 20.152)}
-BASE = {"cpu": ["experiment=gart_cpu"], "paper": ["experiment=gart", "dataset=synthetic_realistic", "trainer=gpu"]}
 
 
 def variants() -> dict[str, list[str]]:
@@ -43,12 +39,10 @@ def render(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     args = common_args(__doc__).parse_args(argv)
-    extra, chosen = list(args.override), variants()
+    extra, chosen = prepare(args), variants()
     if args.quick:
-        args.presets, args.seeds = args.presets[:1], args.seeds[:1]
         chosen = {k: v for k, v in chosen.items() if k.endswith(("|MSE", "|All")) and k.startswith("spectral")}
-        extra = [*QUICK, *extra]
-    todo = grid(BASE[args.scale], chosen, args.presets, args.seeds, [SHIFT], extra)
+    todo = grid(SCALES["realistic"][args.scale], chosen, args.presets, args.seeds, [SHIFT], extra)
     for case in todo:  # labels a table can group by
         case.labels["loss"], case.labels["terms"] = case.labels["variant"].split("|")
         case.name = case.name.replace("|", "-").replace(" + ", "+").replace(" ", "_")

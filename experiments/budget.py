@@ -3,7 +3,7 @@ doubled again (500 / 1000 / 2000 steps, every schedule step scaling with max_ste
 ratios), on every preset and several directions. The CPU-scale configs should use a budget at which
 doubling the steps moves the unshifted and the shift-0.8 means by < 0.5 dB (the experiments issue).
 
-    python experiments/budget.py --jobs 2 [--steps 500 1000 2000] [--quick]
+    python -m experiments.budget --jobs 2 [--steps 500 1000 2000] [--quick] [--variant defaults]
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import BCE_THEN, LOSS_NAMES, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
+from experiments.harness import LOSS_NAMES, SCALES, common_args, finish, fmt, grid, plot_curves, prepare, summarize
 
 SHIFTS = [0.0, 0.8]
-# experiments/results/budget was measured with the old BCE clamp (harness.BCE_THEN); pinned.
-BASE = {"cpu": ["experiment=sc4d_mlp_cpu", *BCE_THEN], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu", *BCE_THEN]}
 
 
 def render(rows: list[dict]) -> str:
@@ -47,12 +43,11 @@ def main(argv=None) -> int:
     ap = common_args(__doc__)
     ap.add_argument("--steps", type=int, nargs="+", default=[500, 1000, 2000])
     args = ap.parse_args(argv)
-    extra = list(args.override)
+    extra = prepare(args)
     if args.quick:
-        args.presets, args.seeds, args.steps = args.presets[:1], args.seeds[:1], [10, 20]
-        extra = [*QUICK, *extra]
+        args.steps = [10, 20]
     variants = {f"{loss}-{s}": [f"loss={loss}", f"max_steps={s}"] for s in args.steps for loss in ("spectral", "pixel")}
-    todo = grid(BASE[args.scale], variants, args.presets, args.seeds, SHIFTS, extra)
+    todo = grid(SCALES["clean"][args.scale], variants, args.presets, args.seeds, SHIFTS, extra)
     for case in todo:
         case.labels["loss"], case.labels["steps_budget"] = case.labels["variant"].split("-")
         if args.quick:  # QUICK's max_steps=20 must not override the budget: put the budget last

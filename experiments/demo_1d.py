@@ -1,6 +1,6 @@
 """Paper Fig. 2: aligning a 1D pulse from Theta_0 = 6 pulse widths, three objectives.
 
-    python experiments/demo_1d.py --out outputs/demos
+    python -m experiments.demo_1d --out outputs/demos
 
 Columns: pixel L2 (stranded: no overlap, no gradient), a static high-frequency moment k = 5 (phase
 wrapping, ends in a false minimum) and annealed spectral moments (converges). The figure shows, per

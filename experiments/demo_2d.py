@@ -1,6 +1,6 @@
 """Paper Fig. 7: a 2D pattern of Gaussians, translated and rotated to zero overlap with its target.
 
-    python experiments/demo_2d.py --out outputs/demos
+    python -m experiments.demo_2d --out outputs/demos
 
 The pattern (an asymmetric "F" of coloured, anisotropic 2D Gaussians) is moved by a rigid motion
 (translation t, rotation phi about its centre) and optimised back to the target from an initial pose

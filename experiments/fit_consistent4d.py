@@ -1,8 +1,8 @@
 """Canonical assets for the Consistent4D videos: fit frame 0 of each video with fit.py's run().
 
-    python experiments/fit_consistent4d.py                       # every video in ../shared/data/consistent4d
-    python experiments/fit_consistent4d.py --names blooming_rose --steps 3000 --resolution 256
-    python experiments/fit_consistent4d.py --overrides strategy=default sh_degree=0
+    python -m experiments.fit_consistent4d                       # every video in ../shared/data/consistent4d
+    python -m experiments.fit_consistent4d --names blooming_rose --steps 3000 --resolution 256
+    python -m experiments.fit_consistent4d --overrides strategy=default sh_degree=0
 
 Each video gets ``data/consistent4d/<name>/canonical.ply`` (plus fit_views.png, fit_log.csv,
 metrics.json), the path ``conf/dataset/consistent4d.yaml`` reads. A video whose metrics.json exists

@@ -3,10 +3,20 @@ one CSV row per run -> tables of means with their spread, success rates, plots.
 
 A *case* is one tracking run: a name (its folder under ``<out>/runs/``), Hydra overrides of
 ``conf/train.yaml`` and labels (the columns that say what it is: creature, loss, shift, ...). Runs
-go through the real entry point, `spectral_tracking.run.track.run`, so a finished run is skipped and an
-interrupted one resumes; a failed run is reported and the others go on. ``jobs`` runs go at once,
-each process with ``cores / jobs`` threads (``OMP_NUM_THREADS`` is set before it imports torch), so
-two jobs on two cores do not spin against each other.
+go through the real entry point, `spectral_tracking.run.track.run`, so an interrupted run resumes;
+a failed run is reported and the others go on. ``jobs`` runs go at once, each process with
+``cores / jobs`` threads (``OMP_NUM_THREADS`` is set before it imports torch), so two jobs on two
+cores do not spin against each other.
+
+**A result is reused only for the config that made it.** Every case is composed before anything
+runs and its config fingerprint (`spectral_tracking.run.folder.config_fingerprint`: every setting
+that changes what a run computes) goes into its ``results.csv`` row. A row, or a run folder's
+``metrics.json``, whose fingerprint differs from the case now asked for (a changed default, a
+changed override) is run again, never reused.
+
+The scripts share their arguments (`common_args`): ``--scale cpu|paper`` picks the settings'
+experiment config (`SCALES`), ``--variant`` adds named variants (`experiments.variants`) to every
+case, ``--quick`` turns every script into a handful of tiny runs (`QUICK`, applied by `prepare`).
 """
 
 from __future__ import annotations
@@ -25,30 +35,27 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from experiments.variants import VARIANTS, overrides_of
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
-# Image and 3D metrics every table reports (metrics.json keys; spatial_from: the step at which the
-# spatial phase started, 0 for Pixel); a missing one is left empty.
+# Image and 3D metrics every table reports (metrics.json keys; spectral_end: the step at which the
+# spectral phase ended, 0 for Pixel); a missing one is left empty.
 METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "novel_psnr", "novel_ssim", "novel_lpips",
-           "3d_mean_error", "3d_size_ratio", "initial_iou", "spatial_from", "steps", "seconds"]
+           "3d_mean_error", "3d_size_ratio", "initial_iou", "spectral_end", "steps", "seconds"]
 
-# The paper's protocol: the optimiser starts from the shifted asset and switches to the spatial loss
-# at spectral_end. The tracker's default start,
-# align=moments (spectral_tracking/tracking/align.py), first moves it to where the targets' moments put it,
-# which undoes most of the shift for Ours and Pixel alike; the experiments measure the method
-# itself, so every case starts from align=none, with the fixed switch (loss.switch_iou=null, not the
-# tracker's default overlap switch, spectral_tracking/tracking/switch.py), unless its own overrides say
-# otherwise (the ablation_method variants align*, or --override align=moments --override
-# loss.switch_iou=0.8: the tracker's defaults).
-PROTOCOL = ["align=none", "loss.switch_iou=null"]
-
-# The BCE's opacity clamp before 2026-12-01 (loss.bce_eps=1e-6, now 1e-3): the scripts whose committed
-# rows were measured with it (ablation_method, budget) pin it, so that rerunning reproduces them.
-# (The TimeNet's precision is not pinned: rows measured in float32 rerun under bf16 within the
-# run-to-run spread, experiments/results/ablation_bf16.)
 LOSS_NAMES = {"spectral": "Ours", "pixel": "Pixel"}  # the `loss` config as the tables and figures name it
-BCE_THEN = ["loss.bce_eps=1e-6"]
+
+# The benchmark settings at each scale: cpu (500 steps, 96 px, 150 control points, 6 bands: the
+# paper's Table 6 ratios) and paper (Table 6 itself: 10k steps, 512 px, 800 control points, on a GPU).
+SCALES = {
+    "clean": {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]},
+    "clean_direct": {"cpu": ["experiment=sc4d_direct_cpu"],
+                     "paper": ["experiment=sc4d_direct", "dataset=synthetic", "trainer=gpu"]},
+    "realistic": {"cpu": ["experiment=gart_cpu"], "paper": ["experiment=gart", "dataset=synthetic_realistic", "trainer=gpu"]},
+    "real": {"cpu": ["experiment=gart_cpu"], "paper": ["experiment=gart", "trainer=gpu"]},  # the dataset is the case's own
+}
 
 # Overrides for --quick: tiny runs that exercise the whole pipeline in seconds.
 QUICK = ["resolution=32", "max_steps=20", "num_control_points=16", "dataset.frames=4", "loss.num_bands=3",
@@ -81,8 +88,11 @@ def grid(base: Sequence[str], variants: dict[str, list[str]], presets: Sequence[
     return out
 
 
-def common_args(description: str, default_seeds=(0, 1)):
-    """The arguments every experiment script takes."""
+def common_args(description: str, default_seeds=(0, 1), default_variants=("paper",)):
+    """The arguments every experiment script takes. ``default_variants``: the named variants
+    (`experiments.variants`) applied to every case unless ``--variant`` says otherwise; the paper's
+    tables default to ``paper`` (the paper's start and fixed switch), ``--variant defaults`` runs
+    the tracker's defaults."""
     import argparse
 
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,10 +101,25 @@ def common_args(description: str, default_seeds=(0, 1)):
     ap.add_argument("--quick", action="store_true", help="a handful of tiny runs (used by the tests)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds), help="shift directions per creature")
     ap.add_argument("--presets", nargs="+", default=PRESETS)
+    ap.add_argument("--variant", nargs="+", default=list(default_variants),
+                    help=f"named variants applied to every case, composed with '+' ({', '.join(VARIANTS)}; experiments/variants.py)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     return ap
+
+
+def prepare(args) -> list[str]:
+    """The overrides every case of a script gets after its own: ``--variant``, ``--quick``'s
+    (trimming presets and seeds to the first), then ``--override``. Call once after parsing."""
+    try:
+        extra = overrides_of(args.variant)
+    except ValueError as e:
+        raise SystemExit(f"error: --variant: {e}") from None
+    if args.quick:
+        args.presets, args.seeds = args.presets[:1], args.seeds[:1]
+        extra += QUICK
+    return [*extra, *args.override]
 
 
 def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=None) -> int:
@@ -107,8 +132,9 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
         print("no finished runs yet", file=sys.stderr)
         return 1
     write_csv(rows, out / "results.csv")
-    text = (f"{caption}\nScale: {args.scale}{' (quick)' if args.quick else ''}; presets {', '.join(args.presets)}; "
-            f"directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs finished. "
+    variants = " ".join(getattr(args, "variant", [])) or "-"
+    text = (f"{caption}\nScale: {args.scale}{' (quick)' if args.quick else ''}; variant: {variants}; presets "
+            f"{', '.join(args.presets)}; directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs finished. "
             f"Metrics: per image, data range 1, mean over frames x views.\n\n{table_fn(rows)}")
     (out / "table.md").write_text(text)
     if plot_fn is not None:
@@ -119,58 +145,73 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
 
 
 def compose_case(case: Case, out_dir: str = "/tmp/unused"):
-    """The resolved config of a case (without running it): checks that its overrides compose."""
-    from hydra import compose, initialize_config_dir
+    """The resolved config of a case (without running it)."""
     from omegaconf import OmegaConf
 
-    import spectral_tracking.run.config  # noqa: F401  (resolvers)
+    from spectral_tracking.run.config import compose
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*PROTOCOL, *case.overrides, f"out_dir={out_dir}", "logger=csv"])
+    cfg = compose(["eval.videos=false", *case.overrides, f"out_dir={out_dir}", "logger=csv"])
     OmegaConf.resolve(cfg)
     return cfg
 
 
-def _run_one(name: str, overrides: list[str], out_dir: str) -> tuple[str, dict | None, str | None, float]:
+def fingerprint(case: Case) -> str:
+    """The config fingerprint of a case: what its run records in ``run_meta.json``."""
+    from spectral_tracking.run.folder import config_fingerprint
+
+    return config_fingerprint(compose_case(case))
+
+
+def _run_one(name: str, overrides: list[str], out_dir: str, fresh: bool) -> tuple[str, dict | None, str | None, float]:
     """Worker: compose the config and call the entry point (in a fresh process)."""
     start = time.time()
     try:
-        from hydra import compose, initialize_config_dir
-
-        import spectral_tracking.run.config  # noqa: F401  (resolvers)
+        from spectral_tracking.run.config import compose
         from spectral_tracking.run.track import run
 
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            # Experiments need the metrics, not the per-run videos.
-            cfg = compose("train", overrides=["eval.videos=false", *PROTOCOL, *overrides, f"out_dir={out_dir}",
-                                              "logger=csv"])
+        # Experiments need the metrics, not the per-run videos.
+        cfg = compose(["eval.videos=false", *overrides, f"out_dir={out_dir}", "logger=csv",
+                       *(["skip_finished=false"] if fresh else [])])
         return name, run(cfg)["metrics"], None, time.time() - start
     except Exception as e:  # one failed run must not stop the others
         return name, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", time.time() - start
 
 
+def _folder_fingerprint(folder: Path) -> str | None:
+    meta = folder / "run_meta.json"
+    try:
+        return json.loads(meta.read_text()).get("config_fingerprint") if meta.exists() else None
+    except json.JSONDecodeError:
+        return None
+
+
 def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None = None) -> dict[str, dict]:
-    """Run every case not finished yet into ``out/runs/<name>``; returns name -> metrics of the
-    finished ones. Prints one line per run, and the failed runs at the end (their traceback goes to
-    ``out/runs/<name>/failed.txt``)."""
+    """Run every case not finished yet into ``out/runs/<name>``; returns name -> metrics (with the
+    case's ``fingerprint``) of the finished ones. A case is finished when its run folder's
+    ``metrics.json``, or its row of a committed ``results.csv`` (the run folders stay on the
+    machine that made them; the CSV travels with the repo), carries the case's fingerprint; a
+    folder or row made by another config is run again. Prints one line per run, and the failed
+    runs at the end (their traceback goes to ``out/runs/<name>/failed.txt``)."""
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ValueError("run_cases: case names must be unique")
-    # Finished runs: their metrics.json, or their row in a results.csv committed by an earlier
-    # sitting (the run folders stay on the machine that made them; the CSV travels with the repo).
     recorded = {r["name"]: r for r in read_csv(out / "results.csv")} if (out / "results.csv").exists() else {}
-    done, todo = {}, []
+    done, todo, stale = {}, [], 0
     for c in cases:
-        metrics_path = runs / c.name / "metrics.json"
-        if metrics_path.exists():
-            done[c.name] = json.loads(metrics_path.read_text())["metrics"]
-        elif c.name in recorded:
-            done[c.name] = {k: v for k, v in recorded[c.name].items() if k not in c.labels and k != "name"}
+        fp = fingerprint(c)
+        folder = runs / c.name
+        row = recorded.get(c.name)
+        if (folder / "metrics.json").exists() and _folder_fingerprint(folder) == fp:
+            done[c.name] = {**json.loads((folder / "metrics.json").read_text())["metrics"], "fingerprint": fp}
+        elif row is not None and row.get("fingerprint") == fp:
+            done[c.name] = {k: v for k, v in row.items() if k not in c.labels and k != "name"}
         else:
-            todo.append(c)
-    print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run, {jobs} at a time", flush=True)
+            stale += row is not None or folder.exists()
+            todo.append((c, fp, folder.exists()))
+    print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run ({stale} of them made by another config), "
+          f"{jobs} at a time", flush=True)
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // max(1, jobs))
     failed = []
@@ -178,7 +219,11 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the worker processes before torch loads
     try:
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, c.name, c.overrides, str(runs / c.name)) for c in todo]
+            futures = {}
+            for c, fp, exists in todo:
+                # a folder of another config: started over (a folder of this config resumes)
+                fresh = exists and _folder_fingerprint(runs / c.name) not in (None, fp)
+                futures[pool.submit(_run_one, c.name, c.overrides, str(runs / c.name), fresh)] = fp
             for i, fut in enumerate(as_completed(futures), 1):
                 name, metrics, error, seconds = fut.result()
                 if metrics is None:
@@ -187,7 +232,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
                     (runs / name / "failed.txt").write_text(error or "failed")
                     print(f"[{i}/{len(todo)}] {name}: FAILED ({error.splitlines()[0] if error else ''})", flush=True)
                 else:
-                    done[name] = metrics
+                    done[name] = {**metrics, "fingerprint": futures[fut]}
                     print(f"[{i}/{len(todo)}] {name}: train PSNR {metrics.get('train_psnr', float('nan')):.2f} "
                           f"({seconds:.0f} s)", flush=True)
     finally:
@@ -207,7 +252,8 @@ def rows_of(cases: Iterable[Case], metrics: dict[str, dict]) -> list[dict]:
         if c.name in metrics:
             m = metrics[c.name]
             per_view = {k: v for k, v in m.items() if k.startswith("view_")}  # with eval.per_view=true
-            rows.append({"name": c.name, **c.labels, **{k: m.get(k) for k in METRICS}, **per_view})
+            rows.append({"name": c.name, **c.labels, **{k: m.get(k) for k in METRICS}, **per_view,
+                         "fingerprint": m.get("fingerprint")})
     return rows
 
 

@@ -3,7 +3,7 @@ versus the shift radius, Ours and Pixel, on every preset and several directions.
 view (0 deg, always trained on) and the side view (90 deg: novel for 1 and 2 views) and the 3D
 error.
 
-    python experiments/multiview.py --jobs 2 [--quick] [--scale paper]
+    python -m experiments.multiview --jobs 2 [--quick] [--scale paper] [--variant defaults]
 """
 
 from __future__ import annotations
@@ -11,14 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import LOSS_NAMES, QUICK, common_args, finish, fmt, grid, plot_curves, summarize  # noqa: E402
+from experiments.harness import LOSS_NAMES, SCALES, common_args, finish, fmt, grid, plot_curves, prepare, summarize
 
 SHIFTS = [0.0, 0.4, 0.8]
 VIEWS = [1, 2, 4]
-BASE = {"cpu": ["experiment=sc4d_mlp_cpu", "eval.per_view=true"],
-        "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu", "eval.per_view=true"]}
 FRONT, SIDE = "view_0.0_psnr", "view_90.0_psnr"
 
 
@@ -51,11 +47,10 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 def main(argv=None) -> int:
     args = common_args(__doc__).parse_args(argv)
-    extra, shifts, views = list(args.override), SHIFTS, VIEWS
+    extra, shifts, views = prepare(args), SHIFTS, VIEWS
     if args.quick:
-        args.presets, args.seeds, shifts, views = args.presets[:1], args.seeds[:1], [0.8], [1, 2]
-        extra = [*QUICK, *extra]
-    todo = grid(BASE[args.scale], variants(views), args.presets, args.seeds, shifts, extra)
+        shifts, views = [0.8], [1, 2]
+    todo = grid([*SCALES["clean"][args.scale], "eval.per_view=true"], variants(views), args.presets, args.seeds, shifts, extra)
     for case in todo:
         case.labels["loss"], case.labels["views"] = case.labels["variant"].split("-v")
     return finish("multiview", args, todo, render, "Views 1, 2, 4 versus shift (Fig. 11).", plot_fn=plot)

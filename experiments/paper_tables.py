@@ -3,18 +3,13 @@ at shift 0.5 (Table 1) or 0 (Table 4), on every preset of the synthetic benchmar
 SC4D's clean setting) and several directions. Columns as in the paper: LPIPS, PSNR, SSIM on the
 training view and NV-LPIPS, NV-PSNR, NV-SSIM on novel views, ours beside the paper's.
 
-    python experiments/table1.py --jobs 2      # shift 0.5
-    python experiments/table4.py --jobs 2      # shift 0
+    python -m experiments.table1 --jobs 2      # shift 0.5
+    python -m experiments.table4 --jobs 2      # shift 0
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import LOSS_NAMES, QUICK, common_args, finish, fmt, grid, summarize  # noqa: E402
+from experiments.harness import LOSS_NAMES, SCALES, common_args, finish, fmt, grid, prepare, summarize
 
 # The paper's numbers (SC4D data, its Table 1 at shift 0.5 and Table 4 at shift 0), in the column
 # order of COLUMNS.
@@ -43,8 +38,7 @@ PAPER = {
 SHIFT = {1: 0.5, 4: 0.0}
 COLUMNS = [("train_lpips", "LPIPS"), ("train_psnr", "PSNR"), ("train_ssim", "SSIM"),
            ("novel_lpips", "NV-LPIPS"), ("novel_psnr", "NV-PSNR"), ("novel_ssim", "NV-SSIM")]
-EXPERIMENT = {"cpu": {"mlp": "sc4d_mlp_cpu", "direct": "sc4d_direct_cpu"},
-              "paper": {"mlp": "sc4d_mlp", "direct": "sc4d_direct"}}
+SETTING = {"mlp": "clean", "direct": "clean_direct"}  # harness.SCALES
 
 
 def variants(scale: str) -> dict[str, list[str]]:
@@ -52,10 +46,7 @@ def variants(scale: str) -> dict[str, list[str]]:
     for deform in ("mlp", "direct"):
         for spatial in ("lpips", "pixel"):
             for loss in ("pixel", "spectral"):
-                overrides = [f"experiment={EXPERIMENT[scale][deform]}", f"loss={loss}", f"loss.spatial={spatial}"]
-                if scale == "paper":
-                    overrides += ["dataset=synthetic", "trainer=gpu"]
-                out[f"{deform}-{spatial}-{loss}"] = overrides
+                out[f"{deform}-{spatial}-{loss}"] = [*SCALES[SETTING[deform]][scale], f"loss={loss}", f"loss.spatial={spatial}"]
     return out
 
 
@@ -82,12 +73,11 @@ def table(number: int):
 def main(number: int, argv=None) -> int:
     ap = common_args(f"Table {number} of the paper (shift {SHIFT[number]}).")
     args = ap.parse_args(argv)
-    extra = list(args.override)
+    extra = prepare(args)
     chosen = variants(args.scale)
     if args.quick:
-        args.presets, args.seeds = args.presets[:1], args.seeds[:1]
         chosen = {k: v for k, v in chosen.items() if k.startswith("mlp-pixel")}
-        extra = [*QUICK, "eval.lpips=alex", *extra]
+        extra += ["eval.lpips=alex"]
     todo = grid([], chosen, args.presets, args.seeds, [SHIFT[number]], extra)
     caption = f"Table {number} (shift {SHIFT[number]}): mean over creatures and directions."
     return finish(f"table{number}", args, todo, table(number), caption)

@@ -1,6 +1,6 @@
 """Paper Fig. 8: the frequency annealing schedule, alpha(t) and the band weights w_k(t).
 
-    python experiments/schedule_plot.py --out outputs/demos [--preset sc4d_mlp] [--mode log]
+    python -m experiments.schedule_plot --out outputs/demos [--preset sc4d_mlp] [--mode log]
 
 Draws alpha(t) and w_k(t) (eq. 7) for one of the paper's presets (Table 6) with the warm-up and the
 switch to the spatial phase (spectral_end) marked, for each annealed expansion mode side by side, and
@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from spectral_tracking.run.config import PAPER_PRESETS, experiment_schedule
-from spectral_tracking.tracking.schedule import ANNEALED_MODES as MODES, SpectralSchedule
+from spectral_tracking.tracking.schedule import ANNEALED_MODES as MODES
+from spectral_tracking.tracking.schedule import SpectralSchedule
 
 
 def schedule_table(schedule: SpectralSchedule, steps: list[int]) -> list[str]:

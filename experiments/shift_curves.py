@@ -7,9 +7,10 @@ sequence from the shifted start. Writes ``experiments/results/shift_curves[_<sca
 ``results.csv`` (one row per run), ``table.md`` (means over creatures and directions, with the
 per-creature min/max, the gain Ours - Pixel and the success rate) and ``shift_curves.png``.
 
-    python experiments/shift_curves.py --jobs 2                 # CPU scale (experiment=sc4d_mlp_cpu)
-    python experiments/shift_curves.py --scale paper --jobs 1   # Table 6 at 512 px, 10k steps (GPU)
-    python experiments/shift_curves.py --quick                  # a handful of tiny runs (the tests)
+    python -m experiments.shift_curves --jobs 2                    # CPU scale, the paper's protocol
+    python -m experiments.shift_curves --variant defaults --jobs 2 # the tracker's defaults
+    python -m experiments.shift_curves --scale paper --jobs 1      # Table 6 at 512 px, 10k steps (GPU)
+    python -m experiments.shift_curves --quick                     # a handful of tiny runs (the tests)
 
 Rerunning skips finished runs, so an interrupted sweep continues where it stopped.
 Success (per shifted run): final train-view PSNR within 1 dB of the same creature/direction/loss
@@ -21,13 +22,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import LOSS_NAMES, QUICK, Case, common_args, finish, fmt, plot_curves, success_rates, summarize  # noqa: E402
+from experiments.harness import LOSS_NAMES, SCALES, Case, common_args, finish, fmt, plot_curves, prepare, success_rates, summarize
 
 SHIFTS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
 LOSSES = LOSS_NAMES  # Ours first: the tables' gain column is Ours - Pixel
-SCALES = {"cpu": ["experiment=sc4d_mlp_cpu"], "paper": ["experiment=sc4d_mlp", "dataset=synthetic", "trainer=gpu"]}
 
 
 # (column, title, digits): the issue's PSNR / SSIM / LPIPS on training and novel views, 3D error and size ratio
@@ -44,7 +42,7 @@ def cases(scale: str, presets, shifts, seeds, extra=()) -> list[Case]:
                 for loss in LOSSES:
                     out.append(Case(
                         name=f"{preset}_{loss}_shift{shift:g}_seed{seed}",
-                        overrides=[*SCALES[scale], f"dataset.preset={preset}", f"loss={loss}", f"shift={shift}",
+                        overrides=[*SCALES["clean"][scale], f"dataset.preset={preset}", f"loss={loss}", f"shift={shift}",
                                    f"seed={seed}", *extra],
                         labels={"creature": preset, "loss": loss, "shift": shift, "seed": seed},
                     ))
@@ -84,10 +82,9 @@ def main(argv=None) -> int:
     ap = common_args(__doc__, default_seeds=(0, 1, 2, 3))
     ap.add_argument("--shifts", type=float, nargs="+", default=SHIFTS)
     args = ap.parse_args(argv)
-    extra = list(args.override)
+    extra = prepare(args)
     if args.quick:
-        args.presets, args.seeds, args.shifts = args.presets[:1], args.seeds[:1], [0.0, 0.8]
-        extra = [*QUICK, *extra]
+        args.shifts = [0.0, 0.8]
     todo = cases(args.scale, args.presets, args.shifts, args.seeds, extra)
     return finish("shift_curves", args, todo, table, "Shift curves (Fig. 4 / 13): Ours vs Pixel versus the shift radius.",
                   plot_fn=plot)

@@ -1,10 +1,10 @@
 """Table 2 of the paper and the real sequences (Fig. 13): the realistic (GART-like) setting at shift
 0.6 per creature, Pixel vs Ours; the real donut asset with each of its motions; and each Consistent4D
 video in ../shared/data/consistent4d (training view only, no 3D truth: PSNR / SSIM / LPIPS and the
-mask IoU). The Consistent4D canonicals are fitted first (experiments/fit_consistent4d.py; skipped
+mask IoU). The Consistent4D canonicals are fitted first (python -m experiments.fit_consistent4d; skipped
 when done). Parts whose data is absent are skipped with a message.
 
-    python experiments/table2.py --jobs 2 [--quick] [--scale paper]
+    python -m experiments.table2 --jobs 2 [--quick] [--scale paper] [--variant defaults]
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import QUICK, REPO, Case, common_args, finish, fmt, grid, summarize  # noqa: E402
+from experiments.harness import REPO, SCALES, Case, common_args, finish, fmt, grid, prepare, summarize
 
 SHIFT = 0.6
 SHARED = Path(os.environ.get("SPECTRAL_TRACKING_SHARED", REPO.parent / "shared"))
 LOSSES = ("pixel", "spectral")
-BASE = {"cpu": ["experiment=gart_cpu"], "paper": ["experiment=gart", "dataset=synthetic_realistic", "trainer=gpu"]}
-REAL_BASE = {"cpu": ["experiment=gart_cpu"], "paper": ["experiment=gart", "trainer=gpu"]}
 DONUT_MOTIONS = ("bend", "twist", "squash")
 PAPER_DOGS = {  # Table 2: LPIPS, PSNR, SSIM for Pixel / Ours
     "Alaskan": ((0.2875, 0.2664), (20.0056, 20.6333), (0.8793, 0.8845)),
@@ -40,7 +36,7 @@ def real_cases(scale: str, seeds, extra, quick: bool) -> list[Case]:
             for loss in LOSSES:
                 for seed in seeds:
                     out.append(Case(f"donut_{motion}_{loss}_seed{seed}",
-                                    [*REAL_BASE[scale], "dataset=donut", f"dataset.motion={motion}", f"loss={loss}",
+                                    [*SCALES["real"][scale], "dataset=donut", f"dataset.motion={motion}", f"loss={loss}",
                                      f"shift={SHIFT}", f"seed={seed}", *extra],
                                     {"variant": loss, "creature": f"donut/{motion}", "shift": SHIFT, "seed": seed}))
     else:
@@ -50,14 +46,14 @@ def real_cases(scale: str, seeds, extra, quick: bool) -> list[Case]:
     if not names:
         print(f"consistent4d: no videos under {videos}, skipped", flush=True)
     elif not quick:
-        import fit_consistent4d
+        from experiments import fit_consistent4d
 
         fit_consistent4d.main(["--names", *names])  # skipped per video when already fitted
         for name in names:
             for loss in LOSSES:
                 for seed in seeds:
                     out.append(Case(f"c4d_{name}_{loss}_seed{seed}",
-                                    [*REAL_BASE[scale], "dataset=consistent4d", f"dataset.name={name}", f"loss={loss}",
+                                    [*SCALES["real"][scale], "dataset=consistent4d", f"dataset.name={name}", f"loss={loss}",
                                      f"shift={SHIFT}", f"seed={seed}", *extra],
                                     {"variant": loss, "creature": f"c4d/{name}", "shift": SHIFT, "seed": seed}))
     return out
@@ -85,11 +81,8 @@ def render(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     args = common_args(__doc__).parse_args(argv)
-    extra = list(args.override)
-    if args.quick:
-        args.presets, args.seeds = args.presets[:1], args.seeds[:1]
-        extra = [*QUICK, *extra]
-    todo = grid(BASE[args.scale], {loss: [f"loss={loss}"] for loss in LOSSES}, args.presets, args.seeds, [SHIFT], extra)
+    extra = prepare(args)
+    todo = grid(SCALES["realistic"][args.scale], {loss: [f"loss={loss}"] for loss in LOSSES}, args.presets, args.seeds, [SHIFT], extra)
     todo += real_cases(args.scale, args.seeds, extra, args.quick)
     return finish("table2", args, todo, render, f"Table 2 and real sequences, shift {SHIFT}, realistic settings (gart ratios).")
 

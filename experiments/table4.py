@@ -1,11 +1,8 @@
-"""Table 4 of the paper (see paper_tables.py): python experiments/table4.py [--jobs 2] [--quick] [--scale paper]"""
+"""Table 4 of the paper (see paper_tables.py): python -m experiments.table4 [--jobs 2] [--quick] [--scale paper]"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_tables import main  # noqa: E402
+from experiments.paper_tables import main
 
 if __name__ == "__main__":
     sys.exit(main(4))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence as SequenceType
+from typing import Any, Mapping
+from typing import Sequence as SequenceType
 
 from spectral_tracking.gaussians import Gaussians, PathLike, load_ply
 

@@ -1,9 +1,68 @@
-"""Errors whose message tells the user what to change; the entry points print them as one line.
+"""Every exception the package raises on purpose, in one place, and which of them are the user's to fix.
 
-`ConfigError` lives here, at the bottom of the package, so that every layer (data readers, fitting,
-the run) can raise it without importing the config layer (`spectral_tracking.run.config` re-exports it).
+`USER_ERRORS` are the errors whose message says what to change (a setting, a file, a folder): the
+entry points (``train.py``, ``fit.py``, the console scripts) print them as one line and exit with
+status 2, without a stack trace. The rest report an interrupted run or a missing optional part.
 """
 
 
+# --- the user's to fix: one line, exit status 2 ----------------------------------------------------
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and what is expected."""
+
+
+class DataError(Exception):
+    """Data that cannot be used as given; the message names the file and what was expected."""
+
+
+class SequenceFormatError(DataError, ValueError):
+    """A sequence (or a file in it) does not have the expected layout or content."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A dataset's folder or file is absent; the message names the expected path and layout."""
+
+
+class FitInputError(DataError, ValueError):
+    """The images or settings given to the fit cannot work; the message says what and where
+    (problems the data layer finds while reading are re-raised as this, with the same message)."""
+
+
+class PLYFormatError(ValueError):
+    """A PLY file that is not a usable 3DGS asset; the message names the file and the problem."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """No loadable checkpoint where one was expected; the message names the file and what to do."""
+
+
+class RunRefused(ConfigError):
+    """The folder holds another run (different settings): nothing is written into it."""
+
+
+class RunFolderBusy(ConfigError):
+    """Another live process holds the run folder's lock."""
+
+
+USER_ERRORS = (ConfigError, DataError, PLYFormatError, CorruptCheckpointError, FileNotFoundError)
+
+
+# --- not the user's settings ------------------------------------------------------------------------
+class RunInterrupted(Exception):
+    """The run stopped on a signal after saving a checkpoint; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LPIPSWeightsMissing(FileNotFoundError):
+    """The converted LPIPS weight file is not in the cache."""
+
+
+class NativeBuildError(RuntimeError):
+    """A C++ kernel could not be built or loaded (no compiler, a compile error, a load error)."""
+
+
+class ViewerUnavailable(RuntimeError):
+    """viser is not installed."""

@@ -9,7 +9,6 @@ from torch import Tensor
 from spectral_tracking.data.sequence import STANDARD_RADIUS
 from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metrics, mask_iou
 
-
 PROTOCOLS = ("ours", "gsgd")
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spectral_tracking.errors import PLYFormatError  # noqa: F401  (raised here)
+
 SH_C0 = 0.28209479177387814
 
 PathLike = Union[str, Path]
@@ -253,10 +255,6 @@ _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", 
 
 def _rest_names(num_rest: int) -> list[str]:
     return [f"f_rest_{i}" for i in range(num_rest)]
-
-
-class PLYFormatError(ValueError):
-    """A PLY file that is not a usable 3DGS asset; the message names the file and the problem."""
 
 
 def read_ply(path: Path):

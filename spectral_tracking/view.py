@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spectral_tracking.errors import ViewerUnavailable  # noqa: F401  (raised here)
 from spectral_tracking.export import load_tracked
 from spectral_tracking.figures import upscale, upscale_factor
 from spectral_tracking.gaussians import quat_to_rotmat, rotmat_to_quat
@@ -31,10 +32,6 @@ from spectral_tracking.gaussians import quat_to_rotmat, rotmat_to_quat
 VIEWER_HINT = "the viewer needs the [viewer] extra: pip install \"spectral_tracking[viewer]\" (or: pip install viser)"
 TRAIN_COLOR = (30, 160, 70)
 NOVEL_COLOR = (40, 110, 220)
-
-
-class ViewerUnavailable(RuntimeError):
-    """viser is not installed."""
 
 
 def covariances(quats: np.ndarray, log_scales: np.ndarray) -> np.ndarray:

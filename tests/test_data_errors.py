@@ -139,7 +139,8 @@ def _compose_train(tmp_path: Path, folder, extra=()):
 # --- in process: the tracker's run(cfg) raises a user error with a one-line message --------------
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_sequence_is_a_one_line_user_error_naming_the_file(generated, tmp_path, case):
-    from spectral_tracking.run.track import UserError, run
+    from spectral_tracking.errors import USER_ERRORS as UserError
+    from spectral_tracking.run.track import run
 
     folder = _bad_copy(generated, tmp_path, case)
     with pytest.raises(UserError) as info:
@@ -239,7 +240,7 @@ def test_canonical_with_one_gaussian_is_not_coincident(tmp_path):
 
 
 def test_data_errors_are_user_errors():
-    from spectral_tracking.run.track import UserError
+    from spectral_tracking.errors import USER_ERRORS as UserError
 
     assert issubclass(SequenceFormatError, UserError) and issubclass(DataError, UserError)
     assert issubclass(PLYFormatError, UserError) and issubclass(ConfigError, UserError)

@@ -8,7 +8,7 @@ from PIL import Image
 from spectral_tracking.cameras import orbit_camera
 from spectral_tracking.data import select_views
 from spectral_tracking.data.consistent4d import load_consistent4d
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import resize_rgb_mask
 from spectral_tracking.data.gart import load_gart
 from spectral_tracking.data.rle import counts_to_rle_string, decode_coco_rle, encode_coco_rle, rle_string_to_counts

@@ -8,7 +8,7 @@ import torch
 from spectral_tracking.data.consistent4d import load_consistent4d
 from spectral_tracking.data.creatures import axis_angle
 from spectral_tracking.data.donut import bend, deform_field, donut_motion, load_donut, squash, twist
-from spectral_tracking.data.errors import DataNotFoundError
+from spectral_tracking.errors import DataNotFoundError
 from spectral_tracking.data.folder import load_sequence
 from spectral_tracking.data.synthetic import generate
 from spectral_tracking.gaussians import random_gaussians

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.folder import atomic_write, is_complete, load_sequence, write_sequence
 from spectral_tracking.data.frames import write_png
 from spectral_tracking.data.sequence import Sequence, azimuth_of_camera, normalize_scene

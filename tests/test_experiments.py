@@ -1,15 +1,11 @@
 """The experiment scripts: aggregation on hand-made rows with known answers, and each script's
 --quick version end to end (tiny runs; a rerun skips every finished run)."""
 
-import sys
-from pathlib import Path
+import importlib
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-
-import harness  # noqa: E402
+from experiments import harness
 
 
 def row(creature, loss, shift, seed, psnr, err=None, **kw):
@@ -49,7 +45,7 @@ def test_csv_round_trip(tmp_path):
 
 
 def test_shift_curves_quick_runs_and_skips_finished_runs(tmp_path, capsys):
-    import shift_curves
+    from experiments import shift_curves
 
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     rows = harness.read_csv(tmp_path / "results.csv")
@@ -68,9 +64,12 @@ PLOTS = {"multiview": "multiview.png", "budget": "budget.png"}
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsys, script):
-    module = __import__(script)
-    main = (lambda argv: module.main(argv)) if hasattr(module, "main") and script not in ("table1", "table4") else \
-        (lambda argv: __import__("paper_tables").main(int(script[-1]), argv))
+    if script in ("table1", "table4"):
+        from experiments import paper_tables
+
+        main = lambda argv: paper_tables.main(int(script[-1]), argv)  # noqa: E731
+    else:
+        main = importlib.import_module(f"experiments.{script}").main
     assert main(["--quick", "--jobs", "2", "--out", str(tmp_path)]) == 0
     rows = harness.read_csv(tmp_path / "results.csv")
     assert rows and {"name", "variant", "creature", "shift", "seed", "train_psnr", "novel_psnr"} <= set(rows[0])
@@ -86,17 +85,15 @@ def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsy
 
 def test_paper_scale_cases_compose():
     """The GPU commands (--scale paper) are written: every case of every script composes."""
-    import ablation_method
-    import ablation_pixel_loss
-    import multiview
-    import paper_tables
-    import shift_curves
+    from experiments import ablation_pixel_loss, multiview, paper_tables, shift_curves
+    from experiments.variants import VARIANTS, overrides_of
 
+    every = {name: overrides_of([name]) for name in VARIANTS}
     cases = [
         *shift_curves.cases("paper", harness.PRESETS[:1], [0.0, 0.8], [0]),
-        *harness.grid(ablation_method.BASE["paper"], ablation_method.VARIANTS, harness.PRESETS[:1], [0], [0.8]),
-        *harness.grid(ablation_pixel_loss.BASE["paper"], ablation_pixel_loss.variants(), harness.PRESETS[:1], [0], [0.6]),
-        *harness.grid(multiview.BASE["paper"], multiview.variants([1, 4]), harness.PRESETS[:1], [0], [0.8]),
+        *harness.grid(harness.SCALES["clean"]["paper"], every, harness.PRESETS[:1], [0], [0.8]),
+        *harness.grid(harness.SCALES["realistic"]["paper"], ablation_pixel_loss.variants(), harness.PRESETS[:1], [0], [0.6]),
+        *harness.grid(harness.SCALES["clean"]["paper"], multiview.variants([1, 4]), harness.PRESETS[:1], [0], [0.8]),
         *harness.grid([], paper_tables.variants("paper"), harness.PRESETS[:1], [0], [0.5]),
     ]
     for case in cases:
@@ -109,7 +106,7 @@ def test_a_committed_results_csv_counts_as_finished_runs(tmp_path, capsys):
     """A later sitting on a fresh clone has the CSV but not the run folders: nothing reruns."""
     import shutil
 
-    import shift_curves
+    from experiments import shift_curves
 
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     before = harness.read_csv(tmp_path / "results.csv")
@@ -118,3 +115,28 @@ def test_a_committed_results_csv_counts_as_finished_runs(tmp_path, capsys):
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
     assert harness.read_csv(tmp_path / "results.csv") == before
+
+
+def test_a_result_made_by_another_config_is_run_again(tmp_path, capsys, monkeypatch):
+    """Every row carries its config's fingerprint; when the config a case resolves to changes (a
+    changed default, emulated here by composing every case with one more setting, or a changed
+    override), rows and run folders of the old config are run again, never reused."""
+    import shutil
+
+    from experiments import shift_curves
+
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = harness.read_csv(tmp_path / "results.csv")
+    assert all(isinstance(r["fingerprint"], str) and len(r["fingerprint"]) == 16 for r in rows)
+    capsys.readouterr()
+    compose = harness.compose_case
+    monkeypatch.setattr(harness, "compose_case", lambda case, *a: compose(
+        harness.Case(case.name, [*case.overrides, "loss.lambda_arap=0.5"], case.labels), *a))
+    shutil.rmtree(tmp_path / "runs")  # only the committed CSV: its rows are of the old config
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "4 runs: 0 finished, 4 to run (4 of them made by another config)" in capsys.readouterr().out
+    monkeypatch.undo()
+    # a changed override: the run folders (and rows) of the old config are started over
+    assert shift_curves.main(["--quick", "--out", str(tmp_path), "--override", "loss.lambda_arap=2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 0 finished, 4 to run (4 of them made by another config)" in out and "FAILED" not in out

@@ -38,7 +38,7 @@ def test_results_notebook_draws_what_exists_and_names_the_command_for_what_is_mi
     nb = nbformat.read(NOTEBOOK.parent / "results.ipynb", as_version=4)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    with pytest.raises(nbclient.exceptions.CellExecutionError, match="ablation_suspects/results.csv is missing: run `python experiments/ablation_method.py"):
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="ablation_suspects/results.csv is missing: run `python -m experiments.ablation_method"):
         client.execute()
     outputs = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", []))
     assert "align        shift 0.8: success 100% of 2" in outputs

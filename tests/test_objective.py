@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from spectral_tracking.tracking import schedule
 from spectral_tracking.losses.image import IMAGE_LOSSES, PixelLoss, SpectralMomentLoss

@@ -14,7 +14,6 @@
 """
 
 from spectral_tracking.data.consistent4d import load_consistent4d
-from spectral_tracking.data.errors import DataError, DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.folder import load_sequence, write_sequence
 from spectral_tracking.data.gart import load_gart
 from spectral_tracking.data.nerf_synthetic import load_nerf_synthetic
@@ -24,6 +23,7 @@ from spectral_tracking.data.rle import decode_coco_rle, encode_coco_rle
 from spectral_tracking.data.sc4d import load_sc4d
 from spectral_tracking.data.sequence import Sequence, normalize_scene, normalized
 from spectral_tracking.data.views import TRAIN_AZIMUTHS, select_views
+from spectral_tracking.errors import DataError, DataNotFoundError, SequenceFormatError
 
 
 def __getattr__(name: str):

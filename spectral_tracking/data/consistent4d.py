@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import front_camera, read_rgba_frame, resize_rgb_mask
 from spectral_tracking.data.sequence import Sequence, load_asset
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.gaussians import Gaussians
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,12 +26,17 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.data.benchmark import (
-    DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name,
+    DEFAULT_GAUSSIANS,
+    DEFAULT_ROOT,
+    SETTINGS,
+    check_settings,
+    render_cached,
+    sequence_name,
 )
 from spectral_tracking.data.creatures import axis_angle
-from spectral_tracking.data.errors import DataNotFoundError
 from spectral_tracking.data.folder import load_sequence
 from spectral_tracking.data.sequence import Sequence
+from spectral_tracking.errors import DataNotFoundError
 from spectral_tracking.gaussians import Gaussians, load_ply, rotmat_to_quat
 
 REPO = Path(__file__).resolve().parents[2]

@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras, camera_problem
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import read_png, write_png
 from spectral_tracking.data.sequence import Sequence, load_asset
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.gaussians import Gaussians, save_ply
 
 PathLike = Union[str, Path]

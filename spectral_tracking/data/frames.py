@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras, look_at, orbit_camera
-from spectral_tracking.data.errors import SequenceFormatError
+from spectral_tracking.errors import SequenceFormatError
 
 
 def read_png(path: Path) -> np.ndarray:

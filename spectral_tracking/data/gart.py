@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import front_camera, read_png, resize_rgb_mask
 from spectral_tracking.data.rle import decode_coco_rle
 from spectral_tracking.data.sequence import Sequence, load_asset
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 
 GART_LAYOUT = """\
 expected GART dog layout:

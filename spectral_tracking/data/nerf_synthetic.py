@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from spectral_tracking.cameras import Cameras, camera_problem
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.sequence import Sequence
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 
 PathLike = Union[str, Path]
 

@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.sequence import Sequence, normalized
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 
 
 class Reader(Protocol):

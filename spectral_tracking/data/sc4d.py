@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.data.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.data.frames import read_rgba_frame, resize_rgb_mask
 from spectral_tracking.data.gart import require_dir
 from spectral_tracking.data.sequence import Sequence, load_asset, normalize_scene
+from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 
 SC4D_LAYOUT = """\
 expected SC4D / GSGD layout:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
-from spectral_tracking.data.errors import SequenceFormatError
 from spectral_tracking.data.frames import resize_rgb_mask
+from spectral_tracking.errors import SequenceFormatError
 from spectral_tracking.gaussians import Gaussians, PLYFormatError, load_ply
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from spectral_tracking.data.benchmark import (
-    DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name,
+    DEFAULT_GAUSSIANS,
+    DEFAULT_ROOT,
+    SETTINGS,
+    check_settings,
+    render_cached,
+    sequence_name,
 )
 from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, MOTIONS, animate, make_creature
 from spectral_tracking.data.folder import load_sequence
@@ -100,8 +105,8 @@ def contact_sheet(folders: list[Path], out: Path, shift_radius: float = 0.5, see
     shown over grey; realistic ones as stored (with their clutter)."""
     from PIL import Image, ImageDraw
 
-    from spectral_tracking.tracking.start import shift_canonical
     from spectral_tracking.render import render
+    from spectral_tracking.tracking.start import shift_canonical
 
     blocks = []
     for folder in folders:

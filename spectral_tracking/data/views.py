@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from spectral_tracking.data.errors import SequenceFormatError
 from spectral_tracking.data.sequence import Sequence, azimuth_of_camera
+from spectral_tracking.errors import SequenceFormatError
 
 # Number of training views -> their orbit azimuths in degrees.
 TRAIN_AZIMUTHS: dict[int, list[float]] = {1: [0.0], 2: [0.0, 180.0], 4: [0.0, 90.0, 180.0, 270.0]}

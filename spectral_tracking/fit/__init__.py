@@ -19,20 +19,30 @@ Nothing lost, nothing silent: every setting is checked (`check_settings`) and ``
 when it holds an earlier fit (unless ``overwrite=true``) or is a dataset's own folder (always;
 `check_out_folder`) before anything is read or written; ``out`` is created only once the inputs
 are read. Numbered PNGs have no cameras: fitting them assumes the Consistent4D front camera, which
-``data.type=consistent4d`` asks for by name. Errors of the `UserError` family are one line in fit.py.
+``data.type=consistent4d`` asks for by name. Errors of `spectral_tracking.errors.USER_ERRORS` are one line in fit.py.
 """
 
 from spectral_tracking.fit.init import init_from_ply, init_random, knn_scale
 from spectral_tracking.fit.inputs import DATA_TYPES, FitInputError, load_frame, pick_frame, source_of
 from spectral_tracking.fit.loop import (
-    DEFAULT_LR, STRATEGIES, FitResult, FitSettings, build_strategy, fit, gaussians_to_params, l1_dssim_loss,
-    make_optimizers, params_to_gaussians, pooled_psnr, render_views,
+    DEFAULT_LR,
+    STRATEGIES,
+    FitResult,
+    FitSettings,
+    build_strategy,
+    fit,
+    gaussians_to_params,
+    l1_dssim_loss,
+    make_optimizers,
+    params_to_gaussians,
+    pooled_psnr,
+    render_views,
 )
-from spectral_tracking.fit.run import UserError, check_out_folder, check_settings, run, save_views_png
+from spectral_tracking.fit.run import check_out_folder, check_settings, run, save_views_png
 from spectral_tracking.fit.strategy import SpectralStrategy
 
 __all__ = [
-    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy", "UserError",
+    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy",
     "build_strategy", "check_out_folder", "check_settings", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
     "load_frame", "make_optimizers", "params_to_gaussians", "pick_frame", "pooled_psnr", "render_views", "run",
     "save_views_png", "source_of",

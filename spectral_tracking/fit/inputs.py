@@ -13,19 +13,13 @@ from pathlib import Path
 from typing import Union
 
 from spectral_tracking.data import DataError, Sequence, detect_type, read_dataset
+from spectral_tracking.errors import FitInputError  # noqa: F401  (raised here)
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 C4D_FOVY_DEG = 49.1  # load_consistent4d's default: the rig of the Consistent4D / SC4D renders
 DATA_TYPES = ("auto", "folder", "sequence", "nerf_synthetic", "consistent4d")
 _TYPE_ALIASES = {"sequence": "folder"}  # fit.py's earlier name of the folder format
-
-
-class FitInputError(DataError, ValueError):
-    """The images or settings given to the fit cannot work; the message says what and where.
-
-    Part of the data layer's `DataError` family (problems the data layer finds while reading are
-    re-raised as this, with the same message)."""
 
 
 def _pick_views(names: list[str], views, default: list[int], source: str) -> list[int]:

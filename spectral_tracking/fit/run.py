@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spectral_tracking.run.atomic import atomic_write_text
-from spectral_tracking.errors import ConfigError
-from spectral_tracking.data import DataError
 from spectral_tracking.fit.init import init_from_ply, init_random
 from spectral_tracking.fit.inputs import FitInputError, load_frame, source_of
 from spectral_tracking.fit.loop import DEFAULT_LR, STRATEGIES, FitSettings, build_strategy, fit
-from spectral_tracking.gaussians import PLYFormatError, save_ply
+from spectral_tracking.gaussians import save_ply
+from spectral_tracking.run.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,6 @@ def _device(name: str) -> torch.device:
 
 # Errors whose message says what to change (bad input, bad setting, bad PLY): fit.py prints them as
 # one line and exits 2, without a trace. Anything else is a bug and keeps its trace.
-UserError = (DataError, PLYFormatError, ConfigError, FileNotFoundError)
 
 # What a finished fit leaves in its folder; one of these in ``out`` means there is work to lose.
 _FIT_OUTPUTS = ("canonical.ply", "metrics.json")

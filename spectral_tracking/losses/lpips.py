@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spectral_tracking.errors import LPIPSWeightsMissing  # noqa: F401  (raised here)
 from spectral_tracking.weights import BUILD_COMMAND, CACHE_ENV_VAR, LPIPS_NETS, lpips_weights_path
 
 # ScalingLayer constants of the official implementation, for inputs in [-1, 1].
@@ -36,10 +37,6 @@ MIN_SIDE = {"alex": 31, "vgg": 16}
 # VGG16 "features" configuration: conv widths, "M" = 2x2 max-pool. Taps: the last relu of each block.
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 _VGG16_TAPS = (1, 3, 6, 9, 12)  # indices (among the 13 convs) whose relu outputs are tapped
-
-
-class LPIPSWeightsMissing(FileNotFoundError):
-    """The converted LPIPS weight file is not in the cache."""
 
 
 class AlexNetFeatures(nn.Module):

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from spectral_tracking.runtime import native
+
 from ..cameras import Cameras
 from ..gaussians import Gaussians
 from .projection import Projected, TileBins, project, view_colors

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from spectral_tracking.errors import CorruptCheckpointError  # noqa: F401  (raised here)
+
 log = logging.getLogger(__name__)
 
 
@@ -68,10 +70,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO.save_checkpoint: storage_options are not supported")
         atomic_torch_save(checkpoint, Path(path))
-
-
-class CorruptCheckpointError(RuntimeError):
-    """No loadable checkpoint where one was expected; the message names the file and what to do."""
 
 
 def _load(path: Path) -> tuple[dict | None, str | None]:

@@ -29,12 +29,12 @@ def _hydra_main(config_name: str, body, job_name: str) -> None:
 def track_job(cfg):
     """The body of ``python train.py`` and ``spectral-track``: a run (or a sweep job); a user error
     is one line and exit status 2, an interrupted run exits 143 / 130 after saving a checkpoint."""
-    from spectral_tracking.run.session import RunInterrupted
-    from spectral_tracking.run.track import UserError, run_job
+    from spectral_tracking.errors import USER_ERRORS, RunInterrupted
+    from spectral_tracking.run.track import run_job
 
     try:
         result = run_job(cfg)
-    except UserError as e:  # bad config or missing data: the message says what to do, no stack trace
+    except USER_ERRORS as e:  # bad config or missing data: the message says what to do, no stack trace
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except RunInterrupted as e:  # SIGTERM / SIGINT: checkpoint saved, non-zero exit for the scheduler
@@ -45,11 +45,12 @@ def track_job(cfg):
 
 def fit_job(cfg):
     """The body of ``python fit.py`` and ``spectral-fit``: a user error is one line and exit status 2."""
-    from spectral_tracking.fit.run import UserError, run
+    from spectral_tracking.errors import USER_ERRORS
+    from spectral_tracking.fit.run import run
 
     try:
         return run(cfg)
-    except UserError as e:  # bad input or setting: the message names the file or key and what to do
+    except USER_ERRORS as e:  # bad input or setting: the message names the file or key and what to do
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spectral_tracking.errors import RunFolderBusy, RunRefused  # noqa: F401  (raised here)
 from spectral_tracking.run.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ def config_fingerprint(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     kept = {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class RunRefused(ConfigError):
-    """The folder holds another run (different settings): nothing is written into it."""
 
 
 def check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
@@ -113,10 +110,6 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int | None]:
 def read_meta(out_dir: Path) -> dict:
     meta = Path(out_dir) / "run_meta.json"
     return json.loads(meta.read_text()) if meta.exists() else {}
-
-
-class RunFolderBusy(ConfigError):
-    """Another live process holds the run folder's lock."""
 
 
 class RunLock:

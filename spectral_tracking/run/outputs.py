@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.evaluation import final_frame
+from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.run.loggers import is_wandb
 
 log = logging.getLogger(__name__)

@@ -17,15 +17,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from spectral_tracking.errors import RunInterrupted  # noqa: F401  (raised here)
 from spectral_tracking.run.atomic import AtomicCheckpointIO
-
-
-class RunInterrupted(Exception):
-    """The run stopped on a signal after saving a checkpoint; ``exit_code`` is 128 + the signal."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class ElapsedTime(pl.Callback):

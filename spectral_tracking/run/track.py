@@ -25,25 +25,21 @@ import pytorch_lightning as pl  # noqa: E402
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.run.atomic import CorruptCheckpointError, atomic_write_text
-from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
-from spectral_tracking.run.config import ConfigError, validate
-from spectral_tracking.data.errors import DataError
+from spectral_tracking.errors import ConfigError, RunInterrupted, RunRefused
 from spectral_tracking.evaluation import evaluate
-from spectral_tracking.gaussians import PLYFormatError
+from spectral_tracking.run.atomic import atomic_write_text
+from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
+from spectral_tracking.run.config import validate
+from spectral_tracking.run.folder import RunLock, config_fingerprint, finished_result, read_meta, resume_checkpoint
 from spectral_tracking.run.loggers import build_logger, finish_wandb, new_wandb_id
-from spectral_tracking.tracking.module import Targets, TrackingModule
-from spectral_tracking.tracking.objective import LossSettings
 from spectral_tracking.run.outputs import log_final, print_summary, save_result, write_outputs
-from spectral_tracking.run.folder import RunLock, RunRefused, config_fingerprint, finished_result, read_meta, resume_checkpoint
-from spectral_tracking.run.session import ElapsedTime, RunInterrupted, build_trainer, train
+from spectral_tracking.run.session import ElapsedTime, build_trainer, train
 from spectral_tracking.run.sweep import record_refused
+from spectral_tracking.tracking.module import Targets, TrackingModule
+from spectral_tracking.tracking.settings import LossSettings
 
 log = logging.getLogger(__name__)
 
-# Errors whose message tells the user what to change (bad config, missing or malformed data):
-# the entry point prints them without a stack trace.
-UserError = (ConfigError, FileNotFoundError, DataError, PLYFormatError, CorruptCheckpointError)
 
 
 def build_targets(cfg: DictConfig):

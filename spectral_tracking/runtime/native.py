@@ -61,16 +61,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from spectral_tracking.errors import NativeBuildError  # noqa: F401  (raised here)
 from spectral_tracking.runtime.paths import cache_dir as _user_cache_dir
 
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp")
 PACKAGE = Path(__file__).resolve().parents[1]
 SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 """The floating types ``S`` each kernel is instantiated for, and their function-name suffixes."""
-
-
-class NativeBuildError(RuntimeError):
-    """A C++ kernel could not be built or loaded (no compiler, a compile error, a load error)."""
 
 
 class Kernel(NamedTuple):

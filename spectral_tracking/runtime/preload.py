@@ -24,8 +24,8 @@ def stack() -> None:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        import torch  # noqa: F401
         import pytorch_lightning  # noqa: F401
+        import torch  # noqa: F401
     finally:
         gc.freeze()
         if enabled:

@@ -21,8 +21,8 @@ from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
-from spectral_tracking.tracking.objective import Objective
 from spectral_tracking.render import render
+from spectral_tracking.tracking.objective import Objective
 from spectral_tracking.tracking.schedule import SPECTRAL
 from spectral_tracking.tracking.settings import LossSettings
 

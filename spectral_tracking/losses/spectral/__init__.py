@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.runtime import native
+
 from .bands import (
     _band_matrix,
     _band_offsets,
@@ -56,7 +57,7 @@ from .bands import (
     max_frequency,
     max_num_bands,
 )
-from .cpu import _NativeSpectralLoss, _native_supported, native_kernels
+from .cpu import _native_supported, _NativeSpectralLoss, native_kernels
 from .fft import _FFTSpectralLoss, _FFTWeightedModulus, _half_plane_power
 from .moments import (
     L1_EPS,

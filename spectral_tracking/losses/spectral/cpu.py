@@ -22,6 +22,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from spectral_tracking.runtime import native
+
 from .bands import _fft_cells, max_frequency
 from .fft import _cached_plan
 

@@ -1,0 +1,288 @@
+"""Write docs/results.md from the committed result tables: ``python -m experiments.report``.
+
+docs/results.md is generated; never edit it by hand. It is put together from three sources:
+
+- ``experiments/results/<name>/table.md``: the numbers, exactly as the experiment script wrote them
+  from its ``results.csv`` (copied verbatim; no number in a table of docs/results.md comes from
+  anywhere else);
+- ``experiments/results/<name>/notes.md``: the hand-written reading of that table. It is Markdown
+  written for docs/results.md's place (links relative to ``docs/``). A line ``<!-- table -->``
+  splits it: what is above goes before the folder's table, what is below after it; without that
+  line all of it goes after;
+- `SECTIONS` below: the order, the headings, and per result folder the command that produced it,
+  its runs and its wall time on the 2-core CPU machine.
+
+A folder whose table.md no section lists is not dropped: it gets one line (its table's title and
+run count, with a link) under "Other committed results", at the end. The output is deterministic
+(fixed order, folders sorted, no timestamps), so ``--check`` can compare it with the committed file.
+
+    python -m experiments.report            # (re)write docs/results.md
+    python -m experiments.report --check    # exit 1 if docs/results.md is not what it would write
+
+Standard library only: it reads text files and writes one (no torch, no harness, no package import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+OUT = REPO / "docs" / "results.md"
+TABLE_MARKER = "<!-- table -->"
+
+
+@dataclass(frozen=True)
+class Result:
+    folder: str  # experiments/results/<folder>/
+    command: str  # run from the repository root
+    runs: str
+    wall: str  # on the 2-core CPU machine, 2 jobs; "-" where it was not recorded
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    results: tuple[Result, ...]
+
+
+ABLATION = "python -m experiments.ablation_method"
+DEFAULTS = "--variant defaults"
+PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump humanoid_twist hopper_twist"
+REALISTIC = "--setting realistic"
+
+SECTIONS: tuple[Section, ...] = (
+    Section("Robustness to the initial shift (Fig. 4, Fig. 13), the paper's start", (
+        Result("shift_curves", "python -m experiments.shift_curves --jobs 2", "224", "17.1 min"),
+    )),
+    Section("Tables 1 and 4: deformation model x LPIPS phase x loss", (
+        Result("table1", "python -m experiments.table1 --jobs 2", "64", "5.7 min"),
+        Result("table4", "python -m experiments.table4 --jobs 2", "64", "5.5 min"),
+    )),
+    Section("Table 3: the spatial-loss terms", (
+        Result("ablation_pixel_loss", "python -m experiments.ablation_pixel_loss --jobs 2", "64", "4.6 min"),
+    )),
+    Section("More views (Fig. 11)", (
+        Result("multiview", "python -m experiments.multiview --jobs 2", "144", "11.1 min"),
+    )),
+    Section("Table 2: the realistic setting and real sequences", (
+        Result("table2", "python -m experiments.table2 --jobs 2", "36",
+               "5.5 min (with fitting the two Consistent4D canonicals)"),
+    )),
+    Section("Is the CPU scale converged? Not in image PSNR", (
+        Result("budget_defaults",
+               "python -m experiments.budget --variant fixed_switch "
+               "--steps 500 1000 2000 4000 --jobs 2 --out experiments/results/budget_defaults",
+               "128", "66 min in all (the 4000-step level: 32 runs, 15.8 min)"),
+        Result("budget", "python -m experiments.budget --variant paper+bce_1e-6 --seeds 0 --jobs 2", "48", "-"),
+    )),
+    Section("Beyond the paper: the tracker's defaults", (
+        Result("shift_curves_defaults",
+               f"python -m experiments.shift_curves {DEFAULTS} --jobs 2 --out experiments/results/shift_curves_defaults",
+               "224", "16 min"),
+        Result("shift_curves_defaults_pairs",
+               f"python -m experiments.shift_curves {DEFAULTS} --override dataset.seed=1 {PAIRS} --shifts 0 0.8 1.2 "
+               "--jobs 2 --out experiments/results/shift_curves_defaults_pairs",
+               "144", "11.5 min"),
+        Result("shift_curves_align",
+               "python -m experiments.shift_curves --variant fixed_switch --jobs 2 "
+               "--out experiments/results/shift_curves_align",
+               "224", "-"),
+        Result("shift_curves_align_pairs",
+               f"python -m experiments.shift_curves --variant fixed_switch --override dataset.seed=1 {PAIRS} "
+               "--shifts 0 0.5 0.8 1.0 1.2 --jobs 2 --out experiments/results/shift_curves_align_pairs",
+               "240", "-"),
+    )),
+    Section("Tables 1 and 2 with the defaults", (
+        Result("table1_defaults",
+               f"python -m experiments.table1 {DEFAULTS} --jobs 2 --out experiments/results/table1_defaults",
+               "64", "5.8 min"),
+        Result("table2_defaults",
+               f"python -m experiments.table2 {DEFAULTS} --jobs 2 --out experiments/results/table2_defaults",
+               "36", "5.4 min"),
+        Result("table2_defaults_switch50",
+               "python -m experiments.table2 --variant defaults --override loss.switch_iou=0.5 "
+               "--presets quadruped_walk --jobs 2 --out experiments/results/table2_defaults_switch50",
+               "24", "4.4 min"),
+        Result("table2_defaults_1000",
+               f"python -m experiments.table2 {DEFAULTS} --override max_steps=1000 --jobs 2 "
+               "--out experiments/results/table2_defaults_1000",
+               "36", "8.5 min"),
+        Result("table1_defaults_native",
+               f"python -m experiments.table1 {DEFAULTS} --jobs 2 --out experiments/results/table1_defaults_native",
+               "64", "5.2 min"),
+    )),
+    Section("The start and the switch, measured", (
+        Result("ablation_views4",
+               f"{ABLATION} --variants fixed_switch paper defaults --override views=4 --override eval.per_view=true "
+               "--seeds 0 1 2 3 --shifts 0.8 --jobs 2 --out experiments/results/ablation_views4",
+               "96", "about 15 min (the defaults' 32 runs: 4.5 min)"),
+        Result("ablation_realistic",
+               f"{ABLATION} --variants fixed_switch pixel paper pixel+paper {REALISTIC} "
+               "--seeds 0 1 2 3 --shifts 0.6 --jobs 2 --out experiments/results/ablation_realistic",
+               "128", "about 20 min"),
+        Result("ablation_gate_realistic",
+               f"{ABLATION} --variants defaults pixel {REALISTIC} "
+               "--seeds 0 1 2 3 --shifts 0.6 --jobs 2 --out experiments/results/ablation_gate_realistic",
+               "64", "5 min"),
+        Result("ablation_switch_realistic",
+               f"{ABLATION} --variants fixed_switch+switch30 fixed_switch+switch45 fixed_switch+mask3 fixed_switch+appearance pixel+appearance {REALISTIC} "
+               "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_switch_realistic",
+               "80", "-"),
+        Result("ablation_maskonly_realistic",
+               f"{ABLATION} --variants fixed_switch+masks_only fixed_switch pixel {REALISTIC} "
+               "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_maskonly_realistic",
+               "48", "-"),
+        Result("ablation_realistic_2000",
+               f"{ABLATION} --variants fixed_switch pixel {REALISTIC} --override max_steps=2000 "
+               "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_realistic_2000",
+               "32", "-"),
+    )),
+)
+
+OTHER = "Other committed results"
+
+
+class ReportError(Exception):
+    """An input the report cannot be written from (a listed table missing, a folder listed twice)."""
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading (without the -1, -2 of repeated headings)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8").replace("\r\n", "\n").strip()
+
+
+def _link(folder: str, name: str) -> str:
+    return f"../experiments/results/{folder}/{name}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _notes(folder: str) -> tuple[str, str]:
+    """A folder's notes.md split at the table marker: (before the table, after it)."""
+    path = RESULTS / folder / "notes.md"
+    if not path.is_file():
+        return "", ""
+    text = _read(path)
+    lines = text.split("\n")
+    marks = [i for i, line in enumerate(lines) if line.strip() == TABLE_MARKER]
+    if len(marks) > 1:
+        raise ReportError(f"{path.relative_to(REPO)}: {TABLE_MARKER} appears {len(marks)} times (at most once)")
+    if not marks:
+        return "", text
+    i = marks[0]
+    return "\n".join(lines[:i]).strip(), "\n".join(lines[i + 1:]).strip()
+
+
+def _result_block(result: Result) -> list[str]:
+    folder = RESULTS / result.folder
+    table = folder / "table.md"
+    if not table.is_file():
+        raise ReportError(f"{table.relative_to(REPO)} is missing (listed in experiments/report.py SECTIONS)")
+    files = [f"[table.md]({_link(result.folder, 'table.md')})"]
+    if (folder / "results.csv").is_file():
+        files.append(f"[results.csv]({_link(result.folder, 'results.csv')})")
+    before, after = _notes(result.folder)
+    blocks = [
+        f"### `{result.folder}`",
+        "| command | runs | wall here | files |\n|---|---|---|---|\n"
+        f"| `{_cell(result.command)}` | {_cell(result.runs)} | {_cell(result.wall)} | {', '.join(files)} |",
+    ]
+    if before:
+        blocks.append(before)
+    blocks.append(_read(table))
+    for png in sorted(folder.glob("*.png")):
+        blocks.append(f"![{png.name}]({_link(result.folder, png.name)})")
+    if after:
+        blocks.append(after)
+    return blocks
+
+
+def _title_and_runs(table: Path) -> str:
+    """A table.md's first line and its 'N/M runs finished', for the one-line listing."""
+    text = _read(table)
+    title = text.split("\n", 1)[0].strip() if text else "(empty table.md)"
+    runs = re.search(r"\b(\d+/\d+ runs finished)", text)
+    return f"{title} {runs.group(1)}." if runs else title
+
+
+def listed_folders() -> list[str]:
+    return [r.folder for s in SECTIONS for r in s.results]
+
+
+def unlisted_folders() -> list[str]:
+    listed = set(listed_folders())
+    return sorted(p.parent.name for p in RESULTS.glob("*/table.md") if p.parent.name not in listed)
+
+
+def render() -> str:
+    """The text of docs/results.md."""
+    folders = listed_folders()
+    repeated = sorted({f for f in folders if folders.count(f) > 1})
+    if repeated:
+        raise ReportError(f"experiments/report.py SECTIONS lists {', '.join(repeated)} more than once")
+    unread = sorted(p.parent.name for p in RESULTS.glob("*/notes.md") if p.parent.name not in folders)
+    if unread:
+        raise ReportError(f"experiments/results/{unread[0]}/notes.md would not be read: "
+                          "list its folder in a section of experiments/report.py SECTIONS")
+    headings = [s.heading for s in SECTIONS] + [OTHER]
+    if len(set(map(slug, headings))) != len(headings):
+        raise ReportError("experiments/report.py SECTIONS: two headings give the same anchor")
+    blocks = [
+        "# Results",
+        "<!-- Generated by `python -m experiments.report` from experiments/results/<name>/table.md and notes.md "
+        "and the SECTIONS of experiments/report.py. Do not edit by hand: edit those, then rerun it. -->",
+        "\n".join(["- [Scale and protocol](runs.md#scale-and-protocol)"]
+                  + [f"- [{h}](#{slug(h)})" for h in headings]),
+    ]
+    for section in SECTIONS:
+        blocks.append(f"## {section.heading}")
+        for result in section.results:
+            blocks += _result_block(result)
+    blocks.append(f"## {OTHER}")
+    others = unlisted_folders()
+    blocks.append("\n".join(
+        f"- [`{name}`]({_link(name, 'table.md')}): {_title_and_runs(RESULTS / name / 'table.md')}" for name in others
+    ) if others else "None.")
+    return "\n\n".join(blocks) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if docs/results.md differs from what would be written")
+    args = ap.parse_args(argv)
+    try:
+        text = render()
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    current = OUT.read_text(encoding="utf-8") if OUT.is_file() else None
+    if args.check:
+        if current != text:
+            state = "is missing" if current is None else "is out of date"
+            print(f"docs/results.md {state}: run `python -m experiments.report` and commit the result", file=sys.stderr)
+            return 1
+        return 0
+    if current == text:
+        print("docs/results.md is up to date")
+    else:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(text, encoding="utf-8", newline="\n")
+        print(f"wrote docs/results.md ({len(SECTIONS)} sections, {len(listed_folders())} tables, "
+              f"{len(unlisted_folders())} other results listed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

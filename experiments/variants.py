@@ -1,0 +1,76 @@
+"""One registry of named variants: each is its overrides against today's defaults
+(`spectral_tracking/tracking/settings.py`), with what it is and why it exists.
+
+Kinds:
+- ``method``: the tracker's defaults and the paper's own protocol, the two the tables compare.
+- ``reading``: where the code reads the paper or a reference implementation (SC4D, GSGD)
+  differently, the other reading, kept as an option and measured (docs/method.md).
+- ``ablation``: an ingredient removed, or an idea tried and not adopted; kept so that its
+  measurement can be rerun (each says what was found).
+
+Variants compose with ``+``: ``paper+no_annealing`` is the paper's protocol without annealing
+(later overrides win).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Variant:
+    overrides: tuple[str, ...]
+    kind: str  # method | reading | ablation
+    doc: str
+
+
+VARIANTS: dict[str, Variant] = {
+    # --- method -------------------------------------------------------------------------------
+    "defaults": Variant((), "method", "the tracker's defaults (align=moments, the overlap switch at IoU 0.8)"),
+    "paper": Variant(("align=none", "loss.switch_iou=null"), "method",
+                     "the paper's protocol: the optimiser starts from the displaced asset, the spatial phase at the fixed step"),
+    "pixel": Variant(("loss=pixel",), "method", "the Pixel baseline: the spatial loss from step 0, everything else equal"),
+    # --- readings of the paper / reference code -----------------------------------------------
+    "fixed_switch": Variant(("loss.switch_iou=null",), "reading", "the paper's fixed switch at loss.spectral_end"),
+    "no_align": Variant(("align=none",), "reading", "the paper's start (the displaced asset), with the overlap switch"),
+    "band_sum": Variant(("loss.band_reduction=sum",), "reading",
+                        "eq. 22 as printed: each band sums its moments (measured: -2.7 dB unshifted; not adopted)"),
+    "svd_rot": Variant(("+deform.kwargs.rotation_source=svd",), "reading",
+                       "GSGD: control-point rotations from their neighbourhoods by SVD (measured: no effect)"),
+    "lr_hold": Variant(("lr_decay=0.35",), "reading", "SC4D / GSGD: the LRs decay over 35% of the steps, then hold (no effect)"),
+    "frames30": Variant(("progressive_frames=0.3",), "reading", "GSGD: frames phased in over 30% of the steps (no effect)"),
+    "linear": Variant(("loss.expansion=linear",), "reading",
+                      "the top frequency linear between the log ramp's end points (opens high bands earlier)"),
+    "linear_slow": Variant(("loss.expansion=linear_slow",), "reading",
+                           "the paper's 'linear growth bounded well below exponential': the log ramp's tangent (no effect)"),
+    "fp32": Variant(("deform.precision=fp32",), "reading", "the TimeNet in float32 as in the paper (bf16: within run-to-run spread)"),
+    # --- ablations ----------------------------------------------------------------------------
+    "no_annealing": Variant(("loss.expansion=none",), "ablation", "every band from step 0"),
+    "no_mask": Variant(("loss.lambda_spec_mask=0",), "ablation", "no mask moments"),
+    "no_warmup": Variant(("loss.warmup=0",), "ablation", "the bands start growing at step 0"),
+    "no_arap": Variant(("loss.lambda_arap=0",), "ablation", "no ARAP"),
+    "rigid_mlp": Variant(("deform=rigid_mlp",), "ablation", "a shared rigid term composed with the MLP"),
+    "arap100": Variant(("loss.lambda_arap=100",), "ablation", "ARAP 100x stronger (novel views +1.1 dB, unshifted -1.9 dB)"),
+    "scale_term": Variant(("loss.lambda_scale=1000",), "ablation",
+                          "the scale-preserving term (size right, depth not: 500 steps do not move the asset in depth)"),
+    "masks_only": Variant(("loss.lambda_spec_rgb=0",), "ablation", "the masks' moments only (realistic setting: worse)"),
+    "mask3": Variant(("loss.lambda_spec_mask=3",), "ablation", "mask moments 6x stronger (realistic setting: worse)"),
+    "switch30": Variant(("loss.spectral_end=${frac:${max_steps},0.3}",), "ablation",
+                        "the latest spectral step at 30% of the run (realistic setting: closer to Pixel, the earlier the better)"),
+    "switch45": Variant(("loss.spectral_end=${frac:${max_steps},0.45}",), "ablation", "the same at 45%"),
+    "appearance": Variant(("finetune_appearance=true",), "ablation", "a learned colour offset (Pixel gains more from it)"),
+    "bce_1e-6": Variant(("loss.bce_eps=1e-6",), "ablation",
+                        "the BCE's old opacity clamp (throws the asset out of the frame on some creatures)"),
+}
+
+
+def overrides_of(names: Sequence[str]) -> list[str]:
+    """The overrides of named variants, in order; a name may compose several with ``+``."""
+    out: list[str] = []
+    for name in names:
+        for part in name.split("+"):
+            if part not in VARIANTS:
+                raise ValueError(f"unknown variant {part!r} (in {name!r}); known: {', '.join(sorted(VARIANTS))}")
+            out += VARIANTS[part].overrides
+    return out
