@@ -3,7 +3,7 @@
     python fit.py data.path=data/synthetic/<sequence>                  # frame 0 of its training views
     python fit.py data.path=../shared/data/consistent4d/blooming_rose data.type=consistent4d out=data/consistent4d/blooming_rose
     python fit.py data.path=<nerf_synthetic>/lego strategy=default sh_degree=3
-    python fit.py -m strategy=default,spectral data.path=...           # compare the two strategies
+    python fit.py -m strategy=default,spectral_gs data.path=...           # compare the two strategies
 
 An `out` folder holding an earlier fit is refused unless overwrite=true; a dataset's own folder always.
 Bad input is one line on stderr and exit status 2.

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--names", nargs="*", default=None, help="videos to fit (default: all under --root)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--strategy", default="spectral", choices=["default", "spectral"])
+    ap.add_argument("--strategy", default="spectral_gs", choices=["default", "spectral_gs"])
     ap.add_argument("--force", action="store_true", help="refit videos that already have metrics.json")
     ap.add_argument("--overrides", nargs="*", default=[], help="extra conf/fit.yaml overrides, key=value")
     args = ap.parse_args(argv)

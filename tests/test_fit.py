@@ -73,7 +73,7 @@ def test_fit_tiny_scene_raises_psnr(scene):
     black = torch.zeros(3)
     before = np.mean([float(psnr(r[None], t[None])) for r, t in zip(render_views(g0, scene.cameras, black, "cpu"),
                                                                      scene.target(torch.arange(4), 0, black))])
-    strategy = build_strategy("spectral", {"refine_start_iter": 40, "refine_every": 40, "refine_stop_iter": 100})
+    strategy = build_strategy("spectral_gs", {"refine_start_iter": 40, "refine_every": 40, "refine_stop_iter": 100})
     res = fit(scene, g0, strategy, FitSettings(steps=120, log_every=40, backend="cpu", progress=False))
     assert res.metrics["psnr"] > before + 4.0, (before, res.metrics)
     assert res.metrics["psnr"] > 24.0 and res.metrics["psnr_object"] < res.metrics["psnr"]
@@ -237,7 +237,7 @@ def test_run_composes_real_config_and_writes_outputs(tmp_path, scene):
         assert (out / name).is_file(), name
     g = load_ply(out / "canonical.ply")
     assert len(g) == metrics["num_gaussians"] and g.sh_degree == 1
-    assert metrics["resolution"] == [24, 24] and metrics["strategy"] == "SpectralStrategy"
+    assert metrics["resolution"] == [24, 24] and metrics["strategy"] == "SpectralGSStrategy"
     assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"])
     png = Image.open(out / "fit_views.png")
     assert png.size == (4 * 24, 2 * 24)
@@ -258,14 +258,14 @@ def test_run_config_errors(tmp_path):
 @pytest.mark.slow
 def test_fit_entry_point_multirun_both_strategies(tmp_path, scene):
     write_nerf_synthetic(tmp_path / "scene", scene)
-    cmd = [sys.executable, str(REPO / "fit.py"), "-m", "strategy=default,spectral", f"data.path={tmp_path / 'scene'}",
+    cmd = [sys.executable, str(REPO / "fit.py"), "-m", "strategy=default,spectral_gs", f"data.path={tmp_path / 'scene'}",
            "steps=10", "resolution=16", "num_points=100", "progress=false", "backend=cpu",
            f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=${strategy}"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    for s in ("default", "spectral"):
+    for s in ("default", "spectral_gs"):
         m = json.loads((tmp_path / "sweep" / s / "metrics.json").read_text())
-        assert m["strategy"] == {"default": "DefaultStrategy", "spectral": "SpectralStrategy"}[s]
+        assert m["strategy"] == {"default": "DefaultStrategy", "spectral_gs": "SpectralGSStrategy"}[s]
         assert (tmp_path / "sweep" / s / "canonical.ply").is_file()
 
 

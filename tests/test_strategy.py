@@ -1,4 +1,4 @@
-"""Spectral entropy, the anisotropic needle split and SpectralStrategy's optimizer bookkeeping."""
+"""Spectral entropy, the anisotropic needle split and SpectralGSStrategy's optimizer bookkeeping."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 
 from spectral_tracking.gaussians import quat_to_rotmat, random_gaussians
 from spectral_tracking.fit.strategy import (
-    SpectralStrategy,
+    SpectralGSStrategy,
     needle_stats,
     select_needles,
     spectral_entropy,
@@ -136,7 +136,7 @@ def test_split_argument_errors():
     cm, _ = spectral_split_children(means, quats, log_scales, split_factor=3.0, split_offset=2.0)
     assert cm.shape == (2, 2, 3)
     with pytest.raises(ValueError, match="spectral_threshold"):
-        SpectralStrategy(spectral_threshold=1.5)
+        SpectralGSStrategy(spectral_threshold=1.5)
 
 
 def test_select_needles_worst_first_and_capped():
@@ -222,7 +222,7 @@ def _fake_info(n, width=64, height=48):
 
 def test_strategy_refine_step_splits_needles_before_gradient_densification():
     params, opts = _params_and_adam(50)
-    strat = SpectralStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=1e9, prune_opa=0.0, max_spectral_splits=10)
+    strat = SpectralGSStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=1e9, prune_opa=0.0, max_spectral_splits=10)
     strat.check_sanity(params, opts)
     state = strat.initialize_state(scene_scale=1.0)
     h_before = spectral_entropy(params["scales"]).detach()
@@ -248,7 +248,7 @@ def test_strategy_refine_step_splits_needles_before_gradient_densification():
     assert spectral_entropy(params["scales"]).min() >= 0.5
     # with the spectral split off it is DefaultStrategy: nothing grows
     params2, opts2 = _params_and_adam(50)
-    off = SpectralStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=1e9, prune_opa=0.0, spectral_split=False)
+    off = SpectralGSStrategy(refine_start_iter=0, refine_every=1, grow_grad2d=1e9, prune_opa=0.0, spectral_split=False)
     st2 = off.initialize_state()
     off.step_post_backward(params2, opts2, st2, step=1, info=_fake_info(50))
     assert len(params2["means"]) == 50 and st2["n_spectral_split"] == 0

@@ -41,10 +41,6 @@ def transforms_path(folder: PathLike, split: str = "train") -> Path:
     return Path(folder) / f"transforms_{split}.json"
 
 
-def is_nerf_synthetic(folder: PathLike) -> bool:
-    return any(Path(folder).glob("transforms_*.json"))
-
-
 def _image_path(folder: Path, file_path: str) -> Path:
     p = (folder / file_path).resolve()
     if p.suffix == "":

@@ -62,7 +62,6 @@ class Deformation(nn.Module):
     num_control_points: J, sampled from the canonical means by farthest point sampling (paper: 800).
     num_neighbors: K control points each Gaussian follows (4).
     learnable_radius: learn the per-control-point kernel radius (log scale, group "radius").
-    fps_start_index: which Gaussian FPS starts from (makes the sampling deterministic).
     skinning: False for deformations with no local motion (rigid): skips the Gaussian binding.
     check_finite: raise if a parameter holds NaN/inf when the deformation is evaluated.
     """
@@ -74,7 +73,6 @@ class Deformation(nn.Module):
         num_control_points: int = 800,
         num_neighbors: int = 4,
         learnable_radius: bool = False,
-        fps_start_index: int = 0,
         skinning: bool = True,
         check_finite: bool = True,
         rotation_source: str = "learned",
@@ -116,7 +114,7 @@ class Deformation(nn.Module):
         self.register_buffer("center", center.clone())  # [3] rigid pivot, MLP input origin
         self.asset_radius = max(radius, 1e-12)
 
-        idx = farthest_point_sampling(g.means, num_control_points, fps_start_index)
+        idx = farthest_point_sampling(g.means, num_control_points)
         self.register_buffer("control_point_index", idx)  # [J] which Gaussians became control points
         self.register_buffer("canonical_control_points", g.means[idx].clone())  # [J, 3]
 

@@ -26,13 +26,12 @@ class DirectDeformation(Deformation):
         num_control_points: int = 800,
         num_neighbors: int = 4,
         learnable_radius: bool = False,
-        fps_start_index: int = 0,
         check_finite: bool = True,
         rotation_source: str = "learned",
     ) -> None:
         super().__init__(
             canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
-            learnable_radius=learnable_radius, fps_start_index=fps_start_index, check_finite=check_finite,
+            learnable_radius=learnable_radius, check_finite=check_finite,
             rotation_source=rotation_source,
         )
         like = self.canonical_means

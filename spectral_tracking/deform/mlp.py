@@ -125,7 +125,6 @@ class MLPDeformation(Deformation):
         num_control_points: int = 800,
         num_neighbors: int = 4,
         learnable_radius: bool = False,
-        fps_start_index: int = 0,
         pos_freqs: int = 10,
         time_freqs: int = 6,
         depth: int = 8,
@@ -137,7 +136,7 @@ class MLPDeformation(Deformation):
     ) -> None:
         super().__init__(
             canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
-            learnable_radius=learnable_radius, fps_start_index=fps_start_index, check_finite=check_finite,
+            learnable_radius=learnable_radius, check_finite=check_finite,
             rotation_source=rotation_source,
         )
         self.net = TimeNet(pos_freqs, time_freqs, depth, width, skip, precision).to(self.canonical_means)

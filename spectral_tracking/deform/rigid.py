@@ -108,11 +108,10 @@ class RigidDeformation(Deformation):
         per_frame: bool = True,
         rotation: str = "axis_angle",
         num_control_points: int = 800,
-        fps_start_index: int = 0,
         check_finite: bool = True,
     ) -> None:
         super().__init__(
-            canonical, num_frames, num_control_points=num_control_points, fps_start_index=fps_start_index,
+            canonical, num_frames, num_control_points=num_control_points,
             skinning=False, check_finite=check_finite,
         )
         self.rigid = RigidMotion(num_frames, per_frame=per_frame, rotation=rotation).to(self.canonical_means)

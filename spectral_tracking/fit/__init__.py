@@ -4,7 +4,7 @@
     -> random init in the common view volume,          init.py     `init_random`, `init_from_ply`
        or a PLY
     -> L1 + 0.2 D-SSIM with gsplat's DefaultStrategy   loop.py     `fit`, `l1_dssim_loss`
-       or the Spectral-GS SpectralStrategy             strategy.py `SpectralStrategy`
+       or the Spectral-GS SpectralGSStrategy             strategy.py `SpectralGSStrategy`
     -> canonical.ply (standard 3DGS layout, what       run.py      `run(cfg)` (conf/fit.yaml)
        train.py consumes) + fit_views.png + metrics.json
 
@@ -39,10 +39,10 @@ from spectral_tracking.fit.loop import (
     render_views,
 )
 from spectral_tracking.fit.run import check_out_folder, check_settings, run, save_views_png
-from spectral_tracking.fit.strategy import SpectralStrategy
+from spectral_tracking.fit.strategy import SpectralGSStrategy
 
 __all__ = [
-    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralStrategy",
+    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralGSStrategy",
     "build_strategy", "check_out_folder", "check_settings", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
     "load_frame", "make_optimizers", "params_to_gaussians", "pick_frame", "pooled_psnr", "render_views", "run",
     "save_views_png", "source_of",

@@ -18,12 +18,12 @@ from torch import Tensor
 from spectral_tracking.cameras import Cameras, scene_scale
 from spectral_tracking.data import Sequence
 from spectral_tracking.fit.inputs import FitInputError
-from spectral_tracking.fit.strategy import SpectralStrategy, needle_stats
+from spectral_tracking.fit.strategy import SpectralGSStrategy, needle_stats
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.metrics import psnr
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("default", "spectral")
+STRATEGIES = ("default", "spectral_gs")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,14 +78,14 @@ def pooled_psnr(a: Tensor, b: Tensor) -> float:
 
 
 def build_strategy(name: str, densify: dict | None = None, spectral: dict | None = None):
-    """gsplat ``DefaultStrategy`` ("default") or ``SpectralStrategy`` ("spectral") from config dicts."""
+    """gsplat ``DefaultStrategy`` ("default") or ``SpectralGSStrategy`` ("spectral_gs") from config dicts."""
     from gsplat.strategy import DefaultStrategy
 
     densify = dict(densify or {})
     if name == "default":
         return DefaultStrategy(**densify)
-    if name == "spectral":
-        return SpectralStrategy(**densify, **dict(spectral or {}))
+    if name == "spectral_gs":
+        return SpectralGSStrategy(**densify, **dict(spectral or {}))
     raise FitInputError(f"strategy must be one of {STRATEGIES}, got {name!r}")
 
 
@@ -139,7 +139,7 @@ def render_views(gaussians: Gaussians, cameras: Cameras, background: Tensor, bac
 
 def fit(data: Sequence, init: Gaussians, strategy, settings: FitSettings, log_path: Path | None = None) -> FitResult:
     """Optimise ``init`` to reproduce the one-frame sequence ``data`` (`pick_frame`); ``strategy`` is a
-    gsplat DefaultStrategy or SpectralStrategy.
+    gsplat DefaultStrategy or SpectralGSStrategy.
 
     Returns the fitted Gaussians (detached), final metrics (train PSNR over all views, Gaussian
     count, mean spectral entropy, needle fraction, seconds) and the per-``log_every`` history.

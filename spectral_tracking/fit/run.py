@@ -208,7 +208,7 @@ def run(cfg) -> dict:
                          float(c.get("init_opacity", 0.1)), seed)
     else:
         g0 = init_from_ply(init, sh_degree, float(c.get("init_opacity", 0.1)))
-    strategy = build_strategy(c["strategy"], c.get("densify"), c.get("spectral"))
+    strategy = build_strategy(c["strategy"], c.get("densify"), c.get("spectral_gs"))
     settings = FitSettings(
         steps=int(c.get("steps", 3000)), views_per_step=int(c.get("views_per_step", 1)),
         background=c.get("background", "random"), ssim_weight=float(c.get("ssim_weight", 0.2)), lr=dict(c.get("lr") or {}),

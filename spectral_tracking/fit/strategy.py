@@ -15,7 +15,7 @@ Training Implementation", the implementation notes that accompany the paper, pri
 Threshold. The paper's H is the *raw* entropy above (maximum ln 3, no division by ln 3) and the needle
 threshold tau = 0.5 is compared with that raw value: a Gaussian is a needle when H < 0.5. For the
 family [r, 1, 1] that is an axis ratio r > 3.52 (the normalised reading, H / ln 3 < 0.5, would put
-the boundary at r > 3.25). ``SpectralStrategy.normalized_entropy=True`` selects the normalised
+the boundary at r > 3.25). ``SpectralGSStrategy.normalized_entropy=True`` selects the normalised
 reading for anyone who wants it; every number this project reports is the raw H.
 
 Split. A needle is replaced by two children that keep the parent's rotation, colour and opacity;
@@ -235,7 +235,7 @@ def select_needles(
 # Strategy
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class SpectralStrategy(DefaultStrategy):
+class SpectralGSStrategy(DefaultStrategy):
     """gsplat's ``DefaultStrategy`` plus Spectral-GS shape-aware splitting.
 
     Same ``initialize_state`` / ``step_pre_backward`` / ``step_post_backward`` interface and the same
@@ -270,7 +270,7 @@ class SpectralStrategy(DefaultStrategy):
         _check_split_args(self.split_factor, self.split_offset)
         top = 1.0 if self.normalized_entropy else LN3
         if not 0 < self.spectral_threshold < top:
-            raise ValueError(f"SpectralStrategy.spectral_threshold must be in (0, {top:.4f}), got {self.spectral_threshold}")
+            raise ValueError(f"SpectralGSStrategy.spectral_threshold must be in (0, {top:.4f}), got {self.spectral_threshold}")
 
     def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
         state = super().initialize_state(scene_scale)

@@ -7,8 +7,9 @@ keep firing, each walking every object made so far: measured here, six of them s
 permanent generation, so that no later collection walks them again (they are module-level objects
 that live as long as the process anyway; the few cycles the imports leave behind are kept too).
 
-`stack` is called by the modules that bring in Lightning for a run (`spectral_tracking.run.track`,
-`spectral_tracking.fit.run`); after the first call it does nothing.
+`stack` is called by `spectral_tracking.run.track`, the module that brings in Lightning for a
+tracking run (fitting does not use Lightning); after the first call it does nothing. ``gc.freeze``
+is public API (Python 3.7+); the only interpreter internals the package uses are in ``exit.py``.
 """
 
 from __future__ import annotations
