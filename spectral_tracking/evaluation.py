@@ -15,7 +15,8 @@ PROTOCOLS = ("ours", "gsgd")
 def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex",
              per_view: bool = False, protocol: str = "ours") -> dict:
     """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
-    (``train_*``, ``novel_*``), and ``3d_*`` (`gaussian_3d_error`) where ``truth`` = (canonical
+    (``train_*``, ``novel_*``; ``*_mask_iou`` and ``*_last_mask_iou``, the last frame's), and
+    ``3d_*`` (`gaussian_3d_error`; ``3d_last_error``: the last frame's) where ``truth`` = (canonical
     indices [M], true means [T, M, 3]) is given. With ``per_view``, also ``view_<name>_psnr`` and
     ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view).
 
@@ -40,6 +41,7 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
             m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
         out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
         out[f"{split}_mask_iou"] = mask_iou(alpha, tg.masks[views])
+        out[f"{split}_last_mask_iou"] = mask_iou(alpha[:, -1], tg.masks[views, -1])  # where a failure shows first
         if per_view:
             for i, v in enumerate(views):
                 mv = image_metrics(rgb[i].clamp(0, 1), tg.images[v], lpips_net=None)
@@ -49,6 +51,7 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         tracked = module.tracked_means()[:, index]
         e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
+        out["3d_last_error"] = gaussian_3d_error(tracked[-1:], gt_means[-1:], radius=STANDARD_RADIUS)["mean_error"]
     return out
 
 

@@ -58,8 +58,9 @@ def test_shift_curves_quick_runs_and_skips_finished_runs(tmp_path, capsys):
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
 
 
-SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2", "budget"]
-PLOTS = {"multiview": "multiview.png", "budget": "budget.png"}
+SCRIPTS = ["table1", "table4", "ablation_method", "ablation_pixel_loss", "multiview", "table2", "budget", "rotation_curves",
+           "scale_curves", "turning"]
+PLOTS = {"multiview": "multiview.png", "budget": "budget.png", "rotation_curves": "rotation_curves.png", "scale_curves": "scale_curves.png"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -72,7 +73,7 @@ def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsy
         main = importlib.import_module(f"experiments.{script}").main
     assert main(["--quick", "--jobs", "2", "--out", str(tmp_path)]) == 0
     rows = harness.read_csv(tmp_path / "results.csv")
-    assert rows and {"name", "variant", "creature", "shift", "seed", "train_psnr", "novel_psnr"} <= set(rows[0])
+    assert rows and {"name", "creature", "seed", "train_psnr", "novel_psnr", "fingerprint"} <= set(rows[0])
     assert all(r["train_psnr"] is not None and r["train_psnr"] > 5 for r in rows)
     assert (tmp_path / "table.md").read_text().count("|") > 10
     if script in PLOTS:  # the figures: a PNG with something drawn
@@ -85,12 +86,14 @@ def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsy
 
 def test_paper_scale_cases_compose():
     """The GPU commands (--scale paper) are written: every case of every script composes."""
-    from experiments import ablation_pixel_loss, multiview, paper_tables, shift_curves
+    from experiments import ablation_pixel_loss, curves, multiview, paper_tables, turning
     from experiments.variants import VARIANTS, overrides_of
 
     every = {name: overrides_of([name]) for name in VARIANTS}
     cases = [
-        *shift_curves.cases("paper", harness.PRESETS[:1], [0.0, 0.8], [0]),
+        *curves.cases("shift", "paper", harness.PRESETS[:1], [0.0, 0.8], [0], pairs=harness.PAIRS[:1]),
+        *curves.cases("rotation", "paper", harness.PRESETS[:1], [90.0], [0]),
+        *turning.cases("paper", turning.TURNING, [1], [0], 0.0),
         *harness.grid(harness.SCALES["clean"]["paper"], every, harness.PRESETS[:1], [0], [0.8]),
         *harness.grid(harness.SCALES["realistic"]["paper"], ablation_pixel_loss.variants(), harness.PRESETS[:1], [0], [0.6]),
         *harness.grid(harness.SCALES["clean"]["paper"], multiview.variants([1, 4]), harness.PRESETS[:1], [0], [0.8]),

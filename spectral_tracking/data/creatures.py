@@ -476,14 +476,32 @@ def motion_twist(c: Creature, s: float) -> tuple[np.ndarray, dict[int, np.ndarra
     return _root(c, R=sway), local
 
 
-MOTIONS: dict[str, Motion] = {"walk": motion_walk, "wave": motion_wave, "jump": motion_jump, "twist": motion_twist}
+TURN_DEGREES = 180.0  # the turn over the sequence
+TURN_TRAVEL = (0.6, 0.0, -0.3)  # where the root ends up (1.34 asset radii), sideways and away from the front camera
+
+
+def motion_turn(c: Creature, s: float) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Large rigid motion on top of the creature's own: it walks (hops, for the hopper) while turning
+    a full 180 degrees about the vertical and travelling about one asset radius sideways and away
+    from the front camera. Turns the front camera's profile into the other profile (and a front view
+    into a back view), the case a translation cannot explain."""
+    base = motion_jump if "hind" in {tag for part in c.parts for tag in part.tags} else motion_walk
+    root, local = base(c, s)
+    yaw = _about(c.joints[c.parents.index(-1)], axis_angle(Y, math.radians(TURN_DEGREES) * s))
+    travel = np.eye(4)
+    travel[:3, 3] = np.asarray(TURN_TRAVEL) * s
+    return travel @ yaw @ root, local
+
+
+MOTIONS: dict[str, Motion] = {"walk": motion_walk, "wave": motion_wave, "jump": motion_jump, "twist": motion_twist,
+                              "turn": motion_turn}
 
 # Which motions make sense for which creature (the CLI validates --creature/--motion against this).
 COMPATIBLE: dict[str, tuple[str, ...]] = {
-    "quadruped": ("walk", "jump", "twist"),
-    "humanoid": ("wave", "walk", "jump", "twist"),
-    "hopper": ("jump", "twist"),
-    "flower": ("twist",),
+    "quadruped": ("walk", "jump", "twist", "turn"),
+    "humanoid": ("wave", "walk", "jump", "twist", "turn"),
+    "hopper": ("jump", "twist", "turn"),
+    "flower": ("twist",),  # rooted: it cannot travel, so no turn
 }
 
 

@@ -53,31 +53,31 @@ def build_targets(cfg: DictConfig):
 
 
 def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
-    """The canonical shifted by ``cfg.shift`` in a direction drawn from ``cfg.seed`` (then, with
-    ``align=moments``, translated to where the targets' moments put it), and the run's record of it
+    """The canonical displaced as ``cfg.shift`` / ``rotation`` / ``scale`` say (the benchmark's
+    start), then placed by the start stage ``cfg.align``, and the run's record of it
     (``run_meta.json``)."""
-    from spectral_tracking.tracking.align import align_to_targets
-    from spectral_tracking.tracking.start import initial_overlap, shift_canonical
+    from spectral_tracking.tracking.start import displace, initial_overlap, place
 
-    canonical, direction = shift_canonical(seq.canonical, float(cfg.shift), int(cfg.seed))
+    canonical, record = displace(seq.canonical, float(cfg.shift), int(cfg.seed), rotation=float(cfg.rotation),
+                                 axis=str(cfg.rotation_axis), scale=float(cfg.scale))
     overlap = initial_overlap(canonical.to(device), seq, backend=cfg.backend)
     run_meta = {
-        "config_fingerprint": config_fingerprint(cfg),
-        "shift_radius": float(cfg.shift), "shift_direction": [float(x) for x in direction],
+        "config_fingerprint": config_fingerprint(cfg), **record,
         "initial_iou": overlap, "train_views": [targets.view_names[v] for v in targets.train_views],
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
     }
-    log.info("shift %.2f along %s, initial IoU per training view %s", cfg.shift, run_meta["shift_direction"], overlap)
-    if cfg.align == "moments":
+    log.info("start: shift %.2f along %s, rotation %g deg, scale %g; initial IoU per training view %s",
+             cfg.shift, run_meta["shift_direction"], cfg.rotation, cfg.scale, overlap)
+    if cfg.align != "none":
         try:
-            canonical, offset = align_to_targets(canonical.to(device), targets.cameras, targets.masks[:, 0],
-                                                 list(targets.train_views), backend=cfg.backend)
+            canonical, placed = place(str(cfg.align), canonical.to(device), targets, backend=cfg.backend,
+                                      settings=cfg.search, background=torch.tensor(list(cfg.background), dtype=torch.float32),
+                                      lambda_mask=float(cfg.loss.lambda_spec_mask), seed=int(cfg.seed))
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        run_meta["align_offset"] = [float(x) for x in offset]
-        run_meta["aligned_iou"] = initial_overlap(canonical, seq, backend=cfg.backend)
-        log.info("align=moments moved the start by %s; IoU per training view now %s",
-                 run_meta["align_offset"], run_meta["aligned_iou"])
+        run_meta.update(placed, aligned_iou=initial_overlap(canonical, seq, backend=cfg.backend))
+        log.info("align=%s: %s; IoU per training view now %s", cfg.align,
+                 {k: v for k, v in placed.items() if k != "align"}, run_meta["aligned_iou"])
     return canonical, run_meta
 
 

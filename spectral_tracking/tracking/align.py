@@ -33,7 +33,7 @@ from torch import Tensor
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 
-METHODS = ("none", "moments")
+METHODS = ("none", "moments", "search")  # the start stages: tracking/start.py `place`
 log = logging.getLogger(__name__)
 
 

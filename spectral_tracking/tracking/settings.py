@@ -158,6 +158,20 @@ class DeformSettings:
     kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
 
 
+@dataclass
+class SearchSettings:
+    """The ``search`` group: ``align=search``'s global similarity search (tracking/search.py)."""
+
+    rotations: str = setting("grid", choices=("grid", "cube", "yaw", "none"))  # the rotation hypotheses
+    count: int = setting(72, low=1, integer=True)  # hypotheses of the grid (the identity and count - 1 spread over SO(3))
+    keep: int = setting(8, low=1, integer=True)  # the best-screened hypotheses that are fitted
+    steps: int = setting(45, low=3, integer=True)  # fitting steps (successive halving over three thirds)
+    bands: int = setting(3, low=1, integer=True)  # the lowest spectral bands the search compares
+    lr: float = setting(0.05, low=0, low_open=True)  # Adam's step on the rotation (radians; translation and log-scale: x0.2)
+    scale: str = setting("auto", choices=("auto", "free", "fixed"))  # the size: auto = free with two or more views
+    max_gaussians: int = setting(4000, low=1, integer=True)  # a random subset of larger assets, widened to keep their silhouette
+
+
 # --------------------------------------------------------------------------------------------------
 # What a run evaluates and how it runs
 # --------------------------------------------------------------------------------------------------
@@ -194,12 +208,18 @@ class RunConfig:
     trainer: TrainerSettings = setting(factory=TrainerSettings)
     eval: EvalSettings = setting(factory=EvalSettings)
 
-    # The start. The benchmark moves the canonical away from frame 0's pose by `shift` (a radius in
-    # units of the normalised asset, bounding radius 0.5) in a direction drawn from `seed`.
+    # The start. The benchmark moves the canonical away from frame 0's pose (tracking/start.py): turned
+    # by `rotation` degrees about `rotation_axis` and rescaled by `scale`, about its centre, then moved by
+    # `shift` (a radius in units of the normalised asset, bounding radius 0.5) in a direction drawn from `seed`.
     shift: float = setting(0.5, low=0, what=" (a radius in units of the normalised asset)")
+    rotation: float = setting(0.0, low=0, high=180, what=" (degrees)")
+    rotation_axis: str = setting("random", choices=("random", "vertical"))  # random: an axis drawn from `seed`
+    scale: float = setting(1.0, low=0, low_open=True, what=" (a factor on the canonical's size)")
     # How the tracker starts: none (the moved asset, as in the paper) | moments (translated to where
-    # the targets' mask moments put it; beyond the paper; tracking/align.py).
+    # the targets' mask moments put it; tracking/align.py) | search (moments, then rotation hypotheses
+    # fitted on the low spectral bands; tracking/search.py). Both beyond the paper.
     align: str = setting("moments", choices=_align_methods)
+    search: SearchSettings = setting(factory=SearchSettings)
 
     views: int = setting(1, choices=(1, 2, 4))  # training views: 1 -> [0], 2 -> [0, 180], 4 -> [0, 90, 180, 270] (azimuths)
     seed: int = setting(0, low=0, integer=True)  # the shift's direction and the step sampling

@@ -1,16 +1,38 @@
-"""Initial spatial misalignment: move the canonical by a radius in a random direction (paper Sec. 4).
+"""The start: the benchmark's displaced canonical, and the stage that finds the pose before tracking.
 
-Units: world units of the normalised asset (bounding-sphere radius 0.5, orbit cameras at radius 2,
-fovy 49.1 degrees), so ``shift_radius = 0.5`` moves the asset by its own radius.
+**The displaced start (the benchmark).** The paper moves the canonical by a radius ``shift`` in a
+random direction (Sec. 4). Beyond that, the start may also be turned by ``rotation`` degrees (about
+an axis drawn from the seed, or about the vertical) and rescaled by ``scale``, both about the
+canonical's centre (its bounding-sphere centre), then shifted:
+
+    x -> c + scale * R (x - c) + shift * d
+
+Units are those of the normalised asset (bounding radius 0.5, orbit cameras at radius 2, fovy
+49.1 degrees), so ``shift=0.5`` moves the asset by its own radius. The direction d and the axis are
+pure functions of the run's seed (independent draws). `displace` records all of it.
+
+**The start stage (the method).** Before the optimiser, ``align`` places the displaced asset:
+``none`` (the paper: it starts where it is), ``moments`` (a closed-form translation from the
+targets' mask moments, `spectral_tracking.tracking.align`) or ``search`` (a global similarity
+search over rotation hypotheses scored by the low spectral bands, `spectral_tracking.tracking.search`).
 """
 
 from __future__ import annotations
+
+import logging
+import math
 
 import torch
 from torch import Tensor
 
 from spectral_tracking.gaussians import Gaussians
-from spectral_tracking.metrics import mask_iou  # re-exported: spectral_tracking.data.mask_iou
+from spectral_tracking.metrics import mask_iou
+
+log = logging.getLogger(__name__)
+
+AXES = ("random", "vertical")
+VERTICAL = (0.0, 1.0, 0.0)  # the orbit rig's up (+y)
+_AXIS_STREAM = 1_000_003  # the rotation axis is drawn from seed + this: independent of the shift's direction
 
 
 def random_direction(seed: int) -> Tensor:
@@ -23,16 +45,51 @@ def random_direction(seed: int) -> Tensor:
             return (d / n).float()
 
 
-def shift_canonical(gaussians: Gaussians, radius: float, seed: int) -> tuple[Gaussians, Tensor]:
-    """Translate every Gaussian by ``radius * direction``; returns (shifted, direction [3]).
+def axis_angle_matrix(axis: Tensor, degrees: float) -> Tensor:
+    """[3, 3] rotation by ``degrees`` about the unit ``axis`` [3] (Rodrigues), float64."""
+    a = axis.double() / axis.double().norm()
+    K = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=torch.float64)
+    t = math.radians(float(degrees))
+    return torch.eye(3, dtype=torch.float64) + math.sin(t) * K + (1 - math.cos(t)) * K @ K
 
-    The direction is drawn from ``seed`` even when radius is 0, so a sweep over radii with one seed
-    moves the asset along one line.
-    """
+
+def rotation_axis(kind: str, seed: int) -> Tensor:
+    """The axis [3] of the start's rotation: the vertical, or a direction drawn from ``seed``."""
+    if kind not in AXES:
+        raise ValueError(f"rotation_axis must be one of {', '.join(AXES)}, got {kind!r}")
+    return torch.tensor(VERTICAL) if kind == "vertical" else random_direction(int(seed) + _AXIS_STREAM)
+
+
+def displace(gaussians: Gaussians, shift: float, seed: int, rotation: float = 0.0, axis: str = "random",
+             scale: float = 1.0) -> tuple[Gaussians, dict]:
+    """The canonical turned by ``rotation`` degrees and rescaled by ``scale`` about its centre, then
+    moved by ``shift`` along a direction drawn from ``seed``; returns (displaced, record). The
+    direction is drawn even when shift is 0, so a sweep over radii with one seed moves the asset
+    along one line."""
+    if not shift >= 0:
+        raise ValueError(f"shift must be >= 0, got {shift}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    direction = random_direction(seed)
+    ax = rotation_axis(axis, seed)
+    out = gaussians
+    if rotation != 0 or scale != 1:
+        center, _ = gaussians.bounding_sphere()
+        R = axis_angle_matrix(ax, rotation).to(gaussians.means)
+        c = center.detach()
+        out = gaussians.transform(R, translation=c - float(scale) * (R @ c), scale=float(scale))
+    out = out.translate(direction.to(gaussians.means) * float(shift))
+    record = {"shift_radius": float(shift), "shift_direction": [float(x) for x in direction],
+              "start_rotation": float(rotation), "start_axis": [float(x) for x in ax], "start_scale": float(scale)}
+    return out, record
+
+
+def shift_canonical(gaussians: Gaussians, radius: float, seed: int) -> tuple[Gaussians, Tensor]:
+    """`displace` with a shift only: (moved, direction [3])."""
     if radius < 0:
         raise ValueError(f"shift_canonical: radius must be >= 0, got {radius}")
-    direction = random_direction(seed)
-    return gaussians.translate(direction.to(gaussians.means) * float(radius)), direction
+    moved, record = displace(gaussians, radius, seed)
+    return moved, torch.tensor(record["shift_direction"])
 
 
 def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None, frame: int = 0,
@@ -49,3 +106,30 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
         out = render(shifted.detach(), sequence.cameras[views].to(shifted.device), backend=backend)
     return [mask_iou(out.alpha[i].cpu(), sequence.mask(v, frame)) for i, v in enumerate(views)]
 
+
+def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", settings=None, background: Tensor | None = None,
+          lambda_mask: float = 0.5, seed: int = 0) -> tuple[Gaussians, dict]:
+    """The start stage ``align=<method>`` on frame 0 of ``targets`` (a `TrackingModule`'s `Targets`):
+    (placed canonical, record for run_meta.json). ``settings``: the ``search`` config (`SearchSettings`)."""
+    views = list(targets.train_views)
+    if method == "moments":
+        from spectral_tracking.tracking.align import align_to_targets
+
+        placed, offset = align_to_targets(canonical, targets.cameras, targets.masks[:, 0], views, backend=backend)
+        return placed, {"align": "moments", "align_offset": [float(x) for x in offset]}
+    if method == "search":
+        from spectral_tracking.tracking.search import search_pose
+
+        s = settings if settings is not None else {}
+        get = (lambda k, d: s.get(k, d)) if isinstance(s, dict) or hasattr(s, "get") else (lambda k, d: getattr(s, k, d))
+        scale = get("scale", "auto")
+        result = search_pose(
+            canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
+            background=torch.ones(3) if background is None else background, rotations=str(get("rotations", "grid")),
+            count=int(get("count", 72)), keep=int(get("keep", 8)), steps=int(get("steps", 45)), bands=int(get("bands", 3)),
+            lr=float(get("lr", 0.05)), lambda_mask=float(lambda_mask),
+            free_scale=None if scale == "auto" else scale == "free", backend=backend,
+            max_gaussians=int(get("max_gaussians", 4000)), seed=int(seed),
+        )
+        return result.gaussians, result.record()
+    raise ValueError(f"align must be one of none, moments, search, got {method!r}")
