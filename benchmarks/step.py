@@ -89,8 +89,8 @@ def build(cfg, device: torch.device):
     from spectral_tracking.run import track as entry
 
     seq, targets = entry.build_targets(cfg)
-    canonical, _ = entry.start_pose(cfg, seq, targets, device)
-    return entry.build_module(cfg, canonical, targets).to(device)
+    canonical, _, trajectory = entry.start_pose(cfg, seq, targets, device)
+    return entry.build_module(cfg, canonical, targets, trajectory).to(device)
 
 
 def lightning_step(cfg, device: torch.device, warmup: int) -> tuple[list[float], float, int]:

@@ -15,7 +15,6 @@ widths. Everything is float64; all three runs use the same Adam optimiser and le
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -183,17 +182,10 @@ def summary_lines(results: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("outputs/demos"))
-    parser.add_argument("--steps", type=int, default=400)
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # tiny tensors: thread start-up costs more than it saves
-    results = run_1d(steps=args.steps)
-    path = plot_1d(results, args.out / "demo_1d.png")
-    for line in summary_lines(results):
-        print(line)
-    print(f"figure: {path}")
+def main(argv=None) -> None:
+    from experiments.harness import demo_main
+
+    demo_main(__doc__, "demo_1d", 400, run_1d, plot_1d, summary_lines, argv)
 
 
 if __name__ == "__main__":

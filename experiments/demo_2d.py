@@ -12,7 +12,6 @@ white). Splats are cut off at 3 sigma like the 3DGS rasteriser, with a smooth ta
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -164,17 +163,10 @@ def summary_lines(results: dict) -> list[str]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("outputs/demos"))
-    parser.add_argument("--steps", type=int, default=300)
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # small tensors: thread start-up costs more than it saves
-    results = run_2d(steps=args.steps)
-    path = plot_2d(results, args.out / "demo_2d.png")
-    for line in summary_lines(results):
-        print(line)
-    print(f"figure: {path}")
+def main(argv=None) -> None:
+    from experiments.harness import demo_main
+
+    demo_main(__doc__, "demo_2d", 300, run_2d, plot_2d, summary_lines, argv)
 
 
 if __name__ == "__main__":

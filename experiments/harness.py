@@ -395,3 +395,22 @@ def success_rates(rows: list[dict], case_keys: Sequence[str], by: Sequence[str],
 
 def fmt(x, digits: int = 2) -> str:
     return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def demo_main(doc: str, name: str, default_steps: int, run_fn, plot_fn, summary_fn, argv=None) -> None:
+    """The command line of the paper's demos (demo_1d, demo_2d): run, plot to ``<out>/<name>.png``,
+    print the summary lines (each ending PASS or FAIL) and the figure's path."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/demos"))
+    parser.add_argument("--steps", type=int, default=default_steps)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny tensors: thread start-up costs more than it saves
+    results = run_fn(steps=args.steps)
+    path = plot_fn(results, args.out / f"{name}.png")
+    for line in summary_fn(results):
+        print(line)
+    print(f"figure: {path}")

@@ -31,8 +31,17 @@ VARIANTS: dict[str, Variant] = {
     "paper": Variant(("align=none", "loss.switch_iou=null"), "method",
                      "the paper's protocol: the optimiser starts from the displaced asset, the spatial phase at the fixed step"),
     "pixel": Variant(("loss=pixel",), "method", "the Pixel baseline: the spatial loss from step 0, everything else equal"),
+    "search": Variant(("align=search",), "method", "the start found by the global similarity search (tracking/search.py)"),
+    "trajectory": Variant(("align=search", "search.frames=all", "deform=rigid_mlp", "+deform.kwargs.rigid_per_frame=true"),
+                          "method", "the search for frame 0, then the whole asset's rigid motion frame by frame as the start "
+                                    "of a per-frame rigid part"),
     # --- readings of the paper / reference code -----------------------------------------------
     "fixed_switch": Variant(("loss.switch_iou=null",), "reading", "the paper's fixed switch at loss.spectral_end"),
+    "switch_anytime": Variant(("loss.switch_from=start",), "ablation",
+                              "the overlap switch may end the spectral phase before the warm-up ends"),
+    "switch50": Variant(("loss.switch_iou=0.5",), "ablation", "the overlap switch at a running mask IoU of 0.5"),
+    "rigid_first": Variant(("deform=rigid_mlp", "deform.rigid_first=0.2"), "ablation",
+                           "rigid_mlp whose non-rigid part waits for the first 20% of the steps"),
     "no_align": Variant(("align=none",), "reading", "the paper's start (the displaced asset), with the overlap switch"),
     "band_sum": Variant(("loss.band_reduction=sum",), "reading",
                         "eq. 22 as printed: each band sums its moments (measured: -2.7 dB unshifted; not adopted)"),

@@ -25,14 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from spectral_tracking.data.benchmark import (
-    DEFAULT_GAUSSIANS,
-    DEFAULT_ROOT,
-    SETTINGS,
-    check_settings,
-    render_cached,
-    sequence_name,
-)
+from spectral_tracking.data.benchmark import DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name
 from spectral_tracking.data.creatures import axis_angle
 from spectral_tracking.data.folder import load_sequence
 from spectral_tracking.data.sequence import Sequence

@@ -20,14 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.benchmark import (
-    DEFAULT_GAUSSIANS,
-    DEFAULT_ROOT,
-    SETTINGS,
-    check_settings,
-    render_cached,
-    sequence_name,
-)
+from spectral_tracking.data.benchmark import DEFAULT_GAUSSIANS, DEFAULT_ROOT, SETTINGS, check_settings, render_cached, sequence_name
 from spectral_tracking.data.creatures import COMPATIBLE, CREATURES, MOTIONS, animate, make_creature
 from spectral_tracking.data.folder import load_sequence
 from spectral_tracking.data.frames import to_uint8, write_png

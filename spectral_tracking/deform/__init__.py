@@ -56,11 +56,14 @@ def build_deformation(name: str, canonical: Gaussians, num_frames: int, precisio
     cls = DEFORMATIONS[name]
     import inspect
 
-    accepted = set()
+    accepted = set()  # the class's own keywords, and its parents' as far as each passes **kwargs on
     for klass in cls.__mro__:
-        if klass in (Deformation, object) or not issubclass(klass, Deformation):
+        if klass is object or not issubclass(klass, Deformation):
             continue
-        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "canonical", "num_frames", "mlp_kwargs"}
+        params = inspect.signature(klass.__init__).parameters.values()
+        accepted |= {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self", "canonical", "num_frames", "skinning"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
     if precision is not None and "precision" in accepted and "precision" not in cfg:
         cfg["precision"] = precision
     unknown = sorted(set(cfg) - accepted)

@@ -216,6 +216,16 @@ class Deformation(nn.Module):
         schedule (GSGD-style). Per-frame parameterisations (direct, rigid) override this; models
         whose parameters are shared over time (the TimeNet) have nothing to copy."""
 
+    def set_trajectory(self, rotations: Tensor, translations: Tensor) -> None:
+        """Start frame t from the rigid motion x -> R_t (x - center) + center + t_t of the whole asset
+        (rotations [T, 3, 3], translations [T, 3]); only deformations with a per-frame rigid part
+        (``rigid``, ``rigid_mlp`` with ``rigid_per_frame``) can hold one."""
+        rigid = getattr(self, "rigid", None)
+        if rigid is None or not rigid.per_frame:
+            raise ValueError(f"{type(self).__name__} has no per-frame rigid part to start from a trajectory; "
+                             f"use deform=rigid_mlp (rigid_per_frame: true) or deform=rigid")
+        rigid.set_trajectory(rotations, translations)
+
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Group name (a key of PARAM_GROUPS) -> parameters; subclasses extend."""
         groups: dict[str, list[nn.Parameter]] = {}

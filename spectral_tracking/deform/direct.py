@@ -19,23 +19,11 @@ from spectral_tracking.gaussians import Gaussians
 class DirectDeformation(Deformation):
     """``direct``: explicit per-frame control-point motion. Parameter groups: "deform" (+ "radius")."""
 
-    def __init__(
-        self,
-        canonical: Gaussians,
-        num_frames: int,
-        num_control_points: int = 800,
-        num_neighbors: int = 4,
-        learnable_radius: bool = False,
-        check_finite: bool = True,
-        rotation_source: str = "learned",
-    ) -> None:
-        super().__init__(
-            canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
-            learnable_radius=learnable_radius, check_finite=check_finite,
-            rotation_source=rotation_source,
-        )
+    def __init__(self, canonical: Gaussians, num_frames: int, **base) -> None:
+        """base: the keyword arguments of `Deformation` (num_control_points, num_neighbors, ...)."""
+        super().__init__(canonical, num_frames, **base)
         like = self.canonical_means
-        J = num_control_points
+        J = self.num_control_points
         self.offsets = nn.Parameter(torch.zeros(num_frames, J, 3, dtype=like.dtype, device=like.device))
         identity = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=like.dtype, device=like.device)
         self.rotations = nn.Parameter(identity.repeat(num_frames, J, 1))

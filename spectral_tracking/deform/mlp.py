@@ -122,23 +122,16 @@ class MLPDeformation(Deformation):
         self,
         canonical: Gaussians,
         num_frames: int,
-        num_control_points: int = 800,
-        num_neighbors: int = 4,
-        learnable_radius: bool = False,
         pos_freqs: int = 10,
         time_freqs: int = 6,
         depth: int = 8,
         width: int = 256,
         skip: int = 4,
-        check_finite: bool = True,
-        rotation_source: str = "learned",
         precision: str = "fp32",
+        **base,
     ) -> None:
-        super().__init__(
-            canonical, num_frames, num_control_points=num_control_points, num_neighbors=num_neighbors,
-            learnable_radius=learnable_radius, check_finite=check_finite,
-            rotation_source=rotation_source,
-        )
+        """base: the keyword arguments of `Deformation` (num_control_points, num_neighbors, ...)."""
+        super().__init__(canonical, num_frames, **base)
         self.net = TimeNet(pos_freqs, time_freqs, depth, width, skip, precision).to(self.canonical_means)
         self.register_buffer(
             "_net_points", (self.canonical_control_points - self.center) / self.asset_radius

@@ -71,13 +71,42 @@ class RigidMotion(nn.Module):
             init = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).repeat(rows, 1)
         self.rotation = nn.Parameter(init)  # [T', 3 | 6]
         self.translation = nn.Parameter(torch.zeros(rows, 3))  # [T', 3] world units
+        self.from_trajectory = False  # set_trajectory: every frame has its own start (kept in checkpoints)
+
+    def get_extra_state(self) -> dict:
+        return {"from_trajectory": self.from_trajectory}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.from_trajectory = bool(state.get("from_trajectory", False))
 
     @torch.no_grad()
     def copy_frame(self, src: int, dst: int) -> None:
-        """Set frame ``dst``'s motion to frame ``src``'s (no-op for a shared motion)."""
-        if self.per_frame:
+        """Set frame ``dst``'s motion to frame ``src``'s (no-op for a shared motion, and for a motion
+        whose frames were set from a trajectory: each frame keeps its own start)."""
+        if self.per_frame and not self.from_trajectory:
             self.rotation[dst] = self.rotation[src]
             self.translation[dst] = self.translation[src]
+
+    @torch.no_grad()
+    def set_trajectory(self, rotations: Tensor, translations: Tensor) -> None:
+        """Start every frame from a given motion: rotations [T, 3, 3], translations [T, 3] (the
+        parameterisation's ``x' = R (x - center) + center + t``); frames joining the progressive
+        schedule then keep their own start instead of copying the previous frame's."""
+        if not self.per_frame or rotations.shape[0] != self.rotation.shape[0]:
+            raise ValueError(f"RigidMotion.set_trajectory: needs a per-frame motion of {self.rotation.shape[0]} frames, "
+                             f"got {tuple(rotations.shape)} (per_frame={self.per_frame})")
+        R = rotations.to(self.rotation)
+        if self.rotation_type == "axis_angle":
+            q = rotmat_to_quat(R)
+            q = q * torch.where(q[:, :1] < 0, -1.0, 1.0)
+            v = q[:, 1:]
+            n = v.norm(dim=-1, keepdim=True)
+            angle = 2 * torch.atan2(n, q[:, :1])
+            self.rotation.copy_(torch.where(n > 1e-12, v / n.clamp_min(1e-12) * angle, 2 * v))
+        else:
+            self.rotation.copy_(torch.cat([R[:, :, 0], R[:, :, 1]], dim=-1))
+        self.translation.copy_(translations.to(self.translation))
+        self.from_trajectory = True
 
     def forward(self, position: float) -> tuple[Tensor, Tensor, Tensor]:
         pos = position if self.per_frame else 0.0

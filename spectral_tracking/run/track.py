@@ -70,18 +70,21 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
              cfg.shift, run_meta["shift_direction"], cfg.rotation, cfg.scale, overlap)
     if cfg.align != "none":
         try:
-            canonical, placed = place(str(cfg.align), canonical.to(device), targets, backend=cfg.backend,
-                                      settings=cfg.search, background=torch.tensor(list(cfg.background), dtype=torch.float32),
-                                      lambda_mask=float(cfg.loss.lambda_spec_mask), seed=int(cfg.seed))
+            canonical, placed, trajectory = place(
+                str(cfg.align), canonical.to(device), targets, backend=cfg.backend, settings=cfg.search,
+                background=torch.tensor(list(cfg.background), dtype=torch.float32),
+                lambda_mask=float(cfg.loss.lambda_spec_mask), seed=int(cfg.seed))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         run_meta.update(placed, aligned_iou=initial_overlap(canonical, seq, backend=cfg.backend))
         log.info("align=%s: %s; IoU per training view now %s", cfg.align,
-                 {k: v for k, v in placed.items() if k != "align"}, run_meta["aligned_iou"])
-    return canonical, run_meta
+                 {k: v for k, v in placed.items() if k not in ("align", "search_frame_losses")}, run_meta["aligned_iou"])
+    else:
+        trajectory = None
+    return canonical, run_meta, trajectory
 
 
-def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule:
+def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) -> TrackingModule:
     """The deformation named by ``cfg.deform`` (wrapped with an appearance offset when
     ``finetune_appearance``) inside a `TrackingModule` with the ``cfg.loss`` objective."""
     from spectral_tracking.deform import build_deformation
@@ -95,6 +98,13 @@ def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule
         )
     except ValueError as e:  # a setting that does not fit this asset (control points, neighbours, kwargs)
         raise ConfigError(f"deform={cfg.deform.name}: {e}; adjust num_control_points or deform.kwargs") from None
+    if trajectory is not None:  # the start stage's rigid motion per frame, x -> R_t x + b_t: about the deformation's centre
+        Rs, bs = trajectory
+        C = deformation.center.detach().double().cpu()
+        try:
+            deformation.set_trajectory(Rs, bs - C + Rs @ C)
+        except ValueError as e:
+            raise ConfigError(f"search.frames=all: {e}") from None
     lr = {"deform": float(cfg.deform.lr_init), "rigid": float(cfg.deform.rigid_lr), "radius": float(cfg.deform.radius_lr)}
     if cfg.finetune_appearance:
         deformation = WithAppearance(deformation)
@@ -104,6 +114,7 @@ def build_module(cfg: DictConfig, canonical, targets: Targets) -> TrackingModule
         max_steps=int(cfg.max_steps), lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / float(cfg.deform.lr_init),
         background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
         progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames), lr_decay=float(cfg.lr_decay),
+        rigid_first=float(cfg.deform.rigid_first),
     )
 
 
@@ -131,10 +142,10 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
 
     seq, targets = build_targets(cfg)
     truth = seq.ground_truth()
-    canonical, run_meta = start_pose(cfg, seq, targets, device)
+    canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
     atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
-    module = build_module(cfg, canonical, targets).to(device)
+    module = build_module(cfg, canonical, targets, trajectory).to(device)
     with torch.no_grad():
         initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
 

@@ -110,17 +110,21 @@ def align_to_targets(gaussians: Gaussians, cameras: Cameras, masks: Tensor, view
     """Translate ``gaussians`` to the centre the masks' moments imply (mean over ``views``).
 
     masks: [V, H, W] (one frame, every camera of ``cameras``). Returns (translated, offset [3]).
-    A view whose mask touches the image border is left out (its area and centroid are cut); a
-    ValueError names them when that leaves none."""
+    A view whose mask touches the image border is left out (its area and centroid are cut); when
+    that leaves none, the asset keeps its depth and moves onto the visible part's centroid
+    (`visible_centroid_offset`), with a warning."""
     if not views:
         raise ValueError("align_to_targets: no views given")
     cut = [v for v in views if _touches_border(masks[v], threshold=0.5)]
-    views = [v for v in views if v not in cut]
-    if not views:
-        raise ValueError(f"align=moments: the target mask touches the image border in every training view "
-                         f"({cut}), so its area and centroid are cut; use align=none")
+    kept = [v for v in views if v not in cut]
+    if not kept:  # every mask cut by the frame: its area says nothing of depth, its centroid only of the visible part
+        offset = visible_centroid_offset(gaussians, cameras, masks, views)
+        log.warning("align=moments: the target mask touches the image border in every training view (%s), so its area "
+                    "and centroid are cut; the asset keeps its depth and is moved onto the visible part's centroid", cut)
+        return gaussians.translate(offset.to(gaussians.means)), offset.float()
     if cut:
         log.warning("align=moments: views %s left out, their target masks touch the image border", cut)
+    views = kept
     offset = torch.zeros(3, dtype=torch.float64)
     current = gaussians
     for k in range(max(1, int(passes))):
@@ -130,3 +134,21 @@ def align_to_targets(gaussians: Gaussians, cameras: Cameras, masks: Tensor, view
         offset = offset + step
         current = current.translate(step.to(current.means))
     return current, offset.float()
+
+
+def visible_centroid_offset(gaussians: Gaussians, cameras: Cameras, masks: Tensor, views: list[int]) -> Tensor:
+    """Translation [3] putting the asset's centre on the ray through each view's mask centroid at
+    its current depth (mean over the views): what a mask cut by the image border still says."""
+    X = gaussians.means.detach().double().cpu().mean(0)
+    points = []
+    for v in views:
+        R, t, K = _camera_frame(cameras, v)
+        mass, c = mask_moments(masks[v].detach().cpu())
+        if mass <= 0:
+            continue
+        z = float((R @ X + t)[2])
+        points.append(_backproject(c, max(z, 1e-3), R, t, K))
+    if not points:
+        raise ValueError(f"the target masks of views {list(views)} are empty in the aligned frame; nothing to align to "
+                         f"(use align=none)")
+    return torch.stack(points).mean(0) - X

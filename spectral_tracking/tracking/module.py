@@ -81,6 +81,7 @@ class TrackingModule(pl.LightningModule):
         progressive_frames: float = 0.2,
         arap_frames: int = 2,
         lr_decay: float = 1.0,
+        rigid_first: float = 0.0,
     ) -> None:
         super().__init__()
         self.deformation = deformation
@@ -98,6 +99,10 @@ class TrackingModule(pl.LightningModule):
         if not 0 < lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1] (a fraction of max_steps), got {lr_decay}")
         self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
+        self.rigid_until = round(float(rigid_first) * self.max_steps)
+        if self.rigid_until > 0 and "rigid" not in {g["name"] for g in deformation.param_groups(self.lr)}:
+            raise ValueError(f"deform.rigid_first={rigid_first}: {type(deformation).__name__} has no rigid part to learn "
+                             f"first; use deform=rigid_mlp or deform.rigid_first=0")
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
         self._cameras: dict[tuple, Cameras] = {}
@@ -198,7 +203,11 @@ class TrackingModule(pl.LightningModule):
         # fused: one kernel for all parameters, 3x faster than the per-tensor loop on the CPU
         # (0.3 vs 1.0 ms a step for the TimeNet); it differs from it by float rounding only.
         opt = torch.optim.Adam(groups, eps=1e-15, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, self.lr_final_ratio, self.lr_decay_steps))
+        decay = lambda s: lr_factor(s, self.lr_final_ratio, self.lr_decay_steps)  # noqa: E731
+        # rigid first: until rigid_until only the whole asset's rigid part ("rigid") learns, so a size
+        # mismatch in one view can only be met by moving in depth, not by scaling the control points
+        held = lambda s: 0.0 if s < self.rigid_until else decay(s)  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [decay if g["name"] == "rigid" else held for g in groups])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --- evaluation ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ are spent on a coarse loss the start has made unnecessary. With ``loss.switch_io
 the paper, the default 0.8) the spatial phase starts at the first step after the warm-up at which
 the running mean (weight ``beta`` on the past, about the last 5 steps) of the training render's
 mask IoU (opacity > 0.5 against mask > 0.5) reaches tau, or at ``loss.spectral_end``, whichever
-comes first; ``switch_iou=null`` is the paper's fixed step. The step is `Objective.spectral_end`
+comes first (``loss.switch_from=start``: at any step, so that a start that already overlaps skips the
+warm-up too); ``switch_iou=null`` is the paper's fixed step. The step is `Objective.spectral_end`
 (also ``metrics.json``'s ``spectral_end``); it and the running mean are the module's extra state,
 saved in checkpoints, so a resumed run switches where the uninterrupted one would.
 """
@@ -74,6 +75,7 @@ class Objective(nn.Module):
             raise ValueError(f"Objective: beta must be in [0, 1), got {beta}")
         self.threshold = None if s.switch_iou is None or self.schedule is None else float(s.switch_iou)
         self.warmup_end = schedule.warmup_end(int(max_steps), float(s.warmup))
+        self.switch_after = 0.0 if s.switch_from == "start" else self.warmup_end  # the first step the switch may end it
         self.beta = float(beta)
         # the switch's state (plain numbers on the host: no device sync while it is off)
         self.running_iou, self.spectral_end = 0.0, s.latest_spectral_end
@@ -105,5 +107,5 @@ class Objective(nn.Module):
             return
         iou = mask_iou(alpha, mask)  # the metric's IoU: thresholds 0.5, both empty counts as 1
         self.running_iou = self.beta * self.running_iou + (1 - self.beta) * iou
-        if step + 1 >= self.warmup_end and self.running_iou >= self.threshold:
+        if step + 1 >= self.switch_after and self.running_iou >= self.threshold:
             self.spectral_end = step + 1

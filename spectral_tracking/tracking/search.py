@@ -1,24 +1,29 @@
-"""``align=search``: find the whole asset's pose in frame 0 before tracking (beyond the paper).
+"""``align=search``: find the whole asset's pose before tracking (beyond the paper).
 
 The spectral loss is global and smooth in its lowest bands: it gives a gradient towards the target
-whatever the overlap, but only locally in rotation, because a turned asset's low-band moments can
-match another turn's (a mirror, a side view). So the start searches:
+whatever the overlap, but in rotation only locally, because a turned asset's low-band moments can
+match another turn's (a mirror, a side view). So the start searches, against frame 0's targets:
 
-1. **Translation and depth** from the targets' mask moments (`spectral_tracking.tracking.align`),
-   or, where every training mask touches the image border (a creature cut by the frame), from
-   the visible part's centroid at the asset's current depth.
-2. **Rotation hypotheses**: the asset turned about its centre by each rotation of a fixed set
-   (``search.rotations``: ``cube``, the 24 rotations of the cube, no rotation farther than 62.8
-   degrees from one of them; ``yaw``, 8 turns about the vertical; ``none``).
-3. **A similarity fit of each hypothesis** (rotation, translation, and, with two or more training
-   views, the log-scale; one view cannot tell scale from depth, so the size is kept) by Adam on the
-   spectral loss of the lowest ``search.bands`` bands, at ``search.resolution`` pixels, against
-   frame 0's targets. The hypotheses are fitted by successive halving: all of them for
-   ``search.steps`` steps, then the best quarter (lowest loss) for as many again, then the best one
-   to the end; the lowest final loss wins. The right hypothesis ends with a loss several times lower
-   than the others (the low bands see the silhouette's orientation and the colour layout).
+1. **Translation and depth** from the targets' mask moments (`spectral_tracking.tracking.align`;
+   where every training mask touches the image border, the visible part's centroid at the asset's
+   current depth).
+2. **Rotation hypotheses** (``search.rotations``): ``grid``, the identity and 71 rotations spread
+   over SO(3) (super-Fibonacci; none farther than about 51 degrees from one of them), or ``cube``
+   (the cube's 24), ``yaw`` (8 turns about the vertical), ``none``. Each is turned about the asset's
+   centre, its translation corrected by its own render's mask moments, and scored by the low-band
+   spectral loss: one render of every hypothesis at once (`_hypothesis_cameras`: turning, moving
+   and scaling the asset is moving the camera), no gradient.
+3. **A similarity fit** of the ``search.keep`` best (rotation, translation, and, with two or more
+   training views, the log-scale: one view cannot tell scale from depth, so there the size is kept)
+   by Adam on the spectral loss of the lowest ``search.bands`` bands, by successive halving over
+   ``search.steps`` steps: all of them for a third, the best quarter for a third, the best one to
+   the end. Its loss is several times lower than the others' where the right turn was among them.
 
-The result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there.
+``search.frames=all`` then follows the whole asset frame by frame (`search_trajectory`): each
+frame's pose is the frame before's, turned by each of a few `local_rotations` and fitted the same
+way; the result is the start of a per-frame rigid part (``deform=rigid_mlp`` with
+``rigid_per_frame``, or ``deform=rigid``). The result is a rigid (or similarity) move of the
+canonical; the non-rigid tracking starts there.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
@@ -107,29 +111,64 @@ def _axis_angle_quat(w: Tensor) -> Tensor:
     return torch.cat([torch.cos(half)[None], k * w])
 
 
-def _downsample(images: Tensor, size: int) -> Tensor:
-    """[V, H, W, C] -> [V, size, size, C] by area averaging."""
-    x = images.permute(0, 3, 1, 2)
-    return F.interpolate(x, size=(size, size), mode="area").permute(0, 2, 3, 1).contiguous()
+def proxy(gaussians: Gaussians, max_gaussians: int, cameras: Cameras | None = None, backend: str = "auto") -> Gaussians:
+    """At most about ``max_gaussians`` Gaussians that render like ``gaussians`` at low frequencies:
+    the asset's Gaussians merged per cell of a voxel grid (sized so that about ``max_gaussians``
+    cells are occupied) by moment matching, each cell's opacity-weighted mean and covariance (its
+    Gaussians' own plus their spread), mean colour (degree 0) and the opacity of the stack
+    (1 - prod(1 - alpha), at most 0.99). With ``cameras``, one scale factor on every merged Gaussian
+    is then set so that the proxy's silhouettes have the asset's area (a few renders, bisection).
+    Returns ``gaussians`` itself when it has no more than ``max_gaussians``."""
+    from spectral_tracking.render import render
 
+    g = gaussians.detach()
+    n = g.num_gaussians
+    if n <= max_gaussians:
+        return gaussians
+    means = g.means.double()
+    lo, hi = means.min(0).values, means.max(0).values
+    extent = float((hi - lo).max()) or 1.0
 
-def _visible_centroid_start(gaussians: Gaussians, cameras: Cameras, masks: Tensor, views: list[int]) -> Tensor:
-    """Translation [3] putting the asset's centre on the ray through the visible masks' centroid, at
-    its current depth (mean over the views): the start when every mask is cut by the border."""
-    from spectral_tracking.tracking.align import _backproject, _camera_frame, mask_moments
+    def cells(size: float) -> tuple[Tensor, int]:
+        key = torch.floor((means - lo) / size).long()
+        _, inverse = torch.unique(key, dim=0, return_inverse=True)
+        return inverse, int(inverse.max()) + 1
 
-    X = gaussians.means.detach().double().cpu().mean(0)
-    points = []
-    for v in views:
-        R, t, K = _camera_frame(cameras, v)
-        mass, c = mask_moments(masks[v].detach().cpu())
-        if mass <= 0:
-            continue
-        z = float((R @ X + t)[2])
-        points.append(_backproject(c, max(z, 1e-3), R, t, K))
-    if not points:
-        raise ValueError("align=search: every training mask of frame 0 is empty; nothing to find (use align=none)")
-    return (torch.stack(points).mean(0) - X).float()
+    small, large = extent / 1000, extent  # bisection on the cell size (log scale) for the cell count
+    for _ in range(20):
+        size = math.sqrt(small * large)
+        inverse, count = cells(size)
+        if count > max_gaussians:
+            small = size
+        else:
+            large = size
+        if 0.8 * max_gaussians <= count <= max_gaussians:
+            break
+    inverse, count = cells(large)
+    w = g.opacities.double()  # [N]
+    wsum = torch.zeros(count, dtype=torch.float64).index_add_(0, inverse, w).clamp_min(1e-12)
+    mu = torch.zeros(count, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None] * means) / wsum[:, None]
+    d = means - mu[inverse]
+    cov_i = g.covariances().double() + d[:, :, None] * d[:, None, :]
+    cov = torch.zeros(count, 3, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None, None] * cov_i) / wsum[:, None, None]
+    sh0 = torch.zeros(count, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None] * g.sh[:, 0].double()) / wsum[:, None]
+    log_clear = torch.zeros(count, dtype=torch.float64).index_add_(0, inverse, torch.log1p(-w.clamp(max=1 - 1e-6)))
+    alpha = (1 - torch.exp(log_clear)).clamp(0.01, 0.99)
+    evals, evecs = torch.linalg.eigh(cov + 1e-12 * torch.eye(3, dtype=torch.float64))
+    evecs = evecs * torch.where(torch.det(evecs) < 0, -1.0, 1.0)[:, None, None]
+    merged = Gaussians(means=mu.to(g.means), quats=rotmat_to_quat(evecs).to(g.means),
+                       log_scales=(0.5 * evals.clamp_min(1e-12).log()).to(g.means),
+                       opacity_logits=torch.logit(alpha).to(g.means), sh=sh0[:, None, :].to(g.sh))
+    if cameras is None:
+        return merged
+    with torch.no_grad():
+        target = float(render(g, cameras, backend=backend).alpha.sum())
+        lo_s, hi_s = -1.5, 0.5  # the proxy's silhouettes grow with a common log-scale offset
+        for _ in range(8):
+            mid = 0.5 * (lo_s + hi_s)
+            area = float(render(replace(merged, log_scales=merged.log_scales + mid), cameras, backend=backend).alpha.sum())
+            lo_s, hi_s = (mid, hi_s) if area < target else (lo_s, mid)
+    return replace(merged, log_scales=merged.log_scales + 0.5 * (lo_s + hi_s))
 
 
 def _moment_steps(alpha: Tensor, target: Tensor, cameras: Cameras, center: Tensor) -> Tensor:
@@ -187,12 +226,16 @@ def _hypothesis_cameras(cameras: Cameras, q: Tensor, tau: Tensor, sigma: Tensor,
 def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
                 background: Tensor, rotations: str = "grid", count: int = 72, keep: int = 4, steps: int = 40,
                 bands: int = 3, lambda_mask: float = 0.5, lr: float = 0.05, free_scale: bool | None = None,
-                backend: str = "auto", max_gaussians: int = 4000, seed: int = 0) -> SearchResult:
+                backend: str = "auto", max_gaussians: int = 4000, seed: int = 0,
+                hypotheses: Tensor | None = None, prefer_first: float | None = None,
+                refine_steps: int = 15) -> SearchResult:
     """The similarity of ``gaussians`` (about its centre) whose render in ``views`` best matches the
     targets ``images`` [V, H, W, 3] and ``masks`` [V, H, W] (frame 0, every camera) in the lowest
     ``bands`` spectral bands. ``free_scale``: None = with two or more views. Every hypothesis is
     scored as it stands (one render of H x V cameras), the ``keep`` best are fitted together for
-    ``steps`` steps (one render a step), the lowest final loss wins. See the module docstring."""
+    ``steps`` steps (one render a step), the lowest final loss wins. ``prefer_first``: the first
+    hypothesis (the identity: no turn) is always fitted, and another wins only with a final loss
+    below ``prefer_first`` times its own. See the module docstring."""
     from spectral_tracking.losses.spectral import spectral_loss
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import align_to_targets
@@ -201,21 +244,10 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
     views = list(views)
     if free_scale is None:
         free_scale = len(views) >= 2
-    # 1. translation from the moments (or the visible centroid where every mask is cut)
-    try:
-        moved, offset = align_to_targets(gaussians, cameras, masks, views, backend=backend)
-    except ValueError as e:
-        if "touches the image border" not in str(e):
-            raise
-        offset = _visible_centroid_start(gaussians, cameras, masks, views)
-        log.warning("align=search: %s; starting from the visible part's centroid instead", e)
-        moved = gaussians.translate(offset.to(gaussians.means))
-    # 2. the hypotheses, fitted on a subset of the Gaussians (widened to keep the silhouette's area)
-    g = moved.detach()
-    if g.num_gaussians > max_gaussians:
-        gen = torch.Generator().manual_seed(int(seed))
-        keep_idx = torch.randperm(g.num_gaussians, generator=gen)[:max_gaussians].to(g.device)
-        g = replace(g.subset(keep_idx), log_scales=g.log_scales[keep_idx] + 0.5 * math.log(g.num_gaussians / max_gaussians))
+    # 1. translation from the moments (the visible part's centroid where every mask is cut by the border)
+    moved, offset = align_to_targets(gaussians, cameras, masks, views, backend=backend)
+    # 2. the hypotheses, fitted on the asset, or on its `proxy` where it has more than max_gaussians
+    g = proxy(moved.detach(), max_gaussians, cameras[views].to(moved.device), backend=backend)
     dtype, device = g.means.dtype, g.device
     center = g.means.mean(0).detach()
     cams = cameras[views].to(device)
@@ -232,13 +264,16 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
 
     # 3. screen every hypothesis (no gradient): its translation corrected by its own render's mask
     #    moments (one render of H x V cameras), then its loss (another)
-    q_all = rotmat_to_quat(rotation_set(rotations, count).to(device, dtype))  # [H, 4]
+    hyp = rotation_set(rotations, count) if hypotheses is None else hypotheses
+    q_all = rotmat_to_quat(hyp.to(device, dtype))  # [H, 4]
     zeros = torch.zeros(len(q_all), 3, dtype=dtype, device=device)
     with torch.no_grad():
         first = render(g, _hypothesis_cameras(cams, q_all, zeros, zeros[:, 0], center), background=bg, backend=backend)
         tau0 = _moment_steps(first.alpha.reshape(len(q_all), V, *first.alpha.shape[-2:]), gt_mask, cams, center)
         screen = render_losses(q_all, tau0, zeros[:, 0])
     chosen = torch.argsort(screen)[: max(1, int(keep))]
+    if prefer_first is not None and not bool((chosen == 0).any()):
+        chosen = torch.cat([chosen.new_zeros(1), chosen[:-1] if len(chosen) > 1 else chosen[:0]])
     q_h = q_all[chosen]
     # 4. fit the best ones (rotation, translation, and the log-scale with two or more views) by
     #    successive halving: all of them for a third of the steps, the best quarter for another
@@ -266,16 +301,97 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             sched.step()
         if round_ < 2:
             ranked = torch.argsort(last.detach())
+            if prefer_first is not None and bool((chosen[alive] == 0).any()):
+                first = int((chosen[alive] == 0).nonzero()[0, 0])
+                best = int(ranked[0])
+                if best != first and float(last[best]) >= prefer_first * float(last[first]):
+                    ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
+                elif best != first:
+                    ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
             runners_up = last.detach()[ranked[1:]]  # the last round's others: how clear the winner is
             alive = alive[ranked[: max(1, math.ceil(len(alive) / 4)) if round_ == 0 else 1]]
-    with torch.no_grad():
-        b = alive[0]
+    b = alive[0]
+    final = last.detach()
+    if g is not moved and refine_steps > 0:
+        # the proxy ranked the hypotheses; the winner is refined on the asset itself (the proxy's
+        # low-frequency likeness is not exact enough for the last degrees)
+        g = moved.detach()
+        q_h, w_b = q_h[b][None], w[b].detach()[None].clone().requires_grad_(True)
+        tau_b = tau[b].detach()[None].clone().requires_grad_(True)
+        sigma_b = sigma[b].detach()[None].clone().requires_grad_(free_scale)
+        w, tau, sigma, b = w_b, tau_b, sigma_b, 0
+        alive = torch.zeros(1, dtype=torch.long, device=device)
+        opt = torch.optim.Adam([{"params": [w], "lr": lr * 0.2}, {"params": [tau], "lr": lr * 0.04},
+                                *([{"params": [sigma], "lr": lr * 0.04}] if free_scale else [])])
+        for _ in range(int(refine_steps)):
+            opt.zero_grad(set_to_none=True)
+            # one hypothesis: move the Gaussians, not the camera (the renderer's fast path has their gradients)
+            q = current(alive)[0]
+            R = quat_to_rotmat(q[None])[0]
+            s = torch.exp(sigma[0])
+            posed = replace(g, means=center + tau[0] + s * (g.means - center) @ R.T,
+                            quats=quat_multiply(q.expand_as(g.quats), g.quats), log_scales=g.log_scales + sigma[0])
+            out = render(posed, cams, background=bg, backend=backend)
+            last = spectral_loss(out.rgb, gt_rgb, out.alpha, gt_mask, weights, lambda_mask=lambda_mask)[None]
+            last.sum().backward()
+            opt.step()
         final = last.detach()
+    with torch.no_grad():
         R = quat_to_rotmat(current(alive)[0][None])[0]
         s = float(torch.exp(sigma[b]))
-        # the same move for the whole asset: x -> c + tau + s R (x - c), c the subset's centre
+        # the same move for the whole asset: x -> c + tau + s R (x - c), c the searched Gaussians' centre
         out = moved.transform(R, translation=center + tau[b] - s * (R @ center), scale=s)
     sorted_losses = [float(final[0])] + sorted(float(x) for x in runners_up)
     return SearchResult(gaussians=out.detach(), rotation=R.detach().cpu().double(),
                         translation=(offset.to(tau) + tau[b]).detach().cpu(), scale=s, loss=sorted_losses[0],
                         losses=sorted_losses, seconds=time.perf_counter() - start)
+
+
+def local_rotations(degrees: float = 35.0) -> Tensor:
+    """[9, 3, 3] hypotheses around the current pose: the identity, +-``degrees`` about each world
+    axis, and +-2 x ``degrees`` about the vertical (animals mostly turn about it)."""
+    from spectral_tracking.tracking.start import VERTICAL, axis_angle_matrix
+
+    out = [torch.eye(3, dtype=torch.float64)]
+    for axis in ((1.0, 0.0, 0.0), VERTICAL, (0.0, 0.0, 1.0)):
+        out += [axis_angle_matrix(torch.tensor(axis), a) for a in (degrees, -degrees)]
+    out += [axis_angle_matrix(torch.tensor(VERTICAL), a) for a in (2 * degrees, -2 * degrees)]
+    return torch.stack(out)
+
+
+def rigid_fit(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(R [3, 3], b [3]) with target ~ R source + b (least squares, Kabsch; source/target [N, 3])."""
+    s, d = source.double(), target.double()
+    cs, cd = s.mean(0), d.mean(0)
+    U, _, Vt = torch.linalg.svd((d - cd).T @ (s - cs))
+    D = torch.diag(torch.tensor([1.0, 1.0, float(torch.sign(torch.det(U @ Vt)))], dtype=torch.float64))
+    R = U @ D @ Vt
+    return R, cd - R @ cs
+
+
+def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
+                      background: Tensor, degrees: float = 35.0, keep: int = 3, steps: int = 15, bands: int = 3,
+                      lambda_mask: float = 0.5, lr: float = 0.05, backend: str = "auto", max_gaussians: int = 4000,
+                      seed: int = 0, prefer: float = 0.5) -> tuple[Tensor, Tensor, list[dict]]:
+    """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
+    before turned by each of `local_rotations` and fitted to this frame's targets (images
+    [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`. Returns the rotations [T, 3, 3] and
+    translations [T, 3] of x -> R_t x + b_t from ``placed`` (frame 0: the identity) and a record
+    per frame."""
+    T = images.shape[1]
+    Rs = [torch.eye(3, dtype=torch.float64)]
+    bs = [torch.zeros(3, dtype=torch.float64)]
+    records = []
+    current = placed
+    hypotheses = local_rotations(degrees)
+    for t in range(1, T):
+        result = search_pose(current, cameras, images[:, t], masks[:, t], views, background=background,
+                             hypotheses=hypotheses, keep=keep, steps=steps, bands=bands, lambda_mask=lambda_mask, lr=lr,
+                             free_scale=False, backend=backend, max_gaussians=max_gaussians, seed=seed,
+                             prefer_first=prefer)
+        current = result.gaussians
+        R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
+        Rs.append(R)
+        bs.append(b)
+        records.append({"frame": t, "loss": result.loss, "seconds": round(result.seconds, 3)})
+    return torch.stack(Rs), torch.stack(bs), records

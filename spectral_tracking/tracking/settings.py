@@ -108,6 +108,9 @@ class LossSettings:
     # End the spectral phase once the running mask IoU reaches this, after the warm-up (beyond the paper;
     # tracking/objective.py); null: at spectral_end (the paper).
     switch_iou: Optional[float] = setting(0.8, low=0, high=1, low_open=True)
+    # When the switch may end the spectral phase: warmup (after the warm-up) | start (at any step: a start
+    # that already overlaps skips the warm-up too)
+    switch_from: str = setting("warmup", choices=("warmup", "start"))
     norm: str = setting("l1", choices=("l1", "l2"))
     band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
     lambda_image: float = setting(5000.0, low=0)
@@ -155,6 +158,8 @@ class DeformSettings:
     # The TimeNet's arithmetic (mlp, rigid_mlp): fp32 (the paper) | bf16 (autocast) | auto (bf16 where the
     # hardware computes it natively; deform/mlp.py).
     precision: str = setting("auto", choices=("fp32", "bf16", "auto"))
+    # A fraction of max_steps during which only the whole asset's rigid part learns (rigid_mlp; beyond the paper)
+    rigid_first: float = setting(0.0, low=0, high=1)
     kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
 
 
@@ -169,7 +174,14 @@ class SearchSettings:
     bands: int = setting(3, low=1, integer=True)  # the lowest spectral bands the search compares
     lr: float = setting(0.05, low=0, low_open=True)  # Adam's step on the rotation (radians; translation and log-scale: x0.2)
     scale: str = setting("auto", choices=("auto", "free", "fixed"))  # the size: auto = free with two or more views
+    # The identity (no turn) is always fitted, and a turn wins only with a loss below prefer x the identity's: a
+    # symmetric asset (a torus, a flower) keeps its orientation where a symmetric turn fits as well (1: no preference)
+    prefer: float = setting(0.5, low=0, high=1, low_open=True)
     max_gaussians: int = setting(4000, low=1, integer=True)  # a random subset of larger assets, widened to keep their silhouette
+    # first: frame 0 only | all: then the whole asset's rigid motion frame by frame (hypotheses around the
+    # pose before), the start of a per-frame rigid part (deform=rigid_mlp with rigid_per_frame, or rigid)
+    frames: str = setting("first", choices=("first", "all"))
+    local_degrees: float = setting(35.0, low=0, high=180)  # frames=all: the turns tried around the pose before
 
 
 # --------------------------------------------------------------------------------------------------

@@ -108,28 +108,36 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
 
 
 def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", settings=None, background: Tensor | None = None,
-          lambda_mask: float = 0.5, seed: int = 0) -> tuple[Gaussians, dict]:
-    """The start stage ``align=<method>`` on frame 0 of ``targets`` (a `TrackingModule`'s `Targets`):
-    (placed canonical, record for run_meta.json). ``settings``: the ``search`` config (`SearchSettings`)."""
+          lambda_mask: float = 0.5, seed: int = 0) -> tuple[Gaussians, dict, tuple[Tensor, Tensor] | None]:
+    """The start stage ``align=<method>`` on ``targets`` (a `TrackingModule`'s `Targets`): (placed
+    canonical, record for run_meta.json, trajectory or None). ``settings``: the ``search`` config
+    (`SearchSettings`); with ``search.frames=all`` the trajectory is the whole asset's rigid motion
+    from the placed canonical, rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t."""
     views = list(targets.train_views)
     if method == "moments":
         from spectral_tracking.tracking.align import align_to_targets
 
         placed, offset = align_to_targets(canonical, targets.cameras, targets.masks[:, 0], views, backend=backend)
-        return placed, {"align": "moments", "align_offset": [float(x) for x in offset]}
-    if method == "search":
-        from spectral_tracking.tracking.search import search_pose
+        return placed, {"align": "moments", "align_offset": [float(x) for x in offset]}, None
+    if method != "search":
+        raise ValueError(f"align must be one of none, moments, search, got {method!r}")
+    from spectral_tracking.tracking.search import search_pose, search_trajectory
 
-        s = settings if settings is not None else {}
-        get = (lambda k, d: s.get(k, d)) if isinstance(s, dict) or hasattr(s, "get") else (lambda k, d: getattr(s, k, d))
-        scale = get("scale", "auto")
-        result = search_pose(
-            canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
-            background=torch.ones(3) if background is None else background, rotations=str(get("rotations", "grid")),
-            count=int(get("count", 72)), keep=int(get("keep", 8)), steps=int(get("steps", 45)), bands=int(get("bands", 3)),
-            lr=float(get("lr", 0.05)), lambda_mask=float(lambda_mask),
-            free_scale=None if scale == "auto" else scale == "free", backend=backend,
-            max_gaussians=int(get("max_gaussians", 4000)), seed=int(seed),
-        )
-        return result.gaussians, result.record()
-    raise ValueError(f"align must be one of none, moments, search, got {method!r}")
+    s = settings if settings is not None else {}
+    get = s.get if hasattr(s, "get") else (lambda k, d: getattr(s, k, d))
+    bg = torch.ones(3) if background is None else background
+    common = dict(background=bg, bands=int(get("bands", 3)), lr=float(get("lr", 0.05)), lambda_mask=float(lambda_mask),
+                  backend=backend, max_gaussians=int(get("max_gaussians", 4000)), seed=int(seed))
+    scale = get("scale", "auto")
+    result = search_pose(canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
+                         rotations=str(get("rotations", "grid")), count=int(get("count", 72)), keep=int(get("keep", 8)),
+                         steps=int(get("steps", 45)), free_scale=None if scale == "auto" else scale == "free",
+                         prefer_first=float(get("prefer", 0.5)), **common)
+    record = result.record()
+    if get("frames", "first") != "all":
+        return result.gaussians, record, None
+    Rs, bs, frames = search_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views,
+                                       degrees=float(get("local_degrees", 35.0)), prefer=float(get("prefer", 0.5)), **common)
+    record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
+                  search_frame_losses=[f["loss"] for f in frames])
+    return result.gaussians, record, (Rs, bs)
