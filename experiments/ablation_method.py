@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from experiments.harness import SCALES, common_args, finish, fmt, grid, prepare, success_rates, summarize
+from experiments.harness import PAIRS, SCALES, common_args, finish, fmt, grid, prepare, success_rates, summarize
 from experiments.variants import overrides_of
 
 SHIFT = 0.8
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="the compared variants (rows), '+' composes")
     ap.add_argument("--shifts", type=float, nargs="+", default=[SHIFT], help="shifted radii (0 is always run too)")
     ap.add_argument("--setting", choices=sorted(SCALES), default="clean", help="the benchmark setting")
+    ap.add_argument("--pairs", nargs="*", default=[], help=f"creature/motion pairs outside the presets (benchmark seed 1), "
+                                                          f"e.g. {' '.join(PAIRS)}")
     args = ap.parse_args(argv)
     extra = prepare(args)
     names = args.variants[:2] if args.quick else args.variants
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         raise SystemExit(f"error: --variants: {e}") from None
     shifts = [0.0, *sorted(set(args.shifts) - {0.0})]
-    todo = grid(SCALES[args.setting][args.scale], variants, args.presets, args.seeds, shifts, extra)
+    pairs = [] if args.quick else args.pairs
+    todo = grid(SCALES[args.setting][args.scale], variants, args.presets, args.seeds, shifts, extra, pairs=pairs)
     caption = (f"Method ablation ({args.setting} setting) at shift {', '.join(f'{x:g}' for x in shifts[1:])} "
                f"(unshifted runs for the success rate).")
     return finish("ablation_method", args, todo, render, caption)

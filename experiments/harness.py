@@ -44,7 +44,7 @@ RESULTS = REPO / "experiments" / "results"
 # spectral phase ended, 0 for Pixel); a missing one is left empty.
 METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "train_last_mask_iou", "novel_psnr", "novel_ssim",
            "novel_lpips", "novel_mask_iou", "3d_mean_error", "3d_last_error", "3d_size_ratio", "initial_iou", "spectral_end",
-           "steps", "seconds"]
+           "steps", "seconds", "start_seconds", "run_seconds"]
 
 LOSS_NAMES = {"spectral": "Ours", "pixel": "Pixel"}  # the `loss` config as the tables and figures name it
 
@@ -84,17 +84,18 @@ def creatures(presets: Sequence[str], pairs: Sequence[str] = ()) -> list[tuple[s
 
 
 def grid(base: Sequence[str], variants: dict[str, list[str]], presets: Sequence[str], seeds: Sequence[int],
-         shifts: Sequence[float], extra: Sequence[str] = (), variant_key: str = "variant") -> list[Case]:
-    """Every variant (name -> overrides) x preset x direction (seed) x shift, on top of ``base``."""
+         shifts: Sequence[float], extra: Sequence[str] = (), variant_key: str = "variant", pairs: Sequence[str] = ()) -> list[Case]:
+    """Every variant (name -> overrides) x creature (the presets, and ``pairs`` at benchmark seed 1)
+    x direction (seed) x shift, on top of ``base``."""
     out = []
     for variant, overrides in variants.items():
-        for preset in presets:
+        for creature, data in creatures(presets, pairs):
             for seed in seeds:
                 for shift in shifts:
                     out.append(Case(
-                        name=f"{variant}_{preset}_shift{shift:g}_seed{seed}",
-                        overrides=[*base, *overrides, f"dataset.preset={preset}", f"shift={shift}", f"seed={seed}", *extra],
-                        labels={variant_key: variant, "creature": preset, "shift": shift, "seed": seed},
+                        name=f"{variant}_{creature.replace('@', '_s')}_shift{shift:g}_seed{seed}",
+                        overrides=[*base, *overrides, *data, f"shift={shift}", f"seed={seed}", *extra],
+                        labels={variant_key: variant, "creature": creature, "shift": shift, "seed": seed},
                     ))
     return out
 

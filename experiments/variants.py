@@ -27,11 +27,15 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     # --- method -------------------------------------------------------------------------------
-    "defaults": Variant((), "method", "the tracker's defaults (align=moments, the overlap switch at IoU 0.8)"),
+    "defaults": Variant((), "method", "the tracker's defaults (align=search, the overlap switch at IoU 0.5 from any step)"),
     "paper": Variant(("align=none", "loss.switch_iou=null"), "method",
                      "the paper's protocol: the optimiser starts from the displaced asset, the spatial phase at the fixed step"),
     "pixel": Variant(("loss=pixel",), "method", "the Pixel baseline: the spatial loss from step 0, everything else equal"),
     "search": Variant(("align=search",), "method", "the start found by the global similarity search (tracking/search.py)"),
+    "moments": Variant(("align=moments",), "method", "the start translated by the targets' mask moments (the defaults "
+                                                      "before 2026-12-05, with loss.switch_iou=0.8 after the warm-up)"),
+    "switch80": Variant(("loss.switch_iou=0.8", "loss.switch_from=warmup"), "method",
+                        "the overlap switch before 2026-12-05: IoU 0.8, after the warm-up"),
     "trajectory": Variant(("align=search", "search.frames=all", "deform=rigid_mlp", "+deform.kwargs.rigid_per_frame=true"),
                           "method", "the search for frame 0, then the whole asset's rigid motion frame by frame as the start "
                                     "of a per-frame rigid part"),
@@ -40,6 +44,8 @@ VARIANTS: dict[str, Variant] = {
     "switch_anytime": Variant(("loss.switch_from=start",), "ablation",
                               "the overlap switch may end the spectral phase before the warm-up ends"),
     "switch50": Variant(("loss.switch_iou=0.5",), "ablation", "the overlap switch at a running mask IoU of 0.5"),
+    "old_defaults": Variant(("align=moments", "loss.switch_iou=0.8", "loss.switch_from=warmup"), "method",
+                            "the defaults before 2026-12-05: align=moments, the switch at IoU 0.8 after the warm-up"),
     "rigid_first": Variant(("deform=rigid_mlp", "deform.rigid_first=0.2"), "ablation",
                            "rigid_mlp whose non-rigid part waits for the first 20% of the steps"),
     "no_align": Variant(("align=none",), "reading", "the paper's start (the displaced asset), with the overlap switch"),

@@ -21,10 +21,10 @@ def _masks(iou: float, size: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, mask
 
 
-def switch(threshold, warmup_end: int, latest: int, max_steps: int = 100) -> Objective:
+def switch(threshold, warmup_end: int, latest: int, max_steps: int = 100, switch_from: str = "warmup") -> Objective:
     """An objective whose spectral phase ends at ``latest`` at the latest, its warm-up at ``warmup_end``."""
-    return Objective(LossSettings(switch_iou=threshold, warmup=warmup_end / max_steps, spectral_end=latest, num_bands=2),
-                     max_steps)
+    return Objective(LossSettings(switch_iou=threshold, warmup=warmup_end / max_steps, spectral_end=latest, num_bands=2,
+                                  switch_from=switch_from), max_steps)
 
 
 def test_switch_after_the_warm_up_once_the_running_iou_reaches_the_threshold():
@@ -44,6 +44,11 @@ def test_switch_after_the_warm_up_once_the_running_iou_reaches_the_threshold():
     for step in range(30):
         early.observe(step, alpha, mask)
     assert early.spectral_end == 20
+    # switch_from=start (the default): a start that overlaps skips the warm-up too
+    anytime = switch(0.5, warmup_end=20, latest=50, switch_from="start")
+    for step in range(30):
+        anytime.observe(step, alpha, mask)
+    assert anytime.spectral_end == 4  # 1 - 0.8^n >= 0.5 first at n = 4
 
 
 def test_no_switch_without_overlap_or_when_off():
@@ -77,7 +82,7 @@ def test_objective_follows_the_switch():
 def test_an_aligned_start_switches_early_and_a_far_one_does_not(tmp_path):
     """End to end: from the aligned start the render overlaps at once, so the spatial phase begins
     at the end of the warm-up; from a far-off start without alignment (no overlap) it waits."""
-    common = ["shift=0.8", "seed=7", "resolution=32", "max_steps=40", "loss.switch_iou=0.8",
+    common = ["shift=0.8", "seed=7", "resolution=32", "max_steps=40", "loss.switch_iou=0.8", "loss.switch_from=warmup",
               "eval.lpips=none", "eval.progression_frames=0"]
     near = run(make_cfg(tmp_path / "near", tmp_path / "data", [*common, "align=moments"]))["metrics"]
     far = run(make_cfg(tmp_path / "far", tmp_path / "data", [*common, "align=none"]))["metrics"]

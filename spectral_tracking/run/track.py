@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from pathlib import Path
 
@@ -136,13 +137,16 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _run(cfg: DictConfig, out_dir: Path) -> dict:
+    began = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     ckpt_path, resume_step = resume_checkpoint(cfg)
 
     seq, targets = build_targets(cfg)
     truth = seq.ground_truth()
+    start_began = time.perf_counter()
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
+    start_seconds = time.perf_counter() - start_began
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
     atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
     module = build_module(cfg, canonical, targets, trajectory).to(device)
@@ -163,7 +167,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> dict:
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips),
                            per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol))
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
-                       spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1))
+                       spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1),
+                       start_seconds=round(start_seconds, 2), run_seconds=round(time.perf_counter() - began, 1))
         figures = write_outputs(cfg, module, initial, progression, out_dir,
                                 normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))

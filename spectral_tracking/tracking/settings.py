@@ -105,12 +105,12 @@ class LossSettings:
     expansion: str = setting("log", choices=_expansions)  # tracking/schedule.py
     # The latest step of the spectral phase (Table 6's "add pixel loss"); the overlap switch may end it earlier.
     spectral_end: int = setting(II("frac:${max_steps},0.6"), low=0, integer=True)
-    # End the spectral phase once the running mask IoU reaches this, after the warm-up (beyond the paper;
-    # tracking/objective.py); null: at spectral_end (the paper).
-    switch_iou: Optional[float] = setting(0.8, low=0, high=1, low_open=True)
-    # When the switch may end the spectral phase: warmup (after the warm-up) | start (at any step: a start
-    # that already overlaps skips the warm-up too)
-    switch_from: str = setting("warmup", choices=("warmup", "start"))
+    # End the spectral phase once the running mask IoU reaches this (beyond the paper; tracking/objective.py);
+    # null: at spectral_end (the paper).
+    switch_iou: Optional[float] = setting(0.5, low=0, high=1, low_open=True)
+    # When the switch may end the spectral phase: start (at any step: a start that already overlaps skips the
+    # warm-up too) | warmup (only after the warm-up)
+    switch_from: str = setting("start", choices=("start", "warmup"))
     norm: str = setting("l1", choices=("l1", "l2"))
     band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
     lambda_image: float = setting(5000.0, low=0)
@@ -227,10 +227,10 @@ class RunConfig:
     rotation: float = setting(0.0, low=0, high=180, what=" (degrees)")
     rotation_axis: str = setting("random", choices=("random", "vertical"))  # random: an axis drawn from `seed`
     scale: float = setting(1.0, low=0, low_open=True, what=" (a factor on the canonical's size)")
-    # How the tracker starts: none (the moved asset, as in the paper) | moments (translated to where
-    # the targets' mask moments put it; tracking/align.py) | search (moments, then rotation hypotheses
-    # fitted on the low spectral bands; tracking/search.py). Both beyond the paper.
-    align: str = setting("moments", choices=_align_methods)
+    # How the tracker starts: search (the default: moments, then rotation hypotheses fitted on the low
+    # spectral bands; tracking/search.py) | moments (translated to where the targets' mask moments put it;
+    # tracking/align.py) | none (the moved asset, as in the paper). search and moments are beyond the paper.
+    align: str = setting("search", choices=_align_methods)
     search: SearchSettings = setting(factory=SearchSettings)
 
     views: int = setting(1, choices=(1, 2, 4))  # training views: 1 -> [0], 2 -> [0, 180], 4 -> [0, 90, 180, 270] (azimuths)
