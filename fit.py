@@ -18,7 +18,7 @@ import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} re
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")
 def main(cfg: DictConfig):
-    from spectral_tracking.run.cli import fit_job
+    from spectral_tracking.cli import fit_job
 
     return fit_job(cfg)
 

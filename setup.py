@@ -1,5 +1,5 @@
 """Packaging beyond what pyproject.toml can say: the Hydra configs in ``conf/`` ship inside the package
-as ``spectral_tracking/conf`` (found by `spectral_tracking.run.cli.config_dir`), so an installed
+as ``spectral_tracking/conf`` (found by `spectral_tracking.cli.config_dir`), so an installed
 ``spectral-track`` / ``spectral-fit`` runs from any folder while the repository keeps ``conf/`` at its root."""
 
 from setuptools import find_packages, setup

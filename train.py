@@ -17,7 +17,7 @@ import spectral_tracking.run.config  # noqa: F401,E402  (registers the ${frac:..
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig):
-    from spectral_tracking.run.cli import track_job
+    from spectral_tracking.cli import track_job
 
     return track_job(cfg)
 

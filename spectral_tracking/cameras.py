@@ -23,6 +23,9 @@ import torch
 from torch import Tensor
 
 
+UP = (0.0, 1.0, 0.0)  # the world's up: the orbit rig's +y, the creatures stand on it
+
+
 @dataclass
 class Cameras:
     """V pinhole cameras sharing one image size."""

@@ -49,6 +49,14 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
+def axis_angle_matrix(axis: Tensor, degrees: float) -> Tensor:
+    """[3, 3] rotation by ``degrees`` about the ``axis`` [3] (normalised here; Rodrigues), float64."""
+    a = axis.double() / axis.double().norm()
+    K = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=torch.float64)
+    t = math.radians(float(degrees))
+    return torch.eye(3, dtype=torch.float64) + math.sin(t) * K + (1 - math.cos(t)) * K @ K
+
+
 def quat_to_rotmat(q: Tensor) -> Tensor:
     """(w, x, y, z) quaternions [..., 4] (normalised here) to rotation matrices [..., 3, 3]."""
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)

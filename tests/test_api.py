@@ -63,7 +63,7 @@ def test_track_needs_a_sequence_for_a_canonical(sequence_folder):
 
 
 def _run_script(main: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    code = f"import sys; from spectral_tracking.run.cli import {main}; sys.argv = ['x', *sys.argv[1:]]; {main}()"
+    code = f"import sys; from spectral_tracking.cli import {main}; sys.argv = ['x', *sys.argv[1:]]; {main}()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -81,7 +81,7 @@ def test_pyproject_ships_the_configs_and_the_scripts():
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     scripts = project["project"]["scripts"]
-    assert scripts == {"spectral-track": "spectral_tracking.run.cli:track_main", "spectral-fit": "spectral_tracking.run.cli:fit_main"}
+    assert scripts == {"spectral-track": "spectral_tracking.cli:track_main", "spectral-fit": "spectral_tracking.cli:fit_main"}
     assert "viser" in " ".join(project["project"]["optional-dependencies"]["viewer"])
 
 

@@ -14,7 +14,8 @@ from spectral_tracking.gaussians import rotmat_to_quat
 from spectral_tracking.metrics import mask_iou
 from spectral_tracking.render import render
 from spectral_tracking.tracking.search import _hypothesis_cameras, rotation_set, search_pose
-from spectral_tracking.tracking.start import axis_angle_matrix, displace, random_direction, rotation_axis
+from spectral_tracking.gaussians import axis_angle_matrix
+from spectral_tracking.tracking.start import displace, random_direction, rotation_axis
 
 
 @pytest.fixture(scope="module")

@@ -93,20 +93,20 @@ def from_config(ds: Mapping, resolution: int | None, require_canonical: bool = T
 # ----------------------------------------------------------------------------------------------
 def contact_sheet(folders: list[Path], out: Path, shift_radius: float = 0.5, seed: int = 0,
                   columns: int = 5, backend: str = "auto") -> Path:
-    """A PNG: per sequence, rows = views, columns = frame 0 with the shifted canonical overlaid
-    (semi-transparent magenta), then ``columns`` frames spread over the sequence. Clean frames are
-    shown over grey; realistic ones as stored (with their clutter)."""
+    """A PNG: per sequence, rows = views, columns = frame 0 with the canonical overlaid
+    (semi-transparent magenta) moved by ``shift_radius`` along +x (how far a start of that radius is;
+    the tracker's start draws its direction from the run's seed), then ``columns`` frames spread over
+    the sequence. Clean frames are shown over grey; realistic ones as stored (with their clutter)."""
     from PIL import Image, ImageDraw
 
     from spectral_tracking.render import render
-    from spectral_tracking.tracking.start import shift_canonical
 
     blocks = []
     for folder in folders:
         seq = load_sequence(folder)
         T, H, W = seq.num_frames, seq.height, seq.width
         ts = sorted(set(int(round(x)) for x in np.linspace(0, T - 1, columns)))
-        shifted, _ = shift_canonical(seq.canonical, shift_radius, seed)
+        shifted = seq.canonical.translate(torch.tensor([float(shift_radius), 0.0, 0.0]))
         with torch.no_grad():
             over = render(shifted, seq.cameras, backend=backend)
         bg = torch.tensor([0.18, 0.18, 0.2])

@@ -4,5 +4,5 @@ the Lightning session, loggers, sweeps, outputs and the command-line entry point
 - ``track.py``: `run(cfg)`, one tracking run from a composed config (``train.py`` and the API call it).
 - ``config.py``: Hydra's schema (`spectral_tracking.tracking.settings`), `compose`, `validate`.
 - ``folder.py``, ``atomic.py``, ``session.py``, ``callbacks.py``, ``loggers.py``, ``sweep.py``,
-  ``outputs.py``, ``cli.py``: the plumbing, one concern a file.
+  ``outputs.py``: the plumbing, one concern a file (the console scripts: ``spectral_tracking/cli.py``).
 """

@@ -350,12 +350,13 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
 def local_rotations(degrees: float = 35.0) -> Tensor:
     """[9, 3, 3] hypotheses around the current pose: the identity, +-``degrees`` about each world
     axis, and +-2 x ``degrees`` about the vertical (animals mostly turn about it)."""
-    from spectral_tracking.tracking.start import VERTICAL, axis_angle_matrix
+    from spectral_tracking.cameras import UP
+    from spectral_tracking.gaussians import axis_angle_matrix
 
     out = [torch.eye(3, dtype=torch.float64)]
-    for axis in ((1.0, 0.0, 0.0), VERTICAL, (0.0, 0.0, 1.0)):
+    for axis in ((1.0, 0.0, 0.0), UP, (0.0, 0.0, 1.0)):
         out += [axis_angle_matrix(torch.tensor(axis), a) for a in (degrees, -degrees)]
-    out += [axis_angle_matrix(torch.tensor(VERTICAL), a) for a in (2 * degrees, -2 * degrees)]
+    out += [axis_angle_matrix(torch.tensor(UP), a) for a in (2 * degrees, -2 * degrees)]
     return torch.stack(out)
 
 

@@ -25,13 +25,13 @@ import math
 import torch
 from torch import Tensor
 
-from spectral_tracking.gaussians import Gaussians
+from spectral_tracking.cameras import UP as VERTICAL
+from spectral_tracking.gaussians import Gaussians, axis_angle_matrix
 from spectral_tracking.metrics import mask_iou
 
 log = logging.getLogger(__name__)
 
 AXES = ("random", "vertical")
-VERTICAL = (0.0, 1.0, 0.0)  # the orbit rig's up (+y)
 _AXIS_STREAM = 1_000_003  # the rotation axis is drawn from seed + this: independent of the shift's direction
 
 
@@ -43,14 +43,6 @@ def random_direction(seed: int) -> Tensor:
         n = d.norm()
         if n > 1e-6:
             return (d / n).float()
-
-
-def axis_angle_matrix(axis: Tensor, degrees: float) -> Tensor:
-    """[3, 3] rotation by ``degrees`` about the unit ``axis`` [3] (Rodrigues), float64."""
-    a = axis.double() / axis.double().norm()
-    K = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=torch.float64)
-    t = math.radians(float(degrees))
-    return torch.eye(3, dtype=torch.float64) + math.sin(t) * K + (1 - math.cos(t)) * K @ K
 
 
 def rotation_axis(kind: str, seed: int) -> Tensor:
