@@ -51,7 +51,7 @@ class Section:
 
 
 ABLATION = "python -m experiments.ablation_method"
-DEFAULTS = "--variant defaults"
+DEFAULTS = "--variant old_defaults"  # the defaults before 2026-12-05 (align=moments, switch 0.8)
 PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump humanoid_twist hopper_twist"
 REALISTIC = "--setting realistic"
 
@@ -75,7 +75,7 @@ SECTIONS: tuple[Section, ...] = (
     )),
     Section("Is the CPU scale converged? Not in image PSNR", (
         Result("budget_defaults",
-               "python -m experiments.budget --variant fixed_switch "
+               "python -m experiments.budget --variant moments fixed_switch "
                "--steps 500 1000 2000 4000 --jobs 2 --out experiments/results/budget_defaults",
                "128", "66 min in all (the 4000-step level: 32 runs, 15.8 min)"),
         Result("budget", "python -m experiments.budget --variant paper+bce_1e-6 --seeds 0 --jobs 2", "48", "-"),
@@ -89,11 +89,11 @@ SECTIONS: tuple[Section, ...] = (
                "--jobs 2 --out experiments/results/shift_curves_defaults_pairs",
                "144", "11.5 min"),
         Result("shift_curves_align",
-               "python -m experiments.shift_curves --variant fixed_switch --jobs 2 "
+               "python -m experiments.shift_curves --variant moments fixed_switch --jobs 2 "
                "--out experiments/results/shift_curves_align",
                "224", "-"),
         Result("shift_curves_align_pairs",
-               f"python -m experiments.shift_curves --variant fixed_switch --override dataset.seed=1 {PAIRS} "
+               f"python -m experiments.shift_curves --variant moments fixed_switch --override dataset.seed=1 {PAIRS} "
                "--shifts 0 0.5 0.8 1.0 1.2 --jobs 2 --out experiments/results/shift_curves_align_pairs",
                "240", "-"),
     )),
@@ -105,7 +105,7 @@ SECTIONS: tuple[Section, ...] = (
                f"python -m experiments.table2 {DEFAULTS} --jobs 2 --out experiments/results/table2_defaults",
                "36", "5.4 min"),
         Result("table2_defaults_switch50",
-               "python -m experiments.table2 --variant defaults --override loss.switch_iou=0.5 "
+               "python -m experiments.table2 --variant old_defaults switch50 "
                "--presets quadruped_walk --jobs 2 --out experiments/results/table2_defaults_switch50",
                "24", "4.4 min"),
         Result("table2_defaults_1000",
@@ -118,27 +118,27 @@ SECTIONS: tuple[Section, ...] = (
     )),
     Section("The start and the switch, measured", (
         Result("ablation_views4",
-               f"{ABLATION} --variants fixed_switch paper defaults --override views=4 --override eval.per_view=true "
+               f"{ABLATION} --variants moments+fixed_switch paper old_defaults --override views=4 --override eval.per_view=true "
                "--seeds 0 1 2 3 --shifts 0.8 --jobs 2 --out experiments/results/ablation_views4",
                "96", "about 15 min (the defaults' 32 runs: 4.5 min)"),
         Result("ablation_realistic",
-               f"{ABLATION} --variants fixed_switch pixel paper pixel+paper {REALISTIC} "
+               f"{ABLATION} --variants moments+fixed_switch pixel+moments paper pixel+paper {REALISTIC} "
                "--seeds 0 1 2 3 --shifts 0.6 --jobs 2 --out experiments/results/ablation_realistic",
                "128", "about 20 min"),
         Result("ablation_gate_realistic",
-               f"{ABLATION} --variants defaults pixel {REALISTIC} "
+               f"{ABLATION} --variants old_defaults pixel+moments {REALISTIC} "
                "--seeds 0 1 2 3 --shifts 0.6 --jobs 2 --out experiments/results/ablation_gate_realistic",
                "64", "5 min"),
         Result("ablation_switch_realistic",
-               f"{ABLATION} --variants fixed_switch+switch30 fixed_switch+switch45 fixed_switch+mask3 fixed_switch+appearance pixel+appearance {REALISTIC} "
+               f"{ABLATION} --variants moments+fixed_switch+switch30 moments+fixed_switch+switch45 moments+fixed_switch+mask3 moments+fixed_switch+appearance pixel+moments+appearance {REALISTIC} "
                "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_switch_realistic",
                "80", "-"),
         Result("ablation_maskonly_realistic",
-               f"{ABLATION} --variants fixed_switch+masks_only fixed_switch pixel {REALISTIC} "
+               f"{ABLATION} --variants moments+fixed_switch+masks_only moments+fixed_switch pixel+moments {REALISTIC} "
                "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_maskonly_realistic",
                "48", "-"),
         Result("ablation_realistic_2000",
-               f"{ABLATION} --variants fixed_switch pixel {REALISTIC} --override max_steps=2000 "
+               f"{ABLATION} --variants moments+fixed_switch pixel+moments {REALISTIC} --override max_steps=2000 "
                "--seeds 0 1 --shifts 0.6 --jobs 2 --out experiments/results/ablation_realistic_2000",
                "32", "-"),
     )),
