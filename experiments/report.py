@@ -56,6 +56,24 @@ PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump hu
 REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
+    Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
+        Result("turning_old_defaults", "python -m experiments.turning --variant old_defaults --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_old_defaults", "48", "6 min"),
+        Result("paper_rigid_first", f"{ABLATION} --variants paper paper+rigid_first --shifts 0.8 --seeds 0 1 --jobs 2 "
+               "--out experiments/results/paper_rigid_first", "32", "4 min"),
+    )),
+    Section("The defaults of 2026-12-05: the search and the switch at 0.5", (
+        Result("defaults_candidates", f"{ABLATION} --variants old_defaults search+switch80 search+switch80+switch_anytime "
+               "search pixel+search --shifts 0.6 --seeds 0 1 --jobs 2 --out experiments/results/defaults_candidates",
+               "80", "10 min"),
+        Result("defaults_candidates_realistic", f"{ABLATION} --setting realistic --variants old_defaults search+switch80 "
+               "search+switch80+switch_anytime search pixel+search pixel+moments --shifts 0.6 --seeds 0 1 --jobs 2 "
+               "--out experiments/results/defaults_candidates_realistic", "96", "12 min"),
+        Result("table2_search", "python -m experiments.table2 --variant search switch80 --jobs 2 "
+               "--out experiments/results/table2_search", "36", "9 min"),
+        Result("table2_search_anytime50", "python -m experiments.table2 --variant defaults --jobs 2 "
+               "--out experiments/results/table2_search_anytime50", "36", "9 min"),
+    )),
     Section("Robustness to the initial shift (Fig. 4, Fig. 13), the paper's start", (
         Result("shift_curves", "python -m experiments.shift_curves --jobs 2", "224", "17.1 min"),
     )),
