@@ -145,7 +145,7 @@ def test_multirun_with_joblib_launcher(tmp_path, data_root):
     [
         (["loss.spectral_end=100"], "spectral_end=100 is after max_steps=24"),
         (["views=3"], "views must be one of 1, 2, 4"),
-        (["align=phase"], "align must be one of none, moments, got 'phase'"),
+        (["align=phase"], "align must be one of none, moments, search, got 'phase'"),
         (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
     ],
 )
