@@ -38,10 +38,13 @@ from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians, quat_multiply, quat_to_rotmat, rotmat_to_quat
+from spectral_tracking.tracking.settings import LossSettings
+from spectral_tracking.tracking.settings import SearchSettings as _S  # the defaults (class attributes)
 
 log = logging.getLogger(__name__)
 
 ROTATION_SETS = ("grid", "cube", "yaw", "none")
+PREFER_WITHIN_DEGREES = 10.0  # `search_pose`'s prefer_first applies while the identity's fit turns less than this
 
 
 @dataclass
@@ -224,18 +227,19 @@ def _hypothesis_cameras(cameras: Cameras, q: Tensor, tau: Tensor, sigma: Tensor,
 
 
 def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
-                background: Tensor, rotations: str = "grid", count: int = 72, keep: int = 4, steps: int = 40,
-                bands: int = 3, lambda_mask: float = 0.5, lr: float = 0.05, free_scale: bool | None = None,
-                backend: str = "auto", max_gaussians: int = 4000, seed: int = 0,
-                hypotheses: Tensor | None = None, prefer_first: float | None = None,
-                refine_steps: int = 15) -> SearchResult:
+                background: Tensor, rotations: str = _S.rotations, count: int = _S.count, keep: int = _S.keep,
+                steps: int = _S.steps, bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask,
+                lr: float = _S.lr, free_scale: bool | None = None, backend: str = "auto",
+                max_gaussians: int = _S.max_gaussians, seed: int = 0, hypotheses: Tensor | None = None,
+                prefer_first: float | None = _S.prefer, refine_steps: int = 15) -> SearchResult:
     """The similarity of ``gaussians`` (about its centre) whose render in ``views`` best matches the
     targets ``images`` [V, H, W, 3] and ``masks`` [V, H, W] (frame 0, every camera) in the lowest
     ``bands`` spectral bands. ``free_scale``: None = with two or more views. Every hypothesis is
     scored as it stands (one render of H x V cameras), the ``keep`` best are fitted together for
     ``steps`` steps (one render a step), the lowest final loss wins. ``prefer_first``: the first
-    hypothesis (the identity: no turn) is always fitted, and another wins only with a final loss
-    below ``prefer_first`` times its own. See the module docstring."""
+    hypothesis (the identity: no turn) is always fitted, and, while its fit stays within
+    `PREFER_WITHIN_DEGREES` of the identity, another wins only with a loss below ``prefer_first``
+    times its own. See the module docstring."""
     from spectral_tracking.losses.spectral import spectral_loss
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import align_to_targets
@@ -304,7 +308,10 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             if prefer_first is not None and bool((chosen[alive] == 0).any()):
                 first = int((chosen[alive] == 0).nonzero()[0, 0])
                 best = int(ranked[0])
-                if best != first and float(last[best]) >= prefer_first * float(last[first]):
+                # the identity is preferred only while its fit stays near the identity (a fit that turned
+                # away from it has left the symmetric case: then the lowest loss decides)
+                stays = float(w[alive[first]].norm()) <= math.radians(PREFER_WITHIN_DEGREES)
+                if best != first and stays and float(last[best]) >= prefer_first * float(last[first]):
                     ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
                 elif best != first:
                     ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
@@ -371,9 +378,10 @@ def rigid_fit(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
-                      background: Tensor, degrees: float = 35.0, keep: int = 3, steps: int = 15, bands: int = 3,
-                      lambda_mask: float = 0.5, lr: float = 0.05, backend: str = "auto", max_gaussians: int = 4000,
-                      seed: int = 0, prefer: float = 0.5) -> tuple[Tensor, Tensor, list[dict]]:
+                      background: Tensor, degrees: float = _S.local_degrees, keep: int = 3, steps: int = 15,
+                      bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask, lr: float = _S.lr,
+                      backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
+                      prefer: float = _S.prefer) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
     [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`. Returns the rotations [T, 3, 3] and

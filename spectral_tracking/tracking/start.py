@@ -113,23 +113,23 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         return placed, {"align": "moments", "align_offset": [float(x) for x in offset]}, None
     if method != "search":
         raise ValueError(f"align must be one of none, moments, search, got {method!r}")
-    from spectral_tracking.tracking.search import search_pose, search_trajectory
+    from dataclasses import asdict
 
-    s = settings if settings is not None else {}
-    get = s.get if hasattr(s, "get") else (lambda k, d: getattr(s, k, d))
-    bg = torch.ones(3) if background is None else background
-    common = dict(background=bg, bands=int(get("bands", 3)), lr=float(get("lr", 0.05)), lambda_mask=float(lambda_mask),
-                  backend=backend, max_gaussians=int(get("max_gaussians", 4000)), seed=int(seed))
-    scale = get("scale", "auto")
+    from spectral_tracking.tracking.search import search_pose, search_trajectory
+    from spectral_tracking.tracking.settings import SearchSettings
+
+    s = dict(settings.items()) if hasattr(settings, "items") else asdict(settings or SearchSettings())
+    common = dict(background=torch.ones(3) if background is None else background, bands=int(s["bands"]), lr=float(s["lr"]),
+                  lambda_mask=float(lambda_mask), backend=backend, max_gaussians=int(s["max_gaussians"]), seed=int(seed))
     result = search_pose(canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
-                         rotations=str(get("rotations", "grid")), count=int(get("count", 72)), keep=int(get("keep", 8)),
-                         steps=int(get("steps", 45)), free_scale=None if scale == "auto" else scale == "free",
-                         prefer_first=float(get("prefer", 0.5)), **common)
+                         rotations=str(s["rotations"]), count=int(s["count"]), keep=int(s["keep"]), steps=int(s["steps"]),
+                         free_scale=None if s["scale"] == "auto" else s["scale"] == "free", prefer_first=float(s["prefer"]),
+                         **common)
     record = result.record()
-    if get("frames", "first") != "all":
+    if s["frames"] != "all":
         return result.gaussians, record, None
     Rs, bs, frames = search_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views,
-                                       degrees=float(get("local_degrees", 35.0)), prefer=float(get("prefer", 0.5)), **common)
+                                       degrees=float(s["local_degrees"]), prefer=float(s["prefer"]), **common)
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
     return result.gaussians, record, (Rs, bs)
