@@ -150,3 +150,20 @@ def test_a_canonical_turned_90_degrees_is_tracked(tmp_path):
     assert meta["start_rotation"] == 90.0 and meta["search_rotation_deg"] == pytest.approx(90.0, abs=15)
     assert searched["train_mask_iou"] > 0.8 and searched["3d_mean_error"] < 0.2
     assert moments["3d_mean_error"] > 2 * searched["3d_mean_error"]
+
+
+def test_the_proxy_of_a_large_asset_renders_like_it(scene):
+    """Large assets are searched on a proxy: fewer Gaussians, merged by moment matching and scaled to
+    the asset's silhouette area; its render overlaps the asset's, and a small asset is its own proxy."""
+    from spectral_tracking.tracking.search import proxy
+
+    seq = select_views(scene, 2)
+    cams = seq.cameras[list(seq.train_views)]
+    g = seq.canonical
+    assert proxy(g, g.num_gaussians, cams) is g
+    small = proxy(g, 400, cams)
+    assert 300 <= small.num_gaussians <= 400
+    with torch.no_grad():
+        a, b = render(g, cams).alpha, render(small, cams).alpha
+    assert mask_iou(b, a) > 0.85
+    assert abs(float(b.sum()) / float(a.sum()) - 1) < 0.05  # the calibrated silhouette area
