@@ -9,7 +9,8 @@
 Settings are the keys of ``conf/train.yaml`` and its groups (``deform="rigid_mlp"``,
 ``loss="pixel"``, ``trainer="gpu"``); nested keys go in a dict (``eval={"lpips": "none"}``) or in
 ``overrides=["loss.num_bands=4"]``. The same config files and the same `spectral_tracking.run.track.run`
-serve the CLI, so a run made here and one made with ``python train.py`` are alike, folder and all.
+serve the CLI, so a run made here and one made with ``python train.py`` are alike, folder and all; a
+given sequence goes to the run in memory (``dataset=memory``), its fingerprint in the run's config.
 """
 
 from __future__ import annotations
@@ -74,13 +75,31 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
 def compose_config(overrides: SequenceType[str] = (), config_name: str = "train"):
     """The composed run config (``conf/train.yaml`` with ``overrides``), as ``python train.py
     <overrides>`` would see it. ``out_dir`` must be among the overrides (there is no Hydra run dir)."""
-    from hydra import compose, initialize_config_dir
+    from spectral_tracking.run.config import compose
 
-    import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
-    from spectral_tracking.runtime.paths import config_dir
+    return compose(overrides, config_name)
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+
+def input_fingerprint(sequence) -> str:
+    """A hash of what a run tracks: the canonical's Gaussians, the frames, masks and cameras. It goes
+    into the run's config (``dataset.fingerprint``), so a run folder made from other inputs is never
+    reused for these, nor resumed with them."""
+    import hashlib
+
+    h = hashlib.sha1()
+    g = sequence.canonical
+    for tensor in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, sequence.images, sequence.masks,
+                   sequence.cameras.Ks, sequence.cameras.viewmats):
+        t = tensor.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.numpy().tobytes())
+    h.update(repr((list(sequence.view_names), list(sequence.train_views), list(sequence.eval_views))).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_type(value, name: str, allowed: tuple, what: str) -> None:
+    if value is not None and not isinstance(value, allowed):
+        raise TypeError(f"track: {name} must be {what}, got {type(value).__name__}")
 
 
 def track(
@@ -98,41 +117,50 @@ def track(
         None: the sequence's own canonical.
     sequence: a `spectral_tracking.data.Sequence`, a sequence folder (the project's format), or None
         for the config's dataset (default: the built-in synthetic benchmark; ``dataset="donut"`` etc.).
-        A given sequence (with ``canonical`` in it) is written to ``out_dir/input/`` and read from
-        there, so the run folder holds what was tracked. Frames must be square; the run uses their size.
+        A given sequence is tracked as it is in memory (frames must be square; the run uses their
+        size); its fingerprint (`input_fingerprint`) is part of the run's settings, so a folder
+        holding a run of other inputs is refused, never reused.
     out_dir: the run folder (default ``outputs/track/<time>`` under the current folder). A folder
-        holding a finished run with the same settings is returned as it is (``skip_finished``).
+        holding a finished run with the same settings and inputs is returned as it is (``skip_finished``).
     export_ply: write ``frames/frame_XXXX.ply`` (in the asset's frame; `TrackResult.frames` reads them).
     settings, overrides: config values (module docstring), e.g. ``shift=0.5, max_steps=500,
         deform="mlp", logger="none"``.
+
+    Every argument and setting is checked before anything is written.
     """
+    from spectral_tracking.data import Sequence
+    from spectral_tracking.run.config import validate
     from spectral_tracking.run.track import run
 
-    out = Path(out_dir) if out_dir is not None else Path("outputs") / "track" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    args = [*_flatten(settings), *overrides, f"out_dir={out.resolve()}", f"eval.export_ply={_value(export_ply)}"]
-    if canonical is not None and not isinstance(canonical, Gaussians):
-        canonical = load_ply(canonical)
+    _check_type(canonical, "canonical", (Gaussians, str, Path), "Gaussians or a path to a 3DGS PLY")
+    _check_type(sequence, "sequence", (Sequence, str, Path), "a spectral_tracking.data.Sequence or a sequence folder")
+    _check_type(out_dir, "out_dir", (str, Path), "a folder path")
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
+        raise TypeError("track: overrides must be a list of 'key=value' strings")
     if sequence is None and canonical is not None:
         raise ValueError("track: a canonical was given without a sequence to track it through")
+    out = Path(out_dir) if out_dir is not None else Path("outputs") / "track" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    args = [*_flatten(settings), *overrides, f"out_dir={out.resolve()}", f"eval.export_ply={_value(export_ply)}"]
+    seq = None
     if sequence is not None:
-        folder = _sequence_folder(sequence, canonical, out / "input")
-        size = _square_size(folder)
-        args += ["dataset=folder", f"dataset.path={folder.resolve()}", f"resolution={size}"]
-    result = run(compose_config(args))
+        seq = _sequence(sequence, canonical)
+        args += ["dataset=memory", f"dataset.fingerprint={input_fingerprint(seq)}", f"resolution={_square_size(seq)}"]
+    cfg = compose_config(args)
+    validate(cfg)  # every setting, before anything is written
+    result = run(cfg, sequence=seq)
     paths = {k: Path(v) for k, v in result["figures"].items()}
     return TrackResult(metrics=result["metrics"], paths=paths, out_dir=out, config=result["config"])
 
 
-def _sequence_folder(sequence, canonical: Gaussians | None, folder: Path) -> Path:
-    """A folder in the project's format holding ``sequence`` with ``canonical`` as its asset."""
-    from spectral_tracking.data import Sequence, load_sequence, write_sequence
-    from spectral_tracking.data.folder import is_complete
+def _sequence(sequence, canonical):
+    """The `Sequence` to track, with ``canonical`` (a `Gaussians` or a PLY path) as its asset."""
+    from spectral_tracking.data import Sequence, load_sequence
 
     if not isinstance(sequence, Sequence):
-        if canonical is None:
-            return Path(sequence)
-        sequence = load_sequence(sequence, require_canonical=False)
+        sequence = load_sequence(sequence, require_canonical=canonical is None)
     if canonical is not None:
+        if not isinstance(canonical, Gaussians):
+            canonical = load_ply(canonical)
         # The given asset replaces the sequence's: a normalisation recorded for the old one no longer holds.
         meta = {k: v for k, v in sequence.meta.items() if k not in ("normalization", "folder")}
         same = sequence.canonical is not None and sequence.canonical.num_gaussians == canonical.num_gaussians
@@ -140,15 +168,13 @@ def _sequence_folder(sequence, canonical: Gaussians | None, folder: Path) -> Pat
         sequence = replace(sequence, canonical=canonical, meta=meta, **truth)
     if sequence.canonical is None:
         raise ValueError("track: the sequence has no canonical asset; pass canonical=<Gaussians or PLY path>")
-    if not is_complete(folder):
-        write_sequence(sequence, folder, extra_meta={"written_by": "spectral_tracking.api.track"})
-    return folder
+    canonical = sequence.canonical
+    canonical.check_finite("track: canonical")
+    return sequence
 
 
-def _square_size(folder: Path) -> int:
-    import json
-
-    cams = json.loads((folder / "cameras.json").read_text())["views"][0]
-    if cams["width"] != cams["height"]:
-        raise ValueError(f"track: frames are {cams['width']}x{cams['height']}; the tracker runs on square frames")
-    return int(cams["width"])
+def _square_size(sequence) -> int:
+    width, height = sequence.cameras.width, sequence.cameras.height
+    if width != height:
+        raise ValueError(f"track: frames are {width}x{height}; the tracker runs on square frames")
+    return int(width)

@@ -37,9 +37,10 @@ def test_track_a_sequence_object_with_a_canonical(sequence_folder, tmp_path):
     result = track(canonical, load_sequence(sequence_folder), out_dir=tmp_path / "run", shift=0.2, **TINY)
     assert isinstance(result, TrackResult) and result.out_dir == tmp_path / "run"
     assert result.metrics["steps"] == 6 and result.metrics["train_psnr"] > 5 and "3d_mean_error" in result.metrics
-    assert result.config["shift"] == 0.2 and result.config["dataset"]["type"] == "folder"
+    assert result.config["shift"] == 0.2 and result.config["dataset"]["type"] == "memory"
     assert result.config["resolution"] == 32  # taken from the frames
-    assert (tmp_path / "run" / "input" / "canonical.ply").is_file()  # what was tracked stays with the run
+    assert len(result.config["dataset"]["fingerprint"]) == 16  # what was tracked is named in the run's settings
+    assert not (tmp_path / "run" / "input").exists()  # nothing written to disk and read back
     frames = result.frames
     assert len(frames) == 4 and all(g.num_gaussians == canonical.num_gaussians for g in frames)
     assert Path(result.paths["tracked"]).is_file() and Path(result.paths["strip"]).is_file()
@@ -96,3 +97,38 @@ def test_track_your_asset_notebook_runs(tmp_path, monkeypatch):
     outputs = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", []))
     assert "train_psnr" in outputs and "frame 3: mean displacement" in outputs
     assert (tmp_path / "track_your_asset_outputs" / "run" / "tracked.mp4").is_file()
+
+
+def test_a_folder_of_other_inputs_is_refused_never_reused(sequence_folder, tmp_path):
+    """A finished run's folder given a different asset (or a failed call's leftovers): the inputs'
+    fingerprint is part of the settings, so the other run's result is never returned for these."""
+    from spectral_tracking.errors import RunRefused
+
+    canonical = load_ply(sequence_folder / "canonical.ply")
+    first = track(canonical, sequence_folder, out_dir=tmp_path / "run", shift=0.0, **TINY)
+    again = track(canonical, sequence_folder, out_dir=tmp_path / "run", shift=0.0, **TINY)  # the same inputs: reused
+    assert again.metrics == first.metrics
+    bigger = canonical.transform(torch.eye(3), scale=3.7)
+    with pytest.raises(RunRefused, match="different settings"):
+        track(bigger, sequence_folder, out_dir=tmp_path / "run", shift=0.0, **TINY)
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((123, None), {}, "canonical must be Gaussians or a path"),
+    ((None, 42), {}, "sequence must be a spectral_tracking.data.Sequence or a sequence folder"),
+    ((None, None), {"out_dir": 5}, "out_dir must be a folder path"),
+    ((None, None), {"overrides": "shift=1"}, "overrides must be a list"),
+])
+def test_wrong_argument_types_name_the_argument_and_write_nothing(tmp_path, monkeypatch, args, kwargs, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=match):
+        track(*args, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_settings_are_refused_before_anything_is_written(sequence_folder, tmp_path):
+    from spectral_tracking.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shift"):
+        track(load_ply(sequence_folder / "canonical.ply"), sequence_folder, out_dir=tmp_path / "run", shift=float("nan"))
+    assert not (tmp_path / "run").exists()

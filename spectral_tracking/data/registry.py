@@ -89,13 +89,19 @@ def check_dataset_config(ds: Mapping, prefix: str = "dataset") -> None:
                               f"{prefix}.{key}={_KEY_EXAMPLES.get(str(key), '<value>')} to the command line")
 
 
-def load_dataset(ds: Mapping, resolution: int) -> Sequence:
+def load_dataset(ds: Mapping, resolution: int, sequence: Sequence | None = None) -> Sequence:
     """The tracking-ready sequence named by a ``dataset`` config group (generated and cached where
-    synthetic): with its canonical asset, at least two frames, in the standard frame (asset at
-    bounding radius 0.5, cameras and ground truth moved with it, ``meta["normalization"]``), and
-    its ground truth (`Sequence.ground_truth`)."""
-    seq = read_dataset(ds, resolution, require_canonical=True)
+    synthetic), or ``sequence`` itself for ``dataset=memory`` (the Python API's): with its canonical
+    asset, at least two frames, in the standard frame (asset at bounding radius 0.5, cameras and
+    ground truth moved with it, ``meta["normalization"]``), and its ground truth (`Sequence.ground_truth`)."""
+    from spectral_tracking.errors import ConfigError
+
     kind = ds["type"]
+    if (kind == "memory") != (sequence is not None):
+        raise ConfigError("dataset=memory is the Python API's (spectral_tracking.track(canonical, sequence)): it needs "
+                          "the sequence in memory" if sequence is None else
+                          f"a sequence was given in memory but dataset={kind}; use dataset=memory")
+    seq = sequence if sequence is not None else read_dataset(ds, resolution, require_canonical=True)
     if seq.static:
         raise SequenceFormatError(f"dataset={kind}: {seq.meta.get('folder', 'the data')} is a still capture (one frame); "
                                   "tracking needs a video. Fit a canonical asset to it with fit.py instead")

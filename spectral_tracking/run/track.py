@@ -43,13 +43,13 @@ log = logging.getLogger(__name__)
 
 
 
-def build_targets(cfg: DictConfig):
+def build_targets(cfg: DictConfig, sequence=None):
     """The sequence named by ``cfg.dataset`` (through the data registry: normalised, with its ground
-    truth), its training views chosen by ``cfg.views``, and the targets composited over the run's
-    background. Returns (sequence, targets)."""
+    truth; ``sequence`` itself for ``dataset=memory``), its training views chosen by ``cfg.views``,
+    and the targets composited over the run's background. Returns (sequence, targets)."""
     from spectral_tracking.data import load_dataset, select_views
 
-    seq = select_views(load_dataset(cfg.dataset, int(cfg.resolution)), int(cfg.views))
+    seq = select_views(load_dataset(cfg.dataset, int(cfg.resolution), sequence), int(cfg.views))
     return seq, Targets.from_sequence(seq, torch.tensor(list(cfg.background), dtype=torch.float32))
 
 
@@ -119,11 +119,12 @@ def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) 
     )
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, sequence=None) -> dict:
     """Train one tracking run and return its result ``{"metrics", "figures", "run", "config"}``
     (also written to ``out_dir/metrics.json``). A folder holding this run finished is returned as is
     (``skip_finished``); one holding an interrupted run resumes from its last checkpoint. The folder
-    is locked for the whole run."""
+    is locked for the whole run. ``sequence``: the Python API's sequence in memory (``dataset=memory``,
+    whose ``fingerprint`` names it in the settings)."""
     validate(cfg)
     try:
         n_threads = threads.configure(cfg.trainer.get("threads", "auto"))
@@ -133,16 +134,16 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     with RunLock(out_dir):
         finished = finished_result(cfg, config_fingerprint(cfg))
-        return finished if finished is not None else _run(cfg, out_dir)
+        return finished if finished is not None else _run(cfg, out_dir, sequence)
 
 
-def _run(cfg: DictConfig, out_dir: Path) -> dict:
+def _run(cfg: DictConfig, out_dir: Path, sequence=None) -> dict:
     began = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     ckpt_path, resume_step = resume_checkpoint(cfg)
 
-    seq, targets = build_targets(cfg)
+    seq, targets = build_targets(cfg, sequence)
     truth = seq.ground_truth()
     start_began = time.perf_counter()
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
