@@ -125,10 +125,25 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
     return path
 
 
+TRACKED_KEYS = ("means", "quats", "log_scales", "opacities", "colors", "control_points", "Ks", "viewmats", "width",
+                "height", "view_names", "train_views", "eval_views", "images", "normalization")
+
+
 def load_tracked(path: Path) -> dict:
-    """`save_tracked`'s arrays as a dict (``normalization`` parsed back to a dict)."""
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    """`save_tracked`'s arrays as a dict (``normalization`` parsed back to a dict); a ValueError
+    naming the file for one that is truncated, not an npz, or missing keys."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable tracked sequence ({type(e).__name__}: {e}); rerun the tracking run "
+                         f"that wrote it (it is rewritten when the run finishes)") from None
+    missing = [k for k in TRACKED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a tracked sequence of this version (missing {', '.join(missing)}); rerun the "
+                         f"tracking run that wrote it")
     data["normalization"] = json.loads(str(data["normalization"]))
     data["view_names"] = [str(n) for n in data["view_names"]]
     return data

@@ -175,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--play", action="store_true", help="start playing the sequence")
     parser.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0 = run until Ctrl-C)")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port {args.port}: a TCP port is 0-65535 (0 picks a free one); e.g. --port 8080", file=sys.stderr)
+        return 2
     try:
         server, handles = serve(args.run_dir, host=args.host, port=args.port, play=args.play)
-    except (ViewerUnavailable, FileNotFoundError) as e:
+    except (ViewerUnavailable, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     port = server.get_port()

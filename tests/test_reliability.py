@@ -59,7 +59,7 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     assert found == previous_path(path) and ckpt["global_step"] == 1
     assert "unreadable" in caplog.text
     previous_path(path).write_bytes(b"garbage")
-    with pytest.raises(CorruptCheckpointError, match=f"{path}: the checkpoint is unreadable.*delete"):
+    with pytest.raises(CorruptCheckpointError, match=f"{path}: the checkpoint is unreadable.*skip_finished=false"):
         load_checkpoint_or_previous(path)
 
 
@@ -227,3 +227,40 @@ def test_a_resumed_wandb_run_continues_the_same_run_id(tmp_path):
     cfg = make_cfg(tmp_path, tmp_path, ["logger=wandb"])
     logger = build_logger(cfg, tmp_path, resume_step=12, wandb_id="abcd1234")
     assert logger._wandb_init["id"] == "abcd1234" and logger._wandb_init["resume"] == "allow"
+
+
+def test_what_a_run_ran_on_is_recorded(tmp_path, data_root):
+    """run_meta.json (and metrics.json's run record) say the device, the renderer, the threads and the
+    TimeNet's arithmetic that `auto` chose."""
+    from spectral_tracking.run.track import run
+
+    result = run(make_cfg(tmp_path, data_root, ["max_steps=2"]))
+    meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())
+    rt = meta["runtime"]
+    assert rt["device"] == "cpu" and rt["backend"] in ("cpu", "torch") and rt["threads"] >= 1
+    assert rt["precision"] in ("fp32", "bf16") and result["run"]["runtime"] == rt
+
+
+@pytest.mark.parametrize("override, match", [
+    ("num_control_points=5000", "fewer than num_control_points=5000"),
+    ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt: no such checkpoint file"),
+])
+def test_late_errors_leave_no_folder_behind(tmp_path, data_root, override, match):
+    """Errors found once the run has its folder (the asset too sparse for the control points, a
+    missing checkpoint) are one line and leave nothing: not run_meta.json, not a folder holding only .lock."""
+    from spectral_tracking.errors import ConfigError
+    from spectral_tracking.run.track import run
+
+    with pytest.raises(ConfigError, match=match):
+        run(make_cfg(tmp_path, data_root, [override]))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_dataset_path_is_refused():
+    """An empty ``dataset.path=`` is refused, not read as the current folder."""
+    from spectral_tracking.data import check_dataset_config
+    from spectral_tracking.errors import ConfigError
+    from spectral_tracking.run.config import compose
+
+    with pytest.raises(ConfigError, match="dataset.path is empty"):
+        check_dataset_config(compose(["dataset=folder", "dataset.path=", "out_dir=/x"]).dataset)

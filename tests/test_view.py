@@ -160,3 +160,26 @@ def test_viewer_draws_in_a_headless_browser(viewer, tmp_path):
     # the page is drawn (not blank) and the Gaussians of the tracked asset are on it
     assert (image.std(axis=(0, 1)) > 5).all()
     assert asset_pixels(image) > 400, f"the splats are not drawn (see {tmp_path / 'viewer.png'})"
+
+
+@pytest.mark.parametrize("content, match", [(b"PK\x03\x04 truncated", "not a readable tracked sequence"),
+                                            (None, "missing")])
+def test_a_broken_tracked_npz_is_one_line(tmp_path, content, match):
+    import numpy as np
+
+    from spectral_tracking.export import load_tracked
+
+    path = tmp_path / "tracked.npz"
+    if content is None:
+        np.savez(path, means=np.zeros((1, 2, 3)))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_tracked(path)
+
+
+def test_a_bad_port_is_one_line(tmp_path, capsys):
+    from spectral_tracking.view import main
+
+    assert main([str(tmp_path), "--port", "99999", "--seconds", "1"]) == 2
+    assert "--port 99999: a TCP port is 0-65535" in capsys.readouterr().err

@@ -83,6 +83,9 @@ def check_dataset_config(ds: Mapping, prefix: str = "dataset") -> None:
 
     for key in list(ds.keys()):
         unset = OmegaConf.is_missing(ds, key) if isinstance(ds, DictConfig) else ds[key] == "???"
+        if not unset and key in ("path", "canonical", "asset", "root") and str(ds[key]).strip() == "":
+            raise ConfigError(f"{prefix}.{key} is empty (an empty value would read the current folder): give "
+                              f"{prefix}.{key}={_KEY_EXAMPLES.get(str(key), '<folder>')}")
         if unset:
             kind = ds.get("type", "?") if not (isinstance(ds, DictConfig) and OmegaConf.is_missing(ds, "type")) else "?"
             raise ConfigError(f"{prefix}.{key} must be set (dataset={kind} has no default): add "

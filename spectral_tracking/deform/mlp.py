@@ -41,7 +41,7 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
 def bf16_is_fast(device_type: str) -> bool:
     """Whether ``device_type`` ("cpu", "cuda", ...) computes in bf16 natively (precision="auto")."""
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device_type == "cpu":
         try:
             flags = Path("/proc/cpuinfo").read_text().split()

@@ -80,13 +80,7 @@ def render(
             raise ValueError("render: cameras.Ks or cameras.viewmats hold non-finite values (NaN or inf)")
         raise ValueError("render: background holds non-finite values (NaN or inf)")
 
-    if backend == "auto":
-        if device.type == "cuda":
-            backend = "gsplat"
-        else:  # the C++ compositor if it builds here, else the torch one after one warning
-            from .cpu import available
-
-            backend = "cpu" if available() else "torch"
+    backend = resolve_backend(backend, device)
     if backend == "gsplat":
         if device.type != "cuda":
             raise ValueError(f"render backend 'gsplat' needs CUDA tensors, the Gaussians are on {device}")
@@ -107,6 +101,18 @@ def render(
 
         binner, projector = bin_tiles, project
     return _render_tiled(gaussians, cameras, background, projector, binner, composite, backend)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend ``backend`` means on ``device``: ``auto`` is gsplat on CUDA, else the C++ ``cpu``
+    compositor if it builds here, else ``torch`` (after one warning)."""
+    if backend != "auto":
+        return backend
+    if torch.device(device).type == "cuda":
+        return "gsplat"
+    from .cpu import available
+
+    return "cpu" if available() else "torch"
 
 
 def _background(background: Tensor | None, V: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -97,6 +97,6 @@ def load_checkpoint_or_previous(path: Path) -> tuple[Path, dict]:
             log.warning("%s is unreadable (%s); resuming from the previous checkpoint %s", path, reason, prev)
             return prev, ckpt
     raise CorruptCheckpointError(
-        f"{path}: the checkpoint is unreadable ({reason}) and no previous checkpoint loads; "
-        f"delete {path.parent} to start this run over"
+        f"{path}: the checkpoint is unreadable ({reason}) and no previous checkpoint loads; give another ckpt_path, "
+        f"or, for a run folder's own checkpoints/last.ckpt, run again with skip_finished=false to start that folder over"
     )

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spectral_tracking.errors import RunFolderBusy, RunRefused  # noqa: F401  (raised here)
-from spectral_tracking.run.config import ConfigError
+from spectral_tracking.errors import ConfigError, RunFolderBusy, RunRefused  # noqa: F401  (raised here)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,9 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, int | None]:
     path = Path(cfg.ckpt_path) if cfg.ckpt_path is not None else Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path is None and not path.exists():
         return None, None
+    if cfg.ckpt_path is not None and not path.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file; give an existing .ckpt, or leave ckpt_path "
+                          f"unset to resume {cfg.out_dir} from its own checkpoints/last.ckpt")
     path, ckpt = load_checkpoint_or_previous(path)
     step = int(ckpt.get("global_step", 0))
     log.info("resuming from %s (step %d)", path, step)

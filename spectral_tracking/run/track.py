@@ -85,6 +85,22 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
     return canonical, run_meta, trajectory
 
 
+def runtime_record(cfg: DictConfig, module: TrackingModule, device: torch.device, n_threads: int) -> dict:
+    """What the run actually ran on: device, renderer, threads and the TimeNet's arithmetic (the
+    settings say ``auto``; this says what ``auto`` chose), for run_meta.json and metrics.json."""
+    from spectral_tracking.render.render import resolve_backend
+
+    from spectral_tracking.deform.mlp import bf16_is_fast
+
+    net = getattr(getattr(module.deformation, "motion", module.deformation), "net", None)  # WithAppearance wraps it
+    if net is None:
+        precision = "none"  # no TimeNet (direct, rigid)
+    else:
+        precision = "bf16" if net.precision == "bf16" or (net.precision == "auto" and bf16_is_fast(device.type)) else "fp32"
+    return {"device": str(device), "backend": resolve_backend(str(cfg.backend), device), "threads": int(n_threads),
+            "precision": precision, "torch": torch.__version__}
+
+
 def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) -> TrackingModule:
     """The deformation named by ``cfg.deform`` (wrapped with an appearance offset when
     ``finetune_appearance``) inside a `TrackingModule` with the ``cfg.loss`` objective."""
@@ -132,25 +148,44 @@ def run(cfg: DictConfig, sequence=None) -> dict:
         raise ConfigError(f"trainer.{e}") from None
     log.info("%d thread(s) for torch and the C++ kernels (trainer.threads=%s)", n_threads, cfg.trainer.get("threads", "auto"))
     out_dir = Path(cfg.out_dir)
-    with RunLock(out_dir):
-        finished = finished_result(cfg, config_fingerprint(cfg))
-        return finished if finished is not None else _run(cfg, out_dir, sequence)
+    fresh = not out_dir.exists()
+    try:
+        with RunLock(out_dir):
+            finished = finished_result(cfg, config_fingerprint(cfg))
+            return finished if finished is not None else _run(cfg, out_dir, sequence, n_threads)
+    except Exception:
+        _remove_if_untouched(out_dir, fresh)
+        raise
 
 
-def _run(cfg: DictConfig, out_dir: Path, sequence=None) -> dict:
+def _remove_if_untouched(out_dir: Path, fresh: bool) -> None:
+    """A run folder this run created and that holds nothing but its lock (the run stopped on bad
+    data or settings before writing anything) is removed: nothing is left behind."""
+    if fresh and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".lock"}:
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> dict:
     began = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     ckpt_path, resume_step = resume_checkpoint(cfg)
 
     seq, targets = build_targets(cfg, sequence)
+    n = seq.canonical.num_gaussians
+    if n < int(cfg.num_control_points):
+        raise ConfigError(f"the canonical asset has {n} Gaussian{'s' if n != 1 else ''}, fewer than num_control_points="
+                          f"{cfg.num_control_points}: give a denser asset, or num_control_points={max(1, n)} or fewer")
     truth = seq.ground_truth()
     start_began = time.perf_counter()
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
     start_seconds = time.perf_counter() - start_began
+    module = build_module(cfg, canonical, targets, trajectory).to(device)  # before anything is written: it checks the settings
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
+    run_meta["runtime"] = runtime_record(cfg, module, device, n_threads)
     atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
-    module = build_module(cfg, canonical, targets, trajectory).to(device)
     with torch.no_grad():
         initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)
 
