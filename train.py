@@ -23,6 +23,9 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    from spectral_tracking.cli import precheck
+
+    precheck()  # a misspelt or mistyped setting: one line, exit 2 (before Hydra's multi-line error)
     main()
     from spectral_tracking.runtime.exit import exit_now
 

@@ -13,11 +13,35 @@ import sys
 from spectral_tracking.runtime.paths import config_dir  # noqa: F401  (re-exported)
 
 
+def precheck(argv: list[str] | None = None) -> None:
+    """Compose a tracking run's config from the command line before Hydra does, so that a setting
+    Hydra cannot apply (a misspelt key, a value of the wrong type, an unknown option) is one line
+    and exit status 2 instead of Hydra's multi-line error, and a refused setting writes nothing (not
+    even Hydra's log in outputs/). Sweeps and Hydra's own flags go straight to Hydra."""
+    from spectral_tracking.errors import USER_ERRORS
+    from spectral_tracking.run.config import compose, validate
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.startswith("-") for a in args) or any("," in a.split("=", 1)[-1] for a in args if "=" in a):
+        return
+    from spectral_tracking.runtime import preload, threads
+
+    threads.limit_spinning()  # before torch loads (validate's checks bring it in)
+    preload.stack()  # torch and Lightning with the collector paused, as the run would import them
+    try:
+        validate(compose([a for a in args if not a.startswith(("hydra.", "hydra/"))]))
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _hydra_main(config_name: str, body, job_name: str) -> None:
     import hydra
 
     import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
 
+    if config_name == "train":
+        precheck()
     # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
     sys.argv.append(f"hydra.job.name={job_name}")
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()

@@ -71,3 +71,18 @@ def test_no_private_python_or_lightning_api_outside_runtime():
     hits = [f"{p.relative_to(root)}: {m.group(0)}" for p in root.rglob("*.py") if "runtime" not in p.parts
             for m in pattern.finditer(p.read_text()) if m.group(0) not in ("sys._getframe",)]
     assert not hits, hits
+
+
+def test_a_misspelt_setting_is_one_line_and_writes_nothing(tmp_path):
+    """The command line's settings are composed before Hydra runs: a misspelt key gets one line with
+    the setting meant, exit status 2, and no outputs/ folder (Hydra's log) in the current folder."""
+    for arg, message in (("loss.swtich_iou=0.5", "did you mean loss.switch_iou?"),
+                         ("+loss.swtich_iou=0.5", "did you mean loss.switch_iou?"),
+                         ("max_steps=abc", "max_steps=abc: Value 'abc'"),
+                         ("deform=mpl", "deform=mpl: no such option; choose one of direct, mlp, rigid, rigid_mlp")):
+        res = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), arg],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr[-1500:]
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: ") and message in lines[-1] and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []

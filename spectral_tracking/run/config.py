@@ -45,14 +45,62 @@ register_configs()
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     """The config ``python train.py <overrides>`` would run (``out_dir`` among the overrides: there
-    is no Hydra run dir here)."""
+    is no Hydra run dir here). An override Hydra cannot apply (an unknown key, a value of the wrong
+    type, an unknown option of a group) is a one-line `ConfigError` that names it and, for a
+    misspelt key, the setting meant."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from spectral_tracking.runtime.paths import config_dir
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(explain_override_error(e, overrides)) from None
+
+
+def known_keys(schema: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every setting's dotted key (the typed sections; dataset and logger keys are each reader's own)."""
+    out = []
+    for f in dataclasses.fields(schema):
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(sub := f.default_factory()):
+            out += known_keys(type(sub), f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def did_you_mean(key: str) -> str:
+    import difflib
+
+    keys = known_keys()
+    close = difflib.get_close_matches(key.lstrip("+~"), keys, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def explain_override_error(error: Exception, overrides: Sequence[str]) -> str:
+    """One line for a Hydra composition error: which override, what is wrong, what to do."""
+    import re
+
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        return (f"{m.group(1)}: no such setting{did_you_mean(m.group(1))} (every setting: "
+                f"spectral_tracking/tracking/settings.py; a dataset's keys: conf/dataset/)")
+    m = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if m:
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        return f"{m.group(1)}={m.group(2)}: no such option" + (f"; choose one of {', '.join(options)}" if options else "")
+    m = re.search(r"Error merging override (\S+)", text)
+    if m:
+        cause = getattr(error, "__cause__", None)
+        detail = str(cause).strip().splitlines()[0] if cause else first
+        return f"{m.group(1)}: {detail}"
+    return f"the settings {' '.join(overrides)} cannot be composed: {first}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,6 +147,18 @@ def check_fields(cfg: DictConfig, schema: type = RunConfig, prefix: str = "") ->
                     md.get("low_open", False), md.get("what", ""))
 
 
+def check_unknown_keys(cfg: DictConfig) -> None:
+    """A key added with ``+key=value`` that no setting has (a typo: ``+loss.swtich_iou=0.5``) is refused."""
+    known = set(known_keys())
+    sections = {k.split(".")[0] for k in known if "." in k}
+    for section in sorted(sections):
+        for key in OmegaConf.select(cfg, section, default={}) or {}:
+            full = f"{section}.{key}"
+            if full not in known and not full.startswith("deform.kwargs"):
+                raise ConfigError(f"{full}: no such setting{did_you_mean(full)} (every setting: "
+                                  f"spectral_tracking/tracking/settings.py)")
+
+
 def max_band_for_resolution(resolution: int) -> int:
     """Number of bands K a square image of ``resolution`` pixels supports (see losses/spectral/bands.py)."""
     from spectral_tracking.losses.spectral import max_num_bands
@@ -114,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
     from spectral_tracking.data import check_dataset_config
 
     check_dataset_config(cfg.dataset)  # mandatory dataset keys (e.g. dataset.path) before anything else
+    check_unknown_keys(cfg)
     check_fields(cfg)
     steps, resolution = int(cfg.max_steps), int(cfg.resolution)
     background = cfg.background
