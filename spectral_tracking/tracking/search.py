@@ -18,6 +18,9 @@ match another turn's (a mirror, a side view). So the start searches, against fra
    by Adam on the spectral loss of the lowest ``search.bands`` bands, by successive halving over
    ``search.steps`` steps: all of them for a third, the best quarter for a third, the best one to
    the end. Its loss is several times lower than the others' where the right turn was among them.
+4. **A polish** of the winner on the asset itself (not its proxy), with two more bands and a step
+   decaying to zero (40 steps): a start a fraction of a degree off makes the tracking that follows
+   land elsewhere.
 
 ``search.frames=all`` then follows the whole asset frame by frame (`search_trajectory`): each
 frame's pose is the frame before's, turned by each of a few `local_rotations` and fitted the same
@@ -231,7 +234,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
                 steps: int = _S.steps, bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask,
                 lr: float = _S.lr, free_scale: bool | None = None, backend: str = "auto",
                 max_gaussians: int = _S.max_gaussians, seed: int = 0, hypotheses: Tensor | None = None,
-                prefer_first: float | None = _S.prefer, refine_steps: int = 15) -> SearchResult:
+                prefer_first: float | None = _S.prefer, refine_steps: int = 40) -> SearchResult:
     """The similarity of ``gaussians`` (about its centre) whose render in ``views`` best matches the
     targets ``images`` [V, H, W, 3] and ``masks`` [V, H, W] (frame 0, every camera) in the lowest
     ``bands`` spectral bands. ``free_scale``: None = with two or more views. Every hypothesis is
@@ -240,7 +243,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
     hypothesis (the identity: no turn) is always fitted, and, while its fit stays within
     `PREFER_WITHIN_DEGREES` of the identity, another wins only with a loss below ``prefer_first``
     times its own. See the module docstring."""
-    from spectral_tracking.losses.spectral import spectral_loss
+    from spectral_tracking.losses.spectral import max_num_bands, spectral_loss
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import align_to_targets
 
@@ -319,10 +322,12 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             alive = alive[ranked[: max(1, math.ceil(len(alive) / 4)) if round_ == 0 else 1]]
     b = alive[0]
     final = last.detach()
-    if g is not moved and refine_steps > 0:
-        # the proxy ranked the hypotheses; the winner is refined on the asset itself (the proxy's
-        # low-frequency likeness is not exact enough for the last degrees)
+    if refine_steps > 0:
+        # the winner is polished on the asset itself (the proxy's likeness is not exact enough for the
+        # last degrees) with two more bands and a step that decays to zero: a start a fraction of a
+        # degree off makes the tracking that follows land elsewhere
         g = moved.detach()
+        weights = torch.ones(min(bands + 2, max_num_bands(cams.height, cams.width)))
         q_h, w_b = q_h[b][None], w[b].detach()[None].clone().requires_grad_(True)
         tau_b = tau[b].detach()[None].clone().requires_grad_(True)
         sigma_b = sigma[b].detach()[None].clone().requires_grad_(free_scale)
@@ -330,6 +335,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
         alive = torch.zeros(1, dtype=torch.long, device=device)
         opt = torch.optim.Adam([{"params": [w], "lr": lr * 0.2}, {"params": [tau], "lr": lr * 0.04},
                                 *([{"params": [sigma], "lr": lr * 0.04}] if free_scale else [])])
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / max(1, int(refine_steps))))
         for _ in range(int(refine_steps)):
             opt.zero_grad(set_to_none=True)
             # one hypothesis: move the Gaussians, not the camera (the renderer's fast path has their gradients)
@@ -342,6 +348,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             last = spectral_loss(out.rgb, gt_rgb, out.alpha, gt_mask, weights, lambda_mask=lambda_mask)[None]
             last.sum().backward()
             opt.step()
+            decay.step()
         final = last.detach()
     with torch.no_grad():
         R = quat_to_rotmat(current(alive)[0][None])[0]
@@ -397,7 +404,7 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
         result = search_pose(current, cameras, images[:, t], masks[:, t], views, background=background,
                              hypotheses=hypotheses, keep=keep, steps=steps, bands=bands, lambda_mask=lambda_mask, lr=lr,
                              free_scale=False, backend=backend, max_gaussians=max_gaussians, seed=seed,
-                             prefer_first=prefer)
+                             prefer_first=prefer, refine_steps=10)
         current = result.gaussians
         R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
         Rs.append(R)
