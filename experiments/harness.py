@@ -366,10 +366,14 @@ def plot_curves(rows: list[dict], path: Path, *args, **kwargs) -> Path:
     return path
 
 
-def success(row: dict, reference: dict, psnr_tolerance: float = 1.0, error_tolerance: float = 0.1) -> bool:
+def success(row: dict, reference: dict, psnr_tolerance: float | None = 1.0, error_tolerance: float = 0.1) -> bool:
     """A shifted run succeeded if its final train-view PSNR is within ``psnr_tolerance`` dB of the
     same case's unshifted run and its 3D error is at most that run's + ``error_tolerance`` radii
-    (where either run has no 3D truth, the PSNR condition alone decides)."""
+    (where either run has no 3D truth, the PSNR condition alone decides). ``psnr_tolerance=None``:
+    the pose alone (the 3D error), where there is 3D truth."""
+    if psnr_tolerance is None:
+        e, e0 = row.get("3d_mean_error"), reference.get("3d_mean_error")
+        return e is not None and e0 is not None and e <= e0 + error_tolerance
     if row.get("train_psnr") is None or reference.get("train_psnr") is None:
         return False
     ok = row["train_psnr"] >= reference["train_psnr"] - psnr_tolerance
@@ -380,7 +384,7 @@ def success(row: dict, reference: dict, psnr_tolerance: float = 1.0, error_toler
 
 
 def success_rates(rows: list[dict], case_keys: Sequence[str], by: Sequence[str], shift_key: str = "shift",
-                  reference: float = 0.0) -> dict[tuple, dict]:
+                  reference: float = 0.0, psnr_tolerance: float | None = 1.0) -> dict[tuple, dict]:
     """Success rate (`success`) per group of ``by`` (e.g. loss, shift): each row is compared with the
     row at the reference (``shift_key`` equal to ``reference``: shift 0, rotation 0, scale 1) that
     has the same ``case_keys`` (e.g. creature, seed, loss)."""
@@ -390,7 +394,7 @@ def success_rates(rows: list[dict], case_keys: Sequence[str], by: Sequence[str],
         ref = refs.get(tuple(r[k] for k in case_keys))
         if ref is None or r[shift_key] == reference:
             continue
-        groups[tuple(r[k] for k in by)].append(success(r, ref))
+        groups[tuple(r[k] for k in by)].append(success(r, ref, psnr_tolerance))
     return {k: {"rate": sum(v) / len(v), "n": len(v)} for k, v in groups.items()}
 
 
