@@ -13,7 +13,9 @@ Bad input is one line on stderr and exit status 2.
 import hydra
 from omegaconf import DictConfig
 
-import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
+import spectral_tracking.run.config  # noqa: E402  (registers the ${frac:...} resolver)
+
+spectral_tracking.run.config.register_fit_schema()  # conf/fit.yaml starts from it
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")
@@ -24,6 +26,9 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    from spectral_tracking.cli import precheck
+
+    precheck(config_name="fit")  # a misspelt or mistyped setting: one line, exit 2 (before Hydra's multi-line error)
     main()
     from spectral_tracking.runtime.exit import exit_now
 

@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overrides", nargs="*", default=[], help="extra conf/fit.yaml overrides, key=value")
     args = ap.parse_args(argv)
 
-    from hydra import compose, initialize_config_dir
-
-    import spectral_tracking.run.config  # noqa: F401  (${frac:...})
     from spectral_tracking.fit import run
+    from spectral_tracking.run.config import compose
 
     if not args.root.is_dir():
         raise SystemExit(f"{args.root}: no Consistent4D folder (expected <root>/<name>/0.png, 1.png, ...)")
@@ -64,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"data.path={folder}", "data.type=consistent4d", "data.frame=0", f"out={out}",
                          f"steps={args.steps}", f"resolution={args.resolution}", f"strategy={args.strategy}",
                          *(["overwrite=true"] if args.force else []), *args.overrides]
-            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-                cfg = compose(config_name="fit", overrides=overrides)
+            cfg = compose(overrides, config_name="fit")
             print(f"{folder.name}: fitting frame 0 -> {out}")
             metrics = run(cfg)
         rows.append({"name": folder.name, "psnr": round(metrics["psnr"], 2), "num_gaussians": metrics["num_gaussians"],

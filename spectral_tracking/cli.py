@@ -13,8 +13,8 @@ import sys
 from spectral_tracking.runtime.paths import config_dir  # noqa: F401  (re-exported)
 
 
-def precheck(argv: list[str] | None = None) -> None:
-    """Compose a tracking run's config from the command line before Hydra does, so that a setting
+def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
+    """Compose a tracking run's (or a fit's) config from the command line before Hydra does, so that a setting
     Hydra cannot apply (a misspelt key, a value of the wrong type, an unknown option) is one line
     and exit status 2 instead of Hydra's multi-line error, and a refused setting writes nothing (not
     even Hydra's log in outputs/). Sweeps and Hydra's own flags go straight to Hydra."""
@@ -29,7 +29,15 @@ def precheck(argv: list[str] | None = None) -> None:
     threads.limit_spinning()  # before torch loads (validate's checks bring it in)
     preload.stack()  # torch and Lightning with the collector paused, as the run would import them
     try:
-        validate(compose([a for a in args if not a.startswith(("hydra.", "hydra/"))]))
+        cfg = compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name)
+        if config_name == "fit":
+            from omegaconf import OmegaConf
+
+            from spectral_tracking.fit.run import check_settings
+
+            check_settings(OmegaConf.to_container(cfg, resolve=True))
+        else:
+            validate(cfg)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -38,10 +46,11 @@ def precheck(argv: list[str] | None = None) -> None:
 def _hydra_main(config_name: str, body, job_name: str) -> None:
     import hydra
 
-    import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
+    import spectral_tracking.run.config  # registers the ${frac:...} resolver and the schemas
 
-    if config_name == "train":
-        precheck()
+    if config_name == "fit":
+        spectral_tracking.run.config.register_fit_schema()
+    precheck(config_name=config_name)
     # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
     sys.argv.append(f"hydra.job.name={job_name}")
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()

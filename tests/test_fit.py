@@ -215,8 +215,9 @@ def test_bad_input_errors(tmp_path, scene):
 def _compose(overrides):
     from hydra import compose, initialize_config_dir
 
-    import spectral_tracking.run.config  # noqa: F401
+    from spectral_tracking.run.config import register_fit_schema
 
+    register_fit_schema()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="fit", overrides=overrides)
 
@@ -249,7 +250,7 @@ def test_run_config_errors(tmp_path):
 
     with pytest.raises(FitInputError, match="data.path is required"):
         run(_compose([f"out={tmp_path}", "data.path=''"]))
-    with pytest.raises(FitInputError, match="sh_degree must be 0..3"):
+    with pytest.raises(FitInputError, match="sh_degree must be a finite integer >= 0 and <= 3"):
         run(_compose([f"out={tmp_path}", "data.path=x", "sh_degree=4"]))
     with pytest.raises(FitInputError, match="strategy must be one of"):
         run(_compose([f"out={tmp_path}", "data.path=x", "strategy=mcmc"]))
@@ -383,8 +384,8 @@ def test_bad_point_cloud_init_names_the_file(tmp_path):
     ("steps=0", "steps"), ("resolution=0", "resolution"), ("views_per_step=0", "views_per_step"),
     ("init_opacity=1.5", "init_opacity"), ("ssim_weight=2", "ssim_weight"), ("max_gaussians=-1", "max_gaussians"),
     ("log_every=0", "log_every"), ("+lr.means=-1", "lr.means"), ("+lr.foo=1", "lr"), ("scene_scale=0", "scene_scale"),
-    ("data.frame=-1", "data.frame"), ("num_points=0", "num_points"), ("steps=abc", "densify.refine_stop_iter"),
-    ("device=tpu", "device"),
+    ("data.frame=-1", "data.frame"), ("num_points=0", "num_points"), ("device=tpu", "device"),
+    ("densify.refine_every=0", "densify.refine_every"), ("spectral_gs.split_factor=1", "spectral_gs.split_factor"),
 ])
 def test_fit_settings_refused_before_anything_is_read_or_written(tmp_path, override, key):
     from spectral_tracking.fit import run
@@ -428,6 +429,29 @@ def test_fit_entry_point_refuses_an_existing_fit_in_one_line(tmp_path):
     assert (out / "canonical.ply").read_text() == "an earlier fit"
 
 
+def test_fit_entry_point_misspelt_setting_one_line_nothing_written(tmp_path):
+    r = _fit_cli(tmp_path, f"data.path={tmp_path}", f"out={tmp_path / 'out'}", "densify.refine_evry=5")
+    _assert_one_line(r, r"^error: densify\.refine_evry: no such setting; did you mean densify\.refine_every\? "
+                        r"\(every setting: spectral_tracking/fit/settings\.py\)")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hydra").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_fit_schema_is_the_one_home_of_the_defaults():
+    """conf/fit.yaml holds no value of its own; the loop's defaults are the schema's (device: the loop takes a
+    torch device, which fit.run resolves from the setting's "auto")."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from spectral_tracking.fit.settings import FitConfig
+
+    own = OmegaConf.load(REPO / "conf" / "fit.yaml")
+    assert set(own) == {"defaults"}, f"conf/fit.yaml sets {set(own) - {'defaults'}}: write defaults in fit/settings.py"
+    for f in dataclasses.fields(FitSettings):
+        if f.name in {g.name for g in dataclasses.fields(FitConfig)} - {"device"} and f.default is not dataclasses.MISSING:
+            assert f.default == getattr(FitConfig, f.name), f.name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["no_path", "missing_folder", "bad_init_ply", "numbered_pngs", "bad_setting", "bad_cameras"])
 def test_fit_entry_point_input_errors_one_line_exit_2(tmp_path, scene, case):
@@ -448,7 +472,7 @@ def test_fit_entry_point_input_errors_one_line_exit_2(tmp_path, scene, case):
             Image.new("RGBA", (16, 16)).save(tmp_path / "video" / f"{t}.png")
         args, pattern = [f"data.path={tmp_path / 'video'}", out], r"numbered PNGs and no cameras .*data\.type=consistent4d"
     elif case == "bad_setting":
-        args, pattern = [f"data.path={tmp_path / 'scene'}", out, "init_opacity=0"], r"init_opacity must be a number > 0"
+        args, pattern = [f"data.path={tmp_path / 'scene'}", out, "init_opacity=0"], r"init_opacity must be a finite number > 0"
     else:
         seq_dir = _sequence_folder(tmp_path, scene)
         cams = json.loads((seq_dir / "cameras.json").read_text())

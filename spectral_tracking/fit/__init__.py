@@ -5,7 +5,7 @@
        or a PLY
     -> L1 + 0.2 D-SSIM with gsplat's DefaultStrategy   loop.py     `fit`, `l1_dssim_loss`
        or the Spectral-GS SpectralGSStrategy             strategy.py `SpectralGSStrategy`
-    -> canonical.ply (standard 3DGS layout, what       run.py      `run(cfg)` (conf/fit.yaml)
+    -> canonical.ply (standard 3DGS layout, what       run.py      `run(cfg)` (conf/fit.yaml; settings.py: `FitConfig`)
        train.py consumes) + fit_views.png + metrics.json
 
 The fit runs in the input's world frame (no normalisation): the tracker's `load_dataset` moves the
@@ -25,8 +25,6 @@ are read. Numbered PNGs have no cameras: fitting them assumes the Consistent4D f
 from spectral_tracking.fit.init import init_from_ply, init_random, knn_scale
 from spectral_tracking.fit.inputs import DATA_TYPES, FitInputError, load_frame, pick_frame, source_of
 from spectral_tracking.fit.loop import (
-    DEFAULT_LR,
-    STRATEGIES,
     FitResult,
     FitSettings,
     build_strategy,
@@ -38,11 +36,12 @@ from spectral_tracking.fit.loop import (
     pooled_psnr,
     render_views,
 )
+from spectral_tracking.fit.settings import DEFAULT_LR, STRATEGIES, FitConfig
 from spectral_tracking.fit.run import check_out_folder, check_settings, run, save_views_png
 from spectral_tracking.fit.strategy import SpectralGSStrategy
 
 __all__ = [
-    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitInputError", "FitResult", "FitSettings", "SpectralGSStrategy",
+    "DATA_TYPES", "DEFAULT_LR", "STRATEGIES", "FitConfig", "FitInputError", "FitResult", "FitSettings", "SpectralGSStrategy",
     "build_strategy", "check_out_folder", "check_settings", "fit", "gaussians_to_params", "init_from_ply", "init_random", "knn_scale", "l1_dssim_loss",
     "load_frame", "make_optimizers", "params_to_gaussians", "pick_frame", "pooled_psnr", "render_views", "run",
     "save_views_png", "source_of",

@@ -18,12 +18,12 @@ from torch import Tensor
 from spectral_tracking.cameras import Cameras, scene_scale
 from spectral_tracking.data import Sequence
 from spectral_tracking.fit.inputs import FitInputError
+from spectral_tracking.fit.settings import DEFAULT_LR, STRATEGIES, FitConfig
 from spectral_tracking.fit.strategy import SpectralGSStrategy, needle_stats
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.metrics import psnr
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("default", "spectral_gs")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,7 +45,6 @@ def params_to_gaussians(params) -> Gaussians:
     return Gaussians(params["means"], params["quats"], params["scales"], params["opacities"], sh)
 
 
-DEFAULT_LR = {"means": 1.6e-4, "quats": 1e-3, "scales": 5e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
 
 
 def make_optimizers(params, lr: dict | None = None, scene_scale: float = 1.0) -> dict[str, torch.optim.Adam]:
@@ -94,19 +93,21 @@ def build_strategy(name: str, densify: dict | None = None, spectral: dict | None
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class FitSettings:
-    steps: int = 3000
-    views_per_step: int = 1
-    background: Any = "random"  # "random" or [r, g, b]
-    ssim_weight: float = 0.2
+    """What the loop needs of a fit's settings; the defaults are `FitConfig`'s (the one home of them)."""
+
+    steps: int = FitConfig.steps
+    views_per_step: int = FitConfig.views_per_step
+    background: Any = FitConfig.background  # "random" or [r, g, b]
+    ssim_weight: float = FitConfig.ssim_weight
     lr: dict = field(default_factory=dict)
-    means_lr_final_ratio: float = 0.01  # exponential decay of the means' lr to this fraction
-    scene_scale: float | None = None  # None: from the cameras (spectral_tracking.cameras.scene_scale)
-    max_gaussians: int = 0  # 0 = no cap; else prune the least opaque after a refine step
-    log_every: int = 100
-    backend: str = "auto"
-    seed: int = 0
-    progress: bool = True
-    device: str = "cpu"
+    means_lr_final_ratio: float = FitConfig.means_lr_final_ratio  # exponential decay of the means' lr to this fraction
+    scene_scale: float | None = FitConfig.scene_scale  # None: from the cameras (spectral_tracking.cameras.scene_scale)
+    max_gaussians: int = FitConfig.max_gaussians  # 0 = no cap; else prune the least opaque after a refine step
+    log_every: int = FitConfig.log_every
+    backend: str = FitConfig.backend
+    seed: int = FitConfig.seed
+    progress: bool = FitConfig.progress
+    device: str = "cpu"  # a torch device (the config's "auto" is resolved by fit.run)
 
 
 @dataclass

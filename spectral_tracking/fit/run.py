@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from torch import Tensor
 
 from spectral_tracking.fit.init import init_from_ply, init_random
 from spectral_tracking.fit.inputs import FitInputError, load_frame, source_of
-from spectral_tracking.fit.loop import DEFAULT_LR, STRATEGIES, FitSettings, build_strategy, fit
+from spectral_tracking.fit.loop import FitSettings, build_strategy, fit
+from spectral_tracking.fit.settings import DEFAULT_LR, FitConfig
 from spectral_tracking.gaussians import save_ply
 from spectral_tracking.run.atomic import atomic_write_text
 
@@ -109,62 +109,32 @@ def check_out_folder(out: Path, data_path: Path, overwrite: bool) -> None:
                             "or add overwrite=true")
 
 
-def _number(c: dict, key: str, kind=int, low=None, high=None, open_low=False, open_high=False, none_ok=False, prefix=""):
-    """``c[key]`` as ``kind`` inside the bounds, or a one-line `FitInputError` naming the key
-    (``prefix + key``)."""
-    value = c.get(key)
-    if value is None and none_ok:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (kind is float or float(value).is_integer())
-    ok = ok and math.isfinite(float(value))
-    if ok and low is not None:
-        ok = value > low if open_low else value >= low
-    if ok and high is not None:
-        ok = value < high if open_high else value <= high
-    if not ok:
-        lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
-        hi = "" if high is None else f"{'<' if open_high else '<='} {high}"
-        bounds = " and ".join(b for b in (lo, hi) if b)
-        raise FitInputError(f"{prefix}{key} must be {'an integer' if kind is int else 'a number'}{' ' + bounds if bounds else ''}"
-                            f"{' or null' if none_ok else ''}, got {value!r}")
-    return kind(value)
-
-
 def check_settings(c: dict) -> None:
     """Every setting of conf/fit.yaml that would crash the fit later, refused with the key named
-    before any data is read or file written."""
-    if c.get("strategy") not in STRATEGIES:
-        raise FitInputError(f"strategy must be one of {STRATEGIES}, got {c.get('strategy')!r}")
-    if c.get("sh_degree") not in (0, 1, 2, 3):
-        raise FitInputError(f"sh_degree must be 0..3, got {c.get('sh_degree')!r}")
-    _number(c, "steps", int, 1)
-    _number(c, "resolution", int, 8, none_ok=True)
-    _number(c, "views_per_step", int, 1)
-    _number(c, "num_points", int, 1)
-    _number(c, "init_opacity", float, 0, 1, open_low=True, open_high=True)
-    _number(c, "ssim_weight", float, 0, 1)
-    _number(c, "max_gaussians", int, 0)
-    _number(c, "log_every", int, 1)
-    _number(c, "seed", int, 0)
-    _number(c, "scene_scale", float, 0, open_low=True, none_ok=True)
-    lr = c.get("lr") or {}
-    unknown = sorted(set(lr) - set(DEFAULT_LR))
-    if unknown:
-        raise FitInputError(f"lr: unknown parameter group(s) {unknown}; the groups are {sorted(DEFAULT_LR)}")
-    for name in lr:
-        _number(lr, name, float, 0, open_low=True, prefix="lr.")
-    device, backend = str(c.get("device", "auto")), str(c.get("backend", "auto"))
-    if device not in ("auto", "cpu", "cuda"):
-        raise FitInputError(f"device must be auto, cpu or cuda, got {device!r}")
-    if backend not in ("auto", "cpu", "torch", "gsplat"):
-        raise FitInputError(f"backend must be auto, cpu, torch or gsplat, got {backend!r}")
+    before any data is read or file written: each field against its metadata in `FitConfig`, then
+    the checks that relate settings (the lr groups, the device for a renderer)."""
+    from omegaconf import OmegaConf
+
+    from spectral_tracking.errors import ConfigError
+    from spectral_tracking.run.config import check_fields, check_number, check_unknown_keys
+
+    cfg = OmegaConf.create(c)
+    try:
+        check_unknown_keys(cfg, FitConfig)
+        check_fields(cfg, FitConfig)
+        for name in c.get("lr") or {}:
+            if name not in DEFAULT_LR:
+                raise ConfigError(f"lr.{name}: no such parameter group; the groups are {', '.join(sorted(DEFAULT_LR))}")
+            check_number(cfg, f"lr.{name}", float, 0, low_open=True)
+        check_number(cfg, "densify.refine_stop_iter", int, 0)
+    except ConfigError as e:
+        raise FitInputError(str(e)) from None
+    device, backend = c["device"], c["backend"]
     if (device == "cuda" or backend == "gsplat") and not torch.cuda.is_available():
         key = "device=cuda" if device == "cuda" else "backend=gsplat"
         raise FitInputError(f"{key} needs a CUDA GPU and none is available here; use device=auto backend=auto")
     if backend == "gsplat" and device == "cpu":
         raise FitInputError("backend=gsplat renders on CUDA only; with device=cpu use backend=auto, cpu or torch")
-    data = c.get("data") or {}
-    _number(data, "frame", int, 0, prefix="data.")
 
 
 def _data_path(data_cfg: dict) -> Path:
@@ -186,34 +156,32 @@ def run(cfg) -> dict:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        c = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+        cfg = OmegaConf.merge(OmegaConf.structured(FitConfig), cfg)  # a dict from Python gets the defaults too
+        c = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:  # e.g. steps=abc inside densify.refine_stop_iter's ${frac:...}
         msg = str(getattr(e, "msg", e)).strip().splitlines()[0]
         raise FitInputError(f"{getattr(e, 'full_key', None) or 'config'}: cannot be resolved ({msg})") from e
     check_settings(c)
-    sh_degree = int(c.get("sh_degree", 0))
-    data_cfg = c.get("data") or {}
+    sh_degree = int(c["sh_degree"])
+    data_cfg = c["data"]
     data_path = _data_path(data_cfg)
-    out = _out_dir(cfg if not isinstance(cfg, dict) else OmegaConf.create(cfg))
-    check_out_folder(out, data_path, bool(c.get("overwrite", False)))
-    seed = int(c.get("seed", 0))
+    out = _out_dir(cfg)
+    check_out_folder(out, data_path, bool(c["overwrite"]))
+    seed = int(c["seed"])
     torch.manual_seed(seed)
-    device = _device(str(c.get("device", "auto")))
+    device = _device(str(c["device"]))
 
-    data = load_frame(data_path, data_cfg.get("type", "auto"), data_cfg.get("split", "train"),
-                      int(data_cfg.get("frame", 0)), data_cfg.get("views"), c.get("resolution"))
-    init = c.get("init", "random")
-    if init == "random":
-        g0 = init_random(data, int(c.get("num_points", 5000)), sh_degree, bool(c.get("init_use_masks", True)),
-                         float(c.get("init_opacity", 0.1)), seed)
+    data = load_frame(data_path, data_cfg["type"], data_cfg["split"], int(data_cfg["frame"]), data_cfg["views"], c["resolution"])
+    if c["init"] == "random":
+        g0 = init_random(data, int(c["num_points"]), sh_degree, bool(c["init_use_masks"]), float(c["init_opacity"]), seed)
     else:
-        g0 = init_from_ply(init, sh_degree, float(c.get("init_opacity", 0.1)))
-    strategy = build_strategy(c["strategy"], c.get("densify"), c.get("spectral_gs"))
+        g0 = init_from_ply(c["init"], sh_degree, float(c["init_opacity"]))
+    strategy = build_strategy(c["strategy"], c["densify"], c["spectral_gs"])
     settings = FitSettings(
-        steps=int(c.get("steps", 3000)), views_per_step=int(c.get("views_per_step", 1)),
-        background=c.get("background", "random"), ssim_weight=float(c.get("ssim_weight", 0.2)), lr=dict(c.get("lr") or {}),
-        scene_scale=c.get("scene_scale"), max_gaussians=int(c.get("max_gaussians", 0)), log_every=int(c.get("log_every", 100)),
-        backend=str(c.get("backend", "auto")), seed=seed, progress=bool(c.get("progress", True)), device=str(device),
+        steps=int(c["steps"]), views_per_step=int(c["views_per_step"]), background=c["background"],
+        ssim_weight=float(c["ssim_weight"]), lr=dict(c["lr"] or {}), means_lr_final_ratio=float(c["means_lr_final_ratio"]),
+        scene_scale=c["scene_scale"], max_gaussians=int(c["max_gaussians"]), log_every=int(c["log_every"]),
+        backend=str(c["backend"]), seed=seed, progress=bool(c["progress"]), device=str(device),
     )
     out.mkdir(parents=True, exist_ok=True)
     log.info("fitting %d views of %s (%dx%d) with %s from %d Gaussians, %d steps -> %s", data.num_views, source_of(data),

@@ -40,6 +40,16 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
+def register_fit_schema() -> None:
+    """The schema ``fit_schema`` (`spectral_tracking.fit.settings.FitConfig`) of ``conf/fit.yaml``:
+    registered where a fit is composed, not on every import (importing the fit package loads gsplat)."""
+    from hydra.core.config_store import ConfigStore
+
+    from spectral_tracking.fit.settings import FitConfig
+
+    ConfigStore.instance().store(name="fit_schema", node=FitConfig)
+
+
 register_configs()
 
 
@@ -55,11 +65,25 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
 
     from spectral_tracking.runtime.paths import config_dir
 
+    if config_name == "fit":
+        register_fit_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(explain_override_error(e, overrides)) from None
+        raise ConfigError(explain_override_error(e, overrides, schema_of(config_name))) from None
+
+
+def schema_of(config_name: str) -> type:
+    """The settings dataclass behind a top-level config: ``train`` -> `RunConfig`, ``fit`` -> `FitConfig`."""
+    from spectral_tracking.fit.settings import FitConfig
+
+    return FitConfig if config_name == "fit" else RunConfig
+
+
+def _home(schema: type) -> str:
+    """Where a schema's settings are written, for error messages."""
+    return schema.__module__.replace(".", "/") + ".py"
 
 
 def known_keys(schema: type = RunConfig, prefix: str = "") -> list[str]:
@@ -73,15 +97,15 @@ def known_keys(schema: type = RunConfig, prefix: str = "") -> list[str]:
     return out
 
 
-def did_you_mean(key: str) -> str:
+def did_you_mean(key: str, schema: type = RunConfig) -> str:
     import difflib
 
-    keys = known_keys()
+    keys = known_keys(schema)
     close = difflib.get_close_matches(key.lstrip("+~"), keys, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def explain_override_error(error: Exception, overrides: Sequence[str]) -> str:
+def explain_override_error(error: Exception, overrides: Sequence[str], schema: type = RunConfig) -> str:
     """One line for a Hydra composition error: which override, what is wrong, what to do."""
     import re
 
@@ -89,8 +113,8 @@ def explain_override_error(error: Exception, overrides: Sequence[str]) -> str:
     first = text.splitlines()[0] if text else type(error).__name__
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
-        return (f"{m.group(1)}: no such setting{did_you_mean(m.group(1))} (every setting: "
-                f"spectral_tracking/tracking/settings.py; a dataset's keys: conf/dataset/)")
+        where = "; a dataset's keys: conf/dataset/" if schema is RunConfig else ""
+        return f"{m.group(1)}: no such setting{did_you_mean(m.group(1), schema)} (every setting: {_home(schema)}{where})"
     m = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
     if m:
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
@@ -106,7 +130,7 @@ def explain_override_error(error: Exception, overrides: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------
-def _number(cfg: DictConfig, key: str, kind=float, low=None, high=None, low_open=False, what: str = ""):
+def check_number(cfg: DictConfig, key: str, kind=float, low=None, high=None, low_open=False, what: str = ""):
     """``cfg[key]`` as ``kind`` (finite, within [low, high] or (low, high]), else a ConfigError naming the key."""
     value = OmegaConf.select(cfg, key)
     try:
@@ -143,20 +167,19 @@ def check_fields(cfg: DictConfig, schema: type = RunConfig, prefix: str = "") ->
             if value not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
         if any(k in md for k in ("low", "high", "integer")):
-            _number(cfg, key, int if md.get("integer") else float, md.get("low"), md.get("high"),
+            check_number(cfg, key, int if md.get("integer") else float, md.get("low"), md.get("high"),
                     md.get("low_open", False), md.get("what", ""))
 
 
-def check_unknown_keys(cfg: DictConfig) -> None:
+def check_unknown_keys(cfg: DictConfig, schema: type = RunConfig) -> None:
     """A key added with ``+key=value`` that no setting has (a typo: ``+loss.swtich_iou=0.5``) is refused."""
-    known = set(known_keys())
+    known = set(known_keys(schema))
     sections = {k.split(".")[0] for k in known if "." in k}
     for section in sorted(sections):
         for key in OmegaConf.select(cfg, section, default={}) or {}:
             full = f"{section}.{key}"
             if full not in known and not full.startswith("deform.kwargs"):
-                raise ConfigError(f"{full}: no such setting{did_you_mean(full)} (every setting: "
-                                  f"spectral_tracking/tracking/settings.py)")
+                raise ConfigError(f"{full}: no such setting{did_you_mean(full, schema)} (every setting: {_home(schema)})")
 
 
 def max_band_for_resolution(resolution: int) -> int:
@@ -181,11 +204,11 @@ def validate(cfg: DictConfig) -> None:
     if not OmegaConf.is_list(background) or len(background) != 3:
         raise ConfigError(f"background must be an RGB list of 3 numbers in [0, 1], e.g. [1.0, 1.0, 1.0], got {background!r}")
     for i in range(3):
-        _number(cfg, f"background.{i}", float, 0, 1)
+        check_number(cfg, f"background.{i}", float, 0, 1)
     if cfg.dataset.type in ("synthetic", "donut"):
         if resolution < 16:
             raise ConfigError(f"resolution={resolution} is too small for dataset={cfg.dataset.type}: the generator needs at least 16")
-        _number(cfg, "dataset.frames", int, 2, what=" (tracking needs motion)")
+        check_number(cfg, "dataset.frames", int, 2, what=" (tracking needs motion)")
     loss = cfg.loss
     if loss.image == "spectral":
         end = int(loss.spectral_end)
