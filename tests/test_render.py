@@ -434,6 +434,44 @@ def test_native_boundary_checks_every_argument():
         bin_tiles_cpu(means2d.half(), radii, torch.zeros(1, 4).half(), 16, 16, 16)
 
 
+def test_native_boundary_checks_element_counts_and_indices():
+    """A kernel reads and writes as many elements as its scalar arguments say: an array of another
+    size (25 means against 20 blend rows) is refused before C touches it, not read past its end."""
+    skin = native.load("skin").function("st_skin_fwd", torch.float64)
+    mixed, means, quats = torch.zeros(20, 16, dtype=torch.float64), torch.zeros(25, 3, dtype=torch.float64), torch.zeros(25, 4, dtype=torch.float64)
+    out_means, out_quats = torch.empty(25, 3, dtype=torch.float64), torch.empty(25, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"st_skin_fwd_f64: argument mixed holds 320 elements, the call needs N\*16 = 400 \(N=25\)"):
+        skin(N=25, mixed=mixed, means=means, quats=quats, new_means=out_means, new_quats=out_quats, n_threads=1)
+    with pytest.raises(ValueError, match=r"argument means holds 75 elements, the call needs N\*3 = 60"):
+        skin(N=20, mixed=mixed, means=means, quats=quats[:20].contiguous(), new_means=out_means[:20].contiguous(),
+             new_quats=out_quats[:20].contiguous(), n_threads=1)
+    skin(N=20, mixed=mixed, means=means[:20].contiguous(), quats=quats[:20].contiguous(), new_means=out_means[:20].contiguous(),
+         new_quats=out_quats[:20].contiguous(), n_threads=1)  # sizes that agree pass
+
+    arap = native.load("arap").function("st_arap_fwd", torch.float64)
+    F, J, K = 2, 5, 3
+    points, rest = torch.rand(F, J, 3, dtype=torch.float64), torch.rand(J, K, 3, dtype=torch.float64)
+    rotations = torch.empty(F, J, 9, dtype=torch.float64)
+    neighbors = torch.randint(0, J, (J, K))
+    arap(F=F, J=J, K=K, points=points, neighbors=neighbors, rest_edges=rest, rotations=rotations)
+    bad = neighbors.clone()
+    bad[2, 1] = J
+    with pytest.raises(ValueError, match=r"st_arap_fwd_f64: argument neighbors holds indices in \[0, 5\], the call needs them in \[0, J\) = \[0, 5\)"):
+        arap(F=F, J=J, K=K, points=points, neighbors=bad, rest_edges=rest, rotations=rotations)
+    with pytest.raises(ValueError, match=r"argument rotations holds 90 elements, the call needs F\*J\*9 = 135"):
+        arap(F=3, J=J, K=K, points=torch.rand(3, J, 3, dtype=torch.float64), neighbors=neighbors, rest_edges=rest,
+             rotations=rotations)
+
+
+@pytest.mark.parametrize("kernel", sorted(native.KERNELS))
+def test_every_native_pointer_states_its_size(kernel):
+    """Each pointer of the table carries its element count (the spectral band weights ``w`` excepted:
+    their count is the band count, which the call does not pass; ``band``'s values are checked against it)."""
+    for prototype in native.parse_prototypes(native.KERNELS[kernel].prototypes):
+        unsized = [p.name for p in prototype.params if p.pointer and p.count is None]
+        assert unsized == (["w"] if prototype.name == "st_spectral_fused_S" else []), (prototype.name, unsized)
+
+
 def test_build_failure_raises_for_backend_cpu_and_warns_once_for_auto(no_compiler):
     attempts = no_compiler
     g, cams = _scene(n=30)

@@ -11,7 +11,10 @@ Three parts:
   prototype (a missing, extra or misspelt name raises ``TypeError``; ctypes alone accepts extra
   arguments of a cdecl function silently). Every pointer argument goes through ``pointer``, which
   checks dtype, device (CPU) and contiguity and names the argument in its error: a reordered or
-  mistyped ``c_void_p`` would otherwise corrupt memory silently.
+  mistyped ``c_void_p`` would otherwise corrupt memory silently. Then each pointer's element count,
+  written in the table beside it (``/* [N*3] */``, an expression of the scalar arguments), and an
+  index array's range (``/* [J*K] indices < J */``) are checked: C trusts the sizes it is given, so a
+  short array would be read past its end (about 4 us a call for ten pointers).
 - ``load`` / ``load_or_warn``: build and load a kernel, with one failure policy for every kernel.
   Building or loading raises ``NativeBuildError`` (a ``RuntimeError``; the failure is remembered, not
   retried, for the life of the process). A caller that asked for the fast path explicitly (render
@@ -82,40 +85,46 @@ KERNELS = {
         PACKAGE / "render" / "csrc" / "rasterize.cpp",
         "render backend 'cpu'",
         """
-        void st_rasterize_fwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,
-            const S *conics, const S *colors, const S *opacities, const S *background,
-            const int32_t *tile_offsets, const int32_t *flatten_ids, S *rgb_out, S *alpha_out,
-            S *depth_out, int32_t *last_ids, int n_threads);
-        void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,
-            const S *conics, const S *colors, const S *opacities, const S *background,
-            const int32_t *tile_offsets, const int32_t *flatten_ids, const S *alpha_out,
-            const S *depth_out, const int32_t *last_ids, const S *v_rgb, const S *v_alpha_out,
-            const S *v_depth, S *v_means2d, S *v_conics, S *v_colors, S *v_opacities,
-            S *v_background, int n_threads);
-        int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d,
-            const int32_t *radii, int32_t *tile_offsets);
-        void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d,
-            const int32_t *radii, const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids);
+        void st_rasterize_fwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
+            const S *conics /* [V*N*3] */, const S *colors /* [V*N*4] */, const S *opacities /* [V*N] */,
+            const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
+            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, S *rgb_out /* [V*H*W*3] */, S *alpha_out /* [V*H*W] */,
+            S *depth_out /* [V*H*W] */, int32_t *last_ids /* [V*H*W] */, int n_threads);
+        void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
+            const S *conics /* [V*N*3] */, const S *colors /* [V*N*4] */, const S *opacities /* [V*N] */,
+            const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
+            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, const S *alpha_out /* [V*H*W] */,
+            const S *depth_out /* [V*H*W] */, const int32_t *last_ids /* [V*H*W] */, const S *v_rgb /* [V*H*W*3] */,
+            const S *v_alpha_out /* [V*H*W] */, const S *v_depth /* [V*H*W] */, S *v_means2d /* [V*N*2] */,
+            S *v_conics /* [V*N*3] */, S *v_colors /* [V*N*4] */, S *v_opacities /* [V*N] */,
+            S *v_background /* [V*3] */, int n_threads);
+        int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
+            const int32_t *radii /* [V*N*2] */, int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */);
+        void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
+            const int32_t *radii /* [V*N*2] */, const S *depths /* [V*N] */,
+            const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */);
         """,
     ),
     "project": Kernel(
         PACKAGE / "render" / "csrc" / "project.cpp",
         "render backend 'cpu'",
         """
-        void st_project_fwd_S(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
-            const S *opacities, const S *viewmats, const S *Ks, S *means2d, S *conics, S *depths,
-            int32_t *radii, int n_threads);
-        void st_project_bwd_S(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
-            const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,
-            S *v_means, S *v_quats, S *v_log_scales, int n_threads);
+        void st_project_fwd_S(int V, int N, int W, int H, const S *means /* [N*3] */, const S *quats /* [N*4] */,
+            const S *log_scales /* [N*3] */, const S *opacities /* [N] */, const S *viewmats /* [V*16] */,
+            const S *Ks /* [V*9] */, S *means2d /* [V*N*2] */, S *conics /* [V*N*3] */, S *depths /* [V*N] */,
+            int32_t *radii /* [V*N*2] */, int n_threads);
+        void st_project_bwd_S(int V, int N, int W, int H, const S *means /* [N*3] */, const S *quats /* [N*4] */,
+            const S *log_scales /* [N*3] */, const S *viewmats /* [V*16] */, const S *Ks /* [V*9] */,
+            const S *v_means2d /* [V*N*2] */, const S *v_conics /* [V*N*3] */, const S *v_depths /* [V*N] */,
+            S *v_means /* [N*3] */, S *v_quats /* [N*4] */, S *v_log_scales /* [N*3] */, int n_threads);
         """,
     ),
     "knn": Kernel(
         PACKAGE / "csrc" / "knn.cpp",
         "k nearest neighbours (large problems)",
         """
-        void st_knn_S(int64_t N, int64_t J, int k, int exclude_self, const S *queries, const S *refs,
-            double *d2_out, int64_t *idx_out, int n_threads);
+        void st_knn_S(int64_t N, int64_t J, int k, int exclude_self, const S *queries /* [N*3] */,
+            const S *refs /* [J*3] */, double *d2_out /* [N*k] */, int64_t *idx_out /* [N*k] */, int n_threads);
         """,
         ("-ffp-contract=off",),  # distances rounded as in knn.py's brute force: no fused multiply-add
     ),
@@ -123,30 +132,35 @@ KERNELS = {
         PACKAGE / "losses" / "csrc" / "arap.cpp",
         "ARAP C++ kernel",
         """
-        double st_arap_fwd_S(int F, int J, int K, const S *points, const int64_t *neighbors, const S *rest_edges,
-            S *rotations);
-        void st_arap_bwd_S(int F, int J, int K, const S *points, const int64_t *neighbors, const S *rest_edges,
-            const S *rotations, double scale, S *grad_points);
+        double st_arap_fwd_S(int F, int J, int K, const S *points /* [F*J*3] */,
+            const int64_t *neighbors /* [J*K] indices < J */, const S *rest_edges /* [J*K*3] */,
+            S *rotations /* [F*J*9] */);
+        void st_arap_bwd_S(int F, int J, int K, const S *points /* [F*J*3] */,
+            const int64_t *neighbors /* [J*K] indices < J */, const S *rest_edges /* [J*K*3] */,
+            const S *rotations /* [F*J*9] */, double scale, S *grad_points /* [F*J*3] */);
         """,
     ),
     "skin": Kernel(
         PACKAGE / "deform" / "csrc" / "skin.cpp",
         "skinning C++ kernel",
         """
-        void st_skin_fwd_S(int64_t N, const S *mixed, const S *means, const S *quats, S *new_means, S *new_quats,
-            int n_threads);
-        void st_skin_bwd_S(int64_t N, const S *mixed, const S *means, const S *quats, const S *v_new_means,
-            const S *v_new_quats, S *v_mixed, S *v_means, S *v_quats, int n_threads);
+        void st_skin_fwd_S(int64_t N, const S *mixed /* [N*16] */, const S *means /* [N*3] */, const S *quats /* [N*4] */,
+            S *new_means /* [N*3] */, S *new_quats /* [N*4] */, int n_threads);
+        void st_skin_bwd_S(int64_t N, const S *mixed /* [N*16] */, const S *means /* [N*3] */, const S *quats /* [N*4] */,
+            const S *v_new_means /* [N*3] */, const S *v_new_quats /* [N*4] */, S *v_mixed /* [N*16] */,
+            S *v_means /* [N*3] */, S *v_quats /* [N*4] */, int n_threads);
         """,
     ),
     "spectral": Kernel(
         PACKAGE / "losses" / "csrc" / "spectral.cpp",
         "spectral loss C++ kernel",
         """
-        double st_spectral_fused_S(int V, int H, int W, int C, const S *pred_rgb, const S *gt_rgb,
-            const S *pred_mask /* nullable */, const S *gt_mask /* nullable */, int N, const S *factor,
-            const int32_t *band, const double *w, const double *coeff, double eps,
-            S *grad_rgb /* nullable */, S *grad_mask /* nullable */, int n_threads, int *status);
+        double st_spectral_fused_S(int V, int H, int W, int C, const S *pred_rgb /* [V*H*W*C] */,
+            const S *gt_rgb /* [V*H*W*C] */, const S *pred_mask /* nullable [V*H*W] */,
+            const S *gt_mask /* nullable [V*H*W] */, int N, const S *factor /* [(N+1)*2*max(H;W)] */,
+            const int32_t *band /* [(N+1)*2*max(H;W)] indices < n(w) */, const double *w,
+            const double *coeff /* [V*(C+int(pred_mask is not None))] */, double eps, S *grad_rgb /* nullable [V*H*W*C] */,
+            S *grad_mask /* nullable [V*H*W] */, int n_threads, int *status /* [1] */);
         """,
     ),
 }
@@ -167,6 +181,8 @@ class Param(NamedTuple):
     pointer: bool
     const: bool
     nullable: bool
+    count: str | None = None  # a pointer's element count, a Python expression of the call's arguments
+    bound: str | None = None  # an index array's values lie in [0, bound)
 
 
 class Prototype(NamedTuple):
@@ -179,21 +195,39 @@ _DECLARATION = re.compile(r"([A-Za-z_][\w]*)\s+([A-Za-z_]\w*)\s*\(([^)]*)\)", re
 _PARAM = re.compile(r"^(const\s+)?([A-Za-z_]\w*)\s*(\*)?\s*([A-Za-z_]\w*)$")
 
 
+_ANNOTATION = re.compile(r"^(nullable)?\s*(?:\[(.+?)\])?\s*(?:indices\s*<\s*(.+))?$")
+
+
 def parse_prototypes(text: str) -> list[Prototype]:
-    """The C declarations ``ret name(type arg, ...)`` in ``text`` (``/* nullable */`` marks a pointer
-    that may be null)."""
-    text = text.replace("/* nullable */", " NULLABLE ")
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    """The C declarations ``ret name(type arg, ...)`` in ``text``. A comment after a pointer says
+    what the call must pass: ``/* nullable */`` (it may be null), ``/* [N*3] */`` (its element count,
+    an expression of the scalar arguments; ``n(x)`` is the element count of pointer ``x``, ``;``
+    separates a function's arguments), ``/* [J*K] indices < J */`` (and its values' range)."""
+    notes: list[str] = []
+
+    def keep(match) -> str:
+        notes.append(match.group(1).strip())
+        return f" NOTE{len(notes) - 1} "
+
+    text = re.sub(r"/\*(.*?)\*/", keep, text, flags=re.S)
     result = []
     for restype, name, params in _DECLARATION.findall(text):
         parsed = []
         for raw in params.split(","):
-            nullable = "NULLABLE" in raw
-            match = _PARAM.match(" ".join(raw.replace("NULLABLE", " ").split()))
+            note = re.search(r"NOTE(\d+)", raw)
+            nullable, count, bound = False, None, None
+            if note is not None:
+                annotation = _ANNOTATION.match(notes[int(note.group(1))])
+                if annotation is None:
+                    raise ValueError(f"native: cannot read the annotation /* {notes[int(note.group(1))]} */ of {name}")
+                nullable = bool(annotation.group(1))
+                count, bound = (g.replace(";", ",").strip() if g else None for g in annotation.group(2, 3))
+                raw = raw[:note.start()] + raw[note.end():]
+            match = _PARAM.match(" ".join(raw.split()))
             if match is None:
                 raise ValueError(f"native: cannot parse parameter {raw.strip()!r} of {name}")
             const, ctype, star, pname = match.groups()
-            parsed.append(Param(pname, ctype, bool(star), bool(const), nullable))
+            parsed.append(Param(pname, ctype, bool(star), bool(const), nullable, count, bound))
         result.append(Prototype(restype, name, tuple(parsed)))
     return result
 
@@ -255,6 +289,10 @@ class NativeFunction:
         # per parameter: (name, dtype of the pointee or None for a scalar, nullable)
         self._plan = tuple((p.name, (dtype if p.ctype == "S" else _ELEMENTS[p.ctype]) if p.pointer else None,
                             p.nullable) for p in prototype.params)
+        # per annotated pointer: (name, count expression, its code, bound expression, its code)
+        self._sizes = tuple((p.name, p.count, p.count and compile(p.count, p.name, "eval"), p.bound,
+                             p.bound and compile(p.bound, p.name, "eval"))
+                            for p in prototype.params if p.pointer and (p.count or p.bound))
         cfunc.argtypes = [ctypes.c_void_p if p.pointer else _SCALARS[p.ctype] for p in prototype.params]
         cfunc.restype = _RESTYPES[prototype.restype]
         self._cfunc = cfunc
@@ -275,7 +313,31 @@ class NativeFunction:
             except AttributeError:
                 ok = False
             args.append(value.data_ptr() if ok else pointer(value, dtype, name, self.name, nullable))
+        if self._sizes:
+            self._check_sizes(kwargs)
         return self._cfunc(*args)
+
+    def _check_sizes(self, kwargs: dict) -> None:
+        """Every annotated pointer holds the elements the C side reads or writes, and an index array's
+        values lie in range: a short array would be read or written past its end (uninitialised rows, or
+        another object's memory), a long one means the sizes passed disagree with the arrays."""
+        scope = {**kwargs, "n": lambda x: x.numel(), "max": max, "int": int, "__builtins__": {}}
+        for name, count, count_code, bound, bound_code in self._sizes:
+            value = kwargs[name]
+            if value is None:
+                continue
+            if count_code is not None:
+                expected = eval(count_code, scope)  # noqa: S307 (our own table's expressions, compiled once)
+                if value.numel() != expected:
+                    scalars = ", ".join(f"{k}={v}" for k, v in kwargs.items() if isinstance(v, int) and k in count)
+                    raise ValueError(f"{self.name}: argument {name} holds {value.numel()} elements, the call needs "
+                                     f"{count} = {expected}" + (f" ({scalars})" if scalars else ""))
+            if bound_code is not None and value.numel():
+                limit = eval(bound_code, scope)  # noqa: S307
+                low, high = int(value.min()), int(value.max())
+                if low < 0 or high >= limit:
+                    raise ValueError(f"{self.name}: argument {name} holds indices in [{low}, {high}], the call needs "
+                                     f"them in [0, {bound}) = [0, {limit})")
 
 
 class NativeLibrary:

@@ -15,7 +15,7 @@
 //                    column ky mod P
 //   band   [N+1, P]  int32 band index of each cell
 //   w      [K]       band weights w_k(t), double
-//   coeff  [V (C+1)] per-image coefficient (1 / (V C) for colour, lambda_mask / V for the mask), double
+//   coeff  [V (C+1)] ([V C] without masks) per-image coefficient (1 / (V C) for colour, lambda_mask / V for the mask), double
 //   d(X) = sqrt(|X|^2 + eps^2) for eps > 0 (smoothed l1), |X|^2 for eps == 0 (l2)
 //
 // Threads: OpenMP over image pairs (sharing torch's pool where torch's OpenMP runtime is GNU libgomp,
