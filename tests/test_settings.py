@@ -74,3 +74,18 @@ def test_no_group_file_repeats_a_default():
 def test_choices_come_from_the_settings_and_their_registries(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_fields(compose([override, "out_dir=/x"]))
+
+
+@pytest.mark.parametrize("deform, ok", [("mlp", False), ("rigid_mlp", False), ("rigid", True),
+                                         ("rigid_mlp +deform.kwargs.rigid_per_frame=true", True)])
+def test_a_trajectory_start_needs_a_per_frame_rigid_part_before_anything_runs(deform, ok):
+    from spectral_tracking.run.config import validate
+
+    name, *extra = deform.split()
+    cfg = compose([f"deform={name}", *extra, "search.frames=all", "out_dir=/x"])
+    if ok:
+        validate(cfg)
+    else:
+        with pytest.raises(ConfigError, match=r"^search\.frames=all starts a per-frame rigid part, which deform=.* has not: "
+                                              r"use deform=rigid_mlp \+deform\.kwargs\.rigid_per_frame=true, or deform=rigid$"):
+            validate(cfg)

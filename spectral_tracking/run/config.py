@@ -230,6 +230,11 @@ def validate(cfg: DictConfig) -> None:
                 f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
                 f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
             )
+    if cfg.align == "search" and cfg.search.frames == "all":
+        kwargs = cfg.deform.get("kwargs") or {}
+        if not (cfg.deform.name == "rigid" or (cfg.deform.name == "rigid_mlp" and kwargs.get("rigid_per_frame"))):
+            raise ConfigError(f"search.frames=all starts a per-frame rigid part, which deform={cfg.deform.name} has "
+                              "not: use deform=rigid_mlp +deform.kwargs.rigid_per_frame=true, or deform=rigid")
     if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
         raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")
     _check_device(cfg)
