@@ -132,3 +132,19 @@ def test_bad_settings_are_refused_before_anything_is_written(sequence_folder, tm
     with pytest.raises(ConfigError, match="shift"):
         track(load_ply(sequence_folder / "canonical.ply"), sequence_folder, out_dir=tmp_path / "run", shift=float("nan"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("align", ["none", "search"])
+def test_a_sequence_whose_training_masks_are_all_empty_is_refused(sequence_folder, tmp_path, align):
+    """Nothing to track: one line naming the views, not a run on blank targets (align=none trained
+    on them without a word)."""
+    from dataclasses import replace
+
+    from spectral_tracking.data.folder import load_sequence
+    from spectral_tracking.errors import SequenceFormatError
+
+    seq = load_sequence(sequence_folder)
+    blank = replace(seq, masks=torch.zeros_like(seq.masks), images=torch.full_like(seq.images, 255))
+    with pytest.raises(SequenceFormatError, match=r"every training view's mask is empty in every frame \(views \['0\.0'\]\)"):
+        track(seq.canonical, blank, out_dir=tmp_path / "run", align=align, **TINY)
+    assert not (tmp_path / "run" / "metrics.json").exists()

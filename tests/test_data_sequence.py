@@ -172,6 +172,25 @@ def test_normalize_scene_keeps_images():
     assert rec["scale"] > 0
 
 
+def test_a_recorded_standard_frame_is_not_trusted_when_the_asset_disagrees(caplog):
+    """meta.json says radius 0.5, but canonical.ply was replaced by a 3.7x asset: it is normalised
+    (with a warning naming both radii), not tracked at the wrong size; a 2% perturbation is trusted."""
+    from dataclasses import replace
+
+    from spectral_tracking.data.sequence import normalized
+
+    base, _, _ = normalize_scene(random_gaussians(50, extent=0.3, seed=1), orbit_camera([0.0], width=16, height=12))
+    seq = replace(tiny_sequence(), canonical=base, meta={"folder": "seq_x", "normalization": {"bounding_radius": 0.5}})
+    assert normalized(seq) is seq
+    slightly = replace(seq, canonical=replace(base, means=base.means * 1.02))
+    assert normalized(slightly) is slightly
+    big = replace(seq, canonical=replace(base, means=base.means * 3.7))
+    with caplog.at_level("WARNING"):
+        out = normalized(big)
+    assert abs(out.canonical.bounding_sphere()[1] - 0.5) < 1e-4
+    assert "seq_x: meta.json records an asset of bounding radius 0.5, but its canonical asset's is 1.85" in caplog.text
+
+
 def test_azimuth_of_camera():
     cams = orbit_camera([0.0, 45.0, 90.0, 270.0])
     got = [azimuth_of_camera(v) for v in cams.viewmats]

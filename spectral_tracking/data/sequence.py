@@ -261,15 +261,28 @@ def normalize_scene(canonical: Gaussians, cameras: Cameras, radius: float = 0.5)
     return g, Cameras(cameras.Ks.clone(), vm, cameras.width, cameras.height), {"center": tf.center.tolist(), "scale": float(s)}
 
 
+RECORD_TOLERANCE = 0.25
+"""How far (relative) a canonical's bounding radius may stray from a recorded 0.5 and still be taken as
+in the standard frame: the realistic setting perturbs its canonical by about 2%; a replaced
+canonical.ply (3.7x in the reliability probe) is far outside."""
+
+
 def in_standard_frame(seq: Sequence) -> bool:
     """True when ``seq`` needs no normalisation: its canonical has bounding radius 0.5 (to 1e-3), or
     its reader or generator records that it built the sequence in that frame (``meta["normalization"]
     ["bounding_radius"] == 0.5``; the realistic synthetic setting, whose canonical is perturbed
-    around a true asset of radius 0.5)."""
+    around a true asset of radius 0.5) and its canonical's radius is within `RECORD_TOLERANCE` of it:
+    a record that disagrees with the asset is not trusted, with a warning)."""
     record = seq.meta.get("normalization")
+    radius = seq.canonical.bounding_sphere()[1] if seq.canonical is not None else None
     if isinstance(record, dict) and record.get("bounding_radius") == STANDARD_RADIUS:
-        return True
-    return seq.canonical is not None and abs(seq.canonical.bounding_sphere()[1] - STANDARD_RADIUS) < 1e-3
+        if radius is None or abs(radius / STANDARD_RADIUS - 1) <= RECORD_TOLERANCE:
+            return True
+        log.warning("%s: meta.json records an asset of bounding radius %g, but its canonical asset's is %.4g (was "
+                    "canonical.ply replaced?); normalising it like any other asset: the ground truth, if any, was made "
+                    "for the recorded one", seq.meta.get("folder", "the sequence"), STANDARD_RADIUS, radius)
+        return False
+    return radius is not None and abs(radius - STANDARD_RADIUS) < 1e-3
 
 
 def normalized(seq: Sequence) -> Sequence:

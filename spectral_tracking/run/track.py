@@ -50,6 +50,13 @@ def build_targets(cfg: DictConfig, sequence=None):
     from spectral_tracking.data import load_dataset, select_views
 
     seq = select_views(load_dataset(cfg.dataset, int(cfg.resolution), sequence), int(cfg.views))
+    if not bool((seq.masks[seq.train_views] >= 128).any()):
+        from spectral_tracking.errors import SequenceFormatError
+
+        where = seq.meta.get("folder") or cfg.dataset.get("path") or f"dataset={cfg.dataset.type}"
+        raise SequenceFormatError(
+            f"{where}: every training view's mask is empty in every frame (views {[seq.view_names[v] for v in seq.train_views]}): "
+            "there is nothing to track; check the masks (or the alpha channel of RGBA frames) and the training views")
     return seq, Targets.from_sequence(seq, torch.tensor(list(cfg.background), dtype=torch.float32))
 
 
