@@ -70,6 +70,9 @@ def track_job(cfg):
     except USER_ERRORS as e:  # bad config or missing data: the message says what to do, no stack trace
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a read-only or full disk: one line; anything else keeps its trace
+        _exit_on_write_failure(e)
+        raise
     except RunInterrupted as e:  # SIGTERM / SIGINT: checkpoint saved, non-zero exit for the scheduler
         print(str(e), file=sys.stderr)
         sys.exit(e.exit_code)
@@ -85,6 +88,18 @@ def fit_job(cfg):
         return run(cfg)
     except USER_ERRORS as e:  # bad input or setting: the message names the file or key and what to do
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a read-only or full disk: one line; anything else keeps its trace
+        _exit_on_write_failure(e)
+        raise
+
+
+def _exit_on_write_failure(error: BaseException) -> None:
+    from spectral_tracking.errors import write_failure
+
+    line = write_failure(error)
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
 
 

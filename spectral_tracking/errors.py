@@ -47,6 +47,26 @@ class RunFolderBusy(ConfigError):
 USER_ERRORS = (ConfigError, DataError, PLYFormatError, CorruptCheckpointError, FileNotFoundError)
 
 
+def write_failure(error: BaseException) -> str | None:
+    """One line for a failure to write a file the run or fit produces (a read-only or full disk, a
+    folder without permission), or None for any other error, which keeps its traceback. (torch.save
+    reports a full disk as a RuntimeError from its zip writer; `spectral_tracking.run.atomic` turns it
+    into the OSError it stands for, with the checkpoint's path.)"""
+    import errno
+    import os
+
+    codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO)
+    if isinstance(error, OSError) and error.errno in codes and (error.errno != errno.EIO or error.filename):
+        what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.EIO: "the write failed",
+                errno.EROFS: "the file system is read-only"}.get(error.errno, "permission denied")
+        where = error.filename or "a file"
+        todo = ("free some space (or write elsewhere: out_dir= / out=) and rerun: a run resumes from its last checkpoint"
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else
+                "make the folder writable or choose another one (out_dir= for train.py, out= for fit.py)")
+        return f"cannot write {os.fspath(where)}: {what}; {todo}"
+    return None
+
+
 # --- not the user's settings ------------------------------------------------------------------------
 class RunInterrupted(Exception):
     """The run stopped on a signal after saving a checkpoint; ``exit_code`` is 128 + the signal."""

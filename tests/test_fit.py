@@ -336,6 +336,24 @@ def test_numbered_pngs_need_data_type_consistent4d(tmp_path, scene, caplog):
     assert d.num_views == 1 and "assumed Consistent4D front camera" in caplog.text
 
 
+def test_a_one_image_video_is_fitted_and_refused_for_tracking_in_one_line(tmp_path, scene):
+    """Fitting uses one frame: a Consistent4D folder holding only 0.png is a still, fitted as is; the
+    tracker refuses it, saying why and what to do with it."""
+    from spectral_tracking.data import load_dataset
+    from spectral_tracking.gaussians import save_ply
+
+    video = tmp_path / "still"
+    video.mkdir()
+    Image.fromarray(torch.cat([scene.images[0, 0], scene.masks[0, 0][..., None]], -1).numpy(), "RGBA").save(video / "0.png")
+    d = load_frame(video, type="consistent4d")
+    assert d.num_views == 1 and d.images.shape[1] == 1
+    save_ply(random_gaussians(30), tmp_path / "canonical.ply")
+    ds = {"type": "consistent4d", "name": "still", "path": str(video), "canonical": str(tmp_path / "canonical.ply")}
+    with pytest.raises(SequenceFormatError, match=r"still capture \(one frame\); tracking needs a video\. Fit a canonical "
+                                                  r"asset to it with fit\.py instead"):
+        load_dataset(ds, 16)
+
+
 def test_bad_cameras_in_a_sequence_name_the_file_and_view(tmp_path, scene):
     seq_dir = _sequence_folder(tmp_path, scene)
     cams = json.loads((seq_dir / "cameras.json").read_text())

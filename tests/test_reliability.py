@@ -48,6 +48,49 @@ def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_one(tmp_path,
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
+def test_torch_saves_full_disk_error_names_the_checkpoint_and_is_one_line(tmp_path, monkeypatch, capsys):
+    """torch.save on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc:672] .
+    unexpected pos ...`` (its text for /dev/full): it becomes the OSError it stands for, with the
+    checkpoint's path, and the entry point prints one line and exits 2."""
+    import errno
+
+    from spectral_tracking import cli
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+
+    def full_disk(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as info:
+        atomic_torch_save(_ckpt(2), path)
+    assert info.value.errno in (errno.ENOSPC, errno.EIO) and info.value.filename == str(path)
+    assert "unexpected pos 704 vs 598" in str(info.value)
+    monkeypatch.setattr("spectral_tracking.run.track.run_job", lambda cfg: (_ for _ in ()).throw(info.value))
+    with pytest.raises(SystemExit) as code:
+        cli.track_job(None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: cannot write {path}: the ") and "rerun: a run resumes from its last checkpoint" in err[0]
+
+
+@pytest.mark.parametrize("code, what", [(13, "permission denied"), (30, "the file system is read-only"), (28, "the disk is full")])
+def test_a_write_the_disk_refuses_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, what):
+    import spectral_tracking.fit.run  # noqa: F401
+    from spectral_tracking import cli
+
+    fit_run = sys.modules["spectral_tracking.fit.run"]
+    target = tmp_path / "out" / "canonical.ply"
+    monkeypatch.setattr(fit_run, "run", lambda cfg: (_ for _ in ()).throw(OSError(code, "x", str(target))))
+    with pytest.raises(SystemExit) as exit_code:
+        cli.fit_job(None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_code.value.code == 2 and err == [err[0]] and err[0].startswith(f"error: cannot write {target}: {what}; ")
+    monkeypatch.setattr(fit_run, "run", lambda cfg: (_ for _ in ()).throw(OSError(5, "an I/O error of no file")))
+    with pytest.raises(OSError):  # not a write we can name: it keeps its traceback
+        cli.fit_job(None)
+
+
 def test_an_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     path = tmp_path / "last.ckpt"
     atomic_torch_save(_ckpt(1), path)

@@ -49,9 +49,7 @@ def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonica
     missing = sorted(set(range(ids[-1] + 1)) - set(ids))
     if missing:
         raise SequenceFormatError(f"{folder}: missing frames {[f'{t}.png' for t in missing[:10]]} (found 0..{ids[-1]})")
-    T = len(ids)
-    if T < 2:
-        raise SequenceFormatError(f"{folder}: {T} frame; tracking needs at least 2")
+    T = len(ids)  # one frame is a still (fit.py fits it; tracking refuses it in load_dataset, saying so)
     rgbs, masks, size = [], [], None
     for t in range(T):
         img = read_rgba_frame(folder / f"{t}.png", "Consistent4D", size, "0.png")
@@ -66,7 +64,7 @@ def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonica
         canonical=canonical, cameras=front_camera(W, H, fovy_deg=fovy_deg),
         view_names=["0.0"], azimuths=[0.0],
         images=torch.from_numpy(np.stack(rgbs)[None]), masks=torch.from_numpy(np.stack(masks)[None]),
-        supervision_views=[0], novel_views=[], fps=fps,
+        supervision_views=[0], novel_views=[], fps=fps, static=T == 1,
         meta={"dataset": "consistent4d", "folder": str(folder), "name": folder.name, "source_size": list(size),
               "resolution": resolution, "provenance": "Consistent4D monocular video (yanqinJiang/Consistent4D)"},
     )

@@ -51,7 +51,12 @@ def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = True) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:  # torch's writer reports a failed write as "[enforce fail at inline_container.cc..."
+                if "inline_container" not in str(e):
+                    raise
+                raise _failed_write(path, str(e)) from e
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
@@ -63,6 +68,19 @@ def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = True) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _failed_write(path: Path, detail: str) -> OSError:
+    """The OSError a failed torch.save stands for: ENOSPC where the disk has under 64 MB left, else EIO."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    code = errno.ENOSPC if free is not None and free < 64 * 2**20 else errno.EIO
+    return OSError(code, f"{os.strerror(code)} (torch.save: {detail.strip().splitlines()[0][:120]})", str(path))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
