@@ -3,7 +3,6 @@ resume, sweeps that report failures, settings refused before any file is written
 
 import csv
 import json
-import math
 import os
 import signal
 import subprocess

@@ -20,7 +20,6 @@ search over rotation hypotheses scored by the low spectral bands, `spectral_trac
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import Tensor
