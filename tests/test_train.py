@@ -197,6 +197,29 @@ def test_loggers_instantiate(tmp_path):
             assert (lg is False) == (name == "none")
 
 
+def test_tensorboard_holds_the_final_metrics_in_one_event_file_and_its_writer_is_joined(tmp_path, data_root):
+    """Lightning closes the TensorBoard writer at the end of fit; the run's final metrics came after
+    and opened a second event file whose thread was never joined (OSError: handle is closed when a
+    sweep's worker exited). One file now, with eval/*, and no writer thread left running."""
+    import struct
+    import threading
+
+    from tensorboardX.proto import event_pb2
+
+    run(make_cfg(tmp_path, data_root, ["logger=tensorboard"]))
+    files = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    data, i, tags = files[0].read_bytes(), 0, set()
+    while i < len(data):
+        n = struct.unpack("<Q", data[i:i + 8])[0]
+        event = event_pb2.Event()
+        event.ParseFromString(data[i + 12:i + 12 + n])
+        tags |= {v.tag for v in event.summary.value}
+        i += 16 + n
+    assert {"eval/train_psnr", "eval/3d_mean_error"} <= tags and any(t.startswith("train/") or "loss" in t for t in tags)
+    assert not [t for t in threading.enumerate() if "EventFileWriter" in type(t).__name__ or "_EventLoggerThread" in type(t).__name__]
+
+
 def test_wandb_offline_logs_media_and_finishes(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -16,9 +16,7 @@ def build_logger(cfg: DictConfig, out_dir: Path, resume_step: int | None = None,
     if name == "csv":
         return _resumable_csv_logger(out_dir, resume_step)
     if name == "tensorboard":
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="")
+        return _tensorboard_logger(out_dir)
     if name == "wandb":
         from pytorch_lightning.loggers import WandbLogger
 
@@ -40,6 +38,35 @@ def new_wandb_id() -> str:
 
 def is_wandb(logger) -> bool:
     return bool(logger) and type(logger).__name__ == "WandbLogger"
+
+
+def _tensorboard_logger(out_dir: Path):
+    """Lightning's TensorBoardLogger, except that the end of ``fit`` only flushes it: the run logs
+    its final metrics after ``fit`` and closes it then (`close_logger`). Lightning's close at the end
+    of ``fit`` made the final metrics open a second event file whose writer thread was never joined
+    and died with ``OSError: handle is closed`` when a sweep's worker process exited."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    class RunTensorBoardLogger(TensorBoardLogger):
+        def finalize(self, status: str) -> None:
+            if self._experiment is not None:
+                self._experiment.flush()
+            if status == "success":
+                self.save()
+
+        def close(self) -> None:
+            if self._experiment is not None:
+                self._experiment.close()  # joins the writer thread
+
+    return RunTensorBoardLogger(save_dir=str(out_dir), name="tensorboard", version="")
+
+
+def close_logger(logger) -> None:
+    """The end of a run, also on failure: the TensorBoard writer closed (its thread joined) and the
+    wandb run finished, so sweep jobs never share one."""
+    if hasattr(logger, "close"):
+        logger.close()
+    finish_wandb(logger)
 
 
 def finish_wandb(logger) -> None:

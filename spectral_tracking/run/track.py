@@ -32,7 +32,7 @@ from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
 from spectral_tracking.run.config import validate
 from spectral_tracking.run.folder import RunLock, config_fingerprint, finished_result, read_meta, resume_checkpoint
-from spectral_tracking.run.loggers import build_logger, finish_wandb, new_wandb_id
+from spectral_tracking.run.loggers import build_logger, close_logger, new_wandb_id
 from spectral_tracking.run.outputs import log_final, print_summary, save_result, write_outputs
 from spectral_tracking.run.session import ElapsedTime, build_trainer, train
 from spectral_tracking.run.sweep import record_refused
@@ -217,7 +217,7 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
         result = save_result(out_dir, metrics, figures, run_meta, OmegaConf.to_container(cfg, resolve=True))
     finally:
-        finish_wandb(logger)
+        close_logger(logger)
     print_summary(cfg, metrics, figures, out_dir)
     return result
 

@@ -313,7 +313,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
                 best = int(ranked[0])
                 # the identity is preferred only while its fit stays near the identity (a fit that turned
                 # away from it has left the symmetric case: then the lowest loss decides)
-                stays = float(w[alive[first]].norm()) <= math.radians(PREFER_WITHIN_DEGREES)
+                stays = float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
                 if best != first and stays and float(last[best]) >= prefer_first * float(last[first]):
                     ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
                 elif best != first:
