@@ -142,8 +142,106 @@ def scenario_bad_setting(root: Path, data: Path) -> tuple[str, str, str, bool]:
     return "bad setting (shift=nan)", "exit 2, one line, no files", f"exit {done.returncode}: {last_line(done.stderr)[:70]}", ok
 
 
+# ---- injected faults: train.py run under a wrapper that makes one write fail as the OS would ----
+_INJECT = """
+import errno, runpy, sys
+import torch
+fault, target = sys.argv[1], sys.argv[2]
+if fault == "checkpoint":  # torch.save's own message for a full disk (its zip writer on /dev/full)
+    def save(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    torch.save = save
+else:  # the frames' PLY export on a full disk
+    import spectral_tracking.export as export
+    def save_ply(g, path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    export.save_ply = save_ply
+sys.argv = [target, *sys.argv[3:]]
+runpy.run_path(target, run_name="__main__")
+"""
+
+
+def injected(fault: str, cmd: list[str]) -> list[str]:
+    return [sys.executable, "-c", _INJECT, fault, *cmd[1:]]
+
+
+def scenario_full_disk_checkpoint(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    out = root / "full_disk_ckpt"
+    done = finish(injected("checkpoint", train_cmd(out, data)))
+    line = last_line(done.stderr)
+    leftovers = [p.name for p in (out / "checkpoints").iterdir()] if (out / "checkpoints").exists() else []
+    ok = (done.returncode == 2 and "Traceback" not in done.stderr and line.startswith("error: cannot write ")
+          and "last.ckpt" in line and not leftovers)
+    return ("full disk at a checkpoint", "exit 2, one line naming last.ckpt, no partial file",
+            f"exit {done.returncode}: {line[:70]}; {len(leftovers)} file(s) in checkpoints/", ok)
+
+
+def scenario_full_disk_export(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    out = root / "full_disk_export"
+    done = finish(injected("export", train_cmd(out, data, "eval.export_ply=true")))
+    line = last_line(done.stderr)
+    resumable = (out / "checkpoints" / "last.ckpt").exists()
+    ok = done.returncode == 2 and "Traceback" not in done.stderr and "frame_0000.ply: the disk is full" in line and resumable
+    return ("full disk at the PLY export", "exit 2, one line naming the file; checkpoint kept",
+            f"exit {done.returncode}: {line[:60]}; checkpoint {'kept' if resumable else 'LOST'}", ok)
+
+
+def scenario_stale_api_input(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    code = f"""
+import sys
+from spectral_tracking import track
+from spectral_tracking.data import generate
+from spectral_tracking.gaussians import load_ply
+seq = generate(preset="quadruped_walk", frames=4, resolution=32, root={str(data)!r})
+tiny = dict(max_steps=6, num_control_points=16, loss={{"num_bands": 3}}, trainer="debug", logger="none",
+            eval={{"lpips": "none", "videos": False, "progression_frames": 0}}, shift=0.0)
+g = load_ply(seq / "canonical.ply")
+track(g, seq, out_dir={str(root / "api")!r}, **tiny)
+from dataclasses import replace
+bigger = replace(g, means=g.means * 3.7)
+try:
+    track(bigger, seq, out_dir={str(root / "api")!r}, **tiny)
+except Exception as e:
+    print("refused:", type(e).__name__, str(e).splitlines()[0][:80]); sys.exit(0)
+print("REUSED the old result"); sys.exit(1)
+"""
+    done = finish([sys.executable, "-c", code])
+    ok = done.returncode == 0 and "refused:" in done.stdout
+    return ("API: another asset into a finished run's folder", "refused, never the old result",
+            f"exit {done.returncode}: {last_line(done.stdout)[:70]}", ok)
+
+
+def scenario_viewer_bad_port(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    tracked = root / "reference" / "tracked.npz"
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-m", "spectral_tracking.view", "--port", "99999", "--seconds", "3",
+                           str(tracked.parent)], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    seconds = time.time() - t0
+    ok = done.returncode == 2 and "Traceback" not in done.stderr and "port" in last_line(done.stderr) and seconds < 60
+    return ("viewer on port 99999", "exit 2, one line, no hang", f"exit {done.returncode} in {seconds:.0f} s: "
+            f"{last_line(done.stderr)[:55]}", ok)
+
+
+def scenario_kernel_sizes(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    code = """
+import torch
+from spectral_tracking.runtime import native
+skin = native.load("skin").function("st_skin_fwd", torch.float64)
+z = lambda *s: torch.zeros(*s, dtype=torch.float64)
+try:
+    skin(N=25, mixed=z(20, 16), means=z(25, 3), quats=z(25, 4), new_means=z(25, 3), new_quats=z(25, 4), n_threads=1)
+    print("NOT CHECKED")
+except ValueError as e:
+    print(e)
+"""
+    done = finish([sys.executable, "-c", code])
+    ok = done.returncode == 0 and "argument mixed holds 320 elements, the call needs N*16 = 400" in done.stdout
+    return ("kernel given 25 means, 20 blend rows", "refused before C runs", last_line(done.stdout)[:80], ok)
+
+
 SCENARIOS = [scenario_reference, scenario_sigkill, scenario_sigterm, scenario_two_runs, scenario_corrupt_checkpoint,
-             scenario_failed_sweep, scenario_bad_setting]
+             scenario_failed_sweep, scenario_bad_setting, scenario_full_disk_checkpoint, scenario_full_disk_export,
+             scenario_stale_api_input, scenario_viewer_bad_port, scenario_kernel_sizes]
 
 
 def main() -> int:
