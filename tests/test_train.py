@@ -293,3 +293,20 @@ def test_learning_rates_come_from_the_config(tmp_path, data_root):
     module = build_module(cfg, seq.canonical, targets)
     lrs = {g["name"]: g["lr"] for g in module.configure_optimizers()["optimizer"].param_groups}
     assert lrs == pytest.approx({"deform": 0.002, "radius": 0.0002, "appearance": 0.004})
+
+
+def test_a_default_run_prints_only_what_the_user_can_act_on(tmp_path, data_root):
+    """Quiet output: no Lightning census or tip, no deprecation from inside Lightning, no
+    ``weights_only`` notice on stderr; the progress bar counts steps; one log line per phase."""
+    import os
+
+    cmd = [sys.executable, str(REPO / "train.py"), *tiny_overrides(tmp_path, data_root), "trainer=cpu", "logger=csv",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    said = proc.stdout
+    for noise in ("GPU available", "TPU available", "litlogger", "weights_only", "Epoch 0/-2", "LeafSpec"):
+        assert noise not in said, noise
+    assert "step " in said and "start: shift" in said and "align=search (" in said

@@ -39,7 +39,47 @@ class ElapsedTime(pl.Callback):
         self.before = float(state_dict.get("seconds", 0.0))
 
 
+def quiet_lightning() -> None:
+    """Lightning's messages a user of this tool cannot act on, silenced: the accelerator census (GPU /
+    TPU available), the LitLogger tip, "`Trainer.fit` stopped: `max_steps` reached" (the run's own
+    lines say where it is), and a deprecation inside Lightning's own pytree helper. Its warnings
+    stay (they pass through ``rank_zero_warn`` at WARNING)."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def progress_bar():
+    """Lightning's progress bar showing ``step N/max_steps`` (its default says ``Epoch 0/-2``: a run
+    is one endless epoch cut at ``max_steps``)."""
+    from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+
+    class StepBar(RichProgressBar if _RICH_AVAILABLE else TQDMProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "step"
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            super().on_train_epoch_start(trainer, pl_module)
+            if isinstance(self, TQDMProgressBar) and self.train_progress_bar is not None:
+                self.train_progress_bar.set_description("step")
+
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            items.pop("v_num", None)
+            return items
+
+    return StepBar()
+
+
 def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
+    quiet_lightning()
+    if bool(cfg.trainer.enable_progress_bar):
+        callbacks = [*callbacks, progress_bar()]
     checkpoints = pl.callbacks.ModelCheckpoint(
         dirpath=str(Path(cfg.out_dir) / "checkpoints"), save_last=True, save_top_k=0,
         every_n_train_steps=max(1, int(cfg.max_steps) // 10),
@@ -73,11 +113,11 @@ def train(trainer: pl.Trainer, module: pl.LightningModule, ckpt_path: str | None
             raise SIGTERMException()
     except SIGTERMException:
         signum = received[0] if received else signal.SIGTERM
-        trainer.save_checkpoint(str(last))
+        trainer.save_checkpoint(str(last), weights_only=False)
         raise RunInterrupted(
             f"interrupted by {signal.Signals(signum).name} at step {trainer.global_step}; a checkpoint is in "
             f"{last}: rerun the same command to resume", 128 + int(signum),
         ) from None
     finally:
         signal.signal(signal.SIGINT, previous)
-    trainer.save_checkpoint(str(last))  # the final step, so a change of eval.* can re-evaluate from it
+    trainer.save_checkpoint(str(last), weights_only=False)  # the final step, so a change of eval.* can re-evaluate from it

@@ -74,9 +74,11 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
         "initial_iou": overlap, "train_views": [targets.view_names[v] for v in targets.train_views],
         "eval_views": [targets.view_names[v] for v in targets.eval_views],
     }
-    log.info("start: shift %.2f along %s, rotation %g deg, scale %g; initial IoU per training view %s",
-             cfg.shift, run_meta["shift_direction"], cfg.rotation, cfg.scale, overlap)
+    log.info("start: shift %.2f along (%s), rotation %g deg, scale %g; initial IoU per training view %s",
+             cfg.shift, ", ".join(f"{x:.2f}" for x in run_meta["shift_direction"]), cfg.rotation, cfg.scale,
+             [round(x, 3) for x in overlap])
     if cfg.align != "none":
+        placing = time.perf_counter()
         try:
             canonical, placed, trajectory = place(
                 str(cfg.align), canonical.to(device), targets, backend=cfg.backend, settings=cfg.search,
@@ -85,11 +87,26 @@ def start_pose(cfg: DictConfig, seq, targets: Targets, device: torch.device):
         except ValueError as e:
             raise ConfigError(str(e)) from None
         run_meta.update(placed, aligned_iou=initial_overlap(canonical, seq, backend=cfg.backend))
-        log.info("align=%s: %s; IoU per training view now %s", cfg.align,
-                 {k: v for k, v in placed.items() if k not in ("align", "search_frame_losses")}, run_meta["aligned_iou"])
+        log.info("align=%s (%.1f s): %s; IoU per training view now %s", cfg.align, time.perf_counter() - placing,
+                 _describe_start(placed), [round(x, 3) for x in run_meta["aligned_iou"]])
     else:
         trajectory = None
     return canonical, run_meta, trajectory
+
+
+def _describe_start(placed: dict) -> str:
+    """The start stage's record (``run_meta.json`` holds all of it) as a short phrase for the log."""
+    parts = []
+    if "search_rotation_deg" in placed:
+        parts.append(f"turned {placed['search_rotation_deg']:.1f} deg")
+    if "search_scale" in placed:
+        parts.append(f"scale {placed['search_scale']:.2f}")
+    moved = placed.get("search_translation", placed.get("align_offset"))
+    if moved is not None:
+        parts.append("moved by (" + ", ".join(f"{x:.2f}" for x in moved) + ")")
+    if "search_runner_up_ratio" in placed:
+        parts.append(f"runner-up loss {placed['search_runner_up_ratio']:.1f}x the winner's")
+    return ", ".join(parts) or "placed (see run_meta.json)"
 
 
 def runtime_record(cfg: DictConfig, module: TrackingModule, device: torch.device, n_threads: int) -> dict:
