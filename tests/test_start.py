@@ -134,6 +134,38 @@ def test_search_finds_a_turned_start(scene):
     assert result.record()["search_rotation_deg"] == pytest.approx(120.0, abs=10)
 
 
+def test_a_search_whose_silhouette_misses_runs_again_with_twice_the_steps(scene, monkeypatch):
+    """search.retry_iou: a winner whose silhouette matches frame 0's mask below it (a fit stuck in
+    the wrong basin) is searched again with twice the steps; the lower loss wins, and run_meta says so.
+    Here the first search is given 3 steps from a 150-degree turn, so it cannot finish the turn."""
+    from types import SimpleNamespace
+
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.tracking.start import place
+
+    seq = select_views(scene, 1)
+    moved, _ = displace(seq.canonical, 0.0, seed=3, rotation=150.0)
+    images = torch.stack([seq.target(v, 0, background=torch.ones(3)) for v in range(len(seq.view_names))])
+    masks = torch.stack([seq.mask(v, 0) for v in range(len(seq.view_names))])
+    targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images[:, None],
+                              masks=masks[:, None])
+    steps_seen = []
+    real = search_module.search_pose
+
+    def spy(*args, steps, **kwargs):
+        steps_seen.append(steps)
+        return real(*args, steps=steps, **kwargs)
+
+    monkeypatch.setattr(search_module, "search_pose", spy)
+    settings = OmegaConf.create({"steps": 3, "count": 12, "keep": 2, "retry_iou": 0.999})
+    _, record, _ = place("search", moved, targets, settings=settings)
+    assert steps_seen == [3, 6] and record["search_retried"] is True
+    assert record["search_loss"] <= record["search_first_loss"]
+    _, record, _ = place("search", moved, targets, settings=OmegaConf.create({"steps": 3, "count": 12, "keep": 2,
+                                                                              "retry_iou": None}))
+    assert steps_seen == [3, 6, 3] and record["search_retried"] is False
+
+
 def test_a_canonical_turned_90_degrees_is_tracked(tmp_path):
     """End to end, tiny: the canonical turned 90 degrees about a random axis and shifted; with the
     search the run ends overlapping the target (mask IoU > 0.8), with the moment alignment alone it

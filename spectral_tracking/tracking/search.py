@@ -56,16 +56,16 @@ class SearchResult:
     rotation: Tensor  # [3, 3] applied about the centre
     translation: Tensor  # [3] of the centre
     scale: float
-    loss: float
-    losses: list[float]  # final loss of every hypothesis that reached the last round, best first
+    loss: float  # the winner's loss after the polish (``bands`` + 2 bands, on the asset itself)
+    losses: list[float]  # on the search's own bands: the winner's fitted loss, then the last round's others, ascending
     seconds: float
 
     def record(self) -> dict:
         angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(self.rotation)) - 1) / 2))))
         return {"align": "search", "search_rotation_deg": round(angle, 2), "search_scale": round(self.scale, 4),
                 "search_translation": [round(float(x), 4) for x in self.translation],
-                "search_loss": self.loss, "search_runner_up_ratio": (self.losses[1] / self.loss if len(self.losses) > 1
-                                                                     and self.loss > 0 else None),
+                "search_loss": self.loss, "search_runner_up_ratio": (self.losses[1] / self.losses[0] if len(self.losses) > 1
+                                                                     and self.losses[0] > 0 else None),
                 "search_seconds": round(self.seconds, 2)}
 
 
@@ -322,6 +322,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             alive = alive[ranked[: max(1, math.ceil(len(alive) / 4)) if round_ == 0 else 1]]
     b = alive[0]
     final = last.detach()
+    fitted = float(final[0])  # the winner on the search's bands, comparable with the runners-up
     if refine_steps > 0:
         # the winner is polished on the asset itself (the proxy's likeness is not exact enough for the
         # last degrees) with two more bands and a step that decays to zero: a start a fraction of a
@@ -355,9 +356,9 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
         s = float(torch.exp(sigma[b]))
         # the same move for the whole asset: x -> c + tau + s R (x - c), c the searched Gaussians' centre
         out = moved.transform(R, translation=center + tau[b] - s * (R @ center), scale=s)
-    sorted_losses = [float(final[0])] + sorted(float(x) for x in runners_up)
+    sorted_losses = [fitted] + sorted(float(x) for x in runners_up)
     return SearchResult(gaussians=out.detach(), rotation=R.detach().cpu().double(),
-                        translation=(offset.to(tau) + tau[b]).detach().cpu(), scale=s, loss=sorted_losses[0],
+                        translation=(offset.to(tau) + tau[b]).detach().cpu(), scale=s, loss=float(final[0]),
                         losses=sorted_losses, seconds=time.perf_counter() - start)
 
 

@@ -171,6 +171,9 @@ class SearchSettings:
     count: int = setting(72, low=1, integer=True)  # hypotheses of the grid (the identity and count - 1 spread over SO(3))
     keep: int = setting(8, low=1, integer=True)  # the best-screened hypotheses that are fitted
     steps: int = setting(45, low=3, integer=True)  # fitting steps (successive halving over three thirds)
+    # Where the winner's silhouette matches frame 0's mask below this IoU in a training view, the search runs
+    # once more with twice the steps and the lower loss wins (null: never)
+    retry_iou: Optional[float] = setting(0.9, low=0, high=1)
     bands: int = setting(3, low=1, integer=True)  # the lowest spectral bands the search compares
     lr: float = setting(0.05, low=0, low_open=True)  # Adam's step on the rotation (radians; translation and log-scale: x0.2)
     scale: str = setting("auto", choices=("auto", "free", "fixed"))  # the size: auto = free with two or more views

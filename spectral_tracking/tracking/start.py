@@ -98,6 +98,15 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
     return [mask_iou(out.alpha[i].cpu(), sequence.mask(v, frame)) for i, v in enumerate(views)]
 
 
+def _silhouette_iou(gaussians: Gaussians, targets, views: list[int], backend: str) -> float:
+    """The worst training view's mask IoU of ``gaussians`` against frame 0's targets."""
+    from spectral_tracking.render import render
+
+    with torch.no_grad():
+        out = render(gaussians.detach(), targets.cameras[views].to(gaussians.means.device), backend=backend)
+    return min(mask_iou(out.alpha[i].cpu(), targets.masks[v, 0].cpu()) for i, v in enumerate(views))
+
+
 def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", settings=None, background: Tensor | None = None,
           lambda_mask: float = 0.5, seed: int = 0) -> tuple[Gaussians, dict, tuple[Tensor, Tensor] | None]:
     """The start stage ``align=<method>`` on ``targets`` (a `TrackingModule`'s `Targets`): (placed
@@ -117,14 +126,29 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     from spectral_tracking.tracking.search import search_pose, search_trajectory
     from spectral_tracking.tracking.settings import SearchSettings
 
-    s = dict(settings.items()) if hasattr(settings, "items") else asdict(settings or SearchSettings())
+    s = {**asdict(SearchSettings()), **(dict(settings.items()) if hasattr(settings, "items") else asdict(settings or SearchSettings()))}
     common = dict(background=torch.ones(3) if background is None else background, bands=int(s["bands"]), lr=float(s["lr"]),
                   lambda_mask=float(lambda_mask), backend=backend, max_gaussians=int(s["max_gaussians"]), seed=int(seed))
-    result = search_pose(canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
-                         rotations=str(s["rotations"]), count=int(s["count"]), keep=int(s["keep"]), steps=int(s["steps"]),
-                         free_scale=None if s["scale"] == "auto" else s["scale"] == "free", prefer_first=float(s["prefer"]),
-                         **common)
+    def search(steps: int):
+        return search_pose(canonical, targets.cameras, targets.images[:, 0], targets.masks[:, 0], views,
+                           rotations=str(s["rotations"]), count=int(s["count"]), keep=int(s["keep"]), steps=steps,
+                           free_scale=None if s["scale"] == "auto" else s["scale"] == "free", prefer_first=float(s["prefer"]),
+                           **common)
+
+    result = search(int(s["steps"]))
+    iou = _silhouette_iou(result.gaussians, targets, views, backend)
+    retry = s["retry_iou"] is not None and iou < float(s["retry_iou"])
+    if retry:
+        # a silhouette this far from the target's means the fit stopped in the wrong basin (hypotheses that
+        # need more than the steps given to turn the last tens of degrees): once more with twice the steps,
+        # and the lower loss wins (the same bands and polish: the two losses compare)
+        again = search(2 * int(s["steps"]))
+        first, result = result, min(result, again, key=lambda r: r.loss)
+        result.seconds = first.seconds + again.seconds
     record = result.record()
+    record.update(search_iou=round(iou, 4), search_retried=retry)
+    if retry:
+        record.update(search_first_loss=first.loss, search_iou_after=round(_silhouette_iou(result.gaussians, targets, views, backend), 4))
     if s["frames"] != "all":
         return result.gaussians, record, None
     Rs, bs, frames = search_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views,
