@@ -57,6 +57,8 @@ REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
+        Result("rotation_curves_defaults", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
+               "--out experiments/results/rotation_curves_defaults", "400", "about 60 min of runs (restarted across sittings)"),
         Result("turning_old_defaults", "python -m experiments.turning --variant old_defaults --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_old_defaults", "48", "6 min"),
         Result("paper_rigid_first", f"{ABLATION} --variants paper paper+rigid_first --shifts 0.8 --seeds 0 1 --jobs 2 "
