@@ -57,6 +57,10 @@ REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
+        Result("sensitivity_defaults", "python -m experiments.shift_curves --variant defaults --shifts 0 0.0001 0.0002 0.001 "
+               "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_defaults", "8", "3 min"),
+        Result("sensitivity_switch80", "python -m experiments.shift_curves --variant switch80 --shifts 0 0.0001 0.0002 0.001 "
+               "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_switch80", "8", "3 min"),
         Result("rotation_curves_defaults", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_defaults", "400", "about 60 min of runs (restarted across sittings)"),
         Result("turning_old_defaults", "python -m experiments.turning --variant old_defaults --seeds 0 1 --jobs 2 "
