@@ -59,6 +59,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_retry", "400", "60 min"),
+        Result("scale_curves_views2", "python -m experiments.scale_curves --variant defaults --override views=2 --scales 0.7 1.4 "
+               "--pairs --jobs 2 --out experiments/results/scale_curves_views2", "96", "27 min"),
         Result("sensitivity_defaults", "python -m experiments.shift_curves --variant defaults --shifts 0 0.0001 0.0002 0.001 "
                "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_defaults", "8", "3 min"),
         Result("sensitivity_switch80", "python -m experiments.shift_curves --variant switch80 --shifts 0 0.0001 0.0002 0.001 "
