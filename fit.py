@@ -13,9 +13,8 @@ Bad input is one line on stderr and exit status 2.
 import hydra
 from omegaconf import DictConfig
 
-import spectral_tracking.run.config  # noqa: E402  (registers the ${frac:...} resolver)
-
-spectral_tracking.run.config.register_fit_schema()  # conf/fit.yaml starts from it
+import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema, conf/fit.yaml's schema)
+import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fit")

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from spectral_tracking.fit import run
+    from spectral_tracking.fit.settings import FitConfig
     from spectral_tracking.run.config import compose
 
     if not args.root.is_dir():
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"data.path={folder}", "data.type=consistent4d", "data.frame=0", f"out={out}",
                          f"steps={args.steps}", f"resolution={args.resolution}", f"strategy={args.strategy}",
                          *(["overwrite=true"] if args.force else []), *args.overrides]
-            cfg = compose(overrides, config_name="fit")
+            cfg = compose(overrides, config_name="fit", schema=FitConfig)
             print(f"{folder.name}: fitting frame 0 -> {out}")
             metrics = run(cfg)
         rows.append({"name": folder.name, "psnr": round(metrics["psnr"], 2), "num_gaussians": metrics["num_gaussians"],

@@ -29,7 +29,15 @@ def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
     threads.limit_spinning()  # before torch loads (validate's checks bring it in)
     preload.stack()  # torch and Lightning with the collector paused, as the run would import them
     try:
-        cfg = compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name)
+        if config_name == "fit":
+            from spectral_tracking.fit.settings import FitConfig
+
+            schema = FitConfig
+        else:
+            from spectral_tracking.tracking.settings import RunConfig
+
+            schema = RunConfig
+        cfg = compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name, schema)
         if config_name == "fit":
             from omegaconf import OmegaConf
 
@@ -49,7 +57,7 @@ def _hydra_main(config_name: str, body, job_name: str) -> None:
     import spectral_tracking.run.config  # registers the ${frac:...} resolver and the schemas
 
     if config_name == "fit":
-        spectral_tracking.run.config.register_fit_schema()
+        import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema, conf/fit.yaml's schema)
     precheck(config_name=config_name)
     # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
     sys.argv.append(f"hydra.job.name={job_name}")

@@ -215,9 +215,7 @@ def test_bad_input_errors(tmp_path, scene):
 def _compose(overrides):
     from hydra import compose, initialize_config_dir
 
-    from spectral_tracking.run.config import register_fit_schema
-
-    register_fit_schema()
+    import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="fit", overrides=overrides)
 

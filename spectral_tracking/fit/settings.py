@@ -1,7 +1,7 @@
 """Every setting of a fit (``python fit.py``), its default and its allowed values: defined here once.
 
-`FitConfig` is the schema of ``conf/fit.yaml`` (stored in Hydra's ConfigStore as ``fit_schema`` by
-`spectral_tracking.run.config.register_configs`), so a key that is not here is an error and the YAML
+`FitConfig` is the schema of ``conf/fit.yaml`` (stored in Hydra's ConfigStore as ``fit_schema`` when
+this module is imported, `register`), so a key that is not here is an error and the YAML
 holds no value of its own. `spectral_tracking.fit.run.check_settings` derives its checks from the
 metadata below, as the tracker's `validate` does, then adds the checks that relate two settings.
 """
@@ -97,3 +97,14 @@ class FitConfig:
     overwrite: bool = False  # true: replace an earlier fit's canonical.ply / metrics.json in `out` (a dataset's folder is always refused)
     densify: Densify = setting(factory=Densify)
     spectral_gs: SpectralGS = setting(factory=SpectralGS)
+
+
+def register() -> None:
+    """Store `FitConfig` in Hydra's ConfigStore as ``fit_schema``, the schema ``conf/fit.yaml`` starts
+    from (done on import: whoever composes a fit imports this module)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="fit_schema", node=FitConfig)
+
+
+register()

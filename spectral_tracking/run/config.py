@@ -40,20 +40,10 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-def register_fit_schema() -> None:
-    """The schema ``fit_schema`` (`spectral_tracking.fit.settings.FitConfig`) of ``conf/fit.yaml``:
-    registered where a fit is composed, not on every import (importing the fit package loads gsplat)."""
-    from hydra.core.config_store import ConfigStore
-
-    from spectral_tracking.fit.settings import FitConfig
-
-    ConfigStore.instance().store(name="fit_schema", node=FitConfig)
-
-
 register_configs()
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "train", schema: type = RunConfig) -> DictConfig:
     """The config ``python train.py <overrides>`` would run (``out_dir`` among the overrides: there
     is no Hydra run dir here). An override Hydra cannot apply (an unknown key, a value of the wrong
     type, an unknown option of a group) is a one-line `ConfigError` that names it and, for a
@@ -65,20 +55,11 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
 
     from spectral_tracking.runtime.paths import config_dir
 
-    if config_name == "fit":
-        register_fit_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(explain_override_error(e, overrides, schema_of(config_name))) from None
-
-
-def schema_of(config_name: str) -> type:
-    """The settings dataclass behind a top-level config: ``train`` -> `RunConfig`, ``fit`` -> `FitConfig`."""
-    from spectral_tracking.fit.settings import FitConfig
-
-    return FitConfig if config_name == "fit" else RunConfig
+        raise ConfigError(explain_override_error(e, overrides, schema)) from None
 
 
 def _home(schema: type) -> str:
