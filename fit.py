@@ -13,7 +13,6 @@ Bad input is one line on stderr and exit status 2.
 import hydra
 from omegaconf import DictConfig
 
-import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema, conf/fit.yaml's schema)
 import spectral_tracking.run.config  # noqa: F401  (registers the ${frac:...} resolver)
 
 
@@ -28,6 +27,8 @@ if __name__ == "__main__":
     from spectral_tracking.cli import precheck
 
     precheck(config_name="fit")  # a misspelt or mistyped setting: one line, exit 2 (before Hydra's multi-line error)
+    import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema, conf/fit.yaml's schema; after precheck,
+    #                                         which sets the threads' spinning before torch loads)
     main()
     from spectral_tracking.runtime.exit import exit_now
 

@@ -19,33 +19,29 @@ def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
     and exit status 2 instead of Hydra's multi-line error, and a refused setting writes nothing (not
     even Hydra's log in outputs/). Sweeps and Hydra's own flags go straight to Hydra."""
     from spectral_tracking.errors import USER_ERRORS
-    from spectral_tracking.run.config import compose, validate
 
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith("-") for a in args) or any("," in a.split("=", 1)[-1] for a in args if "=" in a):
         return
     from spectral_tracking.runtime import preload, threads
 
-    threads.limit_spinning()  # before torch loads (validate's checks bring it in)
+    threads.limit_spinning()  # before torch loads (the checks bring it in)
     preload.stack()  # torch and Lightning with the collector paused, as the run would import them
-    try:
-        if config_name == "fit":
-            from spectral_tracking.fit.settings import FitConfig
+    if config_name == "fit":
+        from omegaconf import OmegaConf
 
-            schema = FitConfig
-        else:
-            from spectral_tracking.tracking.settings import RunConfig
+        from spectral_tracking.fit.run import check_settings
+        from spectral_tracking.fit.settings import FitConfig as schema
 
-            schema = RunConfig
-        cfg = compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name, schema)
-        if config_name == "fit":
-            from omegaconf import OmegaConf
-
-            from spectral_tracking.fit.run import check_settings
-
+        def check(cfg):
             check_settings(OmegaConf.to_container(cfg, resolve=True))
-        else:
-            validate(cfg)
+    else:
+        from spectral_tracking.run.config import validate as check
+        from spectral_tracking.tracking.settings import RunConfig as schema
+    from spectral_tracking.run.config import compose
+
+    try:
+        check(compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name, schema))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -56,9 +52,9 @@ def _hydra_main(config_name: str, body, job_name: str) -> None:
 
     import spectral_tracking.run.config  # registers the ${frac:...} resolver and the schemas
 
+    precheck(config_name=config_name)
     if config_name == "fit":
         import spectral_tracking.fit.settings  # noqa: F401  (registers fit_schema, conf/fit.yaml's schema)
-    precheck(config_name=config_name)
     # Hydra names the job (and its log file) after the calling script: keep train.py's / fit.py's names.
     sys.argv.append(f"hydra.job.name={job_name}")
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(body)()

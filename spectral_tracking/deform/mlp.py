@@ -86,6 +86,10 @@ class TimeNet(nn.Module):
         with torch.no_grad():
             self.head_rotation.bias[0] = 1.0
 
+    def uses_bf16(self, device_type: str) -> bool:
+        """Whether the body runs under bf16 autocast on ``device_type`` ("auto": where `bf16_is_fast`)."""
+        return self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast(device_type))
+
     def forward(self, points: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """points: [J, 3] (normalised to about [-1, 1]); t: 0-dim time in [0, 1], or times [F].
         Returns (dxyz [J, 3], quaternion [J, 4] wxyz, not normalised), or [F, J, 3] and [F, J, 4]
@@ -99,8 +103,7 @@ class TimeNet(nn.Module):
             ],
             dim=-1,
         ).reshape(F * J, self.in_dim)
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast(x.device.type))
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device.type)):
             h = x
             for i, layer in enumerate(self.body):
                 h = torch.relu(layer(h))
