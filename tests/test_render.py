@@ -468,7 +468,6 @@ def test_every_kernel_refuses_an_array_of_the_wrong_size_before_c_runs(kernel):
     """Per kernel function, from its table: arguments of the sizes the call states pass; each sized
     array one element short is refused naming it, and the C function is never reached (a stub
     stands in for it, so a missed check cannot corrupt the test process)."""
-    _ELEMENTS = {"int32_t": torch.int32, "int": torch.int32, "int64_t": torch.int64, "double": torch.float64}
     for prototype in native.parse_prototypes(native.KERNELS[kernel].prototypes):
         calls = []
 
@@ -480,12 +479,12 @@ def test_every_kernel_refuses_an_array_of_the_wrong_size_before_c_runs(kernel):
         kwargs = {p.name: (0.5 if p.ctype == "double" else 2) for p in prototype.params if not p.pointer}
         for p in prototype.params:  # unsized pointers first: a count may read them (n(w), tile_offsets[-1])
             if p.pointer and p.count is None:
-                kwargs[p.name] = torch.zeros(1, dtype=torch.float64 if p.ctype == "S" else _ELEMENTS[p.ctype])
+                kwargs[p.name] = torch.zeros(1, dtype=torch.float64 if p.ctype == "S" else native._ELEMENTS[p.ctype])
         scope = {**kwargs, "n": lambda x: x.numel(), "max": max, "int": int}
         for p in prototype.params:
             if p.pointer and p.count is not None:
                 kwargs[p.name] = torch.zeros(int(eval(p.count, {**scope, **kwargs})),
-                                             dtype=torch.float64 if p.ctype == "S" else _ELEMENTS[p.ctype])
+                                             dtype=torch.float64 if p.ctype == "S" else native._ELEMENTS[p.ctype])
         fn(**kwargs)
         assert len(calls) == 1, prototype.name
         for p in prototype.params:

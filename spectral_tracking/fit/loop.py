@@ -45,8 +45,6 @@ def params_to_gaussians(params) -> Gaussians:
     return Gaussians(params["means"], params["quats"], params["scales"], params["opacities"], sh)
 
 
-
-
 def make_optimizers(params, lr: dict | None = None, scene_scale: float = 1.0) -> dict[str, torch.optim.Adam]:
     """One Adam per parameter (gsplat convention, needed by strategy.ops); the means' lr scales with the scene."""
     lr = {**DEFAULT_LR, **(lr or {})}

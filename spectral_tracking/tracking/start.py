@@ -83,6 +83,16 @@ def shift_canonical(gaussians: Gaussians, radius: float, seed: int) -> tuple[Gau
     return moved, torch.tensor(record["shift_direction"])
 
 
+def silhouette_iou(gaussians: Gaussians, cameras, masks, backend: str = "auto") -> list[float]:
+    """IoU between the rendered silhouette of ``gaussians`` in each of ``cameras`` and its mask
+    (``masks``: one [H, W] mask per camera, in that order)."""
+    from spectral_tracking.render import render
+
+    with torch.no_grad():
+        out = render(gaussians.detach(), cameras.to(gaussians.means.device), backend=backend)
+    return [mask_iou(out.alpha[i].cpu(), mask.cpu()) for i, mask in enumerate(masks)]
+
+
 def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None, frame: int = 0,
                     backend: str = "auto") -> list[float]:
     """IoU between the rendered silhouette of ``shifted`` and the mask of ``frame`` in each view.
@@ -90,21 +100,8 @@ def initial_overlap(shifted: Gaussians, sequence, views: list[int] | None = None
     views: indices into ``sequence.cameras`` (default: ``sequence.train_views``). Returns one IoU per
     view, in that order. Needs the renderer.
     """
-    from spectral_tracking.render import render
-
     views = list(sequence.train_views if views is None else views)
-    with torch.no_grad():
-        out = render(shifted.detach(), sequence.cameras[views].to(shifted.device), backend=backend)
-    return [mask_iou(out.alpha[i].cpu(), sequence.mask(v, frame)) for i, v in enumerate(views)]
-
-
-def _silhouette_iou(gaussians: Gaussians, targets, views: list[int], backend: str) -> float:
-    """The worst training view's mask IoU of ``gaussians`` against frame 0's targets."""
-    from spectral_tracking.render import render
-
-    with torch.no_grad():
-        out = render(gaussians.detach(), targets.cameras[views].to(gaussians.means.device), backend=backend)
-    return min(mask_iou(out.alpha[i].cpu(), targets.masks[v, 0].cpu()) for i, v in enumerate(views))
+    return silhouette_iou(shifted, sequence.cameras[views], [sequence.mask(v, frame) for v in views], backend)
 
 
 def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", settings=None, background: Tensor | None = None,
@@ -126,7 +123,8 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     from spectral_tracking.tracking.search import search_pose, search_trajectory
     from spectral_tracking.tracking.settings import SearchSettings
 
-    s = {**asdict(SearchSettings()), **(dict(settings.items()) if hasattr(settings, "items") else asdict(settings or SearchSettings()))}
+    given = settings.items() if hasattr(settings, "items") else asdict(settings) if settings is not None else {}
+    s = {**asdict(SearchSettings()), **dict(given)}  # the defaults under whatever a caller gives
     common = dict(background=torch.ones(3) if background is None else background, bands=int(s["bands"]), lr=float(s["lr"]),
                   lambda_mask=float(lambda_mask), backend=backend, max_gaussians=int(s["max_gaussians"]), seed=int(seed))
     def search(steps: int):
@@ -136,7 +134,7 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
                            **common)
 
     result = search(int(s["steps"]))
-    iou = _silhouette_iou(result.gaussians, targets, views, backend)
+    iou = min(silhouette_iou(result.gaussians, targets.cameras[views], targets.masks[views, 0], backend))
     retry = s["retry_iou"] is not None and iou < float(s["retry_iou"])
     if retry:
         # a silhouette this far from the target's means the fit stopped in the wrong basin (hypotheses that
@@ -147,8 +145,8 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         result.seconds = first.seconds + again.seconds
     record = result.record()
     record.update(search_iou=round(iou, 4), search_retried=retry)
-    if retry:
-        record.update(search_first_loss=first.loss, search_iou_after=round(_silhouette_iou(result.gaussians, targets, views, backend), 4))
+    if retry:  # (the IoU after it is the run's aligned_iou)
+        record["search_first_loss"] = first.loss
     if s["frames"] != "all":
         return result.gaussians, record, None
     Rs, bs, frames = search_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views,
