@@ -173,12 +173,13 @@ def breakdown(cfg, device: torch.device, steps: int, warmup: int) -> dict[str, f
     return {k: median_ms(v) for k, v in seg.items()}
 
 
-def kernels(cfg, device: torch.device, repeats: int) -> dict[str, float]:
-    """Medians (ms) of each kernel alone, forward + backward, on the step's shapes."""
+def kernels(cfg, device: torch.device, repeats: int, module=None) -> dict[str, float]:
+    """Medians (ms) of each kernel alone, forward + backward, on the step's shapes (of ``module``,
+    built from ``cfg`` when not given; its deformation's network is perturbed)."""
     from spectral_tracking.deform.control_points import skin
     from spectral_tracking.render import render
 
-    module = build(cfg, device)
+    module = build(cfg, device) if module is None else module
     d = module.deformation
     view = module.targets.train_views[0]
     cams = module.targets.cameras[[view]].to(device)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.data.sequence import STANDARD_RADIUS
-from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metrics, mask_iou
+from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metric_values, mask_iou_values
 
 PROTOCOLS = ("ours", "gsgd")
 
@@ -31,21 +31,19 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
     for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
         if not views:
             continue
-        rgb, alpha = module.render_all(views)
-        pred = rgb.reshape(-1, *rgb.shape[2:])
-        gt = tg.images[views].reshape(-1, *tg.images.shape[2:])
         if protocol == "gsgd":
-            per = [gsgd_view_metrics(rgb[i], tg.images[v], with_lpips=lpips_net is not None) for i, v in enumerate(views)]
+            per = [gsgd_view_metrics(module.render_all([v])[0][0], tg.images[v], with_lpips=lpips_net is not None)
+                   for v in views]
             m = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
-        else:
-            m = image_metrics(pred.clamp(0, 1), gt, lpips_net=lpips_net)
-        out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
-        out[f"{split}_mask_iou"] = mask_iou(alpha, tg.masks[views])
-        out[f"{split}_last_mask_iou"] = mask_iou(alpha[:, -1], tg.masks[views, -1])  # where a failure shows first
+            out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
+        values = _frame_by_frame(module, views, lpips_net if protocol == "ours" else None)  # [T, V] each
+        if protocol == "ours":
+            out.update({f"{split}_{k}": float(v.mean()) for k, v in values.items() if k != "iou"})
+        out[f"{split}_mask_iou"] = float(values["iou"].mean())
+        out[f"{split}_last_mask_iou"] = float(values["iou"][-1].mean())  # where a failure shows first
         if per_view:
             for i, v in enumerate(views):
-                mv = image_metrics(rgb[i].clamp(0, 1), tg.images[v], lpips_net=None)
-                out.update({f"view_{tg.view_names[v]}_{k}": float(x) for k, x in mv.items() if x is not None})
+                out.update({f"view_{tg.view_names[v]}_{k}": float(values[k][:, i].mean()) for k in ("psnr", "ssim")})
     if truth is not None:
         index, gt_means = truth
         tracked = module.tracked_means()[:, index]
@@ -53,6 +51,23 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
         out["3d_last_error"] = gaussian_3d_error(tracked[-1:], gt_means[-1:], radius=STANDARD_RADIUS)["mean_error"]
     return out
+
+
+@torch.no_grad()
+def _frame_by_frame(module, views: list[int], lpips_net: str | None) -> dict[str, Tensor]:
+    """PSNR, SSIM, LPIPS (where ``lpips_net`` and its weights) and mask IoU of every frame in
+    ``views``, each [T, V]: one frame rendered and scored at a time, so the memory held is one
+    frame's, whatever the video's length."""
+    tg = module.targets
+    rows: dict[str, list[Tensor]] = {}
+    for t in range(tg.num_frames):
+        rendered = module.render_views(module.gaussians_at(t), views)
+        rgb, alpha = rendered.rgb.cpu(), rendered.alpha.cpu()
+        values = image_metric_values(rgb, tg.images[views, t], lpips_net=lpips_net)
+        values["iou"] = mask_iou_values(alpha, tg.masks[views, t])
+        for name, v in values.items():
+            rows.setdefault(name, []).append(v)
+    return {name: torch.stack(v) for name, v in rows.items()}
 
 
 @torch.no_grad()

@@ -94,18 +94,22 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
     deformation = module.deformation
     tg = module.targets
     T = tg.num_frames
-    frames = [deformation(t) for t in range(T)]
-    g0 = frames[0]
-    quats = torch.stack([g.quats for g in frames])
-    quats = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    means, quats = [], []
+    for t in range(T):  # one frame's Gaussians at a time: at 1M Gaussians a frame holds 0.2 GB
+        g = deformation(t)
+        means.append(g.means.float().cpu())
+        quats.append((g.quats / g.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)).half().cpu())
+        if t == 0:
+            g0 = g
     colors = (0.5 + SH_C0 * g0.sh[:, 0]).clamp(0, 1)
     # The targets are thumbnails for the viewer: above MAX_IMAGE_SIDE every k-th pixel is kept, so a
     # 512 px run with 32 frames does not write 150 MB.
     k = max(1, -(-max(tg.images.shape[2:4]) // MAX_IMAGE_SIDE))
-    images = tg.images[:, :, ::k, ::k]
+    images = np.stack([np.stack([(tg.images[v, t, ::k, ::k].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                                 for t in range(T)]) for v in range(len(tg.images))])  # one frame in float at a time
     data = {
-        "means": torch.stack([g.means for g in frames]).float().cpu().numpy(),
-        "quats": quats.half().cpu().numpy(),
+        "means": torch.stack(means).numpy(),
+        "quats": torch.stack(quats).numpy(),
         "log_scales": g0.log_scales.float().cpu().numpy(),
         "opacities": torch.sigmoid(g0.opacity_logits).half().cpu().numpy(),
         "colors": (colors * 255).round().to(torch.uint8).cpu().numpy(),
@@ -115,7 +119,7 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
         "width": np.int64(tg.cameras.width), "height": np.int64(tg.cameras.height),
         "view_names": np.array([str(n) for n in tg.view_names]),
         "train_views": np.array(tg.train_views, np.int64), "eval_views": np.array(tg.eval_views, np.int64),
-        "images": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+        "images": images,
         "normalization": np.array(json.dumps(dict(normalization or {}))),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -88,15 +88,57 @@ def lpips(pred: Tensor, gt: Tensor, net: str = "alex") -> Tensor | None:
         return model(_channels_first(pred.float()), _channels_first(gt.float()))
 
 
-def mask_iou(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> float:
-    """Mean over images of IoU(alpha > threshold, masks > threshold); alpha, masks [..., H, W] of the
-    same shape, values in [0, 1]. An image where both are empty counts as 1 (nothing to miss)."""
+def mask_iou_values(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """IoU(alpha > threshold, masks > threshold) per image: alpha, masks [..., H, W] of the same shape,
+    values in [0, 1] -> [B] (B the product of the leading sizes). An image where both are empty
+    counts as 1 (nothing to miss)."""
     if alpha.shape != masks.shape:
         raise ValueError(f"mask_iou: shapes differ {list(alpha.shape)} vs {list(masks.shape)}")
     a = alpha.reshape(-1, *alpha.shape[-2:]) > threshold
     m = masks.reshape(-1, *masks.shape[-2:]).float() > threshold
     inter, union = (a & m).sum((1, 2)).float(), (a | m).sum((1, 2)).float()
-    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def mask_iou(alpha: Tensor, masks: Tensor, threshold: float = 0.5) -> float:
+    """Mean over images of `mask_iou_values`."""
+    return float(mask_iou_values(alpha, masks, threshold).mean())
+
+
+EVAL_CHUNK_PIXELS = 2**18
+"""Pixels per chunk of `per_image` (1 image at 512^2): its values are per image, so the chunk
+changes the memory held, not the numbers."""
+
+
+def per_image(metric, pred: Tensor, gt: Tensor) -> Tensor | None:
+    """``metric(pred, gt) -> [b]`` (or None) over chunks of about `EVAL_CHUNK_PIXELS` pixels,
+    concatenated to [B]: SSIM's filtered stacks and LPIPS's features hold tens of copies of their
+    batch, so a whole 12-frame 512^2 video at once peaked near 9 GB."""
+    chunk = max(1, EVAL_CHUNK_PIXELS // (pred.shape[1] * pred.shape[2]))
+    parts = []
+    for start in range(0, pred.shape[0], chunk):
+        value = metric(pred[start:start + chunk], gt[start:start + chunk])
+        if value is None:
+            return None
+        parts.append(value.reshape(-1))
+    return torch.cat(parts)
+
+
+def image_metric_values(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> dict[str, Tensor]:
+    """PSNR, SSIM and LPIPS of every image: ``{"psnr": [B], "ssim": [B], "lpips": [B]}`` (``"lpips"``
+    absent when ``lpips_net`` is None or its weights are not built), computed in chunks
+    (`per_image`). ``pred`` is clamped to [0, 1]; ``gt`` must lie in [0, 1] (else ValueError)."""
+    _check_pair(pred, gt)
+    with torch.no_grad():
+        lo, hi = float(gt.min()), float(gt.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"gt images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        pred, gt = pred.detach().clamp(0.0, 1.0), gt.detach()
+        out = {"psnr": psnr(pred, gt), "ssim": per_image(ssim, pred, gt)}
+        dist = None if lpips_net is None else per_image(lambda p, g: lpips(p, g, net=lpips_net), pred, gt)
+        if dist is not None:
+            out["lpips"] = dist
+    return out
 
 
 def image_metrics(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> dict[str, float]:
@@ -108,24 +150,14 @@ def image_metrics(pred: Tensor, gt: Tensor, lpips_net: str | None = "alex") -> d
         lpips_net: backbone for LPIPS ("alex" or "vgg"), or None to skip LPIPS.
 
     Returns:
-        ``{"psnr": dB, "ssim": ..., "lpips": ...}``, each the mean of the per-image values. The
-        ``"lpips"`` key is absent when the LPIPS weights are not built (a warning says so once).
+        ``{"psnr": dB, "ssim": ..., "lpips": ...}``, each the mean of the per-image values
+        (`image_metric_values`). The ``"lpips"`` key is absent when the LPIPS weights are not built
+        (a warning says so once).
 
     Raises:
         ValueError: shapes differ / are not [B, H, W, 3], or ``gt`` leaves [0, 1].
     """
-    _check_pair(pred, gt)
-    with torch.no_grad():
-        lo, hi = float(gt.min()), float(gt.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"gt images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-        pred = pred.detach().clamp(0.0, 1.0)
-        gt = gt.detach()
-        out = {"psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean())}
-        dist = None if lpips_net is None else lpips(pred, gt, net=lpips_net)
-        if dist is not None:
-            out["lpips"] = float(dist.mean())
-    return out
+    return {name: float(v.mean()) for name, v in image_metric_values(pred, gt, lpips_net).items()}
 
 
 def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> dict[str, float]:
@@ -185,10 +217,10 @@ def gsgd_view_metrics(pred: Tensor, gt: Tensor, size: int | None = 800, max_fram
         data_range = float(gt.max() - gt.min())
         mse = float((pred - gt).square().mean())
         out = {"psnr": float("inf") if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse),
-               "ssim": float(ssim(pred, gt).mean())}
+               "ssim": float(per_image(ssim, pred, gt).mean())}
         # GSGD passes [0, 1] images to an LPIPS that expects [-1, 1]; ours scales [0, 1] -> [-1, 1],
-        # so give it (x + 1) / 2 to reproduce the unscaled input.
-        dist = lpips((pred + 1) / 2, (gt + 1) / 2, net="alex") if with_lpips else None
+        # so give it (x + 1) / 2 to reproduce the unscaled input .
+        dist = per_image(lambda p, g: lpips(p, g, net="alex"), (pred + 1) / 2, (gt + 1) / 2) if with_lpips else None
         if dist is not None:
             out["lpips"] = float(dist.mean())
     return out

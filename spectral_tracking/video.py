@@ -9,9 +9,11 @@ the encoder.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +48,23 @@ def _pad_to(frame: np.ndarray, multiple: int) -> np.ndarray:
     return frame
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: float = 8.0) -> Path:
+def write_video(frames: Sequence[np.ndarray] | Callable[[], Iterable[np.ndarray]], path: Path, fps: float = 8.0) -> Path:
     """Write uint8 [H, W, 3] ``frames`` as an H.264 MP4 at ``path`` (sides padded with white to a
-    multiple of 16, yuv420p, so every player opens it). Without the encoder, writes
-    ``path.with_suffix(".gif")`` instead and warns once. Returns the path written."""
+    multiple of 16, yuv420p, so every player opens it). ``frames`` is a list, or a function returning
+    an iterable (e.g. ``partial(tracked_frames, module)``): then each frame is encoded as it is made,
+    so a long video never sits in memory. Without the encoder, writes ``path.with_suffix(".gif")``
+    instead and warns once. Returns the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not frames:
-        raise ValueError(f"write_video: no frames for {path}")
+    source = frames if callable(frames) else (lambda: frames)
+
+    def nonempty() -> Iterator[np.ndarray]:
+        it = iter(source())
+        first = next(it, None)
+        if first is None:
+            raise ValueError(f"write_video: no frames for {path}")
+        return itertools.chain([first], it)
+
     reason = "no MP4 encoder (imageio-ffmpeg)"
     if mp4_available():
         import imageio.v2 as imageio
@@ -65,7 +76,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 8.0) -> Path:
                 writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
                                             macro_block_size=1, ffmpeg_log_level="error")
                 try:
-                    for f in frames:
+                    for f in nonempty():
                         writer.append_data(_pad_to(np.ascontiguousarray(f), 16))
                 finally:
                     writer.close()
@@ -78,7 +89,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 8.0) -> Path:
 
     gif = path.with_suffix(".gif")
     log.warning("%s: wrote %s instead of %s; for MP4: %s", reason, gif.name, path.name, ENCODER_HINT)
-    pil = [Image.fromarray(f) for f in frames]
+    pil = [Image.fromarray(f) for f in nonempty()]  # a GIF is written at once: every frame in memory
     pil[0].save(gif, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
     return gif
 
@@ -86,25 +97,24 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 8.0) -> Path:
 # ----------------------------------------------------------------------------------------------
 # The tracked sequence
 # ----------------------------------------------------------------------------------------------
-@torch.no_grad()
-def tracked_frames(module) -> list[np.ndarray]:
-    """One image per frame: a column per view (training views first, then the novel views), the
-    target above the tracked render, each panel enlarged to at least 256 px and captioned."""
+def tracked_frames(module) -> Iterator[np.ndarray]:
+    """One image per frame, made when asked for (a generator: one frame's renders in memory at a
+    time): a column per view (training views first, then the novel views), the target above the
+    tracked render, each panel enlarged to at least 256 px and captioned."""
     tg = module.targets
     views = [*tg.train_views, *tg.eval_views]
-    rgb, _ = module.render_all(views)  # [V, T, H, W, 3]
     T, H, W = tg.num_frames, tg.images.shape[2], tg.images.shape[3]
     k = upscale_factor(H, W)
-    out = []
     for t in range(T):
+        with torch.no_grad():
+            rgb = module.render_views(module.gaussians_at(t), views).rgb.cpu()  # [V, H, W, 3]
         top, bottom = [], []
         for i, v in enumerate(views):
             kind = "train" if v in tg.train_views else "novel"
             name = f"{kind} {tg.view_names[v]}"
             top.append(panel(tg.images[v, t], f"{name}: target", k))
-            bottom.append(panel(rgb[i, t], f"{name}: tracked  {t + 1}/{T}", k))
-        out.append(grid([top, bottom]))
-    return out
+            bottom.append(panel(rgb[i], f"{name}: tracked  {t + 1}/{T}", k))
+        yield grid([top, bottom])
 
 
 TRACKED_FPS = 8.0  # tracked.mp4: one sequence frame per video frame
@@ -147,20 +157,26 @@ def orbit_frame_indices(num_frames: int, count: int = 4) -> list[int]:
     return sorted({round(i * (num_frames - 1) / max(count - 1, 1)) for i in range(count)})
 
 
-@torch.no_grad()
-def orbit_frames(module, num_views: int = 48, frames: list[int] | None = None) -> list[np.ndarray]:
-    """One image per orbit position: the tracked asset at each of ``frames`` (default: 4 spread over
-    the sequence) side by side, all seen from that position."""
+ORBIT_CHUNK = 8  # orbit positions rendered per call: 48 at once held 0.6 GB of float renders at 512^2
+
+
+def orbit_frames(module, num_views: int = 48, frames: list[int] | None = None) -> Iterator[np.ndarray]:
+    """One image per orbit position, made when asked for (a generator, rendering `ORBIT_CHUNK`
+    positions at a time): the tracked asset at each of ``frames`` (default: 4 spread over the
+    sequence) side by side, all seen from that position."""
     tg = module.targets
     frames = orbit_frame_indices(tg.num_frames) if frames is None else list(frames)
-    gaussians = [module.gaussians_at(t) for t in frames]
-    target = torch.stack([g.means.mean(0) for g in gaussians]).mean(0).cpu()
+    with torch.no_grad():
+        gaussians = [module.gaussians_at(t) for t in frames]
+        target = torch.stack([g.means.mean(0) for g in gaussians]).mean(0).cpu()
     cams = orbit_cameras(tg.cameras, target, num=num_views).to(module.device)
-    renders = [render(g, cams, background=module.background, backend=module.backend).rgb.cpu() for g in gaussians]
     k = upscale_factor(cams.height, cams.width)
-    out = []
-    for i in range(num_views):
-        deg = 360.0 * i / num_views
-        out.append(grid([[panel(r[i], f"frame {t + 1}/{tg.num_frames}  orbit {deg:.0f} deg", k)
-                          for t, r in zip(frames, renders)]]))
-    return out
+    for first in range(0, num_views, ORBIT_CHUNK):
+        positions = list(range(first, min(first + ORBIT_CHUNK, num_views)))
+        with torch.no_grad():
+            renders = [render(g, cams[positions], background=module.background, backend=module.backend).rgb.cpu()
+                       for g in gaussians]
+        for j, i in enumerate(positions):
+            deg = 360.0 * i / num_views
+            yield grid([[panel(r[j], f"frame {t + 1}/{tg.num_frames}  orbit {deg:.0f} deg", k)
+                         for t, r in zip(frames, renders)]])

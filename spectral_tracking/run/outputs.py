@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,10 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video") if cfg.eval.get("videos", True) else None
     try:
         if encoder is not None:
-            videos = {"video": encoder.submit(write_video, timed("video frames", tracked_frames, module),
+            # each frame is rendered on the encoder's thread as the encoder takes it (one frame in memory)
+            videos = {"video": encoder.submit(write_video, partial(tracked_frames, module),
                                               out_dir / "tracked.mp4", fps=TRACKED_FPS)}
-            videos["orbit"] = encoder.submit(write_video, timed("orbit frames", orbit_frames, module),
+            videos["orbit"] = encoder.submit(write_video, partial(orbit_frames, module),
                                              out_dir / "orbit.mp4", fps=ORBIT_FPS)
             figures.update(dict.fromkeys(videos))  # their place in the summary, filled below
         curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",

@@ -11,8 +11,6 @@ same (frame, view) sequence as an uninterrupted one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -25,6 +23,7 @@ from spectral_tracking.render import render
 from spectral_tracking.tracking.objective import Objective
 from spectral_tracking.tracking.schedule import SPECTRAL
 from spectral_tracking.tracking.settings import LossSettings
+from spectral_tracking.tracking.targets import Targets
 
 __all__ = ["LossSettings", "Targets", "TrackingModule"]
 
@@ -35,31 +34,6 @@ def lr_factor(step: int, final_ratio: float, decay_steps: int) -> float:
     decay over position_lr_max_steps = 3,500 of 10k steps (lr_decay 0.35); 1.0, the default, decays
     over the whole run."""
     return final_ratio ** (min(step, decay_steps) / max(decay_steps, 1))
-
-
-@dataclass
-class Targets:
-    """Supervision for the tracker: every view of every frame."""
-
-    cameras: Cameras  # V cameras
-    images: Tensor  # [V, T, H, W, 3] in [0, 1], composited over the run's background
-    masks: Tensor  # [V, T, H, W] in [0, 1]
-    train_views: list[int]
-    eval_views: list[int]  # novel views (never used for training)
-    view_names: list[str]
-
-    @property
-    def num_frames(self) -> int:
-        return self.images.shape[1]
-
-    @classmethod
-    def from_sequence(cls, seq, background: Tensor) -> "Targets":
-        """Every view and frame of a `Sequence`, composited over ``background`` [3]."""
-        every = (slice(None), slice(None))
-        return cls(
-            cameras=seq.cameras, images=seq.target(*every, background=background), masks=seq.mask(*every),
-            train_views=list(seq.train_views), eval_views=list(seq.eval_views), view_names=list(seq.view_names),
-        )
 
 
 class TrackingModule(pl.LightningModule):

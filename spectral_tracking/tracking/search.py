@@ -229,6 +229,11 @@ def _hypothesis_cameras(cameras: Cameras, q: Tensor, tau: Tensor, sigma: Tensor,
     return Cameras(Ks, viewmats, cameras.width, cameras.height)
 
 
+SCREEN_PIXELS = 2**21
+"""Rendered pixels per chunk of the screening (8 images at 512^2; every hypothesis at once at the CPU
+scale's 96^2): each hypothesis is scored on its own, so the chunk changes memory, not the result."""
+
+
 def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
                 background: Tensor, rotations: str = _S.rotations, count: int = _S.count, keep: int = _S.keep,
                 steps: int = _S.steps, bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask,
@@ -274,10 +279,16 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
     hyp = rotation_set(rotations, count) if hypotheses is None else hypotheses
     q_all = rotmat_to_quat(hyp.to(device, dtype))  # [H, 4]
     zeros = torch.zeros(len(q_all), 3, dtype=dtype, device=device)
+    #    in chunks of about SCREEN_PIXELS rendered pixels (72 hypotheses x 2 views at 512^2 at once held 1 GB)
+    chunk = max(1, SCREEN_PIXELS // (V * cams.height * cams.width))
+    taus, losses = [], []
     with torch.no_grad():
-        first = render(g, _hypothesis_cameras(cams, q_all, zeros, zeros[:, 0], center), background=bg, backend=backend)
-        tau0 = _moment_steps(first.alpha.reshape(len(q_all), V, *first.alpha.shape[-2:]), gt_mask, cams, center)
-        screen = render_losses(q_all, tau0, zeros[:, 0])
+        for i in range(0, len(q_all), chunk):
+            q, z = q_all[i:i + chunk], zeros[i:i + chunk]
+            first = render(g, _hypothesis_cameras(cams, q, z, z[:, 0], center), background=bg, backend=backend)
+            taus.append(_moment_steps(first.alpha.reshape(len(q), V, *first.alpha.shape[-2:]), gt_mask, cams, center))
+            losses.append(render_losses(q, taus[-1], z[:, 0]))
+    tau0, screen = torch.cat(taus), torch.cat(losses)
     chosen = torch.argsort(screen)[: max(1, int(keep))]
     if prefer_first is not None and not bool((chosen == 0).any()):
         chosen = torch.cat([chosen.new_zeros(1), chosen[:-1] if len(chosen) > 1 else chosen[:0]])
@@ -314,7 +325,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
                 # the identity is preferred only while its fit stays near the identity (a fit that turned
                 # away from it has left the symmetric case: then the lowest loss decides)
                 stays = float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
-                if best != first and stays and float(last[best]) >= prefer_first * float(last[first]):
+                if best != first and stays and float(last[best].detach()) >= prefer_first * float(last[first].detach()):
                     ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
                 elif best != first:
                     ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
