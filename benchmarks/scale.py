@@ -65,9 +65,16 @@ def rss_gb() -> float:
 
 
 def sequence_folder(root: Path, gaussians: int, resolution: int, frames: int) -> Path:
-    from spectral_tracking.data.synthetic import generate
-
-    return generate(PRESET, frames=frames, resolution=resolution, num_gaussians=gaussians, root=root)
+    """The generated sequence's folder, made (or found in the cache) by the generator in its own
+    process: this one stays without torch, so the children it starts do not inherit a large resident
+    set (a forked child's peak counts the pages it shares with its parent until it execs)."""
+    code = ("import sys; from spectral_tracking.data.synthetic import generate; "
+            f"print(generate({PRESET!r}, frames={frames}, resolution={resolution}, num_gaussians={gaussians}, "
+            f"root={str(root)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"scale: generating N={gaussians} {resolution}^2 T={frames} failed:\n{out.stderr[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def common_overrides(folder: Path, resolution: int, quick: bool, device: str) -> list[str]:
@@ -215,6 +222,7 @@ def main() -> None:
             start = time.perf_counter()
             folders[n, r, t] = sequence_folder(root, n, r, t)
             print(f"# sequence N={n} {r}^2 T={t}: {folders[n, r, t]} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"# this process: {rss_gb():.3f} GB resident (its children's peaks start from about this)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="scale_bench_"))
     first: dict[str, dict] = {}
     try:

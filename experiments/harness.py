@@ -30,6 +30,7 @@ import time
 import traceback
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -116,6 +117,12 @@ def common_args(description: str, default_seeds=(0, 1), default_variants=("paper
     ap.add_argument("--variant", nargs="+", default=list(default_variants),
                     help=f"named variants applied to every case, composed with '+' ({', '.join(VARIANTS)}; experiments/variants.py)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs threads)")
+    ap.add_argument("--launcher", choices=LAUNCHERS, default="processes",
+                    help="processes: worker processes here; local_processes: submitit jobs here (a cluster run's "
+                         "dry run); slurm: one SLURM job per run through submitit, --jobs at once")
+    ap.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="submitit's SLURM parameters, e.g. partition=gpu timeout_min=240 gpus_per_node=1 "
+                         "cpus_per_task=8 account=myproject (the slurm_ prefix is added where submitit wants it)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     return ap
@@ -138,7 +145,7 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
     """Run the cases, write results.csv and table.md (``table_fn(rows) -> markdown``), print the table;
     with ``plot_fn(rows, path)``, also ``<name>.png``."""
     out = args.out or RESULTS / (name + ("_quick" if args.quick else "" if args.scale == "cpu" else f"_{args.scale}"))
-    metrics = run_cases(todo, out, jobs=args.jobs)
+    metrics = run_cases(todo, out, jobs=args.jobs, launcher=args.launcher, slurm=parse_slurm(args.slurm))
     rows = rows_of(todo, metrics)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
@@ -197,13 +204,77 @@ def _folder_fingerprint(folder: Path) -> str | None:
         return None
 
 
-def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None = None) -> dict[str, dict]:
+LAUNCHERS = ("processes", "local_processes", "slurm")
+SLURM_DEFAULTS = {"timeout_min": 120, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32}
+GENERIC_SLURM_KEYS = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name"}
+
+
+def parse_slurm(items: Sequence[str]) -> dict:
+    """``KEY=VALUE`` items of ``--slurm`` as submitit's AutoExecutor parameters (numbers parsed)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --slurm {item!r}: expected KEY=VALUE, e.g. partition=gpu")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+class _Submitted:
+    """A run handed to submitit, with the `concurrent.futures` face `run_cases` reads."""
+
+    def __init__(self, job, name: str) -> None:
+        self.job, self.name = job, name
+
+    def done(self) -> bool:
+        return self.job.done()
+
+    def result(self):
+        try:
+            return self.job.result()
+        except Exception as e:  # the job itself died (time limit, node failure, out of memory)
+            return self.name, None, f"submitit job {self.job.job_id}: {type(e).__name__}: {e}", 0.0
+
+
+def _submitit_executor(launcher: str, folder: Path, threads: int, slurm: dict):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm" if launcher == "slurm" else "local")
+    params = {**SLURM_DEFAULTS, **slurm} if launcher == "slurm" else {"timeout_min": 120, "cpus_per_task": threads}
+    executor.update_parameters(**{k if k in GENERIC_SLURM_KEYS or k.startswith("slurm_") or launcher != "slurm"
+                                  else f"slurm_{k}": v for k, v in params.items()})
+    return executor
+
+
+def _as_completed_within(submit, todo: list, jobs: int):
+    """Submit ``todo`` (argument tuples) through ``submit``, at most ``jobs`` pending at once; yield
+    each finished handle as it finishes (polled: submitit's jobs are files, not futures)."""
+    pending, queue = [], list(todo)
+    while queue or pending:
+        while queue and len(pending) < jobs:
+            pending.append(submit(*queue.pop(0)))
+        finished = [p for p in pending if p.done()]
+        if not finished:
+            time.sleep(2.0)
+            continue
+        for p in finished:
+            pending.remove(p)
+            yield p
+
+
+def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None = None, launcher: str = "processes",
+              slurm: dict | None = None) -> dict[str, dict]:
     """Run every case not finished yet into ``out/runs/<name>``; returns name -> metrics (with the
-    case's ``fingerprint``) of the finished ones. A case is finished when its run folder's
+    case's ``fingerprint``) of the finished ones. ``launcher``: ``processes`` (a pool of worker
+    processes here), ``local_processes`` or ``slurm`` (one submitit job per run, here or on a SLURM
+    cluster with the ``slurm`` parameters, `SLURM_DEFAULTS` otherwise; submitit's files go to
+    ``out/.submitit``); ``jobs`` runs at once in every case. A case is finished when its run folder's
     ``metrics.json``, or its row of a committed ``results.csv`` (the run folders stay on the
     machine that made them; the CSV travels with the repo), carries the case's fingerprint; a
     folder or row made by another config is run again. Prints one line per run, and the failed
     runs at the end (their traceback goes to ``out/runs/<name>/failed.txt``)."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"run_cases: launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in cases]
@@ -226,17 +297,27 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
           f"{jobs} at a time", flush=True)
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // max(1, jobs))
+    if launcher == "slurm":  # each job has its own allocation
+        threads = int({**SLURM_DEFAULTS, **(slurm or {})}["cpus_per_task"])
     failed = []
     env_before = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the worker processes before torch loads
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers (and the jobs) before torch loads
+    # a folder of another config: started over (a folder of this config resumes)
+    args = [(c.name, c.overrides, str(runs / c.name), exists and _folder_fingerprint(runs / c.name) not in (None, fp))
+            for c, fp, exists in todo]
+    fingerprints = {c.name: fp for c, fp, _ in todo}
+    env_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *([env_path] if env_path else [])])  # the jobs import experiments/
     try:
-        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")) as pool:
-            futures = {}
-            for c, fp, exists in todo:
-                # a folder of another config: started over (a folder of this config resumes)
-                fresh = exists and _folder_fingerprint(runs / c.name) not in (None, fp)
-                futures[pool.submit(_run_one, c.name, c.overrides, str(runs / c.name), fresh)] = fp
-            for i, fut in enumerate(as_completed(futures), 1):
+        with ExitStack() as stack:
+            if launcher == "processes":
+                pool = stack.enter_context(ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn")))
+                finished = as_completed([pool.submit(_run_one, *a) for a in args])
+            else:
+                executor = _submitit_executor(launcher, out / ".submitit", threads, slurm or {})
+                finished = _as_completed_within(lambda *a: _Submitted(executor.submit(_run_one, *a), a[0]), args,
+                                                max(1, jobs))
+            for i, fut in enumerate(finished, 1):
                 name, metrics, error, seconds = fut.result()
                 if metrics is None:
                     failed.append(name)
@@ -244,14 +325,15 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
                     (runs / name / "failed.txt").write_text(error or "failed")
                     print(f"[{i}/{len(todo)}] {name}: FAILED ({error.splitlines()[0] if error else ''})", flush=True)
                 else:
-                    done[name] = {**metrics, "fingerprint": futures[fut]}
+                    done[name] = {**metrics, "fingerprint": fingerprints[name]}
                     print(f"[{i}/{len(todo)}] {name}: train PSNR {metrics.get('train_psnr', float('nan')):.2f} "
                           f"({seconds:.0f} s)", flush=True)
     finally:
-        if env_before is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env_before
+        for key, value in (("OMP_NUM_THREADS", env_before), ("PYTHONPATH", env_path)):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their failed.txt)", file=sys.stderr, flush=True)
     return done

@@ -143,3 +143,38 @@ def test_a_result_made_by_another_config_is_run_again(tmp_path, capsys, monkeypa
     assert shift_curves.main(["--quick", "--out", str(tmp_path), "--override", "loss.lambda_arap=2"]) == 0
     out = capsys.readouterr().out
     assert "4 runs: 0 finished, 4 to run (4 of them made by another config)" in out and "FAILED" not in out
+
+
+@pytest.mark.slow
+def test_an_experiment_through_submitit_runs_each_run_as_a_job_and_skips_finished(tmp_path, capsys):
+    """--launcher local_processes: the engine of --launcher slurm (submitit), on this machine."""
+    from experiments import shift_curves
+
+    assert shift_curves.main(["--quick", "--launcher", "local_processes", "--jobs", "2", "--out", str(tmp_path)]) == 0
+    rows = harness.read_csv(tmp_path / "results.csv")
+    assert len(rows) == 4 and all(r["train_psnr"] > 5 for r in rows)
+    assert len(list((tmp_path / ".submitit").glob("*/*_0_result.pkl"))) == 4  # one submitit job per run
+    capsys.readouterr()
+    assert shift_curves.main(["--quick", "--launcher", "local_processes", "--out", str(tmp_path)]) == 0
+    assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
+
+
+def test_slurm_parameters_reach_submitit_with_their_prefixes(tmp_path, monkeypatch):
+    import os
+
+    import submitit
+
+    fake = tmp_path / "bin"  # submitit looks for srun before it takes parameters; nothing is submitted
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+
+    assert harness.parse_slurm(["partition=gpu", "timeout_min=240"]) == {"partition": "gpu", "timeout_min": 240}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        harness.parse_slurm(["partition"])
+    executor = harness._submitit_executor("slurm", tmp_path, 8, {"partition": "gpu", "account": "lab", "timeout_min": 240})
+    assert isinstance(executor, submitit.AutoExecutor)
+    params = executor._executor.parameters  # submitit's SlurmExecutor: sbatch's options
+    assert params["partition"] == "gpu" and params["account"] == "lab" and params["time"] == 240
+    assert params["cpus_per_task"] == 8 and params["gpus_per_node"] == 1

@@ -115,3 +115,33 @@ def test_limit_spinning_keeps_what_the_user_set_and_is_too_late_after_torch():
     assert res.stdout.split() == ["False", "50"], res.stderr
     res = _python("import torch; from spectral_tracking.runtime import threads; print(threads.limit_spinning())", {})
     assert res.stdout.split() == ["False"], res.stderr
+
+
+def test_a_submitit_job_gets_its_launcher_cpus_and_a_wandb_group():
+    """hydra/launcher=slurm or local_processes: each job is one process with cpus_per_task threads
+    (submitit_local starts every job at once, so `auto` must not take every core), and a wandb run
+    of the sweep is grouped by the sweep's folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from spectral_tracking.run.loggers import wandb_group
+
+    try:
+        for launcher, cpus in (("local_processes", 1), ("slurm", 8)):
+            with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+                cfg = compose("train", overrides=[f"hydra/launcher={launcher}", "hydra.sweep.dir=/tmp/sweep_x", "logger=wandb"],
+                              return_hydra_config=True)
+            cfg.hydra.mode = "MULTIRUN"
+            HydraConfig.instance().set_config(cfg)
+            assert threads.concurrent_jobs() == 1 and threads.launcher_cpus() == cpus
+            before = torch.get_num_threads()
+            try:
+                assert threads.configure("auto") == min(cpus, threads.resolve("auto"))
+                assert threads.configure(3) == 3  # an explicit count is the user's
+            finally:
+                torch.set_num_threads(before)
+            assert wandb_group(cfg) == "/tmp/sweep_x"
+            cfg.logger.group = "paper-table-2"
+            assert wandb_group(cfg) == "paper-table-2"
+    finally:
+        HydraConfig.instance().cfg = None
+    assert threads.launcher_cpus() is None

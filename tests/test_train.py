@@ -173,7 +173,7 @@ def test_unknown_preset_and_missing_data(tmp_path, data_root):
         ("logger", ["csv", "wandb", "tensorboard", "none"]),
         ("trainer", ["cpu", "gpu", "debug"]),
         ("experiment", ["sc4d_mlp", "sc4d_direct", "gart", "sc4d_mlp_cpu", "sc4d_direct_cpu", "gart_cpu"]),
-        ("hydra/launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"]),
+        ("hydra/launcher", ["basic", "joblib", "submitit_local", "submitit_slurm", "slurm", "local_processes"]),
     ],
 )
 def test_every_config_option_composes(group, options):
@@ -310,3 +310,33 @@ def test_a_default_run_prints_only_what_the_user_can_act_on(tmp_path, data_root)
     for noise in ("GPU available", "TPU available", "litlogger", "weights_only", "Epoch 0/-2", "LeafSpec"):
         assert noise not in said, noise
     assert "step " in said and "start: shift" in said and "align=search (" in said
+
+
+@pytest.mark.slow
+def test_a_submitit_sweep_runs_jobs_as_processes_resumes_and_skips_finished(tmp_path, data_root):
+    """hydra/launcher=local_processes (submitit's LocalExecutor, the engine behind hydra/launcher=slurm):
+    two jobs, each its own process with cpus_per_task threads; the summary lists both; a rerun skips
+    the finished job and resumes the one whose metrics are gone from its last checkpoint."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=local_processes", f"hydra.sweep.dir={sweep}",
+           "seed=0,1", *[o for o in tiny_overrides(tmp_path, data_root) if not o.startswith("out_dir")]]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sweep finished: every job succeeded" in proc.stdout and "2 finished run(s)" in proc.stdout
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert [j.name.rsplit(",", 1)[-1] for j in jobs] == ["seed=0", "seed=1"]
+    logs = sorted(sweep.glob(".submitit/*/*_0_log.out"))
+    assert len(logs) == 2  # one submitit job (process) per run
+    assert all(json.loads((j / "run_meta.json").read_text())["runtime"]["threads"] == 1 for j in jobs)
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("job,train_psnr") and len(summary) == 3
+
+    finished_at = (jobs[0] / "metrics.json").stat().st_mtime
+    (jobs[1] / "metrics.json").unlink()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (jobs[0] / "metrics.json").stat().st_mtime == finished_at  # skipped
+    assert (jobs[1] / "metrics.json").exists()
+    log = (jobs[1] / "train.log").read_text()
+    assert "resuming from" in log and "checkpoints/last.ckpt (step 24)" in log
+    assert "this run is finished, skipping" in (jobs[0] / "train.log").read_text()

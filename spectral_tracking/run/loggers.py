@@ -24,9 +24,25 @@ def build_logger(cfg: DictConfig, out_dir: Path, resume_step: int | None = None,
         return WandbLogger(
             project=cfg.logger.project, entity=cfg.logger.entity, name=run_name, save_dir=str(out_dir),
             offline=bool(cfg.logger.offline), tags=list(cfg.logger.tags), id=wandb_id, resume="allow" if wandb_id else None,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            group=wandb_group(cfg), config=OmegaConf.to_container(cfg, resolve=True),
         )
     raise ValueError(f"logger.name: unknown logger {name!r}")
+
+
+def wandb_group(cfg: DictConfig) -> str | None:
+    """The wandb group of a run: ``logger.group`` when set, else in a sweep (``train.py -m``, any
+    launcher) the sweep's folder, so the runs of one sweep appear together on a dashboard; None for
+    a single run."""
+    if cfg.logger.get("group"):
+        return str(cfg.logger.group)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return None
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().sweep.dir)
+    return None
 
 
 def new_wandb_id() -> str:

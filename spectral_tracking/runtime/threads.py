@@ -16,7 +16,8 @@ Two settings, because they take effect at different times:
   (train.py, the benchmarks) call it first. A wait policy or spin count already in the environment
   is kept, and ``KMP_BLOCKTIME`` (Intel's runtime, in ms; 200 by default) gets the same treatment.
 - **Thread count** (`resolve` / `configure`): ``threads: auto`` in the config means the cores this
-  process may use, divided by the jobs that run at once (Hydra's joblib launcher: its ``n_jobs``),
+  process may use, divided by the jobs that run at once (Hydra's joblib launcher: its ``n_jobs``;
+  a submitit launcher's ``cpus_per_task`` bounds it),
   and never more than ``OMP_NUM_THREADS`` when that is set (the experiment harness sets it per
   worker, and so does joblib's loky backend). `configure` applies it with
   ``torch.set_num_threads``, which also sets the kernels' thread count (they are passed
@@ -29,7 +30,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["available_cores", "concurrent_jobs", "configure", "limit_spinning", "resolve"]
+__all__ = ["available_cores", "concurrent_jobs", "configure", "launcher_cpus", "limit_spinning", "resolve"]
 
 
 SPIN_COUNT = 1000  # libgomp: spins of an idle worker before it sleeps (its default: 300,000)
@@ -56,26 +57,44 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def concurrent_jobs() -> int:
-    """Jobs of this Hydra sweep that run at the same time: the joblib launcher's ``n_jobs`` (joblib's
-    convention: -1 = all cores, -2 = all but one, ...); 1 for a single run or the basic launcher."""
+def _sweep_launcher():
+    """This sweep job's ``hydra.launcher`` config, or None outside a Hydra multirun."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
     except ImportError:
-        return 1
+        return None
     if not HydraConfig.initialized():
-        return 1
+        return None
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
+    return hc.launcher if hc.mode == RunMode.MULTIRUN else None
+
+
+def concurrent_jobs() -> int:
+    """Jobs of this Hydra sweep that run at the same time on this machine: the joblib launcher's
+    ``n_jobs`` (joblib's convention: -1 = all cores, -2 = all but one, ...); 1 for a single run, the
+    basic launcher and the submitit launchers (whose jobs get their cores from `launcher_cpus`)."""
+    launcher = _sweep_launcher()
+    if launcher is None or "joblib" not in str(launcher.get("_target_", "")):
         return 1
-    n_jobs = hc.launcher.get("n_jobs") if "joblib" in str(hc.launcher.get("_target_", "")) else None
+    n_jobs = launcher.get("n_jobs")
     if n_jobs is None:
         return 1
     n_jobs = int(n_jobs)
     if n_jobs < 0:
         n_jobs = available_cores() + 1 + n_jobs
     return max(1, n_jobs)
+
+
+def launcher_cpus() -> int | None:
+    """The cores a submitit launcher gives each job (``hydra.launcher.cpus_per_task``), or None. On
+    SLURM the job's affinity says the same; ``submitit_local`` starts every job of the sweep at
+    once on this machine, so there it is the only bound."""
+    launcher = _sweep_launcher()
+    if launcher is None or "submitit" not in str(launcher.get("_target_", "")):
+        return None
+    cpus = launcher.get("cpus_per_task")
+    return int(cpus) if cpus else None
 
 
 def resolve(setting: int | str, jobs: int = 1, cores: int | None = None, env: dict | None = None) -> int:
@@ -105,6 +124,9 @@ def configure(setting: int | str = "auto", jobs: int | None = None) -> int:
     import torch
 
     n = resolve(setting, concurrent_jobs() if jobs is None else jobs)
+    cpus = launcher_cpus() if jobs is None else None
+    if cpus is not None and isinstance(setting, str) and setting.strip().lower() == "auto":
+        n = min(n, cpus)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE" and n > 1:
