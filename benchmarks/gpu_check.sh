@@ -4,7 +4,8 @@
 #   2. build gsplat's CUDA kernels (TORCH_CUDA_ARCH_LIST / MAX_JOBS from the environment, default 9.0 / 16),
 #   3. run the cuda-marked tests (gsplat backend against the CPU backend: images and gradients),
 #   4. one paper-scale tracking run (experiment=sc4d_mlp dataset=synthetic trainer=gpu), its wall time and it/s,
-#   5. benchmarks/step.py (paper scale) and benchmarks/render.py on CUDA,
+#   5. benchmarks/step.py (paper scale), benchmarks/scale.py (step and memory against N and frames,
+#      without the whole-run column) and benchmarks/render.py on CUDA,
 #   6. fit.py on CUDA,
 # writing every log and a summary (summary.txt) under OUT_DIR.
 #
@@ -76,22 +77,26 @@ fi
 if ((QUICK)); then
     TRACK_SIZE=(max_steps=30 resolution=64 num_control_points=32 dataset.frames=4 loss.num_bands=4 eval.lpips=none eval.progression_frames=3)
     STEP_ARGS=(--scale cpu --steps 20)
+    SCALE_ARGS=(--quick --sweep gaussians)
     RENDER_ARGS=(--scenes 2k_128 --reps 2)
     FIT_SIZE=(steps=30 resolution=64 num_points=500)
 else
     TRACK_SIZE=()
     STEP_ARGS=(--scale paper --steps 200)
+    SCALE_ARGS=(--sweep gaussians frames --no-run --steps 20)
     RENDER_ARGS=(--reps 7)
     FIT_SIZE=(steps=2000 resolution=256)
 fi
 if [[ "$DEVICE" == cuda ]]; then
     HARDWARE=(trainer=gpu)
     STEP_ARGS+=(--device cuda)
+    SCALE_ARGS+=(--device cuda)
     RENDER_ARGS+=(--backends cpu gsplat)
     FIT_DEVICE=(device=cuda backend=gsplat)
 else
     HARDWARE=(trainer=cpu)
     STEP_ARGS+=(--device cpu)
+    SCALE_ARGS+=(--device cpu)
     RENDER_ARGS+=(--backends cpu)
     FIT_DEVICE=(device=cpu backend=auto)
 fi
@@ -100,6 +105,7 @@ TRACK=("$PY" train.py experiment=sc4d_mlp dataset=synthetic "${HARDWARE[@]}" "${
        logger=csv trainer.enable_progress_bar=false "out_dir=$OUT/track")
 TESTS=("$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_render.py)
 STEP=("$PY" benchmarks/step.py "${STEP_ARGS[@]}")
+SCALE=("$PY" benchmarks/scale.py "${SCALE_ARGS[@]}" --root "$DATA/synthetic")
 RENDER=("$PY" benchmarks/render.py "${RENDER_ARGS[@]}")
 FIT_DATA_CMD=("$PY" -m spectral_tracking.data.synthetic --preset quadruped_walk --frames 12 --resolution 128 --root "$DATA/synthetic")
 FIT=("$PY" fit.py "${FIT_DEVICE[@]}" "${FIT_SIZE[@]}" progress=false "out=$OUT/fit")
@@ -114,6 +120,7 @@ if ((PLAN)); then
     echo "tests:     ${TESTS[*]}"
     echo "track:     ${TRACK[*]}"
     echo "step:      ${STEP[*]}"
+    echo "scale:     ${SCALE[*]}"
     echo "render:    ${RENDER[*]}"
     echo "fit data:  ${FIT_DATA_CMD[*]}"
     echo "fit:       ${FIT[*]} data.path=<the generated sequence>"
@@ -203,6 +210,7 @@ print(f"track    {m['steps']} steps in {m['seconds']:.1f} s of training = {m['st
 EOF
 fi
 stage step 150 "${STEP[@]}"
+stage scale 150 "${SCALE[@]}"
 stage render 60 "${RENDER[@]}"
 if stage fitdata 60 "${FIT_DATA_CMD[@]}"; then
     SEQ="$(ls -d "$DATA"/synthetic/quadruped_walk_* 2> /dev/null | head -n 1)"

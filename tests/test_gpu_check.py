@@ -27,7 +27,7 @@ ON_THE_MACHINE = {"torch", "pytorch-lightning", "lightning", "lightning-fabric",
 OPTIONAL = {"wandb", "viser", "imageio", "imageio_ffmpeg"}
 # Files whose imports the GPU stages reach.
 SOURCES = [*sorted((REPO / "spectral_tracking").rglob("*.py")), REPO / "train.py", REPO / "fit.py",
-           REPO / "benchmarks" / "step.py", REPO / "benchmarks" / "render.py"]
+           REPO / "benchmarks" / "step.py", REPO / "benchmarks" / "scale.py", REPO / "benchmarks" / "render.py"]
 
 
 def sh(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -88,6 +88,7 @@ def test_plan_on_a_machine_without_cuda_uses_the_cpu_fallbacks(tmp_path):
     assert "build:" not in plan  # no gsplat build without CUDA
     assert "train.py experiment=sc4d_mlp dataset=synthetic trainer=cpu" in plan
     assert "benchmarks/step.py --scale paper --steps 200 --device cpu" in plan
+    assert "benchmarks/scale.py --sweep gaussians frames --no-run --steps 20 --device cpu --root" in plan
     assert "--backends cpu" in plan and "gsplat" not in plan.split("render:")[1].split("\n")[0]
     assert "fit.py device=cpu backend=auto" in plan
     assert "-m cuda" in plan
@@ -100,6 +101,8 @@ def test_the_plans_commands_are_real():
     """Every option the script passes exists where it goes."""
     plan_steps = subprocess.run([sys.executable, "benchmarks/step.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert all(opt in plan_steps.stdout for opt in ("--scale", "--steps", "--device", "--threads"))
+    plan_scale = subprocess.run([sys.executable, "benchmarks/scale.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert all(opt in plan_scale.stdout for opt in ("--sweep", "--no-run", "--steps", "--device", "--root", "--quick"))
     plan_render = subprocess.run([sys.executable, "benchmarks/render.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert all(opt in plan_render.stdout for opt in ("--scenes", "--reps", "--backends"))
     text = SCRIPT.read_text()
