@@ -56,7 +56,7 @@ def imported_top_level() -> set[str]:
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != "spectral_tracking"}
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("spectral_tracking", "benchmarks")}
 
 
 # --- arguments -------------------------------------------------------------------------------------
