@@ -105,8 +105,11 @@ def save_tracked(module, path: Path, normalization: Mapping | None = None) -> Pa
     # The targets are thumbnails for the viewer: above MAX_IMAGE_SIDE every k-th pixel is kept, so a
     # 512 px run with 32 frames does not write 150 MB.
     k = max(1, -(-max(tg.images.shape[2:4]) // MAX_IMAGE_SIDE))
-    images = np.stack([np.stack([(tg.images[v, t, ::k, ::k].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-                                 for t in range(T)]) for v in range(len(tg.images))])  # one frame in float at a time
+    h, w = -(-tg.images.shape[2] // k), -(-tg.images.shape[3] // k)
+    images = np.empty((len(tg.images), T, h, w, 3), np.uint8)
+    for v in range(len(tg.images)):  # one frame in float at a time
+        for t in range(T):
+            images[v, t] = (tg.images[v, t, ::k, ::k].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     data = {
         "means": torch.stack(means).numpy(),
         "quats": torch.stack(quats).numpy(),

@@ -2,6 +2,7 @@
 one frame at a time, metrics and the search's screening in chunks. Each change must leave the
 numbers as they were (tiny runs: 32 px, 4 frames)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -134,3 +135,21 @@ def test_the_scale_benchmark_prints_every_column(tmp_path):
     row = [line for line in out.stdout.splitlines() if line.startswith("resolution")]
     assert len(row) == 1 and "it/s" in row[0] and "held" in row[0] and "run peak" in row[0]
     assert "breakdown (fwd+bwd ms): render" in out.stdout and "Adam" in out.stdout
+
+
+def test_a_run_that_will_not_fit_stops_before_the_start_with_one_line(tmp_path, data_root, monkeypatch):
+    import spectral_tracking.run.memory as memory
+    from spectral_tracking.errors import ConfigError
+    from spectral_tracking.run.track import run
+
+    parts = memory.estimate(6, 100, 512, 512, 1_000_000)
+    assert parts["frames"] == 4 * 6 * 100 * 512 * 512 and parts["gaussians"] == memory.PER_GAUSSIAN_BYTES * 1e6
+    monkeypatch.setattr(memory, "_available_bytes", lambda: 1e6)  # 1 MB free
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"this run needs about .* GB of memory .*4 frames x 32x32.* but 0\.0 GB is free: "
+                                          r"lower resolution=.*check_memory=false to run anyway") as err:
+        run(make_cfg(tmp_path, data_root, ["max_steps=4"]))
+    assert "\n" not in str(err.value) and not out.exists()  # nothing written
+    result = run(make_cfg(tmp_path, data_root, ["max_steps=4", "check_memory=false"]))
+    record = json.loads((out / "run_meta.json").read_text())["memory_estimate_gb"]
+    assert set(record) == {"process", "frames", "images", "gaussians"} and result["metrics"]["steps"] == 4

@@ -79,8 +79,14 @@ def test_cpu_and_torch_backends_agree(sh_degree):
 
 
 def test_cpu_tile_binning_matches_reference():
-    for dtype in (torch.float32, torch.float64):
+    """Same lists in the same order, also where depths tie (every Gaussian twice: ties go by index,
+    as the reference's stable sort orders them, which the C++ radix sort must keep)."""
+    from spectral_tracking.gaussians import Gaussians
+
+    for dtype, twice in ((torch.float32, False), (torch.float64, False), (torch.float32, True)):
         g = random_gaussians(2000, extent=0.9, scale_range=(0.005, 0.1), seed=3).to(dtype=dtype)
+        if twice:
+            g = Gaussians.cat([g, g])
         cams = orbit_camera([0.0, 70.0, 200.0], 20.0, radius=1.5, width=80, height=60).to(dtype=dtype)
         from spectral_tracking.render.cpu import bin_tiles_cpu
 

@@ -24,7 +24,7 @@ from spectral_tracking.errors import ConfigError, RunFolderBusy, RunRefused  # n
 log = logging.getLogger(__name__)
 
 # Keys that do not change what a run computes: they may differ between a run and its resumption.
-NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
+NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "check_memory", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -197,6 +197,10 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     if n < int(cfg.num_control_points):
         raise ConfigError(f"the canonical asset has {n} Gaussian{'s' if n != 1 else ''}, fewer than num_control_points="
                           f"{cfg.num_control_points}: give a denser asset, or num_control_points={max(1, n)} or fewer")
+    from spectral_tracking.run.memory import check_fits, estimate
+
+    memory = (check_fits(seq, cfg, device) if cfg.check_memory else
+              estimate(seq.num_views, seq.num_frames, seq.height, seq.width, n))
     truth = seq.ground_truth()
     start_began = time.perf_counter()
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
@@ -204,6 +208,7 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     module = build_module(cfg, canonical, targets, trajectory).to(device)  # before anything is written: it checks the settings
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
     run_meta["runtime"] = runtime_record(cfg, module, device, n_threads)
+    run_meta["memory_estimate_gb"] = {k: round(v / 1e9, 3) for k, v in memory.items()}  # run/memory.py
     atomic_write_text(out_dir / "run_meta.json", json.dumps(run_meta, indent=2))
     with torch.no_grad():
         initial = module.render_views(canonical.to(device), [targets.train_views[0]]).rgb[0].cpu().clamp(0, 1)

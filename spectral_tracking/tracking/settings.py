@@ -250,6 +250,7 @@ class RunConfig:
     lr_decay: float = setting(1.0, low=0, high=1, low_open=True, what=" (a fraction of max_steps)")  # SC4D / GSGD: 0.35
 
     ckpt_path: Optional[str] = None  # resume from this checkpoint (optimizer, LR and loss schedule included)
+    check_memory: bool = True  # stop before the start when the run will not fit in the free memory (run/memory.py)
     skip_finished: bool = True  # a folder holding metrics.json of the same settings is returned as is
     out_dir: str = II("hydra:runtime.output_dir")
     task_name: str = "track"

@@ -31,6 +31,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -313,6 +315,47 @@ int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, const S *means
     return total;
 }
 
+// ``order`` (ascending indices) sorted by depths[g], ties kept in index order: the order of
+// std::stable_sort with depths[i] < depths[j], by an LSD radix sort on the depth's bits mapped to
+// unsigned integers in the same order (11-bit digits; a digit every key shares is skipped). At 300k
+// Gaussians the comparison sort took most of the binning's 74 ms.
+template <typename U>
+inline U ordered_bits(U bits) {
+    const U sign = U(1) << (sizeof(U) * 8 - 1);
+    return (bits & sign) ? U(~bits) : U(bits | sign);
+}
+
+template <typename S>
+void sort_by_depth(std::vector<int32_t> &order, const S *depths) {
+    using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
+    static_assert(sizeof(S) == sizeof(U), "depths are float or double");
+    const size_t n = order.size();
+    if (n < 2) return;
+    std::vector<U> keys(n), keys_tmp(n);
+    std::vector<int32_t> order_tmp(n);
+    for (size_t i = 0; i < n; ++i) {
+        U bits;
+        std::memcpy(&bits, &depths[order[i]], sizeof(S));
+        keys[i] = ordered_bits(bits);
+    }
+    constexpr int BITS = 11;
+    constexpr U MASK = (U(1) << BITS) - 1;
+    std::vector<size_t> count((size_t(1) << BITS) + 1);
+    for (int shift = 0; shift < int(sizeof(U) * 8); shift += BITS) {
+        std::fill(count.begin(), count.end(), 0);
+        for (size_t i = 0; i < n; ++i) ++count[((keys[i] >> shift) & MASK) + 1];
+        if (*std::max_element(count.begin(), count.end()) == n) continue;  // one bucket: the pass keeps the order
+        for (size_t d = 1; d < count.size(); ++d) count[d] += count[d - 1];
+        for (size_t i = 0; i < n; ++i) {
+            const size_t dst = count[(keys[i] >> shift) & MASK]++;
+            keys_tmp[dst] = keys[i];
+            order_tmp[dst] = order[i];
+        }
+        keys.swap(keys_tmp);
+        order.swap(order_tmp);
+    }
+}
+
 // Pass 2: flatten_ids, visiting Gaussians in ascending depth (ties by index) so that every tile's
 // list comes out sorted front to back (a stable counting sort by tile).
 template <typename S>
@@ -323,7 +366,7 @@ void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, 
     order.reserve(M);
     for (int64_t g = 0; g < M; ++g)
         if (radii[2 * g] > 0 && radii[2 * g + 1] > 0) order.push_back(int32_t(g));
-    std::stable_sort(order.begin(), order.end(), [depths](int32_t i, int32_t j) { return depths[i] < depths[j]; });
+    sort_by_depth(order, depths);
     const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
     std::vector<int64_t> cursor(tile_offsets, tile_offsets + n_tiles);
     for (const int32_t g : order) {

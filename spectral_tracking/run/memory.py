@@ -1,0 +1,84 @@
+"""Will this run fit? Its peak memory estimated from its sizes, checked before the start stage.
+
+A tracking run's peak grows with four things, each measured with ``benchmarks/scale.py`` (the
+process's peak resident set of a whole ``train.py`` run, ``experiment=sc4d_mlp``, on the CPU):
+
+- the process: Python, torch, Lightning and the C++ kernels, about 0.5 GB before anything is loaded;
+- the frames, held as uint8 (``V x T x H x W x 4`` bytes: colour and mask) for the whole run;
+- the images of one step or one evaluated frame (render buffers, the spectral loss's transforms,
+  SSIM's filtered stacks in chunks, the search's screening in chunks): about `PER_PIXEL_BYTES` per
+  pixel of one view;
+- the Gaussians (the asset, its deformed copy and projections with their gradients, Adam's
+  moments for the deformation): about `PER_GAUSSIAN_BYTES` each.
+
+On a GPU the frames stay on the CPU and the rest is on the device. The check runs once the frames
+are loaded (a sequence whose frames alone do not fit stops in its reader) and compares what the run
+will still add with the memory free now. The estimate is deliberately round: it exists to stop a
+run that would be killed hours later, not to predict the peak to the megabyte; ``check_memory=false``
+runs anyway.
+"""
+
+from __future__ import annotations
+
+import os
+
+from spectral_tracking.errors import ConfigError
+
+BASE_BYTES = 0.5e9
+PER_PIXEL_BYTES = 2_000.0
+PER_GAUSSIAN_BYTES = 1_400.0
+
+__all__ = ["BASE_BYTES", "PER_GAUSSIAN_BYTES", "PER_PIXEL_BYTES", "check_fits", "estimate"]
+
+
+def estimate(views: int, frames: int, height: int, width: int, gaussians: int) -> dict[str, float]:
+    """The peak's parts in bytes: ``process``, ``frames``, ``images``, ``gaussians`` (module docstring)."""
+    return {"process": BASE_BYTES, "frames": 4.0 * views * frames * height * width,
+            "images": PER_PIXEL_BYTES * height * width, "gaussians": PER_GAUSSIAN_BYTES * gaussians}
+
+
+def _resident_bytes() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _available_bytes() -> float | None:
+    """MemAvailable of /proc/meminfo (what the kernel can give without swapping), or None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(seq, cfg, device) -> dict[str, float]:
+    """Raise a one-line `ConfigError` when the run ``cfg`` on the loaded sequence ``seq`` will not fit
+    in the memory free now (CPU RAM, and the GPU's on CUDA); returns the estimate (bytes by part)."""
+    parts = estimate(seq.num_views, seq.num_frames, seq.height, seq.width, seq.canonical.num_gaussians)
+    gb = {k: v / 1e9 for k, v in parts.items()}
+    sizes = (f"frames {gb['frames']:.1f} GB: {seq.num_views} views x {seq.num_frames} frames x {seq.width}x{seq.height}; "
+             f"images {gb['images']:.1f} GB at {seq.width}x{seq.height}; "
+             f"Gaussians {gb['gaussians']:.1f} GB: {seq.canonical.num_gaussians:,}")
+    advice = ("lower resolution= (the frames and images grow with its square) or the frames (dataset.frames=, "
+              "or fewer views=), use an asset with fewer Gaussians, free memory, or set check_memory=false to run anyway")
+    on_gpu = getattr(device, "type", str(device)) == "cuda"
+    if on_gpu:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        need = parts["images"] + parts["gaussians"]
+        if need > free:
+            raise ConfigError(f"this run needs about {need / 1e9:.1f} GB of GPU memory ({sizes}) but {free / 1e9:.1f} GB "
+                              f"is free on {torch.cuda.get_device_name(device)}: {advice}")
+    available = _available_bytes()
+    if available is None:
+        return parts
+    total = parts["process"] + parts["frames"] if on_gpu else sum(parts.values())
+    still = max(0.0, total - _resident_bytes())  # the process and the frames are (partly) resident already
+    if still > available:
+        raise ConfigError(f"this run needs about {total / 1e9:.1f} GB of memory (process {gb['process']:.1f} GB, {sizes}), "
+                          f"{still / 1e9:.1f} GB more than it holds now, but {available / 1e9:.1f} GB is free: {advice}")
+    return parts
