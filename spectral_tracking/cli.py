@@ -45,6 +45,14 @@ def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    out_dir = [a.split("=", 1)[1] for a in args if a.startswith("out_dir=")]
+    if config_name == "train" and out_dir and out_dir[-1] and not any(a.startswith("hydra.run.dir=") for a in args):
+        # Hydra's run folder is the run's own folder: no empty outputs/track/<time>/ beside it
+        from spectral_tracking.runtime.paths import note_new_run_dir
+
+        note_new_run_dir(out_dir[-1])
+        if argv is None:
+            sys.argv.append(f"hydra.run.dir={out_dir[-1]}")
 
 
 def _hydra_main(config_name: str, body, job_name: str) -> None:

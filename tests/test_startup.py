@@ -86,3 +86,23 @@ def test_a_misspelt_setting_is_one_line_and_writes_nothing(tmp_path):
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert lines[-1].startswith("error: ") and message in lines[-1] and "Traceback" not in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_given_out_dir_logs_there_and_leaves_nothing_in_the_current_folder(tmp_path):
+    """train.log is the run's own (in its folder, written once the folder is locked and this run's):
+    nothing in outputs/ for a call given out_dir=, and a call that stops on bad data leaves nothing."""
+    repo = Path(__file__).resolve().parents[1]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    tiny = ["resolution=32", "max_steps=4", "num_control_points=16", "dataset.frames=4", "loss.num_bands=3",
+            "trainer=debug", "logger=none", "eval.lpips=none", "eval.videos=false", f"dataset.root={tmp_path / 'data'}"]
+    res = subprocess.run([sys.executable, str(repo / "train.py"), *tiny, f"out_dir={tmp_path / 'run'}"], cwd=cwd,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list(cwd.iterdir()) == []
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "outputs written" in log and (tmp_path / "run" / "metrics.json").is_file()
+    res = subprocess.run([sys.executable, str(repo / "train.py"), "dataset=folder", f"dataset.path={tmp_path / 'nowhere'}",
+                          "logger=none", f"out_dir={tmp_path / 'refused'}"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "nowhere" in res.stderr.splitlines()[-1], res.stderr[-2000:]
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "refused").exists()

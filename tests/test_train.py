@@ -339,4 +339,5 @@ def test_a_submitit_sweep_runs_jobs_as_processes_resumes_and_skips_finished(tmp_
     assert (jobs[1] / "metrics.json").exists()
     log = (jobs[1] / "train.log").read_text()
     assert "resuming from" in log and "checkpoints/last.ckpt (step 24)" in log
-    assert "this run is finished, skipping" in (jobs[0] / "train.log").read_text()
+    consoles = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_0_log.out"))
+    assert "this run is finished, skipping" in consoles  # on the job's console; its folder is left as it was

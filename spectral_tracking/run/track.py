@@ -10,12 +10,14 @@ scripts call it directly with a composed config. The pieces live where a reader 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import traceback
 from pathlib import Path
 
+from spectral_tracking.runtime import paths as runtime_paths
 from spectral_tracking.runtime import preload, threads
 
 threads.limit_spinning()  # reaches this process only if this module brings in torch (scripts calling run())
@@ -167,20 +169,40 @@ def run(cfg: DictConfig, sequence=None) -> dict:
         raise ConfigError(f"trainer.{e}") from None
     log.info("%d thread(s) for torch and the C++ kernels (trainer.threads=%s)", n_threads, cfg.trainer.get("threads", "auto"))
     out_dir = Path(cfg.out_dir)
-    fresh = not out_dir.exists()
+    fresh = not out_dir.exists() or runtime_paths.made_for_this_run(out_dir)
     try:
         with RunLock(out_dir):
             finished = finished_result(cfg, config_fingerprint(cfg))
-            return finished if finished is not None else _run(cfg, out_dir, sequence, n_threads)
+            if finished is not None:
+                return finished
+            with run_log(out_dir):
+                return _run(cfg, out_dir, sequence, n_threads)
     except Exception:
         _remove_if_untouched(out_dir, fresh)
         raise
 
 
+@contextlib.contextmanager
+def run_log(out_dir: Path):
+    """``out_dir/train.log``: every log record of the run (appended on a resume), from a root-logger
+    handler that opens the file with the first record and is removed when the run ends. Hydra's own
+    file log is off (conf/hydra/job_logging/run_folder.yaml): it is written in Hydra's output folder
+    before anything is validated, in outputs/ even for a call given out_dir=."""
+    handler = logging.FileHandler(out_dir / "train.log", delay=True)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def _remove_if_untouched(out_dir: Path, fresh: bool) -> None:
-    """A run folder this run created and that holds nothing but its lock (the run stopped on bad
-    data or settings before writing anything) is removed: nothing is left behind."""
-    if fresh and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".lock"}:
+    """A run folder this run created and that holds nothing but its lock and its log (the run
+    stopped on bad data or settings before writing anything) is removed: nothing is left behind."""
+    if fresh and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".lock", "train.log"}:
         import shutil
 
         shutil.rmtree(out_dir, ignore_errors=True)

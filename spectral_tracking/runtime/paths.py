@@ -53,3 +53,20 @@ def config_dir() -> Path:
             return candidate
     raise FileNotFoundError(f"no Hydra configs (train.yaml) in {package / 'conf'} or {package.parent / 'conf'}; "
                             f"reinstall the package (pip install .)")
+
+
+_NEW_RUN_DIR_ENV = "SPECTRAL_TRACKING_NEW_RUN_DIR"
+
+
+def note_new_run_dir(path: str | Path) -> None:
+    """Record, before Hydra creates it as its run folder, that ``path`` did not exist: a run refused
+    on bad data may then remove it again (`made_for_this_run`). Only a path that does not exist yet
+    is recorded."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        os.environ[_NEW_RUN_DIR_ENV] = str(path)
+
+
+def made_for_this_run(path: str | Path) -> bool:
+    """Whether ``path`` is the folder `note_new_run_dir` recorded as not existing before this command."""
+    return os.environ.get(_NEW_RUN_DIR_ENV) == str(Path(path).expanduser().resolve())
