@@ -87,6 +87,9 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/table2_search", "36", "9 min"),
         Result("table2_search_anytime50", "python -m experiments.table2 --variant defaults --jobs 2 "
                "--out experiments/results/table2_search_anytime50", "36", "9 min"),
+        Result("realistic_pairs", f"{ABLATION} {REALISTIC} --variants defaults pixel --shifts 0.6 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 1 --out experiments/results/realistic_pairs", "160",
+               "62 min (1 job)"),
     )),
     Section("Robustness to the initial shift (Fig. 4, Fig. 13), the paper's start", (
         Result("shift_curves", "python -m experiments.shift_curves --jobs 2", "224", "17.1 min"),
