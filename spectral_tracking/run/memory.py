@@ -3,7 +3,9 @@
 A tracking run's peak grows with four things, each measured with ``benchmarks/scale.py`` (the
 process's peak resident set of a whole ``train.py`` run, ``experiment=sc4d_mlp``, on the CPU):
 
-- the process: Python, torch, Lightning and the C++ kernels, about 0.5 GB before anything is loaded;
+- the process: Python, torch, Lightning and the C++ kernels (0.5 GB before anything is loaded), with
+  the working set every run has whatever its size (the search's screening chunk, the evaluation's
+  chunk): `BASE_BYTES`;
 - the frames, held as uint8 (``V x T x H x W x 4`` bytes: colour and mask) for the whole run;
 - the images of one step or one evaluated frame (render buffers, the spectral loss's transforms,
   SSIM's filtered stacks in chunks, the search's screening in chunks): about `PER_PIXEL_BYTES` per
@@ -24,9 +26,12 @@ import os
 
 from spectral_tracking.errors import ConfigError
 
-BASE_BYTES = 0.5e9
-PER_PIXEL_BYTES = 2_000.0
-PER_GAUSSIAN_BYTES = 1_400.0
+# Fitted to benchmarks/scale.py's whole-run peaks (2026-12-06, 3k Gaussians, 4 frames, 6 views unless
+# said): 256^2 0.84 GB (estimate 0.80), 512^2 1.02 (1.10), 1024^2 2.12 (2.27); 512^2 with 12 frames 1.08
+# (1.15), 100 frames 1.73 (1.70); 300k Gaussians 1.32 (1.43), 1M 2.04 (2.20).
+BASE_BYTES = 0.7e9
+PER_PIXEL_BYTES = 1_400.0
+PER_GAUSSIAN_BYTES = 1_100.0
 
 __all__ = ["BASE_BYTES", "PER_GAUSSIAN_BYTES", "PER_PIXEL_BYTES", "check_fits", "estimate"]
 
