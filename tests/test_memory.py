@@ -146,7 +146,7 @@ def test_a_run_that_will_not_fit_stops_before_the_start_with_one_line(tmp_path, 
     assert parts["frames"] == 4 * 6 * 100 * 512 * 512 and parts["gaussians"] == memory.PER_GAUSSIAN_BYTES * 1e6
     monkeypatch.setattr(memory, "_available_bytes", lambda: 1e6)  # 1 MB free
     out = tmp_path / "run"
-    with pytest.raises(ConfigError, match=r"this run needs about .* GB of memory .*4 frames x 32x32.* but 0\.0 GB is free: "
+    with pytest.raises(ConfigError, match=r"this run needs about .* GB of memory .*4 frames x 32x32.* GB more than its loaded frames, but 0\.0 GB is free: "
                                           r"lower resolution=.*check_memory=false to run anyway") as err:
         run(make_cfg(tmp_path, data_root, ["max_steps=4"]))
     assert "\n" not in str(err.value) and not out.exists()  # nothing written

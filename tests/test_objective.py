@@ -74,7 +74,7 @@ def test_pixel_loss_terms_can_be_ablated_as_in_table_3():
 
 
 def test_mask_iou():
-    from spectral_tracking.evaluation import mask_iou
+    from spectral_tracking.metrics import mask_iou
 
     a = torch.zeros(2, 4, 4)
     m = torch.zeros(2, 4, 4)

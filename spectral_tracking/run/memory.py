@@ -15,14 +15,12 @@ process's peak resident set of a whole ``train.py`` run, ``experiment=sc4d_mlp``
 
 On a GPU the frames stay on the CPU and the rest is on the device. The check runs once the frames
 are loaded (a sequence whose frames alone do not fit stops in its reader) and compares what the run
-will still add with the memory free now. The estimate is deliberately round: it exists to stop a
+will still add (the images and the Gaussians) with the memory free now, on the device that holds them. The estimate is deliberately round: it exists to stop a
 run that would be killed hours later, not to predict the peak to the megabyte; ``check_memory=false``
 runs anyway.
 """
 
 from __future__ import annotations
-
-import os
 
 from spectral_tracking.errors import ConfigError
 
@@ -40,11 +38,6 @@ def estimate(views: int, frames: int, height: int, width: int, gaussians: int) -
     """The peak's parts in bytes: ``process``, ``frames``, ``images``, ``gaussians`` (module docstring)."""
     return {"process": BASE_BYTES, "frames": 4.0 * views * frames * height * width,
             "images": PER_PIXEL_BYTES * height * width, "gaussians": PER_GAUSSIAN_BYTES * gaussians}
-
-
-def _resident_bytes() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _available_bytes() -> float | None:
@@ -69,21 +62,18 @@ def check_fits(seq, cfg, device) -> dict[str, float]:
              f"Gaussians {gb['gaussians']:.1f} GB: {seq.canonical.num_gaussians:,}")
     advice = ("lower resolution= (the frames and images grow with its square) or the frames (dataset.frames=, "
               "or fewer views=), use an asset with fewer Gaussians, free memory, or set check_memory=false to run anyway")
-    on_gpu = getattr(device, "type", str(device)) == "cuda"
-    if on_gpu:
+    still = parts["images"] + parts["gaussians"]  # the process and the frames are loaded already
+    if getattr(device, "type", str(device)) == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(device)
-        need = parts["images"] + parts["gaussians"]
-        if need > free:
-            raise ConfigError(f"this run needs about {need / 1e9:.1f} GB of GPU memory ({sizes}) but {free / 1e9:.1f} GB "
+        if still > free:
+            raise ConfigError(f"this run needs about {still / 1e9:.1f} GB of GPU memory ({sizes}) but {free / 1e9:.1f} GB "
                               f"is free on {torch.cuda.get_device_name(device)}: {advice}")
-    available = _available_bytes()
-    if available is None:
         return parts
-    total = parts["process"] + parts["frames"] if on_gpu else sum(parts.values())
-    still = max(0.0, total - _resident_bytes())  # the process and the frames are (partly) resident already
-    if still > available:
+    available = _available_bytes()
+    if available is not None and still > available:
+        total = sum(parts.values())
         raise ConfigError(f"this run needs about {total / 1e9:.1f} GB of memory (process {gb['process']:.1f} GB, {sizes}), "
-                          f"{still / 1e9:.1f} GB more than it holds now, but {available / 1e9:.1f} GB is free: {advice}")
+                          f"{still / 1e9:.1f} GB more than its loaded frames, but {available / 1e9:.1f} GB is free: {advice}")
     return parts

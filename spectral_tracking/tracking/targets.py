@@ -19,13 +19,10 @@ from spectral_tracking.cameras import Cameras
 __all__ = ["MaskStack", "TargetImages", "Targets"]
 
 
-class MaskStack:
-    """[V, T, H, W] masks in [0, 1] over uint8 storage (255 = object); ``stack[index]`` is float32."""
+class _Uint8Stack:
+    """A stack over the uint8 tensor ``data``: its shape and length; subclasses say what indexing gives."""
 
-    def __init__(self, masks: Tensor) -> None:
-        if masks.dtype != torch.uint8 or masks.dim() != 4:
-            raise TypeError(f"MaskStack: expected uint8 [V, T, H, W] masks, got {masks.dtype} {list(masks.shape)}")
-        self.data = masks
+    data: Tensor
 
     @property
     def shape(self) -> torch.Size:
@@ -34,11 +31,20 @@ class MaskStack:
     def __len__(self) -> int:
         return len(self.data)
 
+
+class MaskStack(_Uint8Stack):
+    """[V, T, H, W] masks in [0, 1] over uint8 storage (255 = object); ``stack[index]`` is float32."""
+
+    def __init__(self, masks: Tensor) -> None:
+        if masks.dtype != torch.uint8 or masks.dim() != 4:
+            raise TypeError(f"MaskStack: expected uint8 [V, T, H, W] masks, got {masks.dtype} {list(masks.shape)}")
+        self.data = masks
+
     def __getitem__(self, index) -> Tensor:
         return self.data[index].float() / 255.0
 
 
-class TargetImages:
+class TargetImages(_Uint8Stack):
     """[V, T, H, W, 3] target colours in [0, 1]: the uint8 frames composited over ``background`` [3]
     with their masks (clutter outside the mask becomes the background, as in the paper's App. E.1).
     ``stack[index]`` indexes views, frames and pixels (not the colour channel) and returns float32."""
@@ -50,13 +56,6 @@ class TargetImages:
             raise ValueError(f"TargetImages: masks {list(masks.shape)} do not match images {list(images.shape)}")
         self.data, self.masks = images, masks
         self.background = torch.as_tensor(background, dtype=torch.float32).reshape(-1)
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.data.shape
-
-    def __len__(self) -> int:
-        return len(self.data)
 
     def __getitem__(self, index) -> Tensor:
         if isinstance(index, tuple) and len(index) > 4:
