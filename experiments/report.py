@@ -75,6 +75,9 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/turning_old_defaults", "48", "6 min"),
         Result("paper_rigid_first", f"{ABLATION} --variants paper paper+rigid_first --shifts 0.8 --seeds 0 1 --jobs 2 "
                "--out experiments/results/paper_rigid_first", "32", "4 min"),
+        Result("paper_rigid_first_pairs", f"{ABLATION} --variants paper paper+rigid_first pixel+paper+rigid_first "
+               f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+               "--out experiments/results/paper_rigid_first_pairs", "240", "45 min"),
     )),
     Section("The defaults of 2026-12-05: the search and the switch at 0.5", (
         Result("defaults_candidates", f"{ABLATION} --variants old_defaults search+switch80 search+switch80+switch_anytime "
