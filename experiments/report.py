@@ -71,6 +71,8 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/rotation_curves_defaults", "400", "about 60 min of runs (restarted across sittings)"),
         Result("turning_trajectory", "python -m experiments.turning --variant defaults trajectory --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_trajectory", "48", "9 min"),
+        Result("turning_defaults", "python -m experiments.turning --variant defaults --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_defaults", "48", "8 min"),
         Result("turning_old_defaults", "python -m experiments.turning --variant old_defaults --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_old_defaults", "48", "6 min"),
         Result("paper_rigid_first", f"{ABLATION} --variants paper paper+rigid_first --shifts 0.8 --seeds 0 1 --jobs 2 "
