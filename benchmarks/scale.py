@@ -100,8 +100,9 @@ def measure_step(args) -> dict:
     device = torch.device(args.device)
     base = rss_gb()
     out_dir = tempfile.mkdtemp(prefix="scale_step_")
-    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device), *phase_overrides("spectral", args.steps),
-                   "align=none", "shift=0", "loss.switch_iou=null", f"out_dir={out_dir}"])
+    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device),
+                   *phase_overrides("spectral", args.steps), "align=none", "shift=0", "loss.switch_iou=null",
+                   f"out_dir={out_dir}"])
     module = build(cfg, device)
     module.train()
     sync(device)
@@ -138,26 +139,32 @@ def child(argv: list[str], log: Path) -> tuple[int, float, float]:
     return proc.returncode, usage.ru_maxrss / 1e6, time.perf_counter() - start  # ru_maxrss is in kB on Linux
 
 
+def failed(what: str, label: str, code: int, log: Path) -> SystemExit:
+    """The one exit of a failed child: what failed, its status, and its log's last lines."""
+    return SystemExit(f"scale: the {what} of {label} failed (exit {code}); see {log}:\n"
+                      + "\n".join(log.read_text().splitlines()[-15:]))
+
+
 def measure(folder: Path, args, tmp: Path, label: str) -> dict:
     """One row: the step child, then (``args.run``) the whole run's child, on ``folder`` at ``args.resolution``."""
     step_log, run_log = tmp / f"{label}_step.log", tmp / f"{label}_run.log"
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(folder), "--steps", str(args.steps), "--resolution", str(args.resolution),
-            "--threads", str(args.threads), "--device", args.device, *(["--quick"] if args.quick else [])]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(folder),
+            "--steps", str(args.steps), "--resolution", str(args.resolution), "--threads", str(args.threads),
+            "--device", args.device,
+            *(["--quick"] if args.quick else [])]
     code, peak, _ = child(argv, step_log)
     lines = [line for line in step_log.read_text().splitlines() if line.startswith("{")]
     if code != 0 or not lines:
-        raise SystemExit(f"scale: the step measurement of {label} failed (exit {code}); see {step_log}:\n"
-                         + "\n".join(step_log.read_text().splitlines()[-15:]))
+        raise failed("step measurement", label, code, step_log)
     row = json.loads(lines[-1])
     row["step_peak_gb"] = peak
     if args.run:
         run_dir = tmp / f"{label}_run"
-        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device), f"max_steps={args.run_steps}",
-                f"trainer.threads={args.threads}", f"out_dir={run_dir}"]
+        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device),
+                f"max_steps={args.run_steps}", f"trainer.threads={args.threads}", f"out_dir={run_dir}"]
         code, peak, seconds = child(argv, run_log)
         if code != 0:
-            raise SystemExit(f"scale: the run of {label} failed (exit {code}); see {run_log}:\n"
-                             + "\n".join(run_log.read_text().splitlines()[-15:]))
+            raise failed("run", label, code, run_log)
         row.update(run_peak_gb=peak, run_seconds=seconds)
         shutil.rmtree(run_dir, ignore_errors=True)
     return row

@@ -36,7 +36,9 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
                    for v in views]
             m = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
             out.update({f"{split}_{k}": float(v) for k, v in m.items() if v is not None})
-        values = _frame_by_frame(module, views, lpips_net if protocol == "ours" else None)  # [T, V] each
+        # [T, V] each; the gsgd protocol reports its own image metrics, so there only the IoU (and per_view's)
+        values = _frame_by_frame(module, views, lpips_net if protocol == "ours" else None,
+                                 images=protocol == "ours" or per_view)
         if protocol == "ours":
             out.update({f"{split}_{k}": float(v.mean()) for k, v in values.items() if k != "iou"})
         out[f"{split}_mask_iou"] = float(values["iou"].mean())
@@ -54,16 +56,16 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
 
 
 @torch.no_grad()
-def _frame_by_frame(module, views: list[int], lpips_net: str | None) -> dict[str, Tensor]:
-    """PSNR, SSIM, LPIPS (where ``lpips_net`` and its weights) and mask IoU of every frame in
-    ``views``, each [T, V]: one frame rendered and scored at a time, so the memory held is one
-    frame's, whatever the video's length."""
+def _frame_by_frame(module, views: list[int], lpips_net: str | None, images: bool = True) -> dict[str, Tensor]:
+    """The mask IoU and (``images``) PSNR, SSIM, LPIPS (where ``lpips_net`` and its weights) of every
+    frame in ``views``, each [T, V]: one frame rendered and scored at a time, so the memory held is
+    one frame's, whatever the video's length."""
     tg = module.targets
     rows: dict[str, list[Tensor]] = {}
     for t in range(tg.num_frames):
         rendered = module.render_views(module.gaussians_at(t), views)
         rgb, alpha = rendered.rgb.cpu(), rendered.alpha.cpu()
-        values = image_metric_values(rgb, tg.images[views, t], lpips_net=lpips_net)
+        values = image_metric_values(rgb, tg.images[views, t], lpips_net=lpips_net) if images else {}
         values["iou"] = mask_iou_values(alpha, tg.masks[views, t])
         for name, v in values.items():
             rows.setdefault(name, []).append(v)

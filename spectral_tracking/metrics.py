@@ -219,7 +219,7 @@ def gsgd_view_metrics(pred: Tensor, gt: Tensor, size: int | None = 800, max_fram
         out = {"psnr": float("inf") if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse),
                "ssim": float(per_image(ssim, pred, gt).mean())}
         # GSGD passes [0, 1] images to an LPIPS that expects [-1, 1]; ours scales [0, 1] -> [-1, 1],
-        # so give it (x + 1) / 2 to reproduce the unscaled input .
+        # so give it (x + 1) / 2 to reproduce the unscaled input.
         dist = per_image(lambda p, g: lpips(p, g, net="alex"), (pred + 1) / 2, (gt + 1) / 2) if with_lpips else None
         if dist is not None:
             out["lpips"] = float(dist.mean())

@@ -73,6 +73,21 @@ def test_evaluation_frame_by_frame_gives_the_whole_stack_numbers(module):
             assert got[f"view_{tg.view_names[v]}_psnr"] == pytest.approx(one["psnr"], rel=1e-6)
 
 
+def test_the_gsgd_protocol_reports_gsgd_image_metrics_beside_the_frame_by_frame_iou(module):
+    m, _ = module
+    tg = m.targets
+    got = evaluate(m, lpips_net=None, protocol="gsgd")
+    per_view = evaluate(m, lpips_net=None, protocol="gsgd", per_view=True)
+    ours = evaluate(m, lpips_net=None, per_view=True)
+    for split, views in (("train", tg.train_views), ("novel", tg.eval_views)):
+        gsgd = [metrics.gsgd_view_metrics(m.render_all([v])[0][0], tg.images[v], with_lpips=False) for v in views]
+        assert got[f"{split}_psnr"] == pytest.approx(sum(g["psnr"] for g in gsgd) / len(gsgd), rel=1e-6)
+        assert got[f"{split}_mask_iou"] == ours[f"{split}_mask_iou"]
+        assert not any(k.startswith("view_") for k in got)
+    views_of = lambda result: {k: v for k, v in result.items() if k.startswith("view_")}  # noqa: E731
+    assert views_of(per_view) == views_of(ours)
+
+
 def test_metrics_in_chunks_equal_metrics_at_once(monkeypatch):
     g = torch.Generator().manual_seed(0)
     pred, gt = torch.rand(5, 24, 20, 3, generator=g), torch.rand(5, 24, 20, 3, generator=g)

@@ -28,6 +28,19 @@ log = logging.getLogger(__name__)
 STANDARD_RADIUS = 0.5  # bounding radius of the asset in the standard frame
 
 
+def unit_float(values: Tensor) -> Tensor:
+    """uint8 values (0-255) as float32 in [0, 1]."""
+    return values.float() / 255.0
+
+
+def over_background(images: Tensor, masks: Tensor, background: Tensor | float) -> Tensor:
+    """uint8 straight RGB ``images`` [..., 3] composited with their uint8 ``masks`` [...] over a uniform
+    ``background`` ([3] or scalar): float32 in [0, 1] (`Sequence.target`, `Targets.images`)."""
+    rgb, m = unit_float(images), unit_float(masks)[..., None]
+    bg = torch.as_tensor(background, dtype=rgb.dtype)
+    return rgb * m + bg * (1 - m)
+
+
 # ----------------------------------------------------------------------------------------------
 # In-memory sequence
 # ----------------------------------------------------------------------------------------------
@@ -135,11 +148,11 @@ class Sequence:
     # --- float access -------------------------------------------------------------------------
     def image(self, view, frame) -> Tensor:
         """Straight RGB in [0, 1]: [H, W, 3] for scalar indices (any tensor indexing works)."""
-        return self.images[view, frame].float() / 255.0
+        return unit_float(self.images[view, frame])
 
     def mask(self, view, frame) -> Tensor:
         """Object mask in [0, 1]: [H, W] for scalar indices."""
-        return self.masks[view, frame].float() / 255.0
+        return unit_float(self.masks[view, frame])
 
     def target(self, view, frame, background: Tensor | float = 0.0) -> Tensor:
         """The frame composited over a uniform ``background`` ([3] or scalar) using the mask.
@@ -147,9 +160,7 @@ class Sequence:
         This is what a render over the same background should reproduce; clutter outside the mask
         (the realistic setting, GART) is replaced by the background, as in the paper (App. E.1).
         """
-        rgb, m = self.image(view, frame), self.mask(view, frame)[..., None]
-        bg = torch.as_tensor(background, dtype=rgb.dtype)
-        return rgb * m + bg * (1 - m)
+        return over_background(self.images[view, frame], self.masks[view, frame], background)
 
     def subset_frames(self, frames: list[int]) -> "Sequence":
         """A sequence holding only the given frames (in that order)."""

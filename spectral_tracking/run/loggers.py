@@ -33,16 +33,12 @@ def wandb_group(cfg: DictConfig) -> str | None:
     """The wandb group of a run: ``logger.group`` when set, else in a sweep (``train.py -m``, any
     launcher) the sweep's folder, so the runs of one sweep appear together on a dashboard; None for
     a single run."""
+    from spectral_tracking.run.sweep import current_sweep_dir
+
     if cfg.logger.get("group"):
         return str(cfg.logger.group)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:
-        return None
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return str(HydraConfig.get().sweep.dir)
-    return None
+    sweep = current_sweep_dir()
+    return None if sweep is None else str(sweep)
 
 
 def new_wandb_id() -> str:

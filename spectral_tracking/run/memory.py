@@ -31,7 +31,7 @@ BASE_BYTES = 0.7e9
 PER_PIXEL_BYTES = 1_400.0
 PER_GAUSSIAN_BYTES = 1_100.0
 
-__all__ = ["BASE_BYTES", "PER_GAUSSIAN_BYTES", "PER_PIXEL_BYTES", "check_fits", "estimate"]
+__all__ = ["BASE_BYTES", "PER_GAUSSIAN_BYTES", "PER_PIXEL_BYTES", "check_fits", "estimate", "estimate_for"]
 
 
 def estimate(views: int, frames: int, height: int, width: int, gaussians: int) -> dict[str, float]:
@@ -52,10 +52,15 @@ def _available_bytes() -> float | None:
     return None
 
 
-def check_fits(seq, cfg, device) -> dict[str, float]:
-    """Raise a one-line `ConfigError` when the run ``cfg`` on the loaded sequence ``seq`` will not fit
-    in the memory free now (CPU RAM, and the GPU's on CUDA); returns the estimate (bytes by part)."""
-    parts = estimate(seq.num_views, seq.num_frames, seq.height, seq.width, seq.canonical.num_gaussians)
+def estimate_for(seq) -> dict[str, float]:
+    """`estimate` for a run on the loaded sequence ``seq`` (its views, frames, size and canonical)."""
+    return estimate(seq.num_views, seq.num_frames, seq.height, seq.width, seq.canonical.num_gaussians)
+
+
+def check_fits(parts: dict[str, float], seq, device) -> None:
+    """Raise a one-line `ConfigError` when a run on the loaded sequence ``seq``, whose peak is
+    estimated as ``parts`` (`estimate_for`), will not fit in the memory free now (CPU RAM, or the
+    GPU's on CUDA)."""
     gb = {k: v / 1e9 for k, v in parts.items()}
     sizes = (f"frames {gb['frames']:.1f} GB: {seq.num_views} views x {seq.num_frames} frames x {seq.width}x{seq.height}; "
              f"images {gb['images']:.1f} GB at {seq.width}x{seq.height}; "
@@ -70,10 +75,9 @@ def check_fits(seq, cfg, device) -> dict[str, float]:
         if still > free:
             raise ConfigError(f"this run needs about {still / 1e9:.1f} GB of GPU memory ({sizes}) but {free / 1e9:.1f} GB "
                               f"is free on {torch.cuda.get_device_name(device)}: {advice}")
-        return parts
+        return
     available = _available_bytes()
     if available is not None and still > available:
         total = sum(parts.values())
         raise ConfigError(f"this run needs about {total / 1e9:.1f} GB of memory (process {gb['process']:.1f} GB, {sizes}), "
                           f"{still / 1e9:.1f} GB more than its loaded frames, but {available / 1e9:.1f} GB is free: {advice}")
-    return parts

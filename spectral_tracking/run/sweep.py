@@ -22,6 +22,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
+def current_sweep_dir() -> Path | None:
+    """The sweep folder when this process runs a job of a Hydra multirun (any launcher), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir)
+    return None
+
+
 def record_refused(sweep_dir: Path, job_dir: Path, message: str) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep_dir / "refused.txt", "a") as f:

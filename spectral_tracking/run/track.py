@@ -37,7 +37,7 @@ from spectral_tracking.run.folder import RunLock, config_fingerprint, finished_r
 from spectral_tracking.run.loggers import build_logger, close_logger, new_wandb_id
 from spectral_tracking.run.outputs import log_final, print_summary, save_result, write_outputs
 from spectral_tracking.run.session import ElapsedTime, build_trainer, train
-from spectral_tracking.run.sweep import record_refused
+from spectral_tracking.run.sweep import current_sweep_dir, record_refused
 from spectral_tracking.tracking.module import Targets, TrackingModule
 from spectral_tracking.tracking.settings import LossSettings
 
@@ -219,10 +219,11 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     if n < int(cfg.num_control_points):
         raise ConfigError(f"the canonical asset has {n} Gaussian{'s' if n != 1 else ''}, fewer than num_control_points="
                           f"{cfg.num_control_points}: give a denser asset, or num_control_points={max(1, n)} or fewer")
-    from spectral_tracking.run.memory import check_fits, estimate
+    from spectral_tracking.run.memory import check_fits, estimate_for
 
-    memory = (check_fits(seq, cfg, device) if cfg.check_memory else
-              estimate(seq.num_views, seq.num_frames, seq.height, seq.width, n))
+    memory = estimate_for(seq)
+    if cfg.check_memory:
+        check_fits(memory, seq, device)
     truth = seq.ground_truth()
     start_began = time.perf_counter()
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
@@ -266,22 +267,20 @@ def run_job(cfg: DictConfig) -> dict | None:
     and the sweep goes on (`spectral_tracking.run.sweep.SweepSummary` reports it and fails the sweep at
     the end); a refused rerun into another run's finished folder leaves that folder untouched; an
     interrupted job stops the sweep. A single run raises."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
         return run(cfg)
     except RunInterrupted as e:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if current_sweep_dir() is not None:
             atomic_write_text(Path(cfg.out_dir) / "failed.txt", f"{e}\n")
         raise
     except Exception as e:
-        if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        sweep = current_sweep_dir()
+        if sweep is None:
             raise
         out = Path(cfg.out_dir)
         if isinstance(e, RunRefused):  # another run's folder: record nothing in it
             log.error("job refused: %s", e)
-            record_refused(Path(HydraConfig.get().sweep.dir), out, str(e))
+            record_refused(sweep, out, str(e))
             return None
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "failed.txt", traceback.format_exc())

@@ -97,12 +97,16 @@ def launcher_cpus() -> int | None:
     return int(cpus) if cpus else None
 
 
-def resolve(setting: int | str, jobs: int = 1, cores: int | None = None, env: dict | None = None) -> int:
+def resolve(setting: int | str, jobs: int = 1, cores: int | None = None, env: dict | None = None,
+            cap: int | None = None) -> int:
     """Threads for one process. ``setting``: a positive int, or ``"auto"`` = ``cores // jobs`` (at
-    least 1), capped by ``OMP_NUM_THREADS`` when ``env`` (default ``os.environ``) sets it."""
+    least 1), capped by ``cap`` (a launcher's cores per job) and by ``OMP_NUM_THREADS`` when ``env``
+    (default ``os.environ``) sets it."""
     if isinstance(setting, str) and setting.strip().lower() == "auto":
         cores = available_cores() if cores is None else int(cores)
         n = max(1, cores // max(1, int(jobs)))
+        if cap is not None:
+            n = min(n, max(1, int(cap)))
         cap = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
         if cap.strip().isdigit() and int(cap) >= 1:
             n = min(n, int(cap))
@@ -119,14 +123,15 @@ def resolve(setting: int | str, jobs: int = 1, cores: int | None = None, env: di
 
 
 def configure(setting: int | str = "auto", jobs: int | None = None) -> int:
-    """Resolve ``setting`` (see `resolve`; ``jobs`` defaults to `concurrent_jobs`) and give torch and
-    the C++ kernels that many threads. Returns the count."""
+    """Resolve ``setting`` (see `resolve`; ``jobs`` defaults to `concurrent_jobs`, with a submitit
+    launcher's `launcher_cpus` as the cap) and give torch and the C++ kernels that many threads.
+    Returns the count."""
     import torch
 
-    n = resolve(setting, concurrent_jobs() if jobs is None else jobs)
-    cpus = launcher_cpus() if jobs is None else None
-    if cpus is not None and isinstance(setting, str) and setting.strip().lower() == "auto":
-        n = min(n, cpus)
+    if jobs is None:  # the launcher says how many jobs share this machine, or how many cores each has
+        n = resolve(setting, concurrent_jobs(), cap=launcher_cpus())
+    else:
+        n = resolve(setting, jobs)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE" and n > 1:

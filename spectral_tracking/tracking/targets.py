@@ -4,7 +4,7 @@ A run used to hold every view and frame as float32 targets composited over the b
 per colour channel and 4 per mask pixel, about 16 MB per (view, frame) at 512^2, so 0.1 GB per frame
 with 8 cameras, before the copies the compositing made. `Targets.images` and `Targets.masks` are now
 views over the uint8 arrays the `Sequence` already holds: indexing one converts that part only, with
-the same float operations as before (the values are bit-identical).
+the sequence's own conversion (`over_background`, `unit_float`), so the values are bit-identical.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
+from spectral_tracking.data.sequence import over_background, unit_float
 
 __all__ = ["MaskStack", "TargetImages", "Targets"]
 
@@ -41,7 +42,7 @@ class MaskStack(_Uint8Stack):
         self.data = masks
 
     def __getitem__(self, index) -> Tensor:
-        return self.data[index].float() / 255.0
+        return unit_float(self.data[index])
 
 
 class TargetImages(_Uint8Stack):
@@ -60,9 +61,7 @@ class TargetImages(_Uint8Stack):
     def __getitem__(self, index) -> Tensor:
         if isinstance(index, tuple) and len(index) > 4:
             raise IndexError("TargetImages: index views, frames, rows and columns (at most 4 indices), not the colour channel")
-        rgb = self.data[index].float() / 255.0
-        m = (self.masks[index].float() / 255.0)[..., None]
-        return rgb * m + self.background * (1 - m)
+        return over_background(self.data[index], self.masks[index], self.background)
 
 
 @dataclass
