@@ -103,6 +103,26 @@ def test_cpu_tile_binning_matches_reference():
             assert torch.all(d[s + 1:e] >= d[s:e - 1])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_tile_binning_is_the_same_for_any_number_of_threads(threads):
+    """The binning's passes split the Gaussians into chunks, one per task: the lists must be the
+    reference's whatever the threads (enough Gaussians for several chunks of 4096)."""
+    from spectral_tracking.render.cpu import bin_tiles_cpu
+
+    g = random_gaussians(20000, extent=0.9, scale_range=(0.005, 0.05), seed=5)
+    cams = orbit_camera([0.0, 120.0], 20.0, radius=1.5, width=96, height=64)
+    p = project(g, cams)
+    ref = bin_tiles(p.means2d, p.radii, p.depths, 96, 64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = bin_tiles_cpu(p.means2d, p.radii, p.depths, 96, 64, 16)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ref.tile_offsets, out.tile_offsets)
+    assert torch.equal(ref.flatten_ids, out.flatten_ids)
+
+
 def test_projection_matches_gsplat_torch_impl():
     from gsplat.cuda._torch_impl import _fully_fused_projection
 
@@ -415,7 +435,7 @@ def test_native_boundary_checks_every_argument():
     from spectral_tracking.render.cpu import load_library
 
     count = load_library().function("st_bin_count", torch.float32)
-    dims = dict(V=1, N=4, ts=16, tiles_x=1, tiles_y=1)
+    dims = dict(V=1, N=4, ts=16, tiles_x=1, tiles_y=1, n_threads=1)
     means2d = torch.zeros(1, 4, 2)
     radii = torch.zeros(1, 4, 2, dtype=torch.int32)
     offsets = torch.zeros(2, dtype=torch.int32)

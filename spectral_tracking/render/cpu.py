@@ -114,12 +114,16 @@ def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, he
     V, N = depths.shape
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
+    if max(tiles_x, tiles_y) > 0xFFFF:  # the C++ pass packs a tile rectangle into 16-bit fields
+        raise ValueError(f"render backend 'cpu': {width}x{height} pixels make {tiles_x}x{tiles_y} tiles of {tile_size}; "
+                         f"at most 65535 tiles a side: raise the tile size or lower the resolution")
     m = means2d.detach().contiguous()
     r = radii.to(torch.int32).contiguous()
     d = depths.detach().to(means2d.dtype).contiguous()
     dims = dict(V=V, N=N, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y)
     tile_offsets = torch.empty(V * tiles_x * tiles_y + 1, dtype=torch.int32)
-    n = _function("st_bin_count", m.dtype)(**dims, means2d=m, radii=r, tile_offsets=tile_offsets)
+    n = _function("st_bin_count", m.dtype)(**dims, means2d=m, radii=r, tile_offsets=tile_offsets,
+                                           n_threads=torch.get_num_threads())
     if n >= 2**31:
         raise ValueError(f"render backend 'cpu': {n} tile intersections overflow int32; render fewer views at once")
     flatten_ids = torch.empty(n, dtype=torch.int32)
