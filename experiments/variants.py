@@ -36,8 +36,7 @@ VARIANTS: dict[str, Variant] = {
                                                       "before 2026-12-05, with loss.switch_iou=0.8 after the warm-up)"),
     "switch80": Variant(("loss.switch_iou=0.8", "loss.switch_from=warmup"), "method",
                         "the overlap switch before 2026-12-05: IoU 0.8, after the warm-up"),
-    "trajectory": Variant(("align=search", "search.frames=all", "deform=rigid_mlp", "+deform.kwargs.rigid_per_frame=true",
-                           "deform.rigid_lr=0.001"),
+    "trajectory": Variant(("align=search", "search.frames=all", "deform=rigid_mlp_frames"),
                           "method", "the search for frame 0, then the whole asset's rigid motion frame by frame as the start "
                                     "of a per-frame rigid part, learned at a tenth of the shared part's rate (at 0.01 each "
                                     "frame's motion jitters: -2.9 dB on motions without a turn, turning_trajectory)"),

@@ -77,7 +77,7 @@ def test_choices_come_from_the_settings_and_their_registries(override, key):
 
 
 @pytest.mark.parametrize("deform, ok", [("mlp", False), ("rigid_mlp", False), ("rigid", True),
-                                         ("rigid_mlp +deform.kwargs.rigid_per_frame=true", True)])
+                                         ("rigid_mlp +deform.kwargs.rigid_per_frame=true", True), ("rigid_mlp_frames", True)])
 def test_a_trajectory_start_needs_a_per_frame_rigid_part_before_anything_runs(deform, ok):
     from spectral_tracking.run.config import validate
 
@@ -87,5 +87,5 @@ def test_a_trajectory_start_needs_a_per_frame_rigid_part_before_anything_runs(de
         validate(cfg)
     else:
         with pytest.raises(ConfigError, match=r"^search\.frames=all starts a per-frame rigid part, which deform=.* has not: "
-                                              r"use deform=rigid_mlp \+deform\.kwargs\.rigid_per_frame=true, or deform=rigid$"):
+                                              r"use deform=rigid_mlp_frames \(rigid_mlp with one rigid motion per frame\), or deform=rigid$"):
             validate(cfg)

@@ -223,7 +223,7 @@ class Deformation(nn.Module):
         rigid = getattr(self, "rigid", None)
         if rigid is None or not rigid.per_frame:
             raise ValueError(f"{type(self).__name__} has no per-frame rigid part to start from a trajectory; "
-                             f"use deform=rigid_mlp +deform.kwargs.rigid_per_frame=true, or deform=rigid")
+                             f"use deform=rigid_mlp_frames (rigid_mlp with one rigid motion per frame), or deform=rigid")
         rigid.set_trajectory(rotations, translations)
 
     def _param_groups(self) -> dict[str, list[nn.Parameter]]:

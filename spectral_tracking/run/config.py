@@ -215,7 +215,7 @@ def validate(cfg: DictConfig) -> None:
         kwargs = cfg.deform.get("kwargs") or {}
         if not (cfg.deform.name == "rigid" or (cfg.deform.name == "rigid_mlp" and kwargs.get("rigid_per_frame"))):
             raise ConfigError(f"search.frames=all starts a per-frame rigid part, which deform={cfg.deform.name} has "
-                              "not: use deform=rigid_mlp +deform.kwargs.rigid_per_frame=true, or deform=rigid")
+                              "not: use deform=rigid_mlp_frames (rigid_mlp with one rigid motion per frame), or deform=rigid")
     if cfg.logger.name not in ("csv", "wandb", "tensorboard", "none"):
         raise ConfigError(f"logger.name must be one of csv, wandb, tensorboard, none, got {cfg.logger.name!r}")
     _check_device(cfg)
