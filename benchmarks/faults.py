@@ -56,7 +56,7 @@ def metrics(out: Path) -> dict:
 
 def last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
-    return lines[-1][:110] if lines else ""
+    return lines[-1] if lines else ""  # whole: the checks read its end (a long path pushes it out of any cut)
 
 
 def scenario_reference(root: Path, data: Path) -> tuple[str, str, str, bool]:

@@ -40,19 +40,41 @@ def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
         from spectral_tracking.tracking.settings import RunConfig as schema
     from spectral_tracking.run.config import compose
 
+    settings = [a for a in args if not a.startswith(("hydra.", "hydra/"))]
     try:
-        check(compose([a for a in args if not a.startswith(("hydra.", "hydra/"))], config_name, schema))
+        check(compose(settings, config_name, schema))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    out_dir = [a.split("=", 1)[1] for a in args if a.startswith("out_dir=")]
-    if config_name == "train" and out_dir and out_dir[-1] and not any(a.startswith("hydra.run.dir=") for a in args):
-        # Hydra's run folder is the run's own folder: no empty outputs/track/<time>/ beside it
-        from spectral_tracking.runtime.paths import note_new_run_dir
+    if argv is not None or any(a.startswith("hydra.run.dir=") for a in args):
+        return  # (a caller checking settings: nothing is made)
+    # The run folder is made here, not by Hydra: one that cannot be made is one line, and one made for a
+    # command refused later is removed again (runtime/paths.py). Given as out_dir= (out= for a fit), it is
+    # also Hydra's run folder: nothing in outputs/ beside it.
+    key = "out" if config_name == "fit" else "out_dir"
+    given = [a.split("=", 1)[1] for a in settings if a.startswith(f"{key}=")]
+    run_dir = given[-1] if given and given[-1] else _default_run_dir(settings, config_name)
+    from spectral_tracking.runtime.paths import claim_run_dir
 
-        note_new_run_dir(out_dir[-1])
-        if argv is None:
-            sys.argv.append(f"hydra.run.dir={out_dir[-1]}")
+    try:
+        claim_run_dir(run_dir)
+    except OSError as e:
+        print(f"error: {key}={run_dir}: cannot make this folder ({e.strerror}: {e.filename}); choose another one",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.argv.append(f"hydra.run.dir={run_dir}")
+
+
+def _default_run_dir(settings: list[str], config_name: str) -> str:
+    """The run folder Hydra would make for these settings (``hydra.run.dir`` of the config, its time
+    stamp taken now)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spectral_tracking.runtime.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return str(hydra_compose(config_name, overrides=settings, return_hydra_config=True).hydra.run.dir)
 
 
 def _hydra_main(config_name: str, body, job_name: str) -> None:

@@ -55,13 +55,16 @@ def write_failure(error: BaseException) -> str | None:
     import errno
     import os
 
-    codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO)
-    if isinstance(error, OSError) and error.errno in codes and (error.errno != errno.EIO or error.filename):
+    codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOTDIR, errno.EEXIST)
+    if isinstance(error, OSError) and error.errno in codes and (error.errno not in (errno.EIO, errno.EEXIST) or error.filename):
         what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.EIO: "the write failed",
-                errno.EROFS: "the file system is read-only"}.get(error.errno, "permission denied")
+                errno.EROFS: "the file system is read-only", errno.ENOTDIR: "a file stands where a folder should be",
+                errno.EEXIST: "a file stands where a folder should be"}.get(error.errno, "permission denied")
         where = error.filename or "a file"
         todo = ("free some space (or write elsewhere: out_dir= / out=) and rerun: a run resumes from its last checkpoint"
                 if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else
+                "move that file away, or choose another folder (out_dir= for train.py, out= for fit.py)"
+                if error.errno in (errno.ENOTDIR, errno.EEXIST) else
                 "make the folder writable or choose another one (out_dir= for train.py, out= for fit.py)")
         return f"cannot write {os.fspath(where)}: {what}; {todo}"
     return None

@@ -146,11 +146,11 @@ def load_tracked(path: Path) -> dict:
             data = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a readable tracked sequence ({type(e).__name__}: {e}); rerun the tracking run "
-                         f"that wrote it (it is rewritten when the run finishes)") from None
+                         f"that wrote it with skip_finished=false added (a finished run is otherwise returned as it is)") from None
     missing = [k for k in TRACKED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path}: not a tracked sequence of this version (missing {', '.join(missing)}); rerun the "
-                         f"tracking run that wrote it")
+                         f"tracking run that wrote it with skip_finished=false added")
     data["normalization"] = json.loads(str(data["normalization"]))
     data["view_names"] = [str(n) for n in data["view_names"]]
     return data

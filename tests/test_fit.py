@@ -1,6 +1,7 @@
 """Canonical asset fitting: input adapters, initialisation, the loop, the Hydra entry, clear errors."""
 
 import json
+import logging
 import math
 import re
 import subprocess
@@ -220,9 +221,10 @@ def _compose(overrides):
         return compose(config_name="fit", overrides=overrides)
 
 
-def test_run_composes_real_config_and_writes_outputs(tmp_path, scene):
+def test_run_composes_real_config_and_writes_outputs(tmp_path, scene, caplog):
     from spectral_tracking.fit import run
 
+    caplog.set_level(logging.INFO)  # as under Hydra (conf/hydra/job_logging): fit.log gets the fit's records
     write_nerf_synthetic(tmp_path / "scene", scene)
     cfg = _compose([
         f"data.path={tmp_path / 'scene'}", f"out={tmp_path / 'out'}", "steps=30", "resolution=24", "num_points=200",
@@ -237,7 +239,9 @@ def test_run_composes_real_config_and_writes_outputs(tmp_path, scene):
     g = load_ply(out / "canonical.ply")
     assert len(g) == metrics["num_gaussians"] and g.sh_degree == 1
     assert metrics["resolution"] == [24, 24] and metrics["strategy"] == "SpectralGSStrategy"
-    assert json.loads((out / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["psnr"] == pytest.approx(metrics["psnr"]) and saved["config"]["steps"] == 30
+    assert "fitting" in (out / "fit.log").read_text()
     png = Image.open(out / "fit_views.png")
     assert png.size == (4 * 24, 2 * 24)
     assert len((out / "fit_log.csv").read_text().strip().splitlines()) == 1 + 3
@@ -352,6 +356,20 @@ def test_a_one_image_video_is_fitted_and_refused_for_tracking_in_one_line(tmp_pa
         load_dataset(ds, 16)
 
 
+def test_a_one_frame_sequence_folder_is_fitted_and_refused_for_tracking_in_one_line(tmp_path, scene):
+    """The project's own folder format with num_frames = 1 is a still capture: fit.py reads it, the
+    tracker refuses it as it refuses a one-image video."""
+    from spectral_tracking.data import load_dataset, write_sequence
+    from spectral_tracking.gaussians import save_ply
+
+    folder = write_sequence(scene, tmp_path / "one")
+    d = load_frame(folder)
+    assert d.images.shape[1] == 1 and d.static
+    save_ply(random_gaussians(30), folder / "canonical.ply")
+    with pytest.raises(SequenceFormatError, match=r"still capture \(one frame\); tracking needs a video"):
+        load_dataset({"type": "folder", "name": "one", "path": str(folder)}, None)
+
+
 def test_bad_cameras_in_a_sequence_name_the_file_and_view(tmp_path, scene):
     seq_dir = _sequence_folder(tmp_path, scene)
     cams = json.loads((seq_dir / "cameras.json").read_text())
@@ -453,8 +471,9 @@ def test_fit_entry_point_misspelt_setting_one_line_nothing_written(tmp_path):
 
 
 def test_fit_schema_is_the_one_home_of_the_defaults():
-    """conf/fit.yaml holds no value of its own; the loop's defaults are the schema's (device: the loop takes a
-    torch device, which fit.run resolves from the setting's "auto")."""
+    """conf/fit.yaml holds no value of its own (only Hydra's: no .hydra/ folder, no Hydra file log); the loop's
+    defaults are the schema's (device: the loop takes a torch device, which fit.run resolves from the setting's
+    "auto")."""
     import dataclasses
 
     from omegaconf import OmegaConf
@@ -462,7 +481,7 @@ def test_fit_schema_is_the_one_home_of_the_defaults():
     from spectral_tracking.fit.settings import FitConfig
 
     own = OmegaConf.load(REPO / "conf" / "fit.yaml")
-    assert set(own) == {"defaults"}, f"conf/fit.yaml sets {set(own) - {'defaults'}}: write defaults in fit/settings.py"
+    assert set(own) <= {"defaults", "hydra"}, f"conf/fit.yaml sets {set(own) - {'defaults', 'hydra'}}: write defaults in fit/settings.py"
     for f in dataclasses.fields(FitSettings):
         if f.name in {g.name for g in dataclasses.fields(FitConfig)} - {"device"} and f.default is not dataclasses.MISSING:
             assert f.default == getattr(FitConfig, f.name), f.name

@@ -73,7 +73,8 @@ def test_torch_saves_full_disk_error_names_the_checkpoint_and_is_one_line(tmp_pa
     assert err[0].startswith(f"error: cannot write {path}: the ") and "rerun: a run resumes from its last checkpoint" in err[0]
 
 
-@pytest.mark.parametrize("code, what", [(13, "permission denied"), (30, "the file system is read-only"), (28, "the disk is full")])
+@pytest.mark.parametrize("code, what", [(13, "permission denied"), (30, "the file system is read-only"), (28, "the disk is full"),
+                                        (20, "a file stands where a folder should be"), (17, "a file stands where a folder should be")])
 def test_a_write_the_disk_refuses_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, what):
     import spectral_tracking.fit.run  # noqa: F401
     from spectral_tracking import cli

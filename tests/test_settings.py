@@ -89,3 +89,13 @@ def test_a_trajectory_start_needs_a_per_frame_rigid_part_before_anything_runs(de
         with pytest.raises(ConfigError, match=r"^search\.frames=all starts a per-frame rigid part, which deform=.* has not: "
                                               r"use deform=rigid_mlp_frames \(rigid_mlp with one rigid motion per frame\), or deform=rigid$"):
             validate(cfg)
+
+
+def test_a_misspelt_top_level_key_added_with_plus_is_refused():
+    """``+shfit=0.3`` would be kept beside ``shift`` and ignored: it is refused, with the setting meant."""
+    from spectral_tracking.run.config import validate
+
+    with pytest.raises(ConfigError, match=r"^shfit: no such setting; did you mean shift\?"):
+        validate(compose(["+shfit=0.3", "out_dir=/x"]))
+    with pytest.raises(ConfigError, match=r"^bogus_key: no such setting"):
+        validate(compose(["+bogus_key=1", "out_dir=/x"]))

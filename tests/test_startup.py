@@ -106,3 +106,31 @@ def test_a_run_given_out_dir_logs_there_and_leaves_nothing_in_the_current_folder
                           "logger=none", f"out_dir={tmp_path / 'refused'}"], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 2 and "nowhere" in res.stderr.splitlines()[-1], res.stderr[-2000:]
     assert list(cwd.iterdir()) == [] and not (tmp_path / "refused").exists()
+
+
+def test_a_refused_run_without_out_dir_leaves_no_folder_and_a_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """Without out_dir= the run folder (outputs/<task>/<time>) is made by the command before Hydra runs
+    (cli.precheck): a run refused on its data removes it and the outputs/ made with it, and a run folder that
+    cannot be made (a file in its path) is one line, exit status 2."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "afile").write_text("")
+    for args, message in ((["dataset=folder", f"dataset.path={tmp_path / 'nowhere'}"], "nowhere"),
+                          (["dataset=folder", f"dataset.path={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'afile' / 'run'}"],
+                           "cannot make this folder (Not a directory")):
+        res = subprocess.run([sys.executable, str(repo / "train.py"), *args, "logger=none"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and message in lines[-1] and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_fit_given_out_writes_its_log_there_and_nothing_in_the_current_folder(tmp_path):
+    """fit.py: no Hydra folder (outputs/<date>/<time>/.hydra, fit.log) beside an out= folder; the fit's log is
+    out/fit.log and its settings are in metrics.json; a fit refused on its data leaves no out folder."""
+    repo = Path(__file__).resolve().parents[1]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    res = subprocess.run([sys.executable, str(repo / "fit.py"), f"data.path={tmp_path / 'nowhere'}", f"out={tmp_path / 'fit'}"],
+                         cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "nowhere" in res.stderr.splitlines()[-1], res.stderr[-2000:]
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "fit").exists()

@@ -230,8 +230,9 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
     T = meta.get("num_frames")
     if not isinstance(T, int):
         raise SequenceFormatError(f"{folder / 'meta.json'}: \"num_frames\" must be an integer, got {T!r}")
-    if T < 2:
-        raise SequenceFormatError(f"{folder / 'meta.json'}: num_frames = {T}; a sequence needs at least 2 frames to track")
+    if T < 1:
+        raise SequenceFormatError(f"{folder / 'meta.json'}: num_frames = {T}; a sequence holds at least 1 frame "
+                                  "(2 to track; one frame is a still capture, for fit.py)")
     if "fps" not in meta:
         raise SequenceFormatError(f"{folder / 'meta.json'}: missing \"fps\"")
     cams = _read_json(folder / "cameras.json")
@@ -319,6 +320,7 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
         supervision_views=[i for i, s in enumerate(splits) if s == "frames"],
         novel_views=[i for i, s in enumerate(splits) if s == "novel"],
         gt_means=gt_means, gt_index=gt_index, fps=float(meta["fps"]), meta={**meta, "folder": str(folder)},
+        static=T == 1,  # a still capture: fit.py fits it, tracking refuses it (data/registry.py)
     )
 
 

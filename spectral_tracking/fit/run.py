@@ -149,8 +149,9 @@ def run(cfg) -> dict:
     """Fit a canonical asset as configured by ``conf/fit.yaml``; returns the final metrics.
 
     Writes ``canonical.ply``, ``fit_views.png``, ``fit_log.csv`` and ``metrics.json`` (last, atomically)
-    into ``out``, which is created only once the inputs have been read. An ``out`` holding an
-    earlier fit is refused unless ``overwrite=true``; a dataset's folder always (`check_out_folder`).
+    into ``out``, with ``fit.log``; an ``out`` made for a fit refused on its data is removed again. An
+    ``out`` holding an earlier fit is refused unless ``overwrite=true``; a dataset's folder always
+    (`check_out_folder`). ``metrics.json`` holds the resolved settings (``config``).
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -162,11 +163,25 @@ def run(cfg) -> dict:
         msg = str(getattr(e, "msg", e)).strip().splitlines()[0]
         raise FitInputError(f"{getattr(e, 'full_key', None) or 'config'}: cannot be resolved ({msg})") from e
     check_settings(c)
-    sh_degree = int(c["sh_degree"])
-    data_cfg = c["data"]
-    data_path = _data_path(data_cfg)
+    data_path = _data_path(c["data"])
     out = _out_dir(cfg)
     check_out_folder(out, data_path, bool(c["overwrite"]))
+    from spectral_tracking.runtime import paths
+    from spectral_tracking.runtime.logfile import file_log
+
+    fresh = not out.exists() or paths.made_for_this_run(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with file_log(out / "fit.log"):
+            return _fit(c, data_path, out)
+    except BaseException:
+        paths.remove_if_untouched(out, fresh)  # a fit refused on its data leaves nothing behind
+        raise
+
+
+def _fit(c: dict, data_path: Path, out: Path) -> dict:
+    sh_degree = int(c["sh_degree"])
+    data_cfg = c["data"]
     seed = int(c["seed"])
     torch.manual_seed(seed)
     device = _device(str(c["device"]))
@@ -183,14 +198,13 @@ def run(cfg) -> dict:
         scene_scale=c["scene_scale"], max_gaussians=int(c["max_gaussians"]), log_every=int(c["log_every"]),
         backend=str(c["backend"]), seed=seed, progress=bool(c["progress"]), device=str(device),
     )
-    out.mkdir(parents=True, exist_ok=True)
     log.info("fitting %d views of %s (%dx%d) with %s from %d Gaussians, %d steps -> %s", data.num_views, source_of(data),
              data.cameras.width, data.cameras.height, c["strategy"], len(g0), settings.steps, out)
     result = fit(data, g0, strategy, settings, log_path=out / "fit_log.csv")
     ply = save_ply(result.gaussians, out / "canonical.ply")
     png = save_views_png(result.renders, result.targets, out / "fit_views.png", data.view_names)
     metrics = {**result.metrics, "source": source_of(data), "resolution": [data.cameras.width, data.cameras.height],
-               "ply": str(ply), "views_png": str(png), "sh_degree": sh_degree}
+               "ply": str(ply), "views_png": str(png), "sh_degree": sh_degree, "config": c}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     log.info("psnr %.2f dB, %d Gaussians, mean entropy %.3f, needles %.1f%% -> %s", metrics["psnr"], metrics["num_gaussians"],
              metrics["mean_entropy"], 100 * metrics["needle_fraction"], ply)

@@ -155,6 +155,10 @@ def check_fields(cfg: DictConfig, schema: type = RunConfig, prefix: str = "") ->
 def check_unknown_keys(cfg: DictConfig, schema: type = RunConfig) -> None:
     """A key added with ``+key=value`` that no setting has (a typo: ``+loss.swtich_iou=0.5``) is refused."""
     known = set(known_keys(schema))
+    top = {k.split(".")[0] for k in known}
+    for key in cfg:  # a top-level typo (+shfit=0.3) would otherwise be kept and ignored
+        if key not in top:
+            raise ConfigError(f"{key}: no such setting{did_you_mean(str(key), schema)} (every setting: {_home(schema)})")
     sections = {k.split(".")[0] for k in known if "." in k}
     for section in sorted(sections):
         for key in OmegaConf.select(cfg, section, default={}) or {}:

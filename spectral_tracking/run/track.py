@@ -10,7 +10,6 @@ scripts call it directly with a composed config. The pieces live where a reader 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -178,34 +177,15 @@ def run(cfg: DictConfig, sequence=None) -> dict:
             with run_log(out_dir):
                 return _run(cfg, out_dir, sequence, n_threads)
     except Exception:
-        _remove_if_untouched(out_dir, fresh)
+        runtime_paths.remove_if_untouched(out_dir, fresh)
         raise
 
 
-@contextlib.contextmanager
 def run_log(out_dir: Path):
-    """``out_dir/train.log``: every log record of the run (appended on a resume), from a root-logger
-    handler that opens the file with the first record and is removed when the run ends. Hydra's own
-    file log is off (conf/hydra/job_logging/run_folder.yaml): it is written in Hydra's output folder
-    before anything is validated, in outputs/ even for a call given out_dir=."""
-    handler = logging.FileHandler(out_dir / "train.log", delay=True)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
+    """``out_dir/train.log``: every log record of the run (appended on a resume; `runtime.logfile`)."""
+    from spectral_tracking.runtime.logfile import file_log
 
-
-def _remove_if_untouched(out_dir: Path, fresh: bool) -> None:
-    """A run folder this run created and that holds nothing but its lock and its log (the run
-    stopped on bad data or settings before writing anything) is removed: nothing is left behind."""
-    if fresh and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".lock", "train.log"}:
-        import shutil
-
-        shutil.rmtree(out_dir, ignore_errors=True)
+    return file_log(out_dir / "train.log")
 
 
 def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> dict:

@@ -56,6 +56,7 @@ def config_dir() -> Path:
 
 
 _NEW_RUN_DIR_ENV = "SPECTRAL_TRACKING_NEW_RUN_DIR"
+_NEW_RUN_TOP_ENV = "SPECTRAL_TRACKING_NEW_RUN_TOP"
 
 
 def note_new_run_dir(path: str | Path) -> None:
@@ -70,3 +71,41 @@ def note_new_run_dir(path: str | Path) -> None:
 def made_for_this_run(path: str | Path) -> bool:
     """Whether ``path`` is the folder `note_new_run_dir` recorded as not existing before this command."""
     return os.environ.get(_NEW_RUN_DIR_ENV) == str(Path(path).expanduser().resolve())
+
+
+def claim_run_dir(path: str | Path) -> None:
+    """Make ``path``, a command's run folder, before Hydra would, so that a folder that cannot be
+    made is one line (OSError, with the path) and not Hydra's traceback; one made here is noted
+    (`note_new_run_dir`) so that a command refused on bad input removes it again (`remove_if_untouched`).
+    An existing folder is used as it is."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        return
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    note_new_run_dir(path)
+    os.environ[_NEW_RUN_TOP_ENV] = str(top)  # the first folder made: an empty outputs/track/ goes too
+    path.mkdir(parents=True)
+
+
+RUN_LOGS = (".lock", "train.log", "fit.log")
+
+
+def remove_if_untouched(path: str | Path, fresh: bool) -> None:
+    """Remove ``path`` when this command made it (``fresh``) and it holds nothing but its lock and
+    its log (the command stopped on bad data or settings before writing anything)."""
+    path = Path(path)
+    if fresh and path.is_dir() and {p.name for p in path.iterdir()} <= set(RUN_LOGS):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        top = os.environ.get(_NEW_RUN_TOP_ENV)
+        if made_for_this_run(path) and top and path.resolve().is_relative_to(top):
+            for parent in path.resolve().parents:  # the folders made with it, while empty
+                if not parent.is_relative_to(top):
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break

@@ -106,23 +106,24 @@ def estimate_center(gaussians: Gaussians, cameras: Cameras, v: int, target_mask:
 
 
 def align_to_targets(gaussians: Gaussians, cameras: Cameras, masks: Tensor, views: list[int], backend: str = "auto",
-                     passes: int = 3) -> tuple[Gaussians, Tensor]:
+                     passes: int = 3, warn: bool = True) -> tuple[Gaussians, Tensor]:
     """Translate ``gaussians`` to the centre the masks' moments imply (mean over ``views``).
 
     masks: [V, H, W] (one frame, every camera of ``cameras``). Returns (translated, offset [3]).
     A view whose mask touches the image border is left out (its area and centroid are cut); when
     that leaves none, the asset keeps its depth and moves onto the visible part's centroid
-    (`visible_centroid_offset`), with a warning."""
+    (`visible_centroid_offset`), with a warning (``warn=False``: none, the caller says it once)."""
     if not views:
         raise ValueError("align_to_targets: no views given")
     cut = [v for v in views if _touches_border(masks[v], threshold=0.5)]
     kept = [v for v in views if v not in cut]
     if not kept:  # every mask cut by the frame: its area says nothing of depth, its centroid only of the visible part
         offset = visible_centroid_offset(gaussians, cameras, masks, views)
-        log.warning("align=moments: the target mask touches the image border in every training view (%s), so its area "
-                    "and centroid are cut; the asset keeps its depth and is moved onto the visible part's centroid", cut)
+        if warn:
+            log.warning("align=moments: the target mask touches the image border in every training view (%s), so its area "
+                        "and centroid are cut; the asset keeps its depth and is moved onto the visible part's centroid", cut)
         return gaussians.translate(offset.to(gaussians.means)), offset.float()
-    if cut:
+    if cut and warn:
         log.warning("align=moments: views %s left out, their target masks touch the image border", cut)
     views = kept
     offset = torch.zeros(3, dtype=torch.float64)

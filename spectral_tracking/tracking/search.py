@@ -257,7 +257,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
     if free_scale is None:
         free_scale = len(views) >= 2
     # 1. translation from the moments (the visible part's centroid where every mask is cut by the border)
-    moved, offset = align_to_targets(gaussians, cameras, masks, views, backend=backend)
+    moved, offset = align_to_targets(gaussians, cameras, masks, views, backend=backend, warn=False)  # place() warns
     # 2. the hypotheses, fitted on the asset, or on its `proxy` where it has more than max_gaussians
     g = proxy(moved.detach(), max_gaussians, cameras[views].to(moved.device), backend=backend)
     dtype, device = g.means.dtype, g.device

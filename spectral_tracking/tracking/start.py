@@ -133,6 +133,12 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
                            free_scale=None if s["scale"] == "auto" else s["scale"] == "free", prefer_first=float(s["prefer"]),
                            **common)
 
+    from spectral_tracking.tracking.align import _touches_border
+
+    cut = [v for v in views if _touches_border(targets.masks[v, 0], threshold=0.5)]
+    if cut:
+        log.warning("align=search: the target mask touches the image border in view(s) %s of frame 0; the search "
+                    "starts from the visible part's centroid and fits what is visible", cut)
     result = search(int(s["steps"]))
     iou = min(silhouette_iou(result.gaussians, targets.cameras[views], targets.masks[views, 0], backend))
     retry = s["retry_iou"] is not None and iou < float(s["retry_iou"])
