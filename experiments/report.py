@@ -79,6 +79,9 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/turning_old_defaults", "48", "6 min"),
         Result("paper_rigid_first", f"{ABLATION} --variants paper paper+rigid_first --shifts 0.8 --seeds 0 1 --jobs 2 "
                "--out experiments/results/paper_rigid_first", "32", "4 min"),
+        Result("trajectory_pairs", f"{ABLATION} --variants defaults trajectory pixel+trajectory --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_pairs", "240",
+               "about 60 min (beside other work)"),
         Result("paper_rigid_first_pairs", f"{ABLATION} --variants paper paper+rigid_first pixel+paper+rigid_first "
                f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/paper_rigid_first_pairs", "240", "45 min"),
