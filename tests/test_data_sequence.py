@@ -115,12 +115,14 @@ def test_corrupt_png_names_file(written):
         load_sequence(folder)
 
 
-def test_one_frame_is_an_error(written, tmp_path):
+def test_no_frame_is_an_error_and_one_frame_is_a_still(written, tmp_path):
+    """num_frames = 0 is refused; a one-frame folder is a still capture (fit.py's, refused for tracking
+    by the registry, tests/test_fit.py); an in-memory Sequence of one frame that is not marked still is refused."""
     _, folder = written
     meta = json.loads((folder / "meta.json").read_text())
-    meta["num_frames"] = 1
+    meta["num_frames"] = 0
     (folder / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SequenceFormatError, match=r"meta\.json.*at least 2 frames"):
+    with pytest.raises(SequenceFormatError, match=r"meta\.json: num_frames = 0; a sequence holds at least 1 frame"):
         load_sequence(folder)
     with pytest.raises(SequenceFormatError, match="at least 2"):
         tiny_sequence(T=1)
