@@ -142,6 +142,29 @@ def scenario_bad_setting(root: Path, data: Path) -> tuple[str, str, str, bool]:
     return "bad setting (shift=nan)", "exit 2, one line, no files", f"exit {done.returncode}: {last_line(done.stderr)[:70]}", ok
 
 
+def scenario_refused_without_out_dir(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    cwd = root / "cwd"
+    cwd.mkdir()
+    cmd = [a for a in train_cmd(root / "unused", data, "num_control_points=100000") if not a.startswith("out_dir=")]
+    done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=900)
+    left = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))
+    ok = done.returncode == 2 and "Traceback" not in done.stderr and not left
+    return ("refused on its data, no out_dir", "exit 2, one line, nothing in the current folder",
+            f"exit {done.returncode}: {last_line(done.stderr)[:50]}...; left {left or 'nothing'}", ok)
+
+
+def scenario_file_in_the_way(root: Path, data: Path) -> tuple[str, str, str, bool]:
+    out = root / "in_the_way"
+    out.mkdir()
+    (out / "frames").write_text("")  # a file where the PLY export's folder goes
+    done = finish(train_cmd(out, data, "eval.export_ply=true"))
+    line = last_line(done.stderr)
+    resumable = (out / "checkpoints" / "last.ckpt").exists()
+    ok = done.returncode == 2 and "Traceback" not in done.stderr and "a file stands where a folder should be" in line and resumable
+    return ("a file where frames/ goes", "exit 2, one line naming it; checkpoint kept",
+            f"exit {done.returncode}: {line[:60]}...; checkpoint {'kept' if resumable else 'LOST'}", ok)
+
+
 # ---- injected faults: train.py run under a wrapper that makes one write fail as the OS would ----
 _INJECT = """
 import errno, runpy, sys
@@ -241,7 +264,8 @@ except ValueError as e:
 
 SCENARIOS = [scenario_reference, scenario_sigkill, scenario_sigterm, scenario_two_runs, scenario_corrupt_checkpoint,
              scenario_failed_sweep, scenario_bad_setting, scenario_full_disk_checkpoint, scenario_full_disk_export,
-             scenario_stale_api_input, scenario_viewer_bad_port, scenario_kernel_sizes]
+             scenario_stale_api_input, scenario_viewer_bad_port, scenario_kernel_sizes, scenario_refused_without_out_dir,
+             scenario_file_in_the_way]
 
 
 def main() -> int:
