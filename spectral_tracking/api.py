@@ -147,13 +147,9 @@ def track(
         args += ["dataset=memory", f"dataset.fingerprint={input_fingerprint(seq)}", f"resolution={_square_size(seq)}"]
     cfg = compose_config(args)
     validate(cfg)  # every setting, before anything is written
-    from spectral_tracking.errors import ConfigError
     from spectral_tracking.runtime.paths import claim_run_dir
 
-    try:  # made here so that a run refused on its data removes it, and the outputs/track/ made with it
-        claim_run_dir(out)
-    except OSError as e:
-        raise ConfigError(f"out_dir={out}: cannot make this folder ({e.strerror}: {e.filename}); choose another one") from None
+    claim_run_dir(out)  # made here so that a run refused on its data removes it, and the outputs/track/ made with it
     result = run(cfg, sequence=seq)
     paths = {k: Path(v) for k, v in result["figures"].items()}
     return TrackResult(metrics=result["metrics"], paths=paths, out_dir=out, config=result["config"])

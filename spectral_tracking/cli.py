@@ -38,43 +38,32 @@ def precheck(argv: list[str] | None = None, config_name: str = "train") -> None:
     else:
         from spectral_tracking.run.config import validate as check
         from spectral_tracking.tracking.settings import RunConfig as schema
+    from omegaconf import open_dict
+
     from spectral_tracking.run.config import compose
 
     settings = [a for a in args if not a.startswith(("hydra.", "hydra/"))]
     try:
-        check(compose(settings, config_name, schema))
+        cfg = compose(settings, config_name, schema, return_hydra_config=True)
+        default_run_dir = str(cfg.hydra.run.dir)  # Hydra's run folder for these settings, its time stamp taken now
+        with open_dict(cfg):
+            del cfg["hydra"]
+        check(cfg)
+        if argv is not None or any(a.startswith("hydra.run.dir=") for a in args):
+            return  # (a caller checking settings: nothing is made)
+        # The run folder is made here, not by Hydra: one that cannot be made is one line, and one made for a
+        # command refused later is removed again (runtime/paths.py). Given as out_dir= (out= for a fit), it is
+        # also Hydra's run folder: nothing in outputs/ beside it.
+        from spectral_tracking.runtime.paths import claim_run_dir
+
+        key = "out" if config_name == "fit" else "out_dir"
+        given = [a.split("=", 1)[1] for a in settings if a.startswith(f"{key}=")]
+        run_dir = given[-1] if given and given[-1] else default_run_dir
+        claim_run_dir(run_dir, key)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if argv is not None or any(a.startswith("hydra.run.dir=") for a in args):
-        return  # (a caller checking settings: nothing is made)
-    # The run folder is made here, not by Hydra: one that cannot be made is one line, and one made for a
-    # command refused later is removed again (runtime/paths.py). Given as out_dir= (out= for a fit), it is
-    # also Hydra's run folder: nothing in outputs/ beside it.
-    key = "out" if config_name == "fit" else "out_dir"
-    given = [a.split("=", 1)[1] for a in settings if a.startswith(f"{key}=")]
-    run_dir = given[-1] if given and given[-1] else _default_run_dir(settings, config_name)
-    from spectral_tracking.runtime.paths import claim_run_dir
-
-    try:
-        claim_run_dir(run_dir)
-    except OSError as e:
-        print(f"error: {key}={run_dir}: cannot make this folder ({e.strerror}: {e.filename}); choose another one",
-              file=sys.stderr)
-        sys.exit(2)
     sys.argv.append(f"hydra.run.dir={run_dir}")
-
-
-def _default_run_dir(settings: list[str], config_name: str) -> str:
-    """The run folder Hydra would make for these settings (``hydra.run.dir`` of the config, its time
-    stamp taken now)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from spectral_tracking.runtime.paths import config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return str(hydra_compose(config_name, overrides=settings, return_hydra_config=True).hydra.run.dir)
 
 
 def _hydra_main(config_name: str, body, job_name: str) -> None:

@@ -169,9 +169,9 @@ def run(cfg) -> dict:
     from spectral_tracking.runtime import paths
     from spectral_tracking.runtime.logfile import file_log
 
-    fresh = not out.exists() or paths.made_for_this_run(out)
+    paths.claim_run_dir(out, "out")  # (already made by fit.py's precheck; called from Python, made here)
+    fresh = paths.made_for_this_run(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         with file_log(out / "fit.log"):
             return _fit(c, data_path, out)
     except BaseException:

@@ -43,11 +43,12 @@ def register_configs() -> None:
 register_configs()
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "train", schema: type = RunConfig) -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "train", schema: type = RunConfig,
+            return_hydra_config: bool = False) -> DictConfig:
     """The config ``python train.py <overrides>`` would run (``out_dir`` among the overrides: there
-    is no Hydra run dir here). An override Hydra cannot apply (an unknown key, a value of the wrong
-    type, an unknown option of a group) is a one-line `ConfigError` that names it and, for a
-    misspelt key, the setting meant."""
+    is no Hydra run dir here; ``return_hydra_config``: with Hydra's own node, ``hydra``). An override
+    Hydra cannot apply (an unknown key, a value of the wrong type, an unknown option of a group) is a
+    one-line `ConfigError` that names it and, for a misspelt key, the setting meant."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -57,7 +58,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train", schema: t
 
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name, overrides=list(overrides))
+            return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(explain_override_error(e, overrides, schema)) from None
 

@@ -73,11 +73,11 @@ def made_for_this_run(path: str | Path) -> bool:
     return os.environ.get(_NEW_RUN_DIR_ENV) == str(Path(path).expanduser().resolve())
 
 
-def claim_run_dir(path: str | Path) -> None:
-    """Make ``path``, a command's run folder, before Hydra would, so that a folder that cannot be
-    made is one line (OSError, with the path) and not Hydra's traceback; one made here is noted
-    (`note_new_run_dir`) so that a command refused on bad input removes it again (`remove_if_untouched`).
-    An existing folder is used as it is."""
+def claim_run_dir(path: str | Path, key: str = "out_dir") -> None:
+    """Make ``path``, a command's run folder (the setting ``key``), before Hydra or the run would, so
+    that a folder that cannot be made is one line (`ConfigError`) and not a traceback; one made here is
+    noted (`note_new_run_dir`) so that a command refused on bad input removes it again
+    (`remove_if_untouched`). An existing folder is used as it is."""
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         return
@@ -86,7 +86,12 @@ def claim_run_dir(path: str | Path) -> None:
         top = top.parent
     note_new_run_dir(path)
     os.environ[_NEW_RUN_TOP_ENV] = str(top)  # the first folder made: an empty outputs/track/ goes too
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:
+        from spectral_tracking.errors import ConfigError
+
+        raise ConfigError(f"{key}={path}: cannot make this folder ({e.strerror}: {e.filename}); choose another one") from None
 
 
 RUN_LOGS = (".lock", "train.log", "fit.log")

@@ -292,9 +292,9 @@ inline bool tile_rect(const S *means2d, const int32_t *radii, int64_t g, int ts,
     return x0 < x1 && y0 < y1;
 }
 
-// The binning's passes split their Gaussians into contiguous chunks, one task each, counted per tile
-// into a row of their own: a chunk's first slot in a tile is the tile's offset plus the counts of the
-// chunks before it, so the lists are the same for any number of threads (tests/test_render.py).
+// The binning's count pass splits the Gaussians into contiguous chunks, one task each, counted per
+// tile into a row of their own and summed in chunk order, so the offsets are the same for any number
+// of threads (tests/test_render.py).
 struct Chunks {
     int64_t n_items, n_chunks;
     int64_t begin(int64_t c) const { return n_items * c / n_chunks; }
