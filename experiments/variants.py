@@ -39,7 +39,13 @@ VARIANTS: dict[str, Variant] = {
     "trajectory": Variant(("align=search", "search.frames=all", "deform=rigid_mlp_frames"),
                           "method", "the search for frame 0, then the whole asset's rigid motion frame by frame as the start "
                                     "of a per-frame rigid part, learned at a tenth of the shared part's rate (at 0.01 each "
-                                    "frame's motion jitters: -2.9 dB on motions without a turn, turning_trajectory)"),
+                                    "frame's motion jitters: -2.9 dB on motions without a turn, turning_trajectory); each "
+                                    "frame's depth from its own orientation's area, the median depth over 5 frames, and "
+                                    "only the centre track where nothing turns 45 degrees (one view)"),
+    "trajectory_greedy": Variant(("align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.realign=false",
+                                  "search.depth_window=1", "search.turn_gate=0"),
+                                 "method", "the trajectory before 2026-12-06: each frame's pose as the greedy search left "
+                                           "it (turning_trajectory_lr001, trajectory_pairs)"),
     # --- readings of the paper / reference code -----------------------------------------------
     "fixed_switch": Variant(("loss.switch_iou=null",), "reading", "the paper's fixed switch at loss.spectral_end"),
     "switch_anytime": Variant(("loss.switch_from=start",), "ablation",

@@ -199,3 +199,107 @@ def test_the_proxy_of_a_large_asset_renders_like_it(scene):
         a, b = render(g, cams).alpha, render(small, cams).alpha
     assert mask_iou(b, a) > 0.85
     assert abs(float(b.sum()) / float(a.sum()) - 1) < 0.05  # the calibrated silhouette area
+
+
+def _trajectory_errors(tmp_path, realign: bool) -> tuple[list[float], list[float]]:
+    """search.frames=all on the turning quadruped (12 frames, 48 px, one view): per frame, the
+    found rigid motion's centre error (radii) and rotation error (degrees) against the truth's."""
+    from spectral_tracking.run.config import compose
+    from spectral_tracking.run.track import build_targets, start_pose
+    from spectral_tracking.tracking.search import rigid_fit
+
+    cfg = compose(["experiment=sc4d_mlp_cpu", "dataset.preset=quadruped_turn", "dataset.frames=12", "resolution=48",
+                   "shift=0", "align=search", "search.frames=all", "deform=rigid_mlp_frames",
+                   f"search.realign={str(realign).lower()}", f"dataset.root={tmp_path / 'data'}",
+                   f"out_dir={tmp_path / 'run'}"])
+    seq, targets = build_targets(cfg)
+    _, truth = seq.ground_truth()
+    _, _, (Rs, bs) = start_pose(cfg, seq, targets, torch.device("cpu"))
+    g0 = truth[0].double()
+    c = g0.mean(0)
+    centre, rotation = [], []
+    for t in range(truth.shape[0]):
+        R, b = rigid_fit(g0, truth[t].double())
+        centre.append(float(((Rs[t] @ c + bs[t]) - (R @ c + b)).norm()) / 0.5)
+        cos = (float(torch.trace(Rs[t] @ R.T)) - 1) / 2
+        rotation.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+    return centre, rotation
+
+
+@pytest.mark.slow
+def test_the_trajectory_follows_a_turn_and_takes_each_frames_depth_from_its_own_orientation(tmp_path):
+    """search.frames=all follows the turning quadruped through its first 90 degrees (the orientation
+    within 20 degrees over frames 0-4) and, with search.realign, puts its centres closer in total than
+    from the area of the pose before (here 4.0 radii summed over the frames against 4.6)."""
+    centre, rotation = _trajectory_errors(tmp_path, realign=True)
+    before, _ = _trajectory_errors(tmp_path, realign=False)
+    assert max(rotation[:5]) < 20
+    assert sum(centre) < 0.95 * sum(before)
+
+
+def test_median_depths_removes_a_one_frame_depth_spike_and_keeps_every_projection(scene):
+    """search.depth_window: one frame's centre 0.3 deeper than its neighbours' goes back to their
+    depth along its own viewing ray (its place in the image unchanged); the others stay."""
+    from spectral_tracking.tracking.search import median_depths
+
+    camera = scene.cameras[0]
+    vm = camera.viewmats[0].double()
+    Rc, tc = vm[:3, :3], vm[:3, 3]
+    center = torch.tensor([0.1, -0.05, 0.2], dtype=torch.float64)  # the asset's centre, off the rotations' axis
+    T = 7
+    Rs = torch.stack([axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]), 20.0 * t) for t in range(T)]).double()
+    cam = torch.stack([torch.tensor([0.05 * t, 0.0, 2.0 + 0.02 * t], dtype=torch.float64) for t in range(T)])
+    cam[3, :] *= (2.06 + 0.3) / 2.06  # frame 3 slid 0.3 deeper along its ray
+    bs = (cam - tc) @ Rc - Rs @ center  # R_t c + b_t is frame t's centre, cam[t] in camera coordinates
+    out = median_depths(Rs, bs, center, camera, 5)
+    moved = (Rs @ center + out) @ Rc.T + tc
+    assert float(moved[3, 2]) == pytest.approx(2.08)  # the median of frames 1-5's depths (2.02-2.10, and 2.36)
+    torch.testing.assert_close(moved[:, :2] / moved[:, 2:], cam[:, :2] / cam[:, 2:])  # the same projections
+    torch.testing.assert_close(moved[[0, 1, 2, 4, 5, 6]], cam[[0, 1, 2, 4, 5, 6]], atol=0.021, rtol=0)
+    torch.testing.assert_close(median_depths(Rs, bs, center, camera, 1), bs)
+
+
+def _gated(scene, monkeypatch, turn_degrees: float, views: int, gate: float = 45.0):
+    """start.place with search.frames=all, the trajectory replaced by a known one: frame 1 turned
+    ``turn_degrees`` about the vertical and moved by (0.1, 0, 0) (x -> R x + b)."""
+    from types import SimpleNamespace
+
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.tracking.start import place
+
+    seq = select_views(scene, views)
+    R1 = axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]), turn_degrees).double()
+    known = (torch.stack([torch.eye(3, dtype=torch.float64), R1]), torch.tensor([[0.0, 0, 0], [0.1, 0, 0]]).double())
+    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    images = torch.stack([torch.stack([seq.target(v, t, background=torch.ones(3)) for t in range(2)])
+                          for v in range(len(seq.view_names))])
+    masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
+    targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images, masks=masks)
+    settings = OmegaConf.create({"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate})
+    placed, record, (Rs, bs) = place("search", seq.canonical, targets, settings=settings)
+    return placed.means.detach().double().cpu().mean(0), R1, record, Rs, bs
+
+
+def test_a_trajectory_without_a_turn_keeps_only_its_centre_track(scene, monkeypatch):
+    """search.turn_gate: with one view, where no frame turns as far as the gate from frame 0, the
+    trajectory keeps only its centre track (each frame a translation that moves the centre where the
+    trajectory put it); a turn past the gate, or two views, keep the rotations."""
+    c, R1, record, Rs, bs = _gated(scene, monkeypatch, 30.0, 1)
+    assert record["search_turn_deg"] == pytest.approx(30.0, abs=0.1) and record["search_turn_kept"] is False
+    torch.testing.assert_close(Rs, torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
+    torch.testing.assert_close(c + bs[1], R1 @ c + torch.tensor([0.1, 0, 0]).double())
+    for turn, views, gate in ((60.0, 1, 45.0), (30.0, 2, 45.0), (30.0, 1, 0.0)):
+        _, R1, record, Rs, bs = _gated(scene, monkeypatch, turn, views, gate)
+        assert record["search_turn_kept"] is True
+        torch.testing.assert_close(Rs[1], R1)
+        torch.testing.assert_close(bs[1], torch.tensor([0.1, 0, 0]).double())
+
+
+def test_an_even_depth_window_is_refused(scene):
+    from types import SimpleNamespace
+
+    from spectral_tracking.tracking.start import place
+
+    targets = SimpleNamespace(train_views=[0], cameras=scene.cameras, images=None, masks=None)
+    with pytest.raises(ValueError, match="search.depth_window must be odd.*got 4; use 5"):
+        place("search", scene.canonical, targets, settings=OmegaConf.create({"frames": "all", "depth_window": 4}))

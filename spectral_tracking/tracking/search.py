@@ -400,12 +400,19 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                       background: Tensor, degrees: float = _S.local_degrees, keep: int = 3, steps: int = 15,
                       bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask, lr: float = _S.lr,
                       backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
-                      prefer: float = _S.prefer) -> tuple[Tensor, Tensor, list[dict]]:
+                      prefer: float = _S.prefer, realign: bool = _S.realign,
+                      depth_window: int = _S.depth_window) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
-    [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`. Returns the rotations [T, 3, 3] and
-    translations [T, 3] of x -> R_t x + b_t from ``placed`` (frame 0: the identity) and a record
-    per frame."""
+    [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`, then (``realign``, where a training
+    mask of the frame is not cut by the border) moved to the depth and centroid its mask moments give
+    for the orientation found. With one training view, each frame's centre is then slid along its
+    viewing ray to the median depth of the ``depth_window`` frames around it (`median_depths`): there
+    depth shows only as apparent size, and a few degrees of error in a turn seen end-on move it by
+    a radius. Returns the rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t from
+    ``placed`` (frame 0: the identity) and a record per frame."""
+    from spectral_tracking.tracking.align import _touches_border, align_to_targets
+
     T = images.shape[1]
     Rs = [torch.eye(3, dtype=torch.float64)]
     bs = [torch.zeros(3, dtype=torch.float64)]
@@ -418,8 +425,30 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                              free_scale=False, backend=backend, max_gaussians=max_gaussians, seed=seed,
                              prefer_first=prefer, refine_steps=10)
         current = result.gaussians
+        if realign and any(not _touches_border(masks[v, t], threshold=0.5) for v in views):
+            # the depth again, from the area this frame's orientation gives: the search placed the
+            # hypotheses by the area of the pose before, and a turned elongated body shows another area
+            current, _ = align_to_targets(current, cameras, masks[:, t], views, backend=backend, warn=False)
         R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
         Rs.append(R)
         bs.append(b)
         records.append({"frame": t, "loss": result.loss, "seconds": round(result.seconds, 3)})
-    return torch.stack(Rs), torch.stack(bs), records
+    Rs, bs = torch.stack(Rs), torch.stack(bs)
+    if len(views) == 1 and depth_window > 1:
+        bs = median_depths(Rs, bs, placed.means.detach().double().cpu().mean(0), cameras[views[0]], depth_window)
+    return Rs, bs, records
+
+
+def median_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, window: int) -> Tensor:
+    """Translations bs [T, 3] with each frame's centre R_t c + b_t slid along camera's ray through it to
+    the median depth of the ``window`` frames centred on it (narrower near the ends, so the first and
+    last frames keep their own): its projection, and so its place in the image, is unchanged."""
+    vm = camera.viewmats[0].double().cpu()
+    Rc, tc = vm[:3, :3], vm[:3, 3]
+    p = (Rs @ center + bs) @ Rc.T + tc  # [T, 3] the centres in camera coordinates
+    z = p[:, 2]
+    T = len(z)
+    half = [min((int(window) - 1) // 2, t, T - 1 - t) for t in range(T)]
+    smooth = torch.stack([z[t - h: t + h + 1].median() for t, h in enumerate(half)])
+    moved = (p * (smooth / z)[:, None] - tc) @ Rc  # back to world coordinates (Rc is a rotation: its inverse is Rc.T)
+    return moved - Rs @ center

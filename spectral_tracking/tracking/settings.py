@@ -185,6 +185,15 @@ class SearchSettings:
     # pose before), the start of a per-frame rigid part (deform=rigid_mlp with rigid_per_frame, or rigid)
     frames: str = setting("first", choices=("first", "all"))
     local_degrees: float = setting(35.0, low=0, high=180)  # frames=all: the turns tried around the pose before
+    # frames=all: each frame's depth once more from the mask area of the orientation found there (false: the
+    # area of the pose before's orientation only, as until 2026-12-06; a turning elongated body changes its area)
+    realign: bool = True
+    # frames=all with one training view, where depth shows only as apparent size: each frame's depth along its
+    # viewing ray is the median over this many frames centred on it (odd; 1: each frame's own)
+    depth_window: int = setting(5, low=1, integer=True)
+    # frames=all with one training view: the trajectory's rotations are kept only where one frame's turn from
+    # frame 0 reaches this many degrees; below it, only its centre track (each frame a translation; 0: always kept)
+    turn_gate: float = setting(45.0, low=0, high=180)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ search over rotation hypotheses scored by the low spectral bands, `spectral_trac
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import Tensor
@@ -125,6 +126,9 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
 
     given = settings.items() if hasattr(settings, "items") else asdict(settings) if settings is not None else {}
     s = {**asdict(SearchSettings()), **dict(given)}  # the defaults under whatever a caller gives
+    if s["frames"] == "all" and int(s["depth_window"]) % 2 == 0:
+        raise ValueError(f"search.depth_window must be odd (the frames centred on each frame), got {s['depth_window']}; "
+                         f"use {int(s['depth_window']) + 1}")
     common = dict(background=torch.ones(3) if background is None else background, bands=int(s["bands"]), lr=float(s["lr"]),
                   lambda_mask=float(lambda_mask), backend=backend, max_gaussians=int(s["max_gaussians"]), seed=int(seed))
     def search(steps: int):
@@ -156,7 +160,17 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     if s["frames"] != "all":
         return result.gaussians, record, None
     Rs, bs, frames = search_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views,
-                                       degrees=float(s["local_degrees"]), prefer=float(s["prefer"]), **common)
+                                       degrees=float(s["local_degrees"]), prefer=float(s["prefer"]),
+                                       realign=bool(s["realign"]), depth_window=int(s["depth_window"]), **common)
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
+    turn = max(math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(R)) - 1) / 2)))) for R in Rs)
+    gated = len(views) == 1 and turn < float(s["turn_gate"])
+    record.update(search_turn_deg=round(turn, 1), search_turn_kept=not gated)
+    if gated:
+        # no turn worth the name, seen by one view, where a small turn of an elongated body and a change of
+        # its depth look alike while its limbs move: only the centre track is kept (each frame a translation)
+        c = result.gaussians.means.detach().double().cpu().mean(0)
+        bs = Rs @ c + bs - c
+        Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
     return result.gaussians, record, (Rs, bs)
