@@ -84,6 +84,9 @@ SECTIONS: tuple[Section, ...] = (
         Result("trajectory_pairs", f"{ABLATION} --variants defaults trajectory pixel+trajectory --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_pairs", "240",
                "about 60 min (beside other work)"),
+        Result("trajectory_gate_pairs", f"{ABLATION} --variants trajectory --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 1 --out experiments/results/trajectory_gate_pairs", "80",
+               "60 min at one job (beside a paper-scale run and the test suite)"),
         Result("paper_rigid_first_pairs", f"{ABLATION} --variants paper paper+rigid_first pixel+paper+rigid_first "
                f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/paper_rigid_first_pairs", "240", "45 min"),
