@@ -125,6 +125,9 @@ def common_args(description: str, default_seeds=(0, 1), default_variants=("paper
                          "cpus_per_task=8 account=myproject (the slurm_ prefix is added where submitit wants it)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
+    ap.add_argument("--collect", action="store_true",
+                    help="start no run: write results.csv and table.md from the runs finished so far (a long sweep's "
+                         "partial results, to commit; the same command without it runs the rest)")
     return ap
 
 
@@ -145,7 +148,8 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
     """Run the cases, write results.csv and table.md (``table_fn(rows) -> markdown``), print the table;
     with ``plot_fn(rows, path)``, also ``<name>.png``."""
     out = args.out or RESULTS / (name + ("_quick" if args.quick else "" if args.scale == "cpu" else f"_{args.scale}"))
-    metrics = run_cases(todo, out, jobs=args.jobs, launcher=args.launcher, slurm=parse_slurm(args.slurm))
+    metrics = run_cases(todo, out, jobs=args.jobs, launcher=args.launcher, slurm=parse_slurm(args.slurm),
+                        start=not getattr(args, "collect", False))
     rows = rows_of(todo, metrics)
     if not rows:
         print("no finished runs yet", file=sys.stderr)
@@ -263,8 +267,9 @@ def _as_completed_within(submit, todo: list, jobs: int):
 
 
 def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None = None, launcher: str = "processes",
-              slurm: dict | None = None) -> dict[str, dict]:
-    """Run every case not finished yet into ``out/runs/<name>``; returns name -> metrics (with the
+              slurm: dict | None = None, start: bool = True) -> dict[str, dict]:
+    """Run every case not finished yet into ``out/runs/<name>`` (``start=False``: none, only collect
+    the finished ones); returns name -> metrics (with the
     case's ``fingerprint``) of the finished ones. ``launcher``: ``processes`` (a pool of worker
     processes here), ``local_processes`` or ``slurm`` (one submitit job per run, here or on a SLURM
     cluster with the ``slurm`` parameters, `SLURM_DEFAULTS` otherwise; submitit's files go to
@@ -293,6 +298,9 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
         else:
             stale += row is not None or folder.exists()
             todo.append((c, fp, folder.exists()))
+    if not start:
+        print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} not run (--collect: none started)", flush=True)
+        return done
     print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run ({stale} of them made by another config), "
           f"{jobs} at a time", flush=True)
     cores = cores or os.cpu_count() or 1

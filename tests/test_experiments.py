@@ -120,6 +120,26 @@ def test_a_committed_results_csv_counts_as_finished_runs(tmp_path, capsys):
     assert harness.read_csv(tmp_path / "results.csv") == before
 
 
+def test_collect_writes_the_finished_runs_and_starts_none(tmp_path, capsys):
+    """--collect: a long sweep's partial results, to commit; the same command without it runs the rest."""
+    import shutil
+
+    from experiments import shift_curves
+
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = harness.read_csv(tmp_path / "results.csv")
+    gone = rows[0]["name"]
+    shutil.rmtree(tmp_path / "runs" / gone)
+    (tmp_path / "results.csv").unlink()
+    capsys.readouterr()
+    assert shift_curves.main(["--quick", "--out", str(tmp_path), "--collect"]) == 1  # not every run finished
+    out = capsys.readouterr().out
+    assert "4 runs: 3 finished, 1 not run (--collect: none started)" in out
+    assert not (tmp_path / "runs" / gone).exists()
+    assert sorted(r["name"] for r in harness.read_csv(tmp_path / "results.csv")) == sorted(r["name"] for r in rows[1:])
+    assert "3/4 runs finished" in (tmp_path / "table.md").read_text()
+
+
 def test_a_result_made_by_another_config_is_run_again(tmp_path, capsys, monkeypatch):
     """Every row carries its config's fingerprint; when the config a case resolves to changes (a
     changed default, emulated here by composing every case with one more setting, or a changed
