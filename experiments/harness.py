@@ -12,7 +12,8 @@ cores do not spin against each other.
 runs and its config fingerprint (`spectral_tracking.run.folder.config_fingerprint`: every setting
 that changes what a run computes) goes into its ``results.csv`` row. A row, or a run folder's
 ``metrics.json``, whose fingerprint differs from the case now asked for (a changed default, a
-changed override) is run again, never reused.
+changed override) is run again, never reused; one recorded before a setting was added that does not
+apply to the case (`spectral_tracking.run.folder.ADDED_SETTINGS`) still names it.
 
 The scripts share their arguments (`common_args`): ``--scale cpu|paper`` picks the settings'
 experiment config (`SCALES`), ``--variant`` adds named variants (`experiments.variants`) to every
@@ -180,9 +181,15 @@ def compose_case(case: Case, out_dir: str = "/tmp/unused"):
 
 def fingerprint(case: Case) -> str:
     """The config fingerprint of a case: what its run records in ``run_meta.json``."""
-    from spectral_tracking.run.folder import config_fingerprint
+    return fingerprints(case)[0]
 
-    return config_fingerprint(compose_case(case))
+
+def fingerprints(case: Case) -> list[str]:
+    """`fingerprint`, then those that named the same run before settings that do not apply to it were
+    added (`spectral_tracking.run.folder.config_fingerprints`)."""
+    from spectral_tracking.run.folder import config_fingerprints
+
+    return config_fingerprints(compose_case(case))
 
 
 def _run_one(name: str, overrides: list[str], out_dir: str, fresh: bool) -> tuple[str, dict | None, str | None, float]:
@@ -287,14 +294,16 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
         raise ValueError("run_cases: case names must be unique")
     recorded = {r["name"]: r for r in read_csv(out / "results.csv")} if (out / "results.csv").exists() else {}
     done, todo, stale = {}, [], 0
+    accepted = {}
     for c in cases:
-        fp = fingerprint(c)
+        fps = accepted[c.name] = fingerprints(c)
+        fp = fps[0]
         folder = runs / c.name
         row = recorded.get(c.name)
-        if (folder / "metrics.json").exists() and _folder_fingerprint(folder) == fp:
+        if (folder / "metrics.json").exists() and _folder_fingerprint(folder) in fps:
             done[c.name] = {**json.loads((folder / "metrics.json").read_text())["metrics"], "fingerprint": fp}
-        elif row is not None and row.get("fingerprint") == fp:
-            done[c.name] = {k: v for k, v in row.items() if k not in c.labels and k != "name"}
+        elif row is not None and row.get("fingerprint") in fps:
+            done[c.name] = {**{k: v for k, v in row.items() if k not in c.labels and k != "name"}, "fingerprint": fp}
         else:
             stale += row is not None or folder.exists()
             todo.append((c, fp, folder.exists()))
@@ -311,9 +320,9 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers (and the jobs) before torch loads
     # a folder of another config: started over (a folder of this config resumes)
-    args = [(c.name, c.overrides, str(runs / c.name), exists and _folder_fingerprint(runs / c.name) not in (None, fp))
-            for c, fp, exists in todo]
-    fingerprints = {c.name: fp for c, fp, _ in todo}
+    args = [(c.name, c.overrides, str(runs / c.name),
+             exists and _folder_fingerprint(runs / c.name) not in (None, *accepted[c.name])) for c, fp, exists in todo]
+    fp_of = {c.name: fp for c, fp, _ in todo}
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *([env_path] if env_path else [])])  # the jobs import experiments/
     try:
@@ -333,7 +342,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
                     (runs / name / "failed.txt").write_text(error or "failed")
                     print(f"[{i}/{len(todo)}] {name}: FAILED ({error.splitlines()[0] if error else ''})", flush=True)
                 else:
-                    done[name] = {**metrics, "fingerprint": fingerprints[name]}
+                    done[name] = {**metrics, "fingerprint": fp_of[name]}
                     print(f"[{i}/{len(todo)}] {name}: train PSNR {metrics.get('train_psnr', float('nan')):.2f} "
                           f"({seconds:.0f} s)", flush=True)
     finally:

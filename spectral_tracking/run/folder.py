@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,14 +28,50 @@ log = logging.getLogger(__name__)
 NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "check_memory", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
 
 
+# Settings added after runs were recorded, newest batch last, each with the test of whether it applies to
+# a run (on the resolved config). A run to which a batch does not apply computes what it computed before the
+# batch existed, so the fingerprint of its config without the batch, which its folder or CSV row recorded
+# then, still names it: adding a setting does not make hours of finished runs stale.
+ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
+    # 2026-12-06: the trajectory's corrections (tracking/search.py), read only by align=search with frames=all
+    (("search.realign", "search.depth_window", "search.turn_gate"),
+     lambda c: c.get("align") == "search" and (c.get("search") or {}).get("frames") == "all"),
+)
+
+
+def _hash(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _kept(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
+
+
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of the resolved settings that determine a run's result (see ``NOT_IN_FINGERPRINT``)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in container.items() if k not in NOT_IN_FINGERPRINT}
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _hash(_kept(cfg))
 
 
-def check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
+def config_fingerprints(cfg: DictConfig) -> list[str]:
+    """`config_fingerprint`, then the fingerprints the same run had before the `ADDED_SETTINGS`
+    batches that do not apply to it (newest first, up to the first one that applies)."""
+    kept = _kept(cfg)
+    out = [_hash(kept)]
+    for keys, applies in reversed(ADDED_SETTINGS):
+        if applies(kept):
+            break
+        for key in keys:
+            group, _, name = key.rpartition(".")
+            (kept.get(group) or {}).pop(name, None) if group else kept.pop(name, None)
+        out.append(_hash(kept))
+    return out
+
+
+def check_same_run(out_dir: Path, fingerprint: str | list[str], what: str) -> None:
+    """Refuse ``out_dir`` if its run_meta.json names another run (``fingerprint``: the run's, or
+    `config_fingerprints`' list, any of which names it)."""
+    accepted = [fingerprint] if isinstance(fingerprint, str) else list(fingerprint)
     meta = out_dir / "run_meta.json"
     if not meta.exists():
         return
@@ -42,10 +79,10 @@ def check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
         old = json.loads(meta.read_text()).get("config_fingerprint")
     except json.JSONDecodeError as e:
         raise ConfigError(f"{meta}: unreadable ({e}); delete it, or use skip_finished=false to start this folder over") from None
-    if old is not None and old != fingerprint:
+    if old is not None and old not in accepted:
         raise RunRefused(
             f"{out_dir} holds {what} of a run with different settings (config fingerprint {old}, now "
-            f"{fingerprint}); use another out_dir, or skip_finished=false to start this folder over"
+            f"{accepted[0]}); use another out_dir, or skip_finished=false to start this folder over"
         )
 
 
@@ -54,7 +91,7 @@ def check_same_run(out_dir: Path, fingerprint: str, what: str) -> None:
 KEEP_ON_RESTART = (".hydra", ".lock")
 
 
-def finished_result(cfg: DictConfig, fingerprint: str) -> dict | None:
+def finished_result(cfg: DictConfig, fingerprint: str | list[str]) -> dict | None:
     """The saved result if ``cfg.out_dir`` holds this run finished with the same evaluation
     settings (and ``skip_finished``), else None, having prepared the folder for a fresh or resumed
     run. A finished run whose ``eval`` settings changed is re-evaluated from its final checkpoint."""

@@ -32,7 +32,8 @@ from spectral_tracking.evaluation import evaluate
 from spectral_tracking.run.atomic import atomic_write_text
 from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
 from spectral_tracking.run.config import validate
-from spectral_tracking.run.folder import RunLock, config_fingerprint, finished_result, read_meta, resume_checkpoint
+from spectral_tracking.run.folder import (RunLock, config_fingerprint, config_fingerprints, finished_result, read_meta,
+                                         resume_checkpoint)
 from spectral_tracking.run.loggers import build_logger, close_logger, new_wandb_id
 from spectral_tracking.run.outputs import log_final, print_summary, save_result, write_outputs
 from spectral_tracking.run.session import ElapsedTime, build_trainer, train
@@ -171,7 +172,7 @@ def run(cfg: DictConfig, sequence=None) -> dict:
     fresh = not out_dir.exists() or runtime_paths.made_for_this_run(out_dir)
     try:
         with RunLock(out_dir):
-            finished = finished_result(cfg, config_fingerprint(cfg))
+            finished = finished_result(cfg, config_fingerprints(cfg))
             if finished is not None:
                 return finished
             with run_log(out_dir):
