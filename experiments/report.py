@@ -98,6 +98,8 @@ SECTIONS: tuple[Section, ...] = (
         Result("defaults_candidates_realistic", f"{ABLATION} --setting realistic --variants old_defaults search+switch80 "
                "search+switch80+switch_anytime search pixel+search pixel+moments --shifts 0.6 --seeds 0 1 --jobs 2 "
                "--out experiments/results/defaults_candidates_realistic", "96", "12 min"),
+        Result("table2_defaults_search", "python -m experiments.table2 --variant defaults --jobs 1 "
+               "--out experiments/results/table2_defaults_search", "36", "about 26 min at one job (beside a paper-scale run)"),
         Result("table2_search", "python -m experiments.table2 --variant search switch80 --jobs 2 "
                "--out experiments/results/table2_search", "36", "9 min"),
         Result("table2_search_anytime50", "python -m experiments.table2 --variant defaults --jobs 2 "
