@@ -179,14 +179,10 @@ def compose_case(case: Case, out_dir: str = "/tmp/unused"):
     return cfg
 
 
-def fingerprint(case: Case) -> str:
-    """The config fingerprint of a case: what its run records in ``run_meta.json``."""
-    return fingerprints(case)[0]
-
-
 def fingerprints(case: Case) -> list[str]:
-    """`fingerprint`, then those that named the same run before settings that do not apply to it were
-    added (`spectral_tracking.run.folder.config_fingerprints`)."""
+    """The config fingerprint of a case (what its run records in ``run_meta.json``), then those that
+    named the same run before settings that do not apply to it were added
+    (`spectral_tracking.run.folder.config_fingerprints`)."""
     from spectral_tracking.run.folder import config_fingerprints
 
     return config_fingerprints(compose_case(case))
@@ -277,7 +273,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
               slurm: dict | None = None, start: bool = True) -> dict[str, dict]:
     """Run every case not finished yet into ``out/runs/<name>`` (``start=False``: none, only collect
     the finished ones); returns name -> metrics (with the
-    case's ``fingerprint``) of the finished ones. ``launcher``: ``processes`` (a pool of worker
+    case's fingerprint) of the finished ones. ``launcher``: ``processes`` (a pool of worker
     processes here), ``local_processes`` or ``slurm`` (one submitit job per run, here or on a SLURM
     cluster with the ``slurm`` parameters, `SLURM_DEFAULTS` otherwise; submitit's files go to
     ``out/.submitit``); ``jobs`` runs at once in every case. A case is finished when its run folder's
@@ -322,7 +318,6 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     # a folder of another config: started over (a folder of this config resumes)
     args = [(c.name, c.overrides, str(runs / c.name),
              exists and _folder_fingerprint(runs / c.name) not in (None, *accepted[c.name])) for c, fp, exists in todo]
-    fp_of = {c.name: fp for c, fp, _ in todo}
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *([env_path] if env_path else [])])  # the jobs import experiments/
     try:
@@ -342,7 +337,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
                     (runs / name / "failed.txt").write_text(error or "failed")
                     print(f"[{i}/{len(todo)}] {name}: FAILED ({error.splitlines()[0] if error else ''})", flush=True)
                 else:
-                    done[name] = {**metrics, "fingerprint": fp_of[name]}
+                    done[name] = {**metrics, "fingerprint": accepted[name][0]}
                     print(f"[{i}/{len(todo)}] {name}: train PSNR {metrics.get('train_psnr', float('nan')):.2f} "
                           f"({seconds:.0f} s)", flush=True)
     finally:

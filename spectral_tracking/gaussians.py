@@ -57,6 +57,11 @@ def axis_angle_matrix(axis: Tensor, degrees: float) -> Tensor:
     return torch.eye(3, dtype=torch.float64) + math.sin(t) * K + (1 - math.cos(t)) * K @ K
 
 
+def rotation_degrees(R: Tensor) -> float:
+    """The angle of the rotation ``R`` [3, 3] in degrees (0-180), from its trace."""
+    return math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(R)) - 1) / 2))))
+
+
 def quat_to_rotmat(q: Tensor) -> Tensor:
     """(w, x, y, z) quaternions [..., 4] (normalised here) to rotation matrices [..., 3, 3]."""
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -206,6 +206,7 @@ def _trajectory_errors(tmp_path, realign: bool) -> tuple[list[float], list[float
     found rigid motion's centre error (radii) and rotation error (degrees) against the truth's."""
     from spectral_tracking.run.config import compose
     from spectral_tracking.run.track import build_targets, start_pose
+    from spectral_tracking.gaussians import rotation_degrees
     from spectral_tracking.tracking.search import rigid_fit
 
     cfg = compose(["experiment=sc4d_mlp_cpu", "dataset.preset=quadruped_turn", "dataset.frames=12", "resolution=48",
@@ -221,8 +222,7 @@ def _trajectory_errors(tmp_path, realign: bool) -> tuple[list[float], list[float
     for t in range(truth.shape[0]):
         R, b = rigid_fit(g0, truth[t].double())
         centre.append(float(((Rs[t] @ c + bs[t]) - (R @ c + b)).norm()) / 0.5)
-        cos = (float(torch.trace(Rs[t] @ R.T)) - 1) / 2
-        rotation.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+        rotation.append(rotation_degrees(Rs[t] @ R.T))
     return centre, rotation
 
 

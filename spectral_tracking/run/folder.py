@@ -68,10 +68,9 @@ def config_fingerprints(cfg: DictConfig) -> list[str]:
     return out
 
 
-def check_same_run(out_dir: Path, fingerprint: str | list[str], what: str) -> None:
-    """Refuse ``out_dir`` if its run_meta.json names another run (``fingerprint``: the run's, or
-    `config_fingerprints`' list, any of which names it)."""
-    accepted = [fingerprint] if isinstance(fingerprint, str) else list(fingerprint)
+def check_same_run(out_dir: Path, fingerprints: list[str], what: str) -> None:
+    """Refuse ``out_dir`` if its run_meta.json names another run (``fingerprints``: `config_fingerprints`,
+    any of which names this one)."""
     meta = out_dir / "run_meta.json"
     if not meta.exists():
         return
@@ -79,10 +78,10 @@ def check_same_run(out_dir: Path, fingerprint: str | list[str], what: str) -> No
         old = json.loads(meta.read_text()).get("config_fingerprint")
     except json.JSONDecodeError as e:
         raise ConfigError(f"{meta}: unreadable ({e}); delete it, or use skip_finished=false to start this folder over") from None
-    if old is not None and old not in accepted:
+    if old is not None and old not in fingerprints:
         raise RunRefused(
             f"{out_dir} holds {what} of a run with different settings (config fingerprint {old}, now "
-            f"{accepted[0]}); use another out_dir, or skip_finished=false to start this folder over"
+            f"{fingerprints[0]}); use another out_dir, or skip_finished=false to start this folder over"
         )
 
 
@@ -91,7 +90,7 @@ def check_same_run(out_dir: Path, fingerprint: str | list[str], what: str) -> No
 KEEP_ON_RESTART = (".hydra", ".lock")
 
 
-def finished_result(cfg: DictConfig, fingerprint: str | list[str]) -> dict | None:
+def finished_result(cfg: DictConfig, fingerprints: list[str]) -> dict | None:
     """The saved result if ``cfg.out_dir`` holds this run finished with the same evaluation
     settings (and ``skip_finished``), else None, having prepared the folder for a fresh or resumed
     run. A finished run whose ``eval`` settings changed is re-evaluated from its final checkpoint."""
@@ -99,7 +98,7 @@ def finished_result(cfg: DictConfig, fingerprint: str | list[str]) -> dict | Non
     metrics_path = out_dir / "metrics.json"
     if cfg.skip_finished:
         if metrics_path.exists():
-            check_same_run(out_dir, fingerprint, "the results")
+            check_same_run(out_dir, fingerprints, "the results")
             try:
                 saved = json.loads(metrics_path.read_text())
             except json.JSONDecodeError as e:
@@ -117,7 +116,7 @@ def finished_result(cfg: DictConfig, fingerprint: str | list[str]) -> dict | Non
             log.warning("eval settings changed since %s finished (%s -> %s): re-evaluating from its final checkpoint",
                         out_dir, old_eval, new_eval)
         else:
-            check_same_run(out_dir, fingerprint, "a checkpoint")
+            check_same_run(out_dir, fingerprints, "a checkpoint")
     elif out_dir.is_dir():
         for item in out_dir.iterdir():
             if item.name in KEEP_ON_RESTART or item.suffix == ".log":

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
-from spectral_tracking.gaussians import Gaussians, quat_multiply, quat_to_rotmat, rotmat_to_quat
+from spectral_tracking.gaussians import Gaussians, quat_multiply, quat_to_rotmat, rotation_degrees, rotmat_to_quat
 from spectral_tracking.tracking.settings import LossSettings
 from spectral_tracking.tracking.settings import SearchSettings as _S  # the defaults (class attributes)
 
@@ -61,8 +61,8 @@ class SearchResult:
     seconds: float
 
     def record(self) -> dict:
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(self.rotation)) - 1) / 2))))
-        return {"align": "search", "search_rotation_deg": round(angle, 2), "search_scale": round(self.scale, 4),
+        return {"align": "search", "search_rotation_deg": round(rotation_degrees(self.rotation), 2),
+                "search_scale": round(self.scale, 4),
                 "search_translation": [round(float(x), 4) for x in self.translation],
                 "search_loss": self.loss, "search_runner_up_ratio": (self.losses[1] / self.losses[0] if len(self.losses) > 1
                                                                      and self.losses[0] > 0 else None),

@@ -20,13 +20,12 @@ search over rotation hypotheses scored by the low spectral bands, `spectral_trac
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import UP as VERTICAL
-from spectral_tracking.gaussians import Gaussians, axis_angle_matrix
+from spectral_tracking.gaussians import Gaussians, axis_angle_matrix, rotation_degrees
 from spectral_tracking.metrics import mask_iou
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
                                        realign=bool(s["realign"]), depth_window=int(s["depth_window"]), **common)
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
-    turn = max(math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(R)) - 1) / 2)))) for R in Rs)
+    turn = max(rotation_degrees(R) for R in Rs)
     gated = len(views) == 1 and turn < float(s["turn_gate"])
     record.update(search_turn_deg=round(turn, 1), search_turn_kept=not gated)
     if gated:
