@@ -42,6 +42,9 @@ VARIANTS: dict[str, Variant] = {
                                     "frame's motion jitters: -2.9 dB on motions without a turn, turning_trajectory); each "
                                     "frame's depth from its own orientation's area, the median depth over 5 frames, and "
                                     "only the centre track where nothing turns 45 degrees (one view)"),
+    "trajectory_beam": Variant(("align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.beam=2"),
+                               "method", "the trajectory with two trajectories followed at once, the lower summed loss "
+                                         "winning (a turn and its mirror fit one view alike for a few frames)"),
     "trajectory_greedy": Variant(("align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.realign=false",
                                   "search.depth_window=1", "search.turn_gate=0"),
                                  "method", "the trajectory before 2026-12-06: each frame's pose as the greedy search left "

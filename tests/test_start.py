@@ -303,3 +303,39 @@ def test_an_even_depth_window_is_refused(scene):
     targets = SimpleNamespace(train_views=[0], cameras=scene.cameras, images=None, masks=None)
     with pytest.raises(ValueError, match="search.depth_window must be odd.*got 4; use 5"):
         place("search", scene.canonical, targets, settings=OmegaConf.create({"frames": "all", "depth_window": 4}))
+
+
+def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene, monkeypatch):
+    """search.beam: the trajectory whose frames sum to the lower loss wins, though its first frame fit
+    worse (as a turn away from one camera and its mirror do); beam 1 keeps each frame's best fit.
+    Two fits closer than BEAM_DISTINCT_DEGREES are one trajectory: the worse is dropped."""
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.gaussians import rotation_degrees
+
+    placed = scene.canonical
+    up = torch.tensor([0.0, 1.0, 0.0])
+
+    def yaw_of(g) -> float:
+        R, _ = search_module.rigid_fit(placed.means.detach(), g.means.detach())
+        return math.degrees(math.atan2(float(R[0, 2]), float(R[2, 2])))
+
+    def fits(current, cameras, images, masks, views, *, hypotheses, survivors, **kwargs):
+        frame = int(images[0, 0, 0, 0])
+        turns = [(30.0, 1.0), (-30.0, 1.1)] if frame == 1 else \
+            [(30.0, 2.0), (0.0, 2.5)] if yaw_of(current) > 0 else [(-30.0, 0.5), (-25.0, 0.6), (0.0, 0.9)]
+        center = current.means.detach().mean(0)
+        return [search_module._Fitted(moved=current, center=center, q=rotmat_to_quat(axis_angle_matrix(up, a)[None].float())[0],
+                                      w=torch.zeros(3), tau=torch.zeros(3), sigma=torch.zeros(()), offset=torch.zeros(3),
+                                      loss=loss, others=[], free_scale=False, hypothesis=0, seconds=0.0)
+                for a, loss in turns[:survivors]]
+
+    polish = search_module._polish
+    monkeypatch.setattr(search_module, "_fit_hypotheses", fits)
+    monkeypatch.setattr(search_module, "_polish", lambda fit, *a, **k: polish(fit, *a, **{**k, "steps": 0}))
+    images = torch.arange(3.0).reshape(1, 3, 1, 1, 1).expand(1, 3, 4, 4, 3)  # frame t's images hold t
+    for beam, final, losses in ((1, 60.0, [1.0, 2.0]), (2, -60.0, [1.1, 0.5]), (3, -60.0, [1.1, 0.5])):
+        Rs, _, records = search_module.search_trajectory(placed, scene.cameras, images, torch.zeros(1, 3, 4, 4), [0],
+                                                         background=torch.ones(3), realign=False, depth_window=1,
+                                                         beam=beam)
+        assert rotation_degrees(Rs[2] @ axis_angle_matrix(up, final).double().T) < 1e-3
+        assert [r["loss"] for r in records] == pytest.approx(losses)

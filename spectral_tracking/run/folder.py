@@ -28,14 +28,20 @@ log = logging.getLogger(__name__)
 NOT_IN_FINGERPRINT = ("logger", "trainer", "skip_finished", "check_memory", "ckpt_path", "out_dir", "task_name", "eval", "hydra")
 
 
+def _trajectory(c: dict) -> bool:
+    """Whether a resolved config runs the trajectory search (align=search with search.frames=all)."""
+    return c.get("align") == "search" and (c.get("search") or {}).get("frames") == "all"
+
+
 # Settings added after runs were recorded, newest batch last, each with the test of whether it applies to
 # a run (on the resolved config). A run to which a batch does not apply computes what it computed before the
 # batch existed, so the fingerprint of its config without the batch, which its folder or CSV row recorded
 # then, still names it: adding a setting does not make hours of finished runs stale.
 ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # 2026-12-06: the trajectory's corrections (tracking/search.py), read only by align=search with frames=all
-    (("search.realign", "search.depth_window", "search.turn_gate"),
-     lambda c: c.get("align") == "search" and (c.get("search") or {}).get("frames") == "all"),
+    (("search.realign", "search.depth_window", "search.turn_gate"), _trajectory),
+    # 2026-12-06: the trajectory's beam; at 1 (greedy) it computes what it computed before
+    (("search.beam",), lambda c: _trajectory(c) and c["search"].get("beam", 1) != 1),
 )
 
 

@@ -24,9 +24,10 @@ match another turn's (a mirror, a side view). So the start searches, against fra
 
 ``search.frames=all`` then follows the whole asset frame by frame (`search_trajectory`): each
 frame's pose is the frame before's, turned by each of a few `local_rotations` and fitted the same
-way; the result is the start of a per-frame rigid part (``deform=rigid_mlp`` with
-``rigid_per_frame``, or ``deform=rigid``). The result is a rigid (or similarity) move of the
-canonical; the non-rigid tracking starts there.
+way (``search.beam`` > 1: several trajectories at once, the lowest summed loss winning, because one
+view fits a turn and its mirror almost alike for a few frames); the result is the start of a
+per-frame rigid part (``deform=rigid_mlp`` with ``rigid_per_frame``, or ``deform=rigid``). The
+result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there.
 """
 
 from __future__ import annotations
@@ -234,28 +235,36 @@ SCREEN_PIXELS = 2**21
 scale's 96^2): each hypothesis is scored on its own, so the chunk changes memory, not the result."""
 
 
-def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
-                background: Tensor, rotations: str = _S.rotations, count: int = _S.count, keep: int = _S.keep,
-                steps: int = _S.steps, bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask,
-                lr: float = _S.lr, free_scale: bool | None = None, backend: str = "auto",
-                max_gaussians: int = _S.max_gaussians, seed: int = 0, hypotheses: Tensor | None = None,
-                prefer_first: float | None = _S.prefer, refine_steps: int = 40) -> SearchResult:
-    """The similarity of ``gaussians`` (about its centre) whose render in ``views`` best matches the
-    targets ``images`` [V, H, W, 3] and ``masks`` [V, H, W] (frame 0, every camera) in the lowest
-    ``bands`` spectral bands. ``free_scale``: None = with two or more views. Every hypothesis is
-    scored as it stands (one render of H x V cameras), the ``keep`` best are fitted together for
-    ``steps`` steps (one render a step), the lowest final loss wins. ``prefer_first``: the first
-    hypothesis (the identity: no turn) is always fitted, and, while its fit stays within
-    `PREFER_WITHIN_DEGREES` of the identity, another wins only with a loss below ``prefer_first``
-    times its own. See the module docstring."""
-    from spectral_tracking.losses.spectral import max_num_bands, spectral_loss
+@dataclass
+class _Fitted:
+    """One fitted hypothesis of `_fit_hypotheses`, before the polish: the asset ``moved`` (the
+    searched asset placed by its targets' mask moments) and the move x -> c + tau + s R (x - c) with
+    R = q (x) axis_angle(w), s = exp(sigma) about its centre c; ``loss``: on the search's bands."""
+    moved: Gaussians
+    center: Tensor
+    q: Tensor
+    w: Tensor
+    tau: Tensor
+    sigma: Tensor
+    offset: Tensor  # the moments' translation of the searched asset (step 1)
+    loss: float
+    others: list[float]  # the last round's other losses, ascending (how clear the winner is)
+    free_scale: bool
+    hypothesis: int  # its index into the hypotheses
+    seconds: float
+
+
+def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
+                    background: Tensor, hypotheses: Tensor, keep: int, steps: int, bands: int, lambda_mask: float,
+                    lr: float, free_scale: bool, backend: str, max_gaussians: int, prefer_first: float | None,
+                    survivors: int = 1) -> list[_Fitted]:
+    """`search_pose`'s steps 1-4 (the moments' translation, the screening of ``hypotheses`` [H, 3, 3],
+    the fit of the ``keep`` best by successive halving) down to ``survivors`` fits, best first."""
+    from spectral_tracking.losses.spectral import spectral_loss
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import align_to_targets
 
     start = time.perf_counter()
-    views = list(views)
-    if free_scale is None:
-        free_scale = len(views) >= 2
     # 1. translation from the moments (the visible part's centroid where every mask is cut by the border)
     moved, offset = align_to_targets(gaussians, cameras, masks, views, backend=backend, warn=False)  # place() warns
     # 2. the hypotheses, fitted on the asset, or on its `proxy` where it has more than max_gaussians
@@ -276,8 +285,7 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
 
     # 3. screen every hypothesis (no gradient): its translation corrected by its own render's mask
     #    moments (one render of H x V cameras), then its loss (another)
-    hyp = rotation_set(rotations, count) if hypotheses is None else hypotheses
-    q_all = rotmat_to_quat(hyp.to(device, dtype))  # [H, 4]
+    q_all = rotmat_to_quat(hypotheses.to(device, dtype))  # [H, 4]
     zeros = torch.zeros(len(q_all), 3, dtype=dtype, device=device)
     #    in chunks of about SCREEN_PIXELS rendered pixels (72 hypotheses x 2 views at 512^2 at once held 1 GB)
     chunk = max(1, SCREEN_PIXELS // (V * cams.height * cams.width))
@@ -289,13 +297,14 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             taus.append(_moment_steps(first.alpha.reshape(len(q), V, *first.alpha.shape[-2:]), gt_mask, cams, center))
             losses.append(render_losses(q, taus[-1], z[:, 0]))
     tau0, screen = torch.cat(taus), torch.cat(losses)
-    chosen = torch.argsort(screen)[: max(1, int(keep))]
+    survivors = max(1, int(survivors))
+    chosen = torch.argsort(screen)[: max(survivors, int(keep))]
     if prefer_first is not None and not bool((chosen == 0).any()):
         chosen = torch.cat([chosen.new_zeros(1), chosen[:-1] if len(chosen) > 1 else chosen[:0]])
     q_h = q_all[chosen]
     # 4. fit the best ones (rotation, translation, and the log-scale with two or more views) by
     #    successive halving: all of them for a third of the steps, the best quarter for another
-    #    third, the best one to the end
+    #    third, the best one (the best ``survivors``) to the end
     w = torch.zeros(len(q_h), 3, dtype=dtype, device=device, requires_grad=True)
     tau = tau0[chosen].clone().requires_grad_(True)
     sigma = torch.zeros(len(q_h), dtype=dtype, device=device, requires_grad=free_scale)
@@ -317,60 +326,106 @@ def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: T
             last.sum().backward()
             opt.step()
             sched.step()
+        ranked = torch.argsort(last.detach())
+        if prefer_first is not None and bool((chosen[alive] == 0).any()):
+            first = int((chosen[alive] == 0).nonzero()[0, 0])
+            best = int(ranked[0])
+            # the identity is preferred only while its fit stays near the identity (a fit that turned
+            # away from it has left the symmetric case: then the lowest loss decides)
+            stays = float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
+            if best != first and stays and float(last[best].detach()) >= prefer_first * float(last[first].detach()):
+                ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
+            elif best != first and round_ < 2:
+                ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
         if round_ < 2:
-            ranked = torch.argsort(last.detach())
-            if prefer_first is not None and bool((chosen[alive] == 0).any()):
-                first = int((chosen[alive] == 0).nonzero()[0, 0])
-                best = int(ranked[0])
-                # the identity is preferred only while its fit stays near the identity (a fit that turned
-                # away from it has left the symmetric case: then the lowest loss decides)
-                stays = float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
-                if best != first and stays and float(last[best].detach()) >= prefer_first * float(last[first].detach()):
-                    ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
-                elif best != first:
-                    ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
             runners_up = last.detach()[ranked[1:]]  # the last round's others: how clear the winner is
-            alive = alive[ranked[: max(1, math.ceil(len(alive) / 4)) if round_ == 0 else 1]]
-    b = alive[0]
-    final = last.detach()
-    fitted = float(final[0])  # the winner on the search's bands, comparable with the runners-up
-    if refine_steps > 0:
-        # the winner is polished on the asset itself (the proxy's likeness is not exact enough for the
-        # last degrees) with two more bands and a step that decays to zero: a start a fraction of a
-        # degree off makes the tracking that follows land elsewhere
-        g = moved.detach()
+            k = max(survivors, math.ceil(len(alive) / 4)) if round_ == 0 else survivors
+            alive, last = alive[ranked[:k]], last[ranked[:k]]
+        else:
+            alive, last = alive[ranked], last[ranked]
+    seconds = time.perf_counter() - start
+    if survivors > 1:
+        runners_up = last.detach()[1:]
+    others = sorted(float(x) for x in runners_up)
+    return [_Fitted(moved=moved, center=center, q=q_h[b], w=w[b].detach(), tau=tau[b].detach(), sigma=sigma[b].detach(),
+                    offset=offset, loss=float(last[i].detach()), others=others, free_scale=free_scale, hypothesis=int(chosen[b]),
+                    seconds=seconds) for i, b in enumerate(alive.tolist())]
+
+
+def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *, background: Tensor,
+            bands: int, lambda_mask: float, lr: float, backend: str, steps: int) -> SearchResult:
+    """A fitted hypothesis polished on the asset itself (not its proxy: its likeness is not exact
+    enough for the last degrees) with two more bands and a step that decays to zero, as a
+    `SearchResult` (``steps`` 0: as fitted)."""
+    from spectral_tracking.losses.spectral import max_num_bands, spectral_loss
+    from spectral_tracking.render import render
+
+    start = time.perf_counter()
+    g, center = fit.moved.detach(), fit.center
+    dtype, device = g.means.dtype, g.device
+    cams = cameras[views].to(device)
+    gt_rgb, gt_mask = images[views].to(device, dtype), masks[views].to(device, dtype)
+    bg = background.to(device, dtype)
+    w = fit.w[None].clone().requires_grad_(True)
+    tau = fit.tau[None].clone().requires_grad_(True)
+    sigma = fit.sigma[None].clone().requires_grad_(fit.free_scale)
+    loss = fit.loss
+
+    def rotation() -> Tensor:
+        return quat_multiply(fit.q[None], _axis_angle_quat(w[0])[None])[0]
+
+    if steps > 0:
         weights = torch.ones(min(bands + 2, max_num_bands(cams.height, cams.width)))
-        q_h, w_b = q_h[b][None], w[b].detach()[None].clone().requires_grad_(True)
-        tau_b = tau[b].detach()[None].clone().requires_grad_(True)
-        sigma_b = sigma[b].detach()[None].clone().requires_grad_(free_scale)
-        w, tau, sigma, b = w_b, tau_b, sigma_b, 0
-        alive = torch.zeros(1, dtype=torch.long, device=device)
         opt = torch.optim.Adam([{"params": [w], "lr": lr * 0.2}, {"params": [tau], "lr": lr * 0.04},
-                                *([{"params": [sigma], "lr": lr * 0.04}] if free_scale else [])])
-        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / max(1, int(refine_steps))))
-        for _ in range(int(refine_steps)):
+                                *([{"params": [sigma], "lr": lr * 0.04}] if fit.free_scale else [])])
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / max(1, int(steps))))
+        for _ in range(int(steps)):
             opt.zero_grad(set_to_none=True)
             # one hypothesis: move the Gaussians, not the camera (the renderer's fast path has their gradients)
-            q = current(alive)[0]
+            q = rotation()
             R = quat_to_rotmat(q[None])[0]
             s = torch.exp(sigma[0])
             posed = replace(g, means=center + tau[0] + s * (g.means - center) @ R.T,
                             quats=quat_multiply(q.expand_as(g.quats), g.quats), log_scales=g.log_scales + sigma[0])
             out = render(posed, cams, background=bg, backend=backend)
-            last = spectral_loss(out.rgb, gt_rgb, out.alpha, gt_mask, weights, lambda_mask=lambda_mask)[None]
-            last.sum().backward()
+            last = spectral_loss(out.rgb, gt_rgb, out.alpha, gt_mask, weights, lambda_mask=lambda_mask)
+            last.backward()
             opt.step()
             decay.step()
-        final = last.detach()
+            loss = float(last.detach())
     with torch.no_grad():
-        R = quat_to_rotmat(current(alive)[0][None])[0]
-        s = float(torch.exp(sigma[b]))
+        R = quat_to_rotmat(rotation()[None])[0]
+        s = float(torch.exp(sigma[0]))
         # the same move for the whole asset: x -> c + tau + s R (x - c), c the searched Gaussians' centre
-        out = moved.transform(R, translation=center + tau[b] - s * (R @ center), scale=s)
-    sorted_losses = [fitted] + sorted(float(x) for x in runners_up)
+        out = fit.moved.transform(R, translation=center + tau[0] - s * (R @ center), scale=s)
     return SearchResult(gaussians=out.detach(), rotation=R.detach().cpu().double(),
-                        translation=(offset.to(tau) + tau[b]).detach().cpu(), scale=s, loss=float(final[0]),
-                        losses=sorted_losses, seconds=time.perf_counter() - start)
+                        translation=(fit.offset.to(tau) + tau[0]).detach().cpu(), scale=s, loss=loss,
+                        losses=[fit.loss] + fit.others, seconds=fit.seconds + time.perf_counter() - start)
+
+
+def search_pose(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
+                background: Tensor, rotations: str = _S.rotations, count: int = _S.count, keep: int = _S.keep,
+                steps: int = _S.steps, bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask,
+                lr: float = _S.lr, free_scale: bool | None = None, backend: str = "auto",
+                max_gaussians: int = _S.max_gaussians, seed: int = 0, hypotheses: Tensor | None = None,
+                prefer_first: float | None = _S.prefer, refine_steps: int = 40) -> SearchResult:
+    """The similarity of ``gaussians`` (about its centre) whose render in ``views`` best matches the
+    targets ``images`` [V, H, W, 3] and ``masks`` [V, H, W] (frame 0, every camera) in the lowest
+    ``bands`` spectral bands. ``free_scale``: None = with two or more views. Every hypothesis is
+    scored as it stands (one render of H x V cameras), the ``keep`` best are fitted together for
+    ``steps`` steps (one render a step), the lowest final loss wins. ``prefer_first``: the first
+    hypothesis (the identity: no turn) is always fitted, and, while its fit stays within
+    `PREFER_WITHIN_DEGREES` of the identity, another wins only with a loss below ``prefer_first``
+    times its own. See the module docstring."""
+    views = list(views)
+    if free_scale is None:
+        free_scale = len(views) >= 2
+    hyp = rotation_set(rotations, count) if hypotheses is None else hypotheses
+    best = _fit_hypotheses(gaussians, cameras, images, masks, views, background=background, hypotheses=hyp, keep=keep,
+                           steps=steps, bands=bands, lambda_mask=lambda_mask, lr=lr, free_scale=free_scale,
+                           backend=backend, max_gaussians=max_gaussians, prefer_first=prefer_first)[0]
+    return _polish(best, cameras, images, masks, views, background=background, bands=bands, lambda_mask=lambda_mask,
+                   lr=lr, backend=backend, steps=refine_steps)
 
 
 def local_rotations(degrees: float = 35.0) -> Tensor:
@@ -396,47 +451,85 @@ def rigid_fit(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return R, cd - R @ cs
 
 
+@dataclass
+class _Track:
+    """One trajectory of `search_trajectory`'s beam: its poses so far from the placed asset (x -> R_t x + b_t),
+    the asset at its last pose, and the sum of its frames' fitted losses."""
+    score: float
+    current: Gaussians
+    Rs: list[Tensor]
+    bs: list[Tensor]
+    records: list[dict]
+
+
+BEAM_DISTINCT_DEGREES = 15.0  # two trajectories of the beam are one where their last poses differ by less
+
+
 def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
                       background: Tensor, degrees: float = _S.local_degrees, keep: int = 3, steps: int = 15,
                       bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask, lr: float = _S.lr,
                       backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
                       prefer: float = _S.prefer, realign: bool = _S.realign,
-                      depth_window: int = _S.depth_window) -> tuple[Tensor, Tensor, list[dict]]:
+                      depth_window: int = _S.depth_window, beam: int = _S.beam) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
     [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`, then (``realign``, where a training
     mask of the frame is not cut by the border) moved to the depth and centroid its mask moments give
-    for the orientation found. With one training view, each frame's centre is then slid along its
-    viewing ray to the median depth of the ``depth_window`` frames around it (`median_depths`): there
-    depth shows only as apparent size, and a few degrees of error in a turn seen end-on move it by
-    a radius. Returns the rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t from
-    ``placed`` (frame 0: the identity) and a record per frame."""
+    for the orientation found. ``beam``: how many trajectories are followed at once: each proposes its
+    ``beam`` best fits of the next frame, and the ``beam`` with the lowest summed loss over their frames
+    (whose last poses differ by `BEAM_DISTINCT_DEGREES` or more) go on; the lowest at the end wins. One
+    view of a bilaterally symmetric body turning away from the camera fits a turn and its mirror
+    (yaw a and -a, or a and 180 - a) almost alike for several frames, and the frames after tell them
+    apart. With one training view, each frame's centre is then slid along its viewing ray to the
+    median depth of the ``depth_window`` frames around it (`median_depths`): there depth shows only as
+    apparent size, and a few degrees of error in a turn seen end-on move it by a radius. Returns the
+    rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t from ``placed`` (frame 0: the
+    identity) and a record per frame (of the winning trajectory; its seconds: the beam's, that frame)."""
     from spectral_tracking.tracking.align import _touches_border, align_to_targets
 
     T = images.shape[1]
-    Rs = [torch.eye(3, dtype=torch.float64)]
-    bs = [torch.zeros(3, dtype=torch.float64)]
-    records = []
-    current = placed
+    beam = max(1, int(beam))
+    tracks = [_Track(0.0, placed, [torch.eye(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)], [])]
     hypotheses = local_rotations(degrees)
+    common = dict(background=background, bands=bands, lambda_mask=lambda_mask, lr=lr, backend=backend)
     for t in range(1, T):
-        result = search_pose(current, cameras, images[:, t], masks[:, t], views, background=background,
-                             hypotheses=hypotheses, keep=keep, steps=steps, bands=bands, lambda_mask=lambda_mask, lr=lr,
-                             free_scale=False, backend=backend, max_gaussians=max_gaussians, seed=seed,
-                             prefer_first=prefer, refine_steps=10)
-        current = result.gaussians
-        if realign and any(not _touches_border(masks[v, t], threshold=0.5) for v in views):
-            # the depth again, from the area this frame's orientation gives: the search placed the
-            # hypotheses by the area of the pose before, and a turned elongated body shows another area
-            current, _ = align_to_targets(current, cameras, masks[:, t], views, backend=backend, warn=False)
-        R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
-        Rs.append(R)
-        bs.append(b)
-        records.append({"frame": t, "loss": result.loss, "seconds": round(result.seconds, 3)})
-    Rs, bs = torch.stack(Rs), torch.stack(bs)
+        start = time.perf_counter()
+        frame_images, frame_masks = images[:, t], masks[:, t]
+        children = []  # (summed loss, track, fit)
+        for track in tracks:
+            for fit in _fit_hypotheses(track.current, cameras, frame_images, frame_masks, views, hypotheses=hypotheses,
+                                       keep=max(keep, beam), steps=steps, free_scale=False, max_gaussians=max_gaussians,
+                                       prefer_first=prefer, survivors=beam, **common):
+                R = quat_to_rotmat(quat_multiply(fit.q[None], _axis_angle_quat(fit.w)[None]))[0].detach().cpu().double()
+                turn = R @ track.Rs[-1]  # the pose's rotation from the placed asset (the fit turns about the centre)
+                children.append((track.score + fit.loss, track, fit, turn))
+        children.sort(key=lambda c: c[0])
+        kept = []
+        for score, track, fit, turn in children:
+            if all(rotation_degrees(turn @ other.T) >= BEAM_DISTINCT_DEGREES for _, _, _, other in kept):
+                kept.append((score, track, fit, turn))
+            if len(kept) == beam:
+                break
+        next_tracks = []
+        for score, track, fit, _ in kept:
+            polished = _polish(fit, cameras, frame_images, frame_masks, views, steps=10, **common)
+            current = polished.gaussians
+            if realign and any(not _touches_border(masks[v, t], threshold=0.5) for v in views):
+                # the depth again, from the area this frame's orientation gives: the search placed the
+                # hypotheses by the area of the pose before, and a turned elongated body shows another area
+                current, _ = align_to_targets(current, cameras, frame_masks, views, backend=backend, warn=False)
+            R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
+            record = {"frame": t, "loss": polished.loss, "seconds": 0.0}
+            next_tracks.append(_Track(score, current, track.Rs + [R], track.bs + [b], track.records + [record]))
+        seconds = round(time.perf_counter() - start, 3)
+        for track in next_tracks:
+            track.records[-1]["seconds"] = seconds
+        tracks = next_tracks
+    best = tracks[0]
+    Rs, bs = torch.stack(best.Rs), torch.stack(best.bs)
     if len(views) == 1 and depth_window > 1:
         bs = median_depths(Rs, bs, placed.means.detach().double().cpu().mean(0), cameras[views[0]], depth_window)
-    return Rs, bs, records
+    return Rs, bs, best.records
 
 
 def median_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, window: int) -> Tensor:
