@@ -69,6 +69,8 @@ SECTIONS: tuple[Section, ...] = (
                "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_switch80", "8", "3 min"),
         Result("rotation_curves_defaults", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_defaults", "400", "about 60 min of runs (restarted across sittings)"),
+        Result("turning_trajectory_beam", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 1 "
+               "--out experiments/results/turning_trajectory_beam", "48", "25 min at one job (beside a paper-scale run)"),
         Result("turning_trajectory_gate", "python -m experiments.turning --variant trajectory --seeds 0 1 --jobs 1 "
                "--out experiments/results/turning_trajectory_gate", "48", "32 min at one job (beside a paper-scale run)"),
         Result("turning_trajectory_lr001", "python -m experiments.turning --variant defaults trajectory --seeds 0 1 --jobs 2 "

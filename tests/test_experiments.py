@@ -232,3 +232,15 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                 check_same_run(folder, fps, "the results")
         else:
             check_same_run(folder, fps, "the results")
+
+
+def test_trajectory_probe_quick_follows_the_turn(tmp_path, capsys):
+    """experiments/trajectory_probe.py --quick: the start's trajectory of the turning quadruped (4
+    frames, 48 px) against the truth, printed per frame; its turn is followed within 20 degrees."""
+    from experiments import trajectory_probe
+
+    assert trajectory_probe.main(["--quick", "--frames", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("quadruped_turn@0:"))
+    assert float(line.split("max")[1].split()[0]) < 20  # the worst frame's rotation error (degrees)
+    assert "found yaw" in out and "mean over the turns (1)" in out
