@@ -202,8 +202,10 @@ def test_slurm_parameters_reach_submitit_with_their_prefixes(tmp_path, monkeypat
 
 def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished(tmp_path):
     """folder.ADDED_SETTINGS: a run recorded before search.realign / depth_window / turn_gate existed
-    (its fingerprint: the config without them) still counts as finished where they do not apply (the
-    paper's start, align=none; or frames=first), and is run again where they do (frames=all)."""
+    (its fingerprint: the config without them and the later search.beam) still counts as finished
+    where they do not apply (the paper's start, align=none; or frames=first), and is run again where
+    they do (frames=all). A frames=all run recorded before search.beam stays finished at beam 1 (the
+    greedy search it ran) and is run again at beam 2."""
     import hashlib
     import json
 
@@ -212,19 +214,23 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     from spectral_tracking.run.config import compose
     from spectral_tracking.run.folder import NOT_IN_FINGERPRINT, RunRefused, check_same_run, config_fingerprints
 
-    def before_the_batch(cfg) -> str:
+    def without(cfg, keys) -> str:
         kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
-        for key in ("realign", "depth_window", "turn_gate"):
+        for key in keys:
             del kept["search"][key]
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    for overrides, applies in ((["align=none"], False), (["align=search"], False),
-                               (["align=search", "search.frames=all", "deform=rigid_mlp_frames"], True)):
+    trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
+    for overrides, keys, applies in ((["align=none"], ("realign", "depth_window", "turn_gate", "beam"), False),
+                                     (["align=search"], ("realign", "depth_window", "turn_gate", "beam"), False),
+                                     (trajectory, ("realign", "depth_window", "turn_gate", "beam"), True),
+                                     (trajectory, ("beam",), False),
+                                     ([*trajectory, "search.beam=2"], ("beam",), True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", *overrides, f"out_dir={tmp_path / 'run'}"])
-        old = before_the_batch(cfg)
+        old = without(cfg, keys)
         fps = config_fingerprints(cfg)
         assert (old in fps) is not applies and fps[0] != old
-        folder = tmp_path / "_".join(overrides).replace("=", "-")
+        folder = tmp_path / "_".join([*overrides, *keys]).replace("=", "-")
         folder.mkdir()
         (folder / "run_meta.json").write_text(json.dumps({"config_fingerprint": old}))
         if applies:
