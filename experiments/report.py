@@ -86,6 +86,9 @@ SECTIONS: tuple[Section, ...] = (
         Result("trajectory_pairs", f"{ABLATION} --variants defaults trajectory pixel+trajectory --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_pairs", "240",
                "about 60 min (beside other work)"),
+        Result("trajectory_beam_pairs", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 1 --out experiments/results/trajectory_beam_pairs", "80",
+               "54 min at one job (beside a paper-scale run and the test suite)"),
         Result("trajectory_gate_pairs", f"{ABLATION} --variants trajectory --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 1 --out experiments/results/trajectory_gate_pairs", "80",
                "60 min at one job (beside a paper-scale run and the test suite)"),
