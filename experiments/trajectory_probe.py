@@ -6,6 +6,7 @@ sequence, one thread. It reads what the start hands the deformation, before any 
 
     python -m experiments.trajectory_probe
     python -m experiments.trajectory_probe --override search.beam=2
+    python -m experiments.trajectory_probe --sequences humanoid_twist@1 --frames
     python -m experiments.trajectory_probe --quick
 
 Prints one line per sequence and the means over the turns and the twins (``--frames``: also the
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--override", action="append", default=[], help="a config override (repeatable)")
     ap.add_argument("--frames", action="store_true", help="print every frame's found and true yaw")
+    ap.add_argument("--sequences", nargs="+", default=None, metavar="PRESET@SEED",
+                    help="other sequences (preset@benchmark seed, e.g. humanoid_twist@1; default: the turns and their twins)")
     ap.add_argument("--quick", action="store_true", help="one turn, 4 frames at 48 px (a smoke test)")
     ap.add_argument("--out", type=Path, default=Path("outputs/trajectory_probe"))
     args = ap.parse_args(argv)
@@ -66,15 +69,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     overrides = list(args.override)
     sequences = [(p, s) for turn, twin in TURNING.items() for p in (turn, twin) for s in BENCHMARK_SEEDS]
+    if args.sequences:
+        try:
+            sequences = [(x.split("@")[0], int(x.split("@")[1])) for x in args.sequences]
+        except (IndexError, ValueError):
+            ap.error(f"--sequences: expected preset@benchmark_seed (e.g. humanoid_twist@1), got {' '.join(args.sequences)}")
     if args.quick:
         sequences = [("quadruped_turn", 0)]
         overrides = ["dataset.frames=4", "resolution=48", f"dataset.root={args.out / 'data'}", *overrides]
-    means = {"turn": [], "twin": []}
+    means = {"turn": [], "twin": [], "other sequence": []}
     for preset, bseed in sequences:
         r = probe(preset, bseed, overrides, args.out / "run")
         rot = [f["rotation_error"] for f in r["frames"]]
         cen = [f["centre_error"] for f in r["frames"]]
-        kind = "turn" if preset in TURNING else "twin"
+        kind = "turn" if preset in TURNING else "twin" if preset in TURNING.values() else "other sequence"
         means[kind].append((sum(rot) / len(rot), sum(cen) / len(cen)))
         print(f"{preset}@{bseed}: rotation error mean {sum(rot) / len(rot):5.1f} max {max(rot):5.1f} degrees | centre error "
               f"mean {sum(cen) / len(cen):.3f} radii | true turn {max(abs(f['true_yaw']) for f in r['frames']):5.1f} | "
