@@ -326,7 +326,7 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
         center = current.means.detach().mean(0)
         return [search_module._Fitted(moved=current, center=center, q=rotmat_to_quat(axis_angle_matrix(up, a)[None].float())[0],
                                       w=torch.zeros(3), tau=torch.zeros(3), sigma=torch.zeros(()), offset=torch.zeros(3),
-                                      loss=loss, others=[], free_scale=False, hypothesis=0, seconds=0.0)
+                                      loss=loss, others=[], free_scale=False, seconds=0.0)
                 for a, loss in turns[:survivors]]
 
     polish = search_module._polish

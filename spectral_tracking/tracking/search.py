@@ -250,7 +250,6 @@ class _Fitted:
     loss: float
     others: list[float]  # the last round's other losses, ascending (how clear the winner is)
     free_scale: bool
-    hypothesis: int  # its index into the hypotheses
     seconds: float
 
 
@@ -348,7 +347,7 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
         runners_up = last.detach()[1:]
     others = sorted(float(x) for x in runners_up)
     return [_Fitted(moved=moved, center=center, q=q_h[b], w=w[b].detach(), tau=tau[b].detach(), sigma=sigma[b].detach(),
-                    offset=offset, loss=float(last[i].detach()), others=others, free_scale=free_scale, hypothesis=int(chosen[b]),
+                    offset=offset, loss=float(last[i].detach()), others=others, free_scale=free_scale,
                     seconds=seconds) for i, b in enumerate(alive.tolist())]
 
 
