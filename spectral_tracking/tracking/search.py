@@ -490,7 +490,7 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     beam = max(1, int(beam))
     tracks = [_Track(0.0, placed, [torch.eye(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)], [])]
     hypotheses = local_rotations(degrees)
-    common = dict(background=background, bands=bands, lambda_mask=lambda_mask, lr=lr, backend=backend)
+    common = {"background": background, "bands": bands, "lambda_mask": lambda_mask, "lr": lr, "backend": backend}
     for t in range(1, T):
         start = time.perf_counter()
         frame_images, frame_masks = images[:, t], masks[:, t]
