@@ -203,27 +203,13 @@ def test_the_proxy_of_a_large_asset_renders_like_it(scene):
 
 def _trajectory_errors(tmp_path, realign: bool) -> tuple[list[float], list[float]]:
     """search.frames=all on the turning quadruped (12 frames, 48 px, one view): per frame, the
-    found rigid motion's centre error (radii) and rotation error (degrees) against the truth's."""
-    from spectral_tracking.run.config import compose
-    from spectral_tracking.run.track import build_targets, start_pose
-    from spectral_tracking.gaussians import rotation_degrees
-    from spectral_tracking.tracking.search import rigid_fit
+    found rigid motion's centre error (radii) and rotation error (degrees) against the truth's
+    (`experiments.trajectory_probe.probe`)."""
+    from experiments.trajectory_probe import probe
 
-    cfg = compose(["experiment=sc4d_mlp_cpu", "dataset.preset=quadruped_turn", "dataset.frames=12", "resolution=48",
-                   "shift=0", "align=search", "search.frames=all", "deform=rigid_mlp_frames",
-                   f"search.realign={str(realign).lower()}", f"dataset.root={tmp_path / 'data'}",
-                   f"out_dir={tmp_path / 'run'}"])
-    seq, targets = build_targets(cfg)
-    _, truth = seq.ground_truth()
-    _, _, (Rs, bs) = start_pose(cfg, seq, targets, torch.device("cpu"))
-    g0 = truth[0].double()
-    c = g0.mean(0)
-    centre, rotation = [], []
-    for t in range(truth.shape[0]):
-        R, b = rigid_fit(g0, truth[t].double())
-        centre.append(float(((Rs[t] @ c + bs[t]) - (R @ c + b)).norm()) / 0.5)
-        rotation.append(rotation_degrees(Rs[t] @ R.T))
-    return centre, rotation
+    frames = probe("quadruped_turn", 0, ["dataset.frames=12", "resolution=48", f"search.realign={str(realign).lower()}",
+                                         f"dataset.root={tmp_path / 'data'}"], tmp_path / "run")["frames"]
+    return [f["centre_error"] for f in frames], [f["rotation_error"] for f in frames]
 
 
 @pytest.mark.slow

@@ -118,6 +118,11 @@ def _axis_angle_quat(w: Tensor) -> Tensor:
     return torch.cat([torch.cos(half)[None], k * w])
 
 
+def _turned(q: Tensor, w: Tensor) -> Tensor:
+    """The quaternion [4] ``q`` [4] turned further by the rotation vector ``w`` [3]: a fit's rotation."""
+    return quat_multiply(q[None], _axis_angle_quat(w)[None])[0]
+
+
 def proxy(gaussians: Gaussians, max_gaussians: int, cameras: Cameras | None = None, backend: str = "auto") -> Gaussians:
     """At most about ``max_gaussians`` Gaussians that render like ``gaussians`` at low frequencies:
     the asset's Gaussians merged per cell of a voxel grid (sized so that about ``max_gaussians``
@@ -370,9 +375,6 @@ def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views
     sigma = fit.sigma[None].clone().requires_grad_(fit.free_scale)
     loss = fit.loss
 
-    def rotation() -> Tensor:
-        return quat_multiply(fit.q[None], _axis_angle_quat(w[0])[None])[0]
-
     if steps > 0:
         weights = torch.ones(min(bands + 2, max_num_bands(cams.height, cams.width)))
         opt = torch.optim.Adam([{"params": [w], "lr": lr * 0.2}, {"params": [tau], "lr": lr * 0.04},
@@ -381,7 +383,7 @@ def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views
         for _ in range(int(steps)):
             opt.zero_grad(set_to_none=True)
             # one hypothesis: move the Gaussians, not the camera (the renderer's fast path has their gradients)
-            q = rotation()
+            q = _turned(fit.q, w[0])
             R = quat_to_rotmat(q[None])[0]
             s = torch.exp(sigma[0])
             posed = replace(g, means=center + tau[0] + s * (g.means - center) @ R.T,
@@ -393,7 +395,7 @@ def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views
             decay.step()
             loss = float(last.detach())
     with torch.no_grad():
-        R = quat_to_rotmat(rotation()[None])[0]
+        R = quat_to_rotmat(_turned(fit.q, w[0])[None])[0]
         s = float(torch.exp(sigma[0]))
         # the same move for the whole asset: x -> c + tau + s R (x - c), c the searched Gaussians' centre
         out = fit.moved.transform(R, translation=center + tau[0] - s * (R @ center), scale=s)
@@ -453,12 +455,12 @@ def rigid_fit(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 @dataclass
 class _Track:
     """One trajectory of `search_trajectory`'s beam: its poses so far from the placed asset (x -> R_t x + b_t),
-    the asset at its last pose, and the sum of its frames' fitted losses."""
+    the asset at its last pose, and the sum of its frames' fitted losses (on the search's bands)."""
     score: float
     current: Gaussians
     Rs: list[Tensor]
     bs: list[Tensor]
-    records: list[dict]
+    losses: list[float]  # each frame's loss after the polish (frames 1 on)
 
 
 BEAM_DISTINCT_DEGREES = 15.0  # two trajectories of the beam are one where their last poses differ by less
@@ -489,17 +491,18 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     T = images.shape[1]
     beam = max(1, int(beam))
     tracks = [_Track(0.0, placed, [torch.eye(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)], [])]
+    seconds = []  # each frame's, the whole beam's
     hypotheses = local_rotations(degrees)
     common = {"background": background, "bands": bands, "lambda_mask": lambda_mask, "lr": lr, "backend": backend}
     for t in range(1, T):
         start = time.perf_counter()
         frame_images, frame_masks = images[:, t], masks[:, t]
-        children = []  # (summed loss, track, fit)
+        children = []  # (summed loss, track, fit, its rotation from the placed asset)
         for track in tracks:
             for fit in _fit_hypotheses(track.current, cameras, frame_images, frame_masks, views, hypotheses=hypotheses,
                                        keep=max(keep, beam), steps=steps, free_scale=False, max_gaussians=max_gaussians,
                                        prefer_first=prefer, survivors=beam, **common):
-                R = quat_to_rotmat(quat_multiply(fit.q[None], _axis_angle_quat(fit.w)[None]))[0].detach().cpu().double()
+                R = quat_to_rotmat(_turned(fit.q, fit.w)[None])[0].detach().cpu().double()
                 turn = R @ track.Rs[-1]  # the pose's rotation from the placed asset (the fit turns about the centre)
                 children.append((track.score + fit.loss, track, fit, turn))
         children.sort(key=lambda c: c[0])
@@ -513,22 +516,20 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
         for score, track, fit, _ in kept:
             polished = _polish(fit, cameras, frame_images, frame_masks, views, steps=10, **common)
             current = polished.gaussians
-            if realign and any(not _touches_border(masks[v, t], threshold=0.5) for v in views):
+            if realign and any(not _touches_border(frame_masks[v], threshold=0.5) for v in views):
                 # the depth again, from the area this frame's orientation gives: the search placed the
                 # hypotheses by the area of the pose before, and a turned elongated body shows another area
                 current, _ = align_to_targets(current, cameras, frame_masks, views, backend=backend, warn=False)
             R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
-            record = {"frame": t, "loss": polished.loss, "seconds": 0.0}
-            next_tracks.append(_Track(score, current, track.Rs + [R], track.bs + [b], track.records + [record]))
-        seconds = round(time.perf_counter() - start, 3)
-        for track in next_tracks:
-            track.records[-1]["seconds"] = seconds
+            next_tracks.append(_Track(score, current, track.Rs + [R], track.bs + [b], track.losses + [polished.loss]))
         tracks = next_tracks
+        seconds.append(round(time.perf_counter() - start, 3))
     best = tracks[0]
     Rs, bs = torch.stack(best.Rs), torch.stack(best.bs)
     if len(views) == 1 and depth_window > 1:
         bs = median_depths(Rs, bs, placed.means.detach().double().cpu().mean(0), cameras[views[0]], depth_window)
-    return Rs, bs, best.records
+    records = [{"frame": t, "loss": loss, "seconds": sec} for t, (loss, sec) in enumerate(zip(best.losses, seconds), 1)]
+    return Rs, bs, records
 
 
 def median_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, window: int) -> Tensor:
