@@ -50,6 +50,9 @@ VARIANTS: dict[str, Variant] = {
                                  "method", "the trajectory before 2026-12-06: each frame's pose as the greedy search left "
                                            "it (turning_trajectory_lr001, trajectory_pairs)"),
     # --- readings of the paper / reference code -----------------------------------------------
+    "switch_prior": Variant(("loss.switch_prior=start",), "method",
+                            "the overlap switch's running IoU seeded with the start's own IoU: a start that already "
+                            "overlaps has no spectral step (the same run as Pixel) instead of 4"),
     "fixed_switch": Variant(("loss.switch_iou=null",), "reading", "the paper's fixed switch at loss.spectral_end"),
     "switch_anytime": Variant(("loss.switch_from=start",), "ablation",
                               "the overlap switch may end the spectral phase before the warm-up ends"),

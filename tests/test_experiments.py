@@ -202,10 +202,12 @@ def test_slurm_parameters_reach_submitit_with_their_prefixes(tmp_path, monkeypat
 
 def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished(tmp_path):
     """folder.ADDED_SETTINGS: a run recorded before search.realign / depth_window / turn_gate existed
-    (its fingerprint: the config without them and the later search.beam) still counts as finished
-    where they do not apply (the paper's start, align=none; or frames=first), and is run again where
-    they do (frames=all). A frames=all run recorded before search.beam stays finished at beam 1 (the
-    greedy search it ran) and is run again at beam 2."""
+    (its fingerprint: the config without them and the later search.beam and loss.switch_prior) still
+    counts as finished where they do not apply (the paper's start, align=none; or frames=first), and is
+    run again where they do (frames=all). A frames=all run recorded before search.beam stays finished
+    at beam 1 (the greedy search it ran) and is run again at beam 2. A run recorded before
+    loss.switch_prior stays finished at its default (zero) and in the Pixel baseline (no switch), and is
+    run again at switch_prior=start."""
     import hashlib
     import json
 
@@ -217,20 +219,26 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     def without(cfg, keys) -> str:
         kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
         for key in keys:
-            del kept["search"][key]
+            group, name = key.split(".")
+            del kept[group][name]
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
-    for overrides, keys, applies in ((["align=none"], ("realign", "depth_window", "turn_gate", "beam"), False),
-                                     (["align=search"], ("realign", "depth_window", "turn_gate", "beam"), False),
-                                     (trajectory, ("realign", "depth_window", "turn_gate", "beam"), True),
-                                     (trajectory, ("beam",), False),
-                                     ([*trajectory, "search.beam=2"], ("beam",), True)):
+    search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
+    for overrides, keys, applies in ((["align=none"], search, False),
+                                     (["align=search"], search, False),
+                                     (trajectory, search, True),
+                                     (trajectory, ("search.beam", "loss.switch_prior"), False),
+                                     ([*trajectory, "search.beam=2"], ("search.beam", "loss.switch_prior"), True),
+                                     ([], ("loss.switch_prior",), False),
+                                     (["loss=pixel", "loss.switch_prior=start"], ("loss.switch_prior",), False),
+                                     (["loss.switch_iou=null", "loss.switch_prior=start"], ("loss.switch_prior",), False),
+                                     (["loss.switch_prior=start"], ("loss.switch_prior",), True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", *overrides, f"out_dir={tmp_path / 'run'}"])
         old = without(cfg, keys)
         fps = config_fingerprints(cfg)
         assert (old in fps) is not applies and fps[0] != old
-        folder = tmp_path / "_".join([*overrides, *keys]).replace("=", "-")
+        folder = tmp_path / "_".join(["run", *overrides, *keys]).replace("=", "-")
         folder.mkdir()
         (folder / "run_meta.json").write_text(json.dumps({"config_fingerprint": old}))
         if applies:

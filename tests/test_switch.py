@@ -92,3 +92,40 @@ def test_an_aligned_start_switches_early_and_a_far_one_does_not(tmp_path):
     assert far["spectral_end"] > near["spectral_end"]
     meta = json.loads((tmp_path / "far" / "run" / "run_meta.json").read_text())  # make_cfg: out_dir=<tmp>/run
     assert meta["initial_iou"][0] < 0.05  # next to no overlap at the start
+
+
+def test_the_prior_starts_the_running_iou_at_the_start_s_own():
+    """loss.switch_prior=start (`Objective.prime`): a start that reaches the threshold has no spectral
+    step; one that does not seeds the running mean; after the warm-up only (switch_from=warmup) it
+    seeds the mean and ends nothing; without the switch it is a no-op."""
+    def primed(iou, **kw):
+        s = switch(0.5, warmup_end=20, latest=50, **kw)
+        s.prime(iou)
+        return s
+
+    assert primed(0.9, switch_from="start").spectral_end == 0
+    low = primed(0.3, switch_from="start")
+    assert low.spectral_end == 50 and low.running_iou == 0.3
+    low.observe(0, *_masks(1.0))  # 0.8 * 0.3 + 0.2 * 1 = 0.44 < 0.5, then 0.552
+    assert low.spectral_end == 50
+    low.observe(1, *_masks(1.0))
+    assert low.spectral_end == 2
+    late = primed(0.9)
+    assert late.spectral_end == 50 and late.running_iou == 0.9
+    off = switch(None, warmup_end=0, latest=30)
+    off.prime(1.0)
+    assert off.spectral_end == 30 and off.running_iou == 0.0
+
+
+def test_with_the_prior_an_overlapping_start_is_the_pixel_run(tmp_path):
+    """End to end: from the searched start, which overlaps frame 0, Ours with switch_prior=start has no
+    spectral step and ends exactly where the Pixel baseline ends; with the prior at zero it has 4."""
+    common = ["shift=0.3", "seed=3", "resolution=32", "max_steps=30", "eval.lpips=none", "eval.progression_frames=0",
+              "align=moments", "trainer.threads=1"]  # one thread: the kernels' sums in one order, the same run twice
+    ours = run(make_cfg(tmp_path / "ours", tmp_path / "data", [*common, "loss.switch_prior=start"]))["metrics"]
+    zero = run(make_cfg(tmp_path / "zero", tmp_path / "data", common))["metrics"]
+    pixel = run(make_cfg(tmp_path / "pixel", tmp_path / "data", [*common, "loss=pixel"]))["metrics"]
+    assert ours["spectral_end"] == 0 and zero["spectral_end"] == 4
+    for key in ("train_psnr", "train_mask_iou", "novel_psnr", "3d_mean_error"):
+        assert ours[key] == pixel[key], key
+    assert zero["train_psnr"] != pixel["train_psnr"]

@@ -42,6 +42,9 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("search.realign", "search.depth_window", "search.turn_gate"), _trajectory),
     # 2026-12-06: the trajectory's beam; at 1 (greedy) it computes what it computed before
     (("search.beam",), lambda c: _trajectory(c) and c["search"].get("beam", 1) != 1),
+    # 2026-12-06: the switch's prior; at zero, or without the switch (the Pixel baseline, the fixed step), as before
+    (("loss.switch_prior",), lambda c: (c.get("loss") or {}).get("switch_prior", "zero") != "zero"
+     and c["loss"].get("image") == "spectral" and c["loss"].get("switch_iou") is not None),
 )
 
 

@@ -17,7 +17,9 @@ the paper, the default 0.8) the spatial phase starts at the first step after the
 the running mean (weight ``beta`` on the past, about the last 5 steps) of the training render's
 mask IoU (opacity > 0.5 against mask > 0.5) reaches tau, or at ``loss.spectral_end``, whichever
 comes first (``loss.switch_from=start``: at any step, so that a start that already overlaps skips the
-warm-up too); ``switch_iou=null`` is the paper's fixed step. The step is `Objective.spectral_end`
+warm-up too); ``switch_iou=null`` is the paper's fixed step. The running mean starts at 0
+(``loss.switch_prior=zero``), or at the start's own IoU (``start``, `Objective.prime`): then a start
+that already overlaps goes to the spatial phase before step 0, the same run as the Pixel baseline. The step is `Objective.spectral_end`
 (also ``metrics.json``'s ``spectral_end``); it and the running mean are the module's extra state,
 saved in checkpoints, so a resumed run switches where the uninterrupted one would.
 """
@@ -97,6 +99,16 @@ class Objective(nn.Module):
         phase = schedule.SPECTRAL if step < self.spectral_end else schedule.SPATIAL
         loss = self.spectral if phase == schedule.SPECTRAL else self.spatial
         return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)
+
+    def prime(self, iou: float) -> None:
+        """Seed the running mean with the start's own IoU (``loss.switch_prior=start``; frame 0, mean
+        over the training views): a start that already reaches the threshold, where the switch may act
+        from the start, has no spectral step. A no-op when the switch is off."""
+        if self.threshold is None:
+            return
+        self.running_iou = float(iou)
+        if self.switch_after <= 0 and self.running_iou >= self.threshold:
+            self.spectral_end = 0
 
     @torch.no_grad()
     def observe(self, step: int, alpha: Tensor, mask: Tensor) -> None:

@@ -111,6 +111,10 @@ class LossSettings:
     # When the switch may end the spectral phase: start (at any step: a start that already overlaps skips the
     # warm-up too) | warmup (only after the warm-up)
     switch_from: str = setting("start", choices=("start", "warmup"))
+    # What the running IoU starts from: zero (it needs about 4 steps to pass 0.5, so even a start that overlaps
+    # has 4 spectral steps) | start (the start's own IoU, frame 0 over the training views: a start that already
+    # overlaps has none, and is tracked exactly as the Pixel baseline would)
+    switch_prior: str = setting("zero", choices=("zero", "start"))
     norm: str = setting("l1", choices=("l1", "l2"))
     band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
     lambda_image: float = setting(5000.0, low=0)
