@@ -289,7 +289,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     if len(set(names)) != len(names):
         raise ValueError("run_cases: case names must be unique")
     recorded = {r["name"]: r for r in read_csv(out / "results.csv")} if (out / "results.csv").exists() else {}
-    done, todo, stale = {}, [], 0
+    done, todo, stale, resuming = {}, [], 0, 0
     accepted = {}
     for c in cases:
         fps = accepted[c.name] = fingerprints(c)
@@ -301,13 +301,15 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
         elif row is not None and row.get("fingerprint") in fps:
             done[c.name] = {**{k: v for k, v in row.items() if k not in c.labels and k != "name"}, "fingerprint": fp}
         else:
-            stale += row is not None or folder.exists()
+            mine = folder.exists() and _folder_fingerprint(folder) in fps  # an interrupted run of this config
+            resuming += mine
+            stale += not mine and (row is not None or folder.exists())
             todo.append((c, fp, folder.exists()))
     if not start:
         print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} not run (--collect: none started)", flush=True)
         return done
-    print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run ({stale} of them made by another config), "
-          f"{jobs} at a time", flush=True)
+    print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} to run ({stale} of them made by another config, "
+          f"{resuming} resuming), {jobs} at a time", flush=True)
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // max(1, jobs))
     if launcher == "slurm":  # each job has its own allocation

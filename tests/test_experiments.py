@@ -157,12 +157,27 @@ def test_a_result_made_by_another_config_is_run_again(tmp_path, capsys, monkeypa
         harness.Case(case.name, [*case.overrides, "loss.lambda_arap=0.5"], case.labels), *a))
     shutil.rmtree(tmp_path / "runs")  # only the committed CSV: its rows are of the old config
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert "4 runs: 0 finished, 4 to run (4 of them made by another config)" in capsys.readouterr().out
+    assert "4 runs: 0 finished, 4 to run (4 of them made by another config, 0 resuming)" in capsys.readouterr().out
     monkeypatch.undo()
     # a changed override: the run folders (and rows) of the old config are started over
     assert shift_curves.main(["--quick", "--out", str(tmp_path), "--override", "loss.lambda_arap=2"]) == 0
     out = capsys.readouterr().out
-    assert "4 runs: 0 finished, 4 to run (4 of them made by another config)" in out and "FAILED" not in out
+    assert "4 runs: 0 finished, 4 to run (4 of them made by another config, 0 resuming)" in out and "FAILED" not in out
+
+
+def test_an_interrupted_run_of_the_same_config_is_counted_as_resuming(tmp_path, capsys):
+    """A run folder without metrics.json whose run_meta.json names this config resumes; the count says
+    so instead of calling it another config's."""
+    from experiments import shift_curves
+
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    (tmp_path / "results.csv").unlink()
+    name = sorted(p.name for p in (tmp_path / "runs").iterdir())[0]
+    (tmp_path / "runs" / name / "metrics.json").unlink()
+    capsys.readouterr()
+    assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "4 runs: 3 finished, 1 to run (0 of them made by another config, 1 resuming)" in capsys.readouterr().out
+    assert (tmp_path / "runs" / name / "metrics.json").exists()
 
 
 @pytest.mark.slow
