@@ -28,10 +28,10 @@
 // the same tests, so the result is the same.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -159,10 +159,13 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
     });
 }
 
-template <typename S>
-inline void atomic_add(S *dst, S v) {
-    std::atomic_ref<S>(*dst).fetch_add(v, std::memory_order_relaxed);
-}
+// The backward's gradients are deterministic for any number of threads: each (tile, Gaussian)
+// entry of the lists writes its own slot of G values, once, from the one task that owns its tile,
+// and the slots are then summed into each Gaussian's gradient in entry order (tile by tile, front to
+// back within a tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
+// GPU, summed in the order the threads happened to finish: two runs of one config then differed in
+// the last bits, and a tracking run amplifies those to about 1 dB by its end; see docs/performance.md.)
+constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2), opacity (1)
 
 template <typename S>
 void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
@@ -182,10 +185,15 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
         return Scratch{std::vector<S>(P), std::vector<S>(P), std::vector<S>(P * C), std::vector<S>(P * C),
                        std::vector<S>(P), std::vector<S>(C), std::vector<int32_t>(P)};
     };
+    const int64_t n_entries = tile_offsets[n_tiles];
+    std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched[k]
+    std::unique_ptr<uint8_t[]> touched_entry(new uint8_t[std::max<int64_t>(1, n_entries)]);  // every entry set once below
+    std::vector<S> tile_bg(size_t(3) * n_tiles);
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
             auto &T = sc.T; auto &T_final = sc.T_final; auto &buf = sc.buf; auto &vC = sc.vC;
             auto &vA = sc.vA; auto &v_col = sc.v_col; auto &last = sc.last;
             const int start = tile_offsets[t];
+            const int end = tile_offsets[t + 1];
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
@@ -216,9 +224,13 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                     for (int ch = 0; ch < C; ++ch) buf[p * C + ch] = S(0);
                 }
             }
-            for (int ch = 0; ch < 3; ++ch) atomic_add(v_background + 3 * v + ch, v_bg[ch]);
-            // back to front, starting at the last Gaussian any pixel of the tile blended
+            for (int ch = 0; ch < 3; ++ch) tile_bg[size_t(3) * t + ch] = v_bg[ch];
+            // entries behind the last Gaussian any pixel of the tile blended: no gradient
+            std::fill(touched_entry.get() + std::max(max_last + 1, start), touched_entry.get() + end, uint8_t(0));
+            // back to front, starting at that last Gaussian
             for (int k = max_last; k >= start; --k) {
+                S *slot = slots.get() + int64_t(k) * G;
+                touched_entry[k] = 0;
                 const int64_t g = flatten_ids[k];
                 const S mx = means2d[2 * g], my = means2d[2 * g + 1];
                 const S a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
@@ -264,15 +276,46 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                     }
                 }
                 if (!touched) continue;
-                for (int ch = 0; ch < C; ++ch) atomic_add(v_colors + g * C + ch, v_col[ch]);
-                atomic_add(v_conics + 3 * g, v_ca);
-                atomic_add(v_conics + 3 * g + 1, v_cb);
-                atomic_add(v_conics + 3 * g + 2, v_cc);
-                atomic_add(v_means2d + 2 * g, v_mx);
-                atomic_add(v_means2d + 2 * g + 1, v_my);
-                atomic_add(v_opacities + g, v_op);
+                touched_entry[k] = 1;
+                for (int ch = 0; ch < C; ++ch) slot[ch] = v_col[ch];
+                slot[C] = v_ca;
+                slot[C + 1] = v_cb;
+                slot[C + 2] = v_cc;
+                slot[C + 3] = v_mx;
+                slot[C + 4] = v_my;
+                slot[C + 5] = v_op;
             }
     });
+    // Sum the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
+    // of Gaussians and scans every entry for its own, so no two threads add into one row; the sums go
+    // to one interleaved row of G values per Gaussian (one cache line per entry, not four), copied out
+    // in order at the end.
+    const int64_t M = int64_t(V) * N;
+    std::vector<S> acc(size_t(M) * G, S(0));
+    const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_entries / 65536)));
+#pragma omp parallel for num_threads(chunks) schedule(static)
+    for (int c = 0; c < chunks; ++c) {
+        const int64_t lo = M * c / chunks, hi = M * (c + 1) / chunks;
+        for (int64_t k = 0; k < n_entries; ++k) {
+            const int64_t g = flatten_ids[k];
+            if (g < lo || g >= hi || !touched_entry[k]) continue;
+            const S *slot = slots.get() + k * G;
+            S *row = acc.data() + g * G;
+            for (int j = 0; j < G; ++j) row[j] += slot[j];
+        }
+        for (int64_t g = lo; g < hi; ++g) {
+            const S *row = acc.data() + g * G;
+            for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += row[ch];
+            for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += row[C + j];
+            v_means2d[2 * g] += row[C + 3];
+            v_means2d[2 * g + 1] += row[C + 4];
+            v_opacities[g] += row[C + 5];
+        }
+    }
+    for (int64_t t = 0; t < n_tiles; ++t) {
+        const int64_t v = t / tiles_per_view;
+        for (int ch = 0; ch < 3; ++ch) v_background[3 * v + ch] += tile_bg[size_t(3) * t + ch];
+    }
 }
 
 
