@@ -112,6 +112,8 @@ SECTIONS: tuple[Section, ...] = (
         Result("table2_prior", "python -m experiments.table2 --variant defaults switch_prior --jobs 1 "
                "--out experiments/results/table2_prior", "36 (18 run, the Pixel rows from table2_defaults_search's CSV)",
                "9 min at one job (beside a paper-scale run)"),
+        Result("arap10", f"{ABLATION} --variants defaults defaults+arap10 --shifts 0.6 --seeds 0 1 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/arap10", "80", "21 min"),
         Result("table2_deterministic", "python -m experiments.table2 --variant defaults --seeds 0 1 2 3 --jobs 2 "
                "--out experiments/results/table2_deterministic", "72", "24 min"),
         Result("realistic_pairs", f"{ABLATION} {REALISTIC} --variants defaults pixel --shifts 0.6 --seeds 0 1 2 3 "
