@@ -186,7 +186,7 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                        std::vector<S>(P), std::vector<S>(C), std::vector<int32_t>(P)};
     };
     const int64_t n_entries = tile_offsets[n_tiles];
-    std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched[k]
+    std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched_entry[k]
     std::unique_ptr<uint8_t[]> touched_entry(new uint8_t[std::max<int64_t>(1, n_entries)]);  // every entry set once below
     std::vector<S> tile_bg(size_t(3) * n_tiles);
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
@@ -288,8 +288,8 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
     });
     // Sum the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
     // of Gaussians and scans every entry for its own, so no two threads add into one row; the sums go
-    // to one interleaved row of G values per Gaussian (one cache line per entry, not four), copied out
-    // in order at the end.
+    // to one row of G values per Gaussian (M * G values; untouched slots are never read), copied out
+    // to the four gradient arrays at the end.
     const int64_t M = int64_t(V) * N;
     std::vector<S> acc(size_t(M) * G, S(0));
     const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_entries / 65536)));
