@@ -116,6 +116,9 @@ SECTIONS: tuple[Section, ...] = (
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/arap10", "80", "21 min"),
         Result("table2_deterministic", "python -m experiments.table2 --variant defaults --seeds 0 1 2 3 --jobs 2 "
                "--out experiments/results/table2_deterministic", "72", "24 min"),
+        Result("realistic_pairs_deterministic", f"{ABLATION} {REALISTIC} --variants defaults pixel --shifts 0.6 "
+               f"--seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+               "--out experiments/results/realistic_pairs_deterministic", "160", "28 min"),
         Result("realistic_pairs", f"{ABLATION} {REALISTIC} --variants defaults pixel --shifts 0.6 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 1 --out experiments/results/realistic_pairs", "160",
                "62 min (1 job)"),
