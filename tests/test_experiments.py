@@ -172,7 +172,7 @@ def test_an_interrupted_run_of_the_same_config_is_counted_as_resuming(tmp_path, 
 
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
     (tmp_path / "results.csv").unlink()
-    name = sorted(p.name for p in (tmp_path / "runs").iterdir())[0]
+    name = min(p.name for p in (tmp_path / "runs").iterdir())
     (tmp_path / "runs" / name / "metrics.json").unlink()
     capsys.readouterr()
     assert shift_curves.main(["--quick", "--out", str(tmp_path)]) == 0
