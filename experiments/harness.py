@@ -296,15 +296,15 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
         fp = fps[0]
         folder = runs / c.name
         row = recorded.get(c.name)
-        if (folder / "metrics.json").exists() and _folder_fingerprint(folder) in fps:
+        folder_fp = _folder_fingerprint(folder)  # None without the folder or its run_meta.json
+        if (folder / "metrics.json").exists() and folder_fp in fps:
             done[c.name] = {**json.loads((folder / "metrics.json").read_text())["metrics"], "fingerprint": fp}
         elif row is not None and row.get("fingerprint") in fps:
             done[c.name] = {**{k: v for k, v in row.items() if k not in c.labels and k != "name"}, "fingerprint": fp}
         else:
-            mine = folder.exists() and _folder_fingerprint(folder) in fps  # an interrupted run of this config
-            resuming += mine
-            stale += not mine and (row is not None or folder.exists())
-            todo.append((c, fp, folder.exists()))
+            resuming += folder_fp in fps  # an interrupted run of this config: it resumes
+            stale += folder_fp not in fps and (row is not None or folder.exists())
+            todo.append((c, folder.exists() and folder_fp not in (None, *fps)))  # a folder of another config: started over
     if not start:
         print(f"{len(cases)} runs: {len(done)} finished, {len(todo)} not run (--collect: none started)", flush=True)
         return done
@@ -317,9 +317,7 @@ def run_cases(cases: Sequence[Case], out: Path, jobs: int = 1, cores: int | None
     failed = []
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers (and the jobs) before torch loads
-    # a folder of another config: started over (a folder of this config resumes)
-    args = [(c.name, c.overrides, str(runs / c.name),
-             exists and _folder_fingerprint(runs / c.name) not in (None, *accepted[c.name])) for c, fp, exists in todo]
+    args = [(c.name, c.overrides, str(runs / c.name), restart) for c, restart in todo]
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *([env_path] if env_path else [])])  # the jobs import experiments/
     try:
