@@ -21,10 +21,11 @@ def _masks(iou: float, size: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, mask
 
 
-def switch(threshold, warmup_end: int, latest: int, max_steps: int = 100, switch_from: str = "warmup") -> Objective:
+def switch(threshold, warmup_end: int, latest: int, max_steps: int = 100, switch_from: str = "warmup",
+           switch_prior: str = "zero") -> Objective:
     """An objective whose spectral phase ends at ``latest`` at the latest, its warm-up at ``warmup_end``."""
     return Objective(LossSettings(switch_iou=threshold, warmup=warmup_end / max_steps, spectral_end=latest, num_bands=2,
-                                  switch_from=switch_from), max_steps)
+                                  switch_from=switch_from, switch_prior=switch_prior), max_steps)
 
 
 def test_switch_after_the_warm_up_once_the_running_iou_reaches_the_threshold():
@@ -97,9 +98,9 @@ def test_an_aligned_start_switches_early_and_a_far_one_does_not(tmp_path):
 def test_the_prior_starts_the_running_iou_at_the_start_s_own():
     """loss.switch_prior=start (`Objective.prime`): a start that reaches the threshold has no spectral
     step; one that does not seeds the running mean; after the warm-up only (switch_from=warmup) it
-    seeds the mean and ends nothing; without the switch it is a no-op."""
+    seeds the mean and ends nothing; with the prior at zero, or without the switch, it is a no-op."""
     def primed(iou, **kw):
-        s = switch(0.5, warmup_end=20, latest=50, **kw)
+        s = switch(0.5, warmup_end=20, latest=50, switch_prior="start", **kw)
         s.prime(iou)
         return s
 
@@ -112,9 +113,12 @@ def test_the_prior_starts_the_running_iou_at_the_start_s_own():
     assert low.spectral_end == 2
     late = primed(0.9)
     assert late.spectral_end == 50 and late.running_iou == 0.9
-    off = switch(None, warmup_end=0, latest=30)
+    off = switch(None, warmup_end=0, latest=30, switch_prior="start")
     off.prime(1.0)
     assert off.spectral_end == 30 and off.running_iou == 0.0
+    zero = switch(0.5, warmup_end=0, latest=30, switch_from="start")
+    zero.prime(1.0)
+    assert zero.spectral_end == 30 and zero.running_iou == 0.0
 
 
 def test_with_the_prior_an_overlapping_start_is_the_pixel_run(tmp_path):

@@ -210,7 +210,8 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     canonical, run_meta, trajectory = start_pose(cfg, seq, targets, device)
     start_seconds = time.perf_counter() - start_began
     module = build_module(cfg, canonical, targets, trajectory).to(device)  # before anything is written: it checks the settings
-    module.prime_switch()  # loss.switch_prior=start (a resume restores the switch's state over it)
+    # loss.switch_prior=start: the IoU of the start the module begins from (the deformation is the identity at first)
+    module.objective.prime(float(np.mean(run_meta.get("aligned_iou", run_meta["initial_iou"]))))
     run_meta["wandb_id"] = read_meta(out_dir).get("wandb_id") or (new_wandb_id() if cfg.logger.name == "wandb" else None)
     run_meta["runtime"] = runtime_record(cfg, module, device, n_threads)
     run_meta["memory_estimate_gb"] = {k: round(v / 1e9, 3) for k, v in memory.items()}  # run/memory.py

@@ -19,7 +19,6 @@ from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
-from spectral_tracking.metrics import mask_iou
 from spectral_tracking.render import render
 from spectral_tracking.tracking.objective import Objective
 from spectral_tracking.tracking.schedule import SPECTRAL
@@ -108,17 +107,6 @@ class TrackingModule(pl.LightningModule):
         if cameras is None:  # built (and validated) once per view set and device, not every step
             cameras = self._cameras[key] = self.targets.cameras[list(views)].to(self.device)
         return render(gaussians, cameras, background=self.background, backend=self.backend)
-
-    @torch.no_grad()
-    def prime_switch(self) -> None:
-        """``loss.switch_prior=start``: seed the overlap switch with the start's own mask IoU (frame 0,
-        mean over the training views; `Objective.prime`). Call it before training: a resumed run's
-        checkpoint then restores the switch's state over it."""
-        if self.objective.settings.switch_prior != "start" or self.objective.threshold is None:
-            return
-        views = list(self.targets.train_views)
-        out = self.render_views(self.gaussians_at(0), views)
-        self.objective.prime(mask_iou(out.alpha, self.targets.masks[views, 0].to(self.device)))
 
     # --- the step --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -101,10 +101,12 @@ class Objective(nn.Module):
         return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)
 
     def prime(self, iou: float) -> None:
-        """Seed the running mean with the start's own IoU (``loss.switch_prior=start``; frame 0, mean
-        over the training views): a start that already reaches the threshold, where the switch may act
-        from the start, has no spectral step. A no-op when the switch is off."""
-        if self.threshold is None:
+        """With ``loss.switch_prior=start``, seed the running mean with the start's own IoU (frame 0,
+        mean over the training views, as the start stage measured it): a start that already reaches the
+        threshold, where the switch may act from the start, has no spectral step. A no-op with the prior
+        at zero or the switch off. Call it before training: a resumed run's checkpoint restores the
+        switch's state over it."""
+        if self.threshold is None or self.settings.switch_prior != "start":
             return
         self.running_iou = float(iou)
         if self.switch_after <= 0 and self.running_iou >= self.threshold:
