@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from experiments.harness import PAIRS, SCALES, common_args, finish, fmt, grid, prepare, success_rates, summarize
+from experiments.harness import SCALES, add_pairs_argument, common_args, finish, fmt, grid, prepare, success_rates, summarize
 from experiments.variants import overrides_of
 
 SHIFT = 0.8
@@ -45,8 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="the compared variants (rows), '+' composes")
     ap.add_argument("--shifts", type=float, nargs="+", default=[SHIFT], help="shifted radii (0 is always run too)")
     ap.add_argument("--setting", choices=sorted(SCALES), default="clean", help="the benchmark setting")
-    ap.add_argument("--pairs", nargs="*", default=[], help=f"creature/motion pairs outside the presets (benchmark seed 1), "
-                                                          f"e.g. {' '.join(PAIRS)}")
+    add_pairs_argument(ap, default=False)
     args = ap.parse_args(argv)
     extra = prepare(args)
     names = args.variants[:2] if args.quick else args.variants

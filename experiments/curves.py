@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from experiments.harness import (LOSS_NAMES, PAIRS, SCALES, Case, common_args, creatures, finish, fmt, plot_curves, prepare,
+from experiments.harness import (LOSS_NAMES, SCALES, Case, add_pairs_argument, common_args, creatures, finish, fmt, plot_curves, prepare,
                                  success_rates, summarize)
 
 LOSSES = LOSS_NAMES  # Ours first: the tables' gain column is Ours - Pixel
@@ -83,8 +83,7 @@ def main(name: str, key: str, values: Sequence[float], reference: float, doc: st
          argv=None, quick_values: Sequence[float] = (), default_pairs: bool = False) -> int:
     ap = common_args(doc, default_seeds=(0, 1, 2, 3))
     ap.add_argument(f"--{key.replace('_', '-')}s", dest="values", type=float, nargs="+", default=list(values))
-    ap.add_argument("--pairs", nargs="*", default=list(PAIRS) if default_pairs else [],
-                    help="creature/motion pairs outside the presets (benchmark seed 1) measured beside them")
+    add_pairs_argument(ap, default=default_pairs)
     args = ap.parse_args(argv)
     extra = prepare(args)
     if args.quick:

@@ -102,6 +102,31 @@ def grid(base: Sequence[str], variants: dict[str, list[str]], presets: Sequence[
     return out
 
 
+def add_pairs_argument(ap, default: bool) -> None:
+    """``--pairs [PAIR ...]`` (bare: all six `PAIRS`) and ``--no-pairs`` (the presets only) on ``ap``;
+    ``default``: whether the six pairs run when neither is given. A pair that is not a preset is an error
+    when the arguments are parsed."""
+    import argparse
+
+    from spectral_tracking.data.synthetic import pair_names
+
+    ALL = pair_names()
+    class Pairs(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            unknown = [v for v in values if v not in ALL]
+            if unknown:
+                parser.error(f"--pairs: unknown creature/motion {', '.join(unknown)}; expected some of {', '.join(ALL)} "
+                             f"(bare --pairs: the six {' '.join(PAIRS)}; --no-pairs: the presets only)")
+            setattr(namespace, self.dest, list(values) or list(PAIRS))
+
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--pairs", nargs="*", action=Pairs, metavar="PAIR",
+                       help=f"creature/motion pairs outside the presets (benchmark seed 1) measured beside them; bare: "
+                            f"the six {' '.join(PAIRS)} (default: {'those six' if default else 'none'})")
+    group.add_argument("--no-pairs", dest="pairs", action="store_const", const=[], help="the presets only")
+    ap.set_defaults(pairs=list(PAIRS) if default else [])
+
+
 def common_args(description: str, default_seeds=(0, 1), default_variants=("paper",)):
     """The arguments every experiment script takes. ``default_variants``: the named variants
     (`experiments.variants`) applied to every case unless ``--variant`` says otherwise; the paper's

@@ -60,13 +60,13 @@ SECTIONS: tuple[Section, ...] = (
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_retry", "400", "60 min"),
         Result("scale_curves_views2", "python -m experiments.scale_curves --variant defaults --override views=2 --scales 0.7 1.4 "
-               "--pairs --jobs 2 --out experiments/results/scale_curves_views2", "96", "27 min"),
-        Result("shift_curves_search", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 --pairs --seeds 0 1 "
+               "--no-pairs --jobs 2 --out experiments/results/scale_curves_views2", "96", "27 min"),
+        Result("shift_curves_search", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 --seeds 0 1 "
                "--jobs 2 --out experiments/results/shift_curves_search", "48", "7 min"),
         Result("sensitivity_defaults", "python -m experiments.shift_curves --variant defaults --shifts 0 0.0001 0.0002 0.001 "
-               "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_defaults", "8", "3 min"),
+               "--presets quadruped_walk --seeds 0 --out experiments/results/sensitivity_defaults", "8", "3 min"),
         Result("sensitivity_switch80", "python -m experiments.shift_curves --variant switch80 --shifts 0 0.0001 0.0002 0.001 "
-               "--presets quadruped_walk --pairs --seeds 0 --out experiments/results/sensitivity_switch80", "8", "3 min"),
+               "--presets quadruped_walk --seeds 0 --out experiments/results/sensitivity_switch80", "8", "3 min"),
         Result("rotation_curves_defaults", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_defaults", "400", "about 60 min of runs (restarted across sittings)"),
         Result("turning_trajectory_beam", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 1 "

@@ -84,6 +84,23 @@ def test_quick_version_runs_and_a_rerun_skips_every_finished_run(tmp_path, capsy
     assert f"{len(rows)} runs: {len(rows)} finished, 0 to run" in out
 
 
+@pytest.mark.parametrize("default", [True, False])
+def test_pairs_argument_bare_means_the_six_pairs_and_no_pairs_means_none(default, capsys):
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    harness.add_pairs_argument(ap, default=default)
+    assert ap.parse_args([]).pairs == (harness.PAIRS if default else [])
+    assert ap.parse_args(["--pairs"]).pairs == harness.PAIRS
+    assert ap.parse_args(["--no-pairs"]).pairs == []
+    assert ap.parse_args(["--pairs", "humanoid_jump"]).pairs == ["humanoid_jump"]
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--pairs", "dog_walk"])
+    assert "--pairs: unknown creature/motion dog_walk" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--pairs", "--no-pairs"])
+
+
 def test_paper_scale_cases_compose():
     """The GPU commands (--scale paper) are written: every case of every script composes."""
     from experiments import ablation_pixel_loss, curves, multiview, paper_tables, turning
