@@ -110,17 +110,17 @@ def rotation_set(kind: str, count: int = 72) -> Tensor:
 
 
 def _axis_angle_quat(w: Tensor) -> Tensor:
-    """Unit quaternion [4] (w, x, y, z) of the rotation vector ``w`` [3] (differentiable at 0)."""
-    theta2 = (w * w).sum()
+    """Unit quaternions [..., 4] (w, x, y, z) of the rotation vectors ``w`` [..., 3] (differentiable at 0)."""
+    theta2 = (w * w).sum(-1, keepdim=True)
     theta = torch.sqrt(theta2 + 1e-24)
     half = 0.5 * theta
     k = torch.where(theta2 > 1e-12, torch.sin(half) / theta, 0.5 - theta2 / 48)
-    return torch.cat([torch.cos(half)[None], k * w])
+    return torch.cat([torch.cos(half), k * w], dim=-1)
 
 
 def _turned(q: Tensor, w: Tensor) -> Tensor:
-    """The quaternion [4] ``q`` [4] turned further by the rotation vector ``w`` [3]: a fit's rotation."""
-    return quat_multiply(q[None], _axis_angle_quat(w)[None])[0]
+    """The quaternions [..., 4] ``q`` turned further by the rotation vectors ``w`` [..., 3]: a fit's rotation."""
+    return quat_multiply(q, _axis_angle_quat(w))
 
 
 def proxy(gaussians: Gaussians, max_gaussians: int, cameras: Cameras | None = None, backend: str = "auto") -> Gaussians:
@@ -317,16 +317,13 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
         groups.append({"params": [sigma], "lr": lr * 0.2})
     opt = torch.optim.Adam(groups)
 
-    def current(idx: Tensor) -> Tensor:
-        return quat_multiply(q_h[idx], torch.stack([_axis_angle_quat(x) for x in w[idx]]))
-
     total = max(3, int(steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
     alive = torch.arange(len(q_h), device=device)
     for round_, n in enumerate((total // 3, total // 3, total - 2 * (total // 3))):
         for _ in range(n):
             opt.zero_grad(set_to_none=True)
-            last = render_losses(current(alive), tau[alive], sigma[alive])
+            last = render_losses(_turned(q_h[alive], w[alive]), tau[alive], sigma[alive])
             last.sum().backward()
             opt.step()
             sched.step()
