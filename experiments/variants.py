@@ -91,6 +91,13 @@ VARIANTS: dict[str, Variant] = {
                         "the latest spectral step at 30% of the run (realistic setting: closer to Pixel, the earlier the better)"),
     "switch45": Variant(("loss.spectral_end='${frac:${max_steps},0.45}'",), "ablation", "the same at 45%"),
     "appearance": Variant(("finetune_appearance=true",), "ablation", "a learned colour offset (Pixel gains more from it)"),
+    "pos_freqs0": Variant(("+deform.kwargs.pos_freqs=0",), "ablation",
+                          "the TimeNet's control-point positions unencoded (SC4D / the paper: 10 frequencies)"),
+    "pos_freqs2": Variant(("+deform.kwargs.pos_freqs=2",), "ablation", "the TimeNet's positions encoded at 2 frequencies"),
+    "pos_freqs4": Variant(("+deform.kwargs.pos_freqs=4",), "ablation", "the TimeNet's positions encoded at 4 frequencies"),
+    "pos_anneal50": Variant(("deform.pos_anneal=0.5",), "ablation",
+                            "the TimeNet's position frequencies open one by one over the first half of the run (BARF)"),
+    "pos_anneal30": Variant(("deform.pos_anneal=0.3",), "ablation", "the same over the first 30% of the run"),
     "bce_1e-6": Variant(("loss.bce_eps=1e-6",), "ablation",
                         "the BCE's old opacity clamp (throws the asset out of the frame on some creatures)"),
 }

@@ -30,11 +30,16 @@ from spectral_tracking.deform.base import Deformation
 from spectral_tracking.gaussians import Gaussians
 
 
-def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
-    """NeRF encoding [..., D] -> [..., D (1 + 2 F)]: x, then sin(2^k x), cos(2^k x) for k < F."""
+def positional_encoding(x: Tensor, num_freqs: int, window: Tensor | None = None) -> Tensor:
+    """NeRF encoding [..., D] -> [..., D (1 + 2 F)]: x, then sin(2^k x), cos(2^k x) for k < F, each
+    frequency k scaled by ``window[k]`` (BARF's coarse-to-fine; None: all 1)."""
     freqs = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)  # [F]
     xf = (x[..., None, :] * freqs[:, None]).flatten(-2)  # [..., F D]
-    return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
+    sin, cos = torch.sin(xf), torch.cos(xf)
+    if window is not None:
+        w = window.to(x).repeat_interleave(x.shape[-1])  # [F D], the layout of xf
+        sin, cos = sin * w, cos * w
+    return torch.cat([x, sin, cos], dim=-1)
 
 
 @lru_cache(maxsize=None)
@@ -73,6 +78,9 @@ class TimeNet(nn.Module):
         if not 0 <= skip < depth - 1 and skip != -1:
             raise ValueError(f"TimeNet: skip must be in [0, {depth - 2}] (or -1 for none), got {skip}")
         self.pos_freqs, self.time_freqs, self.skip = pos_freqs, time_freqs, skip
+        # [pos_freqs] weights of the position encoding's frequencies while they open (`MLPDeformation.
+        # set_position_window`); None: all open. Not state: the run sets it from its step
+        self.pos_window: Tensor | None = None
         self.in_dim = 3 * (1 + 2 * pos_freqs) + (1 + 2 * time_freqs)
         layers = [nn.Linear(self.in_dim, width)]
         for i in range(1, depth):
@@ -98,7 +106,7 @@ class TimeNet(nn.Module):
         F, J = times.shape[0], points.shape[0]
         x = torch.cat(
             [
-                positional_encoding(points, self.pos_freqs).expand(F, -1, -1),
+                positional_encoding(points, self.pos_freqs, self.pos_window).expand(F, -1, -1),
                 positional_encoding(times, self.time_freqs)[:, None, :].expand(-1, J, -1),
             ],
             dim=-1,
@@ -139,6 +147,18 @@ class MLPDeformation(Deformation):
         self.register_buffer(
             "_net_points", (self.canonical_control_points - self.center) / self.asset_radius
         )  # [J, 3] network input positions
+
+    @property
+    def position_frequencies(self) -> int:
+        """How many frequencies encode the control points' positions (``pos_freqs``)."""
+        return self.net.pos_freqs
+
+    def set_position_window(self, window: Tensor | None) -> None:
+        """Weights [pos_freqs] in [0, 1] of the position encoding's frequencies (None: all 1): the run's
+        coarse-to-fine schedule (``deform.pos_anneal``, `spectral_tracking.tracking.module`)."""
+        if window is not None and tuple(window.shape) != (self.net.pos_freqs,):
+            raise ValueError(f"set_position_window: expected {self.net.pos_freqs} weights, got shape {list(window.shape)}")
+        self.net.pos_window = window
 
     def local_motion(self, t: Tensor, position: float) -> tuple[Tensor, Tensor]:
         return self.net(self._net_points, t)

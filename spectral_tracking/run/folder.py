@@ -45,6 +45,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # 2026-12-06: the switch's prior; at zero, or without the switch (the Pixel baseline, the fixed step), as before
     (("loss.switch_prior",), lambda c: (c.get("loss") or {}).get("switch_prior", "zero") != "zero"
      and c["loss"].get("image") == "spectral" and c["loss"].get("switch_iou") is not None),
+    # 2026-12-06: the TimeNet's coarse-to-fine position encoding; at 0, every frequency from step 0 as before
+    (("deform.pos_anneal",), lambda c: (c.get("deform") or {}).get("pos_anneal", 0.0) != 0.0),
 )
 
 

@@ -21,7 +21,7 @@ from spectral_tracking.losses.arap import ARAP, sample_frames
 from spectral_tracking.losses.scale import ScalePrior
 from spectral_tracking.render import render
 from spectral_tracking.tracking.objective import Objective
-from spectral_tracking.tracking.schedule import SPECTRAL
+from spectral_tracking.tracking.schedule import SPECTRAL, band_weights
 from spectral_tracking.tracking.settings import LossSettings
 from spectral_tracking.tracking.targets import Targets
 
@@ -56,6 +56,7 @@ class TrackingModule(pl.LightningModule):
         arap_frames: int = 2,
         lr_decay: float = 1.0,
         rigid_first: float = 0.0,
+        pos_anneal: float = 0.0,
     ) -> None:
         super().__init__()
         self.deformation = deformation
@@ -77,6 +78,11 @@ class TrackingModule(pl.LightningModule):
         if self.rigid_until > 0 and "rigid" not in {g["name"] for g in deformation.param_groups(self.lr)}:
             raise ValueError(f"deform.rigid_first={rigid_first}: {type(deformation).__name__} has no rigid part to learn "
                              f"first; use deform=rigid_mlp or deform.rigid_first=0")
+        self.pos_anneal_steps = round(float(pos_anneal) * self.max_steps)
+        motion = getattr(deformation, "motion", deformation)  # WithAppearance wraps the deformation
+        if self.pos_anneal_steps > 0 and not hasattr(motion, "set_position_window"):
+            raise ValueError(f"deform.pos_anneal={pos_anneal}: {type(motion).__name__} has no TimeNet whose position "
+                             f"encoding could open coarse to fine; use deform=mlp (or rigid_mlp) or deform.pos_anneal=0")
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
         self._cameras: dict[tuple, Cameras] = {}
@@ -98,6 +104,18 @@ class TrackingModule(pl.LightningModule):
         return frame, view
 
     # --- model -----------------------------------------------------------------------------------
+    def open_position_frequencies(self, step: int) -> None:
+        """BARF's coarse-to-fine on the TimeNet's position encoding (``deform.pos_anneal``, beyond the
+        paper): frequency k of F gets weight w_k(alpha) of eq. 7 (the band window of the spectral
+        schedule), alpha = F * step / (pos_anneal * max_steps), so the encoding opens from the raw
+        position at step 0 to all F frequencies; from then on, and with pos_anneal 0, all are open."""
+        if self.pos_anneal_steps <= 0:
+            return
+        motion = getattr(self.deformation, "motion", self.deformation)
+        F = motion.position_frequencies
+        opened = step >= self.pos_anneal_steps or F == 0
+        motion.set_position_window(None if opened else band_weights(F * step / self.pos_anneal_steps, F))
+
     def gaussians_at(self, frame: int) -> Gaussians:
         return self.deformation(frame)
 
@@ -121,6 +139,7 @@ class TrackingModule(pl.LightningModule):
         (loss, its terms, the sampled frame, the step's `StepObjective`). The deformation is
         evaluated once for the rendered frame and ARAP's frames together (one TimeNet pass)."""
         objective = self.objective.at(step)
+        self.open_position_frequencies(step)
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)

@@ -164,6 +164,9 @@ class DeformSettings:
     precision: str = setting("auto", choices=("fp32", "bf16", "auto"))
     # A fraction of max_steps during which only the whole asset's rigid part learns (rigid_mlp; beyond the paper)
     rigid_first: float = setting(0.0, low=0, high=1)
+    # A fraction of max_steps over which the TimeNet's position-encoding frequencies open one by one (BARF's
+    # coarse-to-fine, the window of eq. 7; mlp, rigid_mlp; beyond the paper). 0: all open from step 0 (SC4D)
+    pos_anneal: float = setting(0.0, low=0, high=1)
     kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
 
 
