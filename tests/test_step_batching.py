@@ -75,3 +75,44 @@ def test_logs_on_the_steps_the_trainer_writes():
     logged = [s for s in range(25) if TrackingModule.logs_step(m, s)]
     assert logged == [9, 19, 24]  # as Lightning's should_update_logs: (step + 1) % n == 0, and the last
     assert TrackingModule.logs_step(SimpleNamespace(_trainer=None, max_steps=25), 3)  # outside a trainer
+
+
+def test_position_window_weights_each_frequency_of_the_encoding():
+    from spectral_tracking.deform.mlp import positional_encoding
+
+    x = torch.rand(5, 3) * 2 - 1
+    full = positional_encoding(x, 4)
+    torch.testing.assert_close(positional_encoding(x, 4, torch.ones(4)), full)
+    half = positional_encoding(x, 4, torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    # layout: x [3], sin [4 freqs x 3], cos [4 freqs x 3]
+    for part in (slice(3, 15), slice(15, 27)):
+        w = torch.tensor([1.0, 0.5, 0.0, 0.0]).repeat_interleave(3)
+        torch.testing.assert_close(half[:, part], full[:, part] * w)
+    torch.testing.assert_close(half[:, :3], x)
+
+
+def test_pos_anneal_opens_the_timenet_position_frequencies_coarse_to_fine():
+    """deform.pos_anneal: at step 0 only the raw position, halfway about half the frequencies, then
+    all (the window is None, so the network computes exactly what it computes without annealing)."""
+    from types import SimpleNamespace
+
+    from spectral_tracking.tracking.module import TrackingModule
+
+    d = _moved("mlp")
+    m = SimpleNamespace(pos_anneal_steps=100, deformation=WithAppearance(d))
+    F = d.position_frequencies
+    TrackingModule.open_position_frequencies(m, 0)
+    assert torch.equal(d.net.pos_window, torch.zeros(F))
+    TrackingModule.open_position_frequencies(m, 50)
+    w = d.net.pos_window
+    assert bool((w[: F // 2] == 1).all()) and bool((w[F // 2:] == 0).all())
+    TrackingModule.open_position_frequencies(m, 100)
+    assert d.net.pos_window is None
+    t = torch.tensor(0.4)
+    opened = d.local_motion(t, 0.4)
+    d.set_position_window(torch.ones(F))
+    for a, b in zip(opened, d.local_motion(t, 0.4)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="expected 10 weights"):
+        d.set_position_window(torch.ones(3))
+    TrackingModule.open_position_frequencies(SimpleNamespace(pos_anneal_steps=0, deformation=_moved("direct")), 5)  # off: no-op

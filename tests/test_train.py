@@ -147,6 +147,8 @@ def test_multirun_with_joblib_launcher(tmp_path, data_root):
         (["views=3"], "views must be one of 1, 2, 4"),
         (["align=phase"], "align must be one of none, moments, search, got 'phase'"),
         (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
+        (["deform=direct", "deform.pos_anneal=0.5"], "deform.pos_anneal=0.5: .* has no TimeNet"),
+        (["deform.rigid_first=0.2"], "deform.rigid_first=0.2: .* has no rigid part"),
     ],
 )
 def test_bad_configs_are_explained(tmp_path, data_root, overrides, message):

@@ -147,13 +147,17 @@ def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) 
     if cfg.finetune_appearance:
         deformation = WithAppearance(deformation)
         lr["appearance"] = float(cfg.appearance_lr)
-    return TrackingModule(
-        deformation=deformation, targets=targets, loss=LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True)),
-        max_steps=int(cfg.max_steps), lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / float(cfg.deform.lr_init),
-        background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
-        progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames), lr_decay=float(cfg.lr_decay),
-        rigid_first=float(cfg.deform.rigid_first), pos_anneal=float(cfg.deform.pos_anneal),
-    )
+    try:
+        return TrackingModule(
+            deformation=deformation, targets=targets, loss=LossSettings(**OmegaConf.to_container(cfg.loss, resolve=True)),
+            max_steps=int(cfg.max_steps), lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / float(cfg.deform.lr_init),
+            background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
+            progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
+            lr_decay=float(cfg.lr_decay), rigid_first=float(cfg.deform.rigid_first),
+            pos_anneal=float(cfg.deform.pos_anneal),
+        )
+    except ValueError as e:  # a deform setting the chosen deformation cannot follow (rigid_first, pos_anneal)
+        raise ConfigError(str(e)) from None
 
 
 def run(cfg: DictConfig, sequence=None) -> dict:
