@@ -56,6 +56,10 @@ PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump hu
 REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The TimeNet's position encoding (2026-12-06)", (
+        Result("pos_freqs", f"{ABLATION} --variants defaults pos_freqs0 pos_freqs2 pos_freqs3 pos_freqs4 --shifts 0 "
+               "--seeds 0 1 2 3 --pairs --jobs 2 --out experiments/results/pos_freqs", "200", "25 min"),
+    )),
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_retry", "400", "60 min"),

@@ -256,6 +256,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
+    deform = ("deform.pos_anneal", "deform.pos_freqs")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -265,9 +266,13 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      ([], ("loss.switch_prior",), False),
                                      (["loss=pixel", "loss.switch_prior=start"], ("loss.switch_prior",), False),
                                      (["loss.switch_iou=null", "loss.switch_prior=start"], ("loss.switch_prior",), False),
-                                     (["loss.switch_prior=start"], ("loss.switch_prior",), True)):
+                                     (["loss.switch_prior=start"], ("loss.switch_prior",), True),
+                                     (["deform.pos_freqs=10", "deform.pos_anneal=0"], (), False),
+                                     (["deform.pos_freqs=3"], (), True),
+                                     (["deform=direct", "deform.pos_freqs=3"], (), False),  # no TimeNet: changes nothing
+                                     (["deform.pos_anneal=0.5"], (), True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", *overrides, f"out_dir={tmp_path / 'run'}"])
-        old = without(cfg, keys)
+        old = without(cfg, (*keys, *deform))
         fps = config_fingerprints(cfg)
         assert (old in fps) is not applies and fps[0] != old
         folder = tmp_path / "_".join(["run", *overrides, *keys]).replace("=", "-")

@@ -149,6 +149,7 @@ def test_multirun_with_joblib_launcher(tmp_path, data_root):
         (["loss.num_bands=9"], "num_bands=9 is not supported at resolution=32"),
         (["deform=direct", "deform.pos_anneal=0.5"], "deform.pos_anneal=0.5: .* has no TimeNet"),
         (["deform.rigid_first=0.2"], "deform.rigid_first=0.2: .* has no rigid part"),
+        (["+deform.kwargs.pos_freqs=2"], "deform.kwargs.pos_freqs: this is a setting of its own; set deform.pos_freqs"),
     ],
 )
 def test_bad_configs_are_explained(tmp_path, data_root, overrides, message):

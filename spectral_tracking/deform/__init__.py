@@ -43,11 +43,11 @@ DEFORMATIONS: dict[str, type[Deformation]] = {
 
 
 def build_deformation(name: str, canonical: Gaussians, num_frames: int, precision: str | None = None,
-                       **cfg) -> Deformation:
+                       pos_freqs: int | None = None, **cfg) -> Deformation:
     """Construct the deformation called ``name`` (a key of `DEFORMATIONS`) for ``canonical``.
 
-    precision: the TimeNet's arithmetic, for the deformations that have one (mlp, rigid_mlp; the
-    others ignore it). cfg: keyword arguments of that class (e.g. num_control_points=800,
+    precision, pos_freqs: the TimeNet's arithmetic and the frequencies encoding its control-point
+    positions, for the deformations that have one (mlp, rigid_mlp; the others ignore them). cfg: keyword arguments of that class (e.g. num_control_points=800,
     learnable_radius=False); an unknown keyword raises ``ValueError`` naming the class and the
     keywords it accepts.
     """
@@ -64,8 +64,9 @@ def build_deformation(name: str, canonical: Gaussians, num_frames: int, precisio
         accepted |= {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self", "canonical", "num_frames", "skinning"}
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
-    if precision is not None and "precision" in accepted and "precision" not in cfg:
-        cfg["precision"] = precision
+    for key, value in (("precision", precision), ("pos_freqs", pos_freqs)):
+        if value is not None and key in accepted and key not in cfg:
+            cfg[key] = value
     unknown = sorted(set(cfg) - accepted)
     if unknown:
         raise ValueError(

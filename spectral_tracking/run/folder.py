@@ -33,6 +33,11 @@ def _trajectory(c: dict) -> bool:
     return c.get("align") == "search" and (c.get("search") or {}).get("frames") == "all"
 
 
+def _timenet(c: dict) -> bool:
+    """Whether the run's deformation has a TimeNet (the others ignore its settings)."""
+    return (c.get("deform") or {}).get("name") in ("mlp", "rigid_mlp", "rigid_mlp_frames")
+
+
 # Settings added after runs were recorded, newest batch last, each with the test of whether it applies to
 # a run (on the resolved config). A run to which a batch does not apply computes what it computed before the
 # batch existed, so the fingerprint of its config without the batch, which its folder or CSV row recorded
@@ -46,7 +51,9 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("loss.switch_prior",), lambda c: (c.get("loss") or {}).get("switch_prior", "zero") != "zero"
      and c["loss"].get("image") == "spectral" and c["loss"].get("switch_iou") is not None),
     # 2026-12-06: the TimeNet's coarse-to-fine position encoding; at 0, every frequency from step 0 as before
-    (("deform.pos_anneal",), lambda c: (c.get("deform") or {}).get("pos_anneal", 0.0) != 0.0),
+    (("deform.pos_anneal",), lambda c: _timenet(c) and c["deform"].get("pos_anneal", 0.0) != 0.0),
+    # 2026-12-06: the TimeNet's position frequencies as a setting of its own; at SC4D's 10, as before
+    (("deform.pos_freqs",), lambda c: _timenet(c) and c["deform"].get("pos_freqs", 10) != 10),
 )
 
 

@@ -128,11 +128,15 @@ def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) 
     from spectral_tracking.deform import build_deformation
     from spectral_tracking.deform.appearance import WithAppearance
 
+    kwargs = OmegaConf.to_container(cfg.deform.kwargs, resolve=True)
+    for key in ("precision", "pos_freqs"):
+        if key in kwargs:
+            raise ConfigError(f"deform.kwargs.{key}: this is a setting of its own; set deform.{key} instead")
     try:
         deformation = build_deformation(
             cfg.deform.name, canonical, targets.num_frames, num_control_points=int(cfg.num_control_points),
             check_finite=False,  # the module checks the loss every step instead (one check, not one per tensor)
-            precision=str(cfg.deform.precision), **OmegaConf.to_container(cfg.deform.kwargs, resolve=True),
+            precision=str(cfg.deform.precision), pos_freqs=int(cfg.deform.pos_freqs), **kwargs,
         )
     except ValueError as e:  # a setting that does not fit this asset (control points, neighbours, kwargs)
         raise ConfigError(f"deform={cfg.deform.name}: {e}; adjust num_control_points or deform.kwargs") from None

@@ -164,6 +164,9 @@ class DeformSettings:
     precision: str = setting("auto", choices=("fp32", "bf16", "auto"))
     # A fraction of max_steps during which only the whole asset's rigid part learns (rigid_mlp; beyond the paper)
     rigid_first: float = setting(0.0, low=0, high=1)
+    # Frequencies encoding the control points' positions in the TimeNet's input (mlp, rigid_mlp): sin / cos of
+    # 2^k x for k < pos_freqs, x in [-1, 1] over the asset. SC-GS / SC4D / the paper: 10 (experiments/results/pos_freqs)
+    pos_freqs: int = setting(10, low=0, integer=True)
     # A fraction of max_steps over which the TimeNet's position-encoding frequencies open one by one (BARF's
     # coarse-to-fine, the window of eq. 7; mlp, rigid_mlp; beyond the paper). 0: all open from step 0 (SC4D)
     pos_anneal: float = setting(0.0, low=0, high=1)
