@@ -56,9 +56,14 @@ PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump hu
 REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
-    Section("The TimeNet's position encoding (2026-12-06)", (
+    Section("The TimeNet: its position encoding and its learning rate at CPU scale (2026-12-06)", (
         Result("pos_freqs", f"{ABLATION} --variants defaults pos_freqs0 pos_freqs2 pos_freqs3 pos_freqs4 --shifts 0 "
                "--seeds 0 1 2 3 --pairs --jobs 2 --out experiments/results/pos_freqs", "200", "25 min"),
+        Result("realistic_pairs_pf3", f"{ABLATION} {REALISTIC} --variants pos_freqs3 pixel+pos_freqs3 --shifts 0.6 "
+               "--seeds 0 1 2 3 --pairs --jobs 2 --out experiments/results/realistic_pairs_pf3", "160", "30 min"),
+        Result("pos_freqs_lr001", f"{ABLATION} --variants defaults pos_freqs3 --shifts 0 --seeds 0 1 2 3 --pairs "
+               "--override deform.lr_init=0.001 --override deform.lr_final=0.0005 --jobs 1 "
+               "--out experiments/results/pos_freqs_lr001", "80", "25 min (1 job, beside another experiment)"),
     )),
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
