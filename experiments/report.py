@@ -68,6 +68,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
                "--out experiments/results/rotation_curves_retry", "400", "60 min"),
+        Result("scale_curves_views1", "python -m experiments.scale_curves --variant defaults --scales 0.7 1.4 --jobs 2 "
+               "--out experiments/results/scale_curves_views1", "240", "about 45 min (one and two jobs)"),
         Result("scale_curves_views2", "python -m experiments.scale_curves --variant defaults --override views=2 --scales 0.7 1.4 "
                "--no-pairs --jobs 2 --out experiments/results/scale_curves_views2", "96", "27 min"),
         Result("shift_curves_search", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 --seeds 0 1 "
