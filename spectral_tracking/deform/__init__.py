@@ -47,9 +47,9 @@ def build_deformation(name: str, canonical: Gaussians, num_frames: int, precisio
     """Construct the deformation called ``name`` (a key of `DEFORMATIONS`) for ``canonical``.
 
     precision, pos_freqs: the TimeNet's arithmetic and the frequencies encoding its control-point
-    positions, for the deformations that have one (mlp, rigid_mlp; the others ignore them). cfg: keyword arguments of that class (e.g. num_control_points=800,
-    learnable_radius=False); an unknown keyword raises ``ValueError`` naming the class and the
-    keywords it accepts.
+    positions, for the deformations that have one (mlp, rigid_mlp; the others ignore them). cfg:
+    keyword arguments of that class (e.g. num_control_points=800, learnable_radius=False); an
+    unknown keyword raises ``ValueError`` naming the class and the keywords it accepts.
     """
     if name not in DEFORMATIONS:
         raise ValueError(f"build_deformation: unknown deformation {name!r}; choose one of {sorted(DEFORMATIONS)}")

@@ -168,8 +168,9 @@ class DeformSettings:
     # 2^k x for k < pos_freqs, x in [-1, 1] over the asset. SC-GS / SC4D / the paper: 10 (experiments/results/pos_freqs)
     pos_freqs: int = setting(10, low=0, integer=True)
     # A fraction of max_steps over which the TimeNet's position-encoding frequencies open one by one (BARF's
-    # coarse-to-fine, the window of eq. 7; mlp, rigid_mlp; beyond the paper). 0: all open from step 0 (SC4D)
-    pos_anneal: float = setting(0.0, low=0, high=1)
+    # coarse-to-fine, the window of eq. 7; mlp, rigid_mlp; beyond the paper). 0: all open from step 0 (SC4D).
+    # At most 0.9, so that the tracked result (evaluated, exported, checkpointed) has every frequency open
+    pos_anneal: float = setting(0.0, low=0, high=0.9)
     kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
 
 
