@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     pairs = [] if args.quick else args.pairs
     todo = grid(SCALES[args.setting][args.scale], variants, args.presets, args.seeds, shifts, extra, pairs=pairs)
     caption = (f"Method ablation ({args.setting} setting) at shift {', '.join(f'{x:g}' for x in shifts[1:])} "
-               f"(unshifted runs for the success rate).")
+               f"(unshifted runs for the success rate)." if len(shifts) > 1 else
+               f"Method ablation ({args.setting} setting), unshifted.")
     return finish("ablation_method", args, todo, render, caption)
 
 

@@ -182,8 +182,11 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
         return 1
     write_csv(rows, out / "results.csv")
     variants = " ".join(getattr(args, "variant", [])) or "-"
+    pairs = getattr(args, "pairs", None)
+    pairs = f"; pairs (benchmark seed {PAIRS_SEED}) {', '.join(pairs)}" if pairs and not args.quick else ""
     text = (f"{caption}\nScale: {args.scale}{' (quick)' if args.quick else ''}; variant: {variants}; presets "
-            f"{', '.join(args.presets)}; directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs finished. "
+            f"{', '.join(args.presets)}{pairs}; directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs "
+            f"finished. "
             f"Metrics: per image, data range 1, mean over frames x views.\n\n{table_fn(rows)}")
     (out / "table.md").write_text(text)
     if plot_fn is not None:
