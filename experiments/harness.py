@@ -104,18 +104,19 @@ def grid(base: Sequence[str], variants: dict[str, list[str]], presets: Sequence[
 
 def add_pairs_argument(ap, default: bool) -> None:
     """``--pairs [PAIR ...]`` (bare: all six `PAIRS`) and ``--no-pairs`` (the presets only) on ``ap``;
-    ``default``: whether the six pairs run when neither is given. A pair that is not a preset is an error
-    when the arguments are parsed."""
+    ``default``: whether the six pairs run when neither is given. A name that is no creature/motion pair
+    of the generator is an error when the arguments are parsed."""
     import argparse
 
     from spectral_tracking.data.synthetic import pair_names
 
-    ALL = pair_names()
+    known = pair_names()
+
     class Pairs(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
-            unknown = [v for v in values if v not in ALL]
+            unknown = [v for v in values if v not in known]
             if unknown:
-                parser.error(f"--pairs: unknown creature/motion {', '.join(unknown)}; expected some of {', '.join(ALL)} "
+                parser.error(f"--pairs: unknown creature/motion {', '.join(unknown)}; expected some of {', '.join(known)} "
                              f"(bare --pairs: the six {' '.join(PAIRS)}; --no-pairs: the presets only)")
             setattr(namespace, self.dest, list(values) or list(PAIRS))
 
@@ -183,9 +184,9 @@ def finish(name: str, args, todo: list[Case], table_fn, caption: str, plot_fn=No
     write_csv(rows, out / "results.csv")
     variants = " ".join(getattr(args, "variant", [])) or "-"
     pairs = getattr(args, "pairs", None)
-    pairs = f"; pairs (benchmark seed {PAIRS_SEED}) {', '.join(pairs)}" if pairs and not args.quick else ""
+    beside = f"; pairs (benchmark seed {PAIRS_SEED}) {', '.join(pairs)}" if pairs and not args.quick else ""
     text = (f"{caption}\nScale: {args.scale}{' (quick)' if args.quick else ''}; variant: {variants}; presets "
-            f"{', '.join(args.presets)}{pairs}; directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs "
+            f"{', '.join(args.presets)}{beside}; directions (seeds) {list(args.seeds)} each; {len(rows)}/{len(todo)} runs "
             f"finished. "
             f"Metrics: per image, data range 1, mean over frames x views.\n\n{table_fn(rows)}")
     (out / "table.md").write_text(text)

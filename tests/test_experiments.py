@@ -101,6 +101,13 @@ def test_pairs_argument_bare_means_the_six_pairs_and_no_pairs_means_none(default
         ap.parse_args(["--pairs", "--no-pairs"])
 
 
+def test_the_fingerprints_list_of_timenet_deformations_is_the_registrys():
+    from spectral_tracking.deform import DEFORMATIONS, MLPDeformation
+    from spectral_tracking.run.folder import TIMENET_DEFORMATIONS
+
+    assert set(TIMENET_DEFORMATIONS) == {n for n, cls in DEFORMATIONS.items() if issubclass(cls, MLPDeformation)}
+
+
 def test_paper_scale_cases_compose():
     """The GPU commands (--scale paper) are written: every case of every script composes."""
     from experiments import ablation_pixel_loss, curves, multiview, paper_tables, turning

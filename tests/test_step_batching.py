@@ -100,6 +100,8 @@ def test_pos_anneal_opens_the_timenet_position_frequencies_coarse_to_fine():
 
     d = _moved("mlp")
     m = SimpleNamespace(pos_anneal_steps=100, deformation=WithAppearance(d))
+    m.motion = TrackingModule.motion.fget(m)  # the property unwraps WithAppearance
+    assert m.motion is d
     F = d.position_frequencies
     TrackingModule.open_position_frequencies(m, 0)
     assert torch.equal(d.net.pos_window, torch.zeros(F))

@@ -33,9 +33,15 @@ def _trajectory(c: dict) -> bool:
     return c.get("align") == "search" and (c.get("search") or {}).get("frames") == "all"
 
 
+# The deformations (`spectral_tracking.deform.DEFORMATIONS` names) with a TimeNet, written out so that reading a
+# fingerprint needs no torch (tests/test_experiments.py checks it against the registry; deform=rigid_mlp_frames
+# is rigid_mlp by name)
+TIMENET_DEFORMATIONS = ("mlp", "rigid_mlp")
+
+
 def _timenet(c: dict) -> bool:
     """Whether the run's deformation has a TimeNet (the others ignore its settings)."""
-    return (c.get("deform") or {}).get("name") in ("mlp", "rigid_mlp", "rigid_mlp_frames")
+    return (c.get("deform") or {}).get("name") in TIMENET_DEFORMATIONS
 
 
 # Settings added after runs were recorded, newest batch last, each with the test of whether it applies to

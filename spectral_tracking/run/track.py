@@ -116,7 +116,7 @@ def runtime_record(cfg: DictConfig, module: TrackingModule, device: torch.device
     settings say ``auto``; this says what ``auto`` chose), for run_meta.json and metrics.json."""
     from spectral_tracking.render.render import resolve_backend
 
-    net = getattr(getattr(module.deformation, "motion", module.deformation), "net", None)  # WithAppearance wraps it
+    net = getattr(module.motion, "net", None)
     precision = "none" if net is None else "bf16" if net.uses_bf16(device.type) else "fp32"  # none: no TimeNet (direct, rigid)
     return {"device": str(device), "backend": resolve_backend(str(cfg.backend), device), "threads": int(n_threads),
             "precision": precision, "torch": torch.__version__}

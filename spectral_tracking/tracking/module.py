@@ -79,9 +79,8 @@ class TrackingModule(pl.LightningModule):
             raise ValueError(f"deform.rigid_first={rigid_first}: {type(deformation).__name__} has no rigid part to learn "
                              f"first; use deform=rigid_mlp or deform.rigid_first=0")
         self.pos_anneal_steps = round(float(pos_anneal) * self.max_steps)
-        motion = getattr(deformation, "motion", deformation)  # WithAppearance wraps the deformation
-        if self.pos_anneal_steps > 0 and not hasattr(motion, "set_position_window"):
-            raise ValueError(f"deform.pos_anneal={pos_anneal}: {type(motion).__name__} has no TimeNet whose position "
+        if self.pos_anneal_steps > 0 and not hasattr(self.motion, "set_position_window"):
+            raise ValueError(f"deform.pos_anneal={pos_anneal}: {type(self.motion).__name__} has no TimeNet whose position "
                              f"encoding could open coarse to fine; use deform=mlp (or rigid_mlp) or deform.pos_anneal=0")
         self.arap = ARAP(deformation.canonical_control_points.detach())
         self.scale_prior = ScalePrior(deformation.canonical_control_points.detach())
@@ -104,6 +103,11 @@ class TrackingModule(pl.LightningModule):
         return frame, view
 
     # --- model -----------------------------------------------------------------------------------
+    @property
+    def motion(self) -> nn.Module:
+        """The deformation itself: ``deformation``, or the one that `WithAppearance` wraps."""
+        return getattr(self.deformation, "motion", self.deformation)
+
     def open_position_frequencies(self, step: int) -> None:
         """BARF's coarse-to-fine on the TimeNet's position encoding (``deform.pos_anneal``, beyond the
         paper): frequency k of F gets weight w_k(alpha) of eq. 7 (the band window of the spectral
@@ -111,10 +115,9 @@ class TrackingModule(pl.LightningModule):
         position at step 0 to all F frequencies; from then on, and with pos_anneal 0, all are open."""
         if self.pos_anneal_steps <= 0:
             return
-        motion = getattr(self.deformation, "motion", self.deformation)
-        F = motion.position_frequencies
+        F = self.motion.position_frequencies
         opened = step >= self.pos_anneal_steps or F == 0
-        motion.set_position_window(None if opened else band_weights(F * step / self.pos_anneal_steps, F))
+        self.motion.set_position_window(None if opened else band_weights(F * step / self.pos_anneal_steps, F))
 
     def gaussians_at(self, frame: int) -> Gaussians:
         return self.deformation(frame)
