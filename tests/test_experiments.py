@@ -258,12 +258,12 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     def without(cfg, keys) -> str:
         kept = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_FINGERPRINT}
         for key in keys:
-            group, name = key.split(".")
-            del kept[group][name]
+            group, _, name = key.rpartition(".")
+            del (kept[group] if group else kept)[name]
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
-    deform = ("deform.pos_anneal", "deform.pos_freqs")  # added after all the others
+    deform = ("deform.pos_anneal", "deform.pos_freqs", "average")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -277,8 +277,10 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["deform.pos_freqs=10", "deform.pos_anneal=0"], (), False),
                                      (["deform.pos_freqs=3"], (), True),
                                      (["deform=direct", "deform.pos_freqs=3"], (), False),  # no TimeNet: changes nothing
-                                     (["deform.pos_anneal=0.5"], (), True)):
-        cfg = compose(["experiment=sc4d_mlp_cpu", *overrides, f"out_dir={tmp_path / 'run'}"])
+                                     (["deform.pos_anneal=0.5"], (), True),
+                                     (["average.decay=0.98"], (), True)):
+        off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
+        cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
         old = without(cfg, (*keys, *deform))
         fps = config_fingerprints(cfg)
         assert (old in fps) is not applies and fps[0] != old

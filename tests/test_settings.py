@@ -28,9 +28,13 @@ def test_a_cpu_experiment_differs_from_its_paper_twin_only_in_scale():
         a = OmegaConf.to_container(compose([f"experiment={cpu}", "out_dir=/x"]), resolve=True)
         b = OmegaConf.to_container(compose([f"experiment={cpu[:-4]}", "out_dir=/x"]), resolve=True)
         differ = {k for k in a if a[k] != b[k]}
-        differ |= {f"loss.{k}" for k in a["loss"] if a["loss"][k] != b["loss"][k]} - {"loss"}
-        assert differ - {"loss"} <= {"dataset", "task_name", "max_steps", "num_control_points", "resolution",
-                                     "loss.num_bands", "loss.spectral_end", "loss.arap_start_iter"}, (cpu, differ)
+        for group in ("loss", "deform"):
+            differ |= {f"{group}.{k}" for k in a[group] if a[group][k] != b[group][k]}
+        # the TimeNet's rate follows the step budget: Table 6's 2e-4 for 10k steps barely moves it in 500 (pos_freqs_lr001)
+        rate = {"deform.lr_init", "deform.lr_final", "deform.radius_lr"} if cpu == "sc4d_mlp_cpu" else set()
+        assert differ - {"loss", "deform"} <= {"dataset", "task_name", "max_steps", "num_control_points", "resolution",
+                                               "loss.num_bands", "loss.spectral_end", "loss.arap_start_iter",
+                                               *rate}, (cpu, differ)
 
 
 def _defaults(schema, prefix=""):

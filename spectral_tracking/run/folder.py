@@ -60,6 +60,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("deform.pos_anneal",), lambda c: _timenet(c) and c["deform"].get("pos_anneal", 0.0) != 0.0),
     # 2026-12-06: the TimeNet's position frequencies as a setting of its own; at SC4D's 10, as before
     (("deform.pos_freqs",), lambda c: _timenet(c) and c["deform"].get("pos_freqs", 10) != 10),
+    # 2026-12-06: the result as the average of the last steps' weights (run/averaging.py); at 0, the last step's
+    (("average",), lambda c: (c.get("average") or {}).get("decay", 0.0) != 0.0),
 )
 
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from spectral_tracking.errors import ConfigError, RunInterrupted, RunRefused
 from spectral_tracking.evaluation import evaluate
 from spectral_tracking.run.atomic import atomic_write_text
+from spectral_tracking.run.averaging import WeightAverage
 from spectral_tracking.run.callbacks import PeriodicEvalCallback, ProgressionCallback, progression_interval
 from spectral_tracking.run.config import validate
 from spectral_tracking.run.folder import (RunLock, config_fingerprint, config_fingerprints, finished_result, read_meta,
@@ -233,6 +234,8 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     callbacks = [progression, clock]
     if int(cfg.eval.every_n_steps) > 0:
         callbacks.append(PeriodicEvalCallback(truth, int(cfg.eval.every_n_steps)))
+    if float(cfg.average.decay) > 0:
+        callbacks.append(WeightAverage(cfg.average, int(cfg.max_steps)))
     logger = build_logger(cfg, out_dir, resume_step=resume_step, wandb_id=run_meta["wandb_id"])
     try:
         trainer = build_trainer(cfg, logger, callbacks)

@@ -214,6 +214,17 @@ class SearchSettings:
 # What a run evaluates and how it runs
 # --------------------------------------------------------------------------------------------------
 @dataclass
+class AverageSettings:
+    """The ``average`` group: the tracked result as an exponential moving average of the last steps'
+    weights (run/averaging.py; beyond the paper)."""
+
+    # The weight of the past: a window of about 1 / (1 - decay) steps. 0: the last step's weights (the paper)
+    decay: float = setting(0.98, low=0, high=0.999)
+    # A fraction of max_steps before which nothing is averaged (nor before the spatial phase starts)
+    start: float = setting(0.5, low=0, high=1)
+
+
+@dataclass
 class EvalSettings:
     every_n_steps: int = setting(0, low=0, integer=True)  # 0: only at the end
     lpips: str = setting("alex", choices=("alex", "vgg", "none"))
@@ -245,6 +256,7 @@ class RunConfig:
     logger: Any = MISSING  # conf/logger/
     trainer: TrainerSettings = setting(factory=TrainerSettings)
     eval: EvalSettings = setting(factory=EvalSettings)
+    average: AverageSettings = setting(factory=AverageSettings)
 
     # The start. The benchmark moves the canonical away from frame 0's pose (tracking/start.py): turned
     # by `rotation` degrees about `rotation_axis` and rescaled by `scale`, about its centre, then moved by

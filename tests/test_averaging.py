@@ -1,0 +1,89 @@
+"""The tracked result as an average of the last steps' weights (run/averaging.py)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from spectral_tracking.run.averaging import WeightAverage
+from spectral_tracking.tracking.settings import AverageSettings
+
+
+class _Module(nn.Module):
+    def __init__(self, spectral_end: int, pixel: bool = False) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3))
+        self.frozen = nn.Parameter(torch.zeros(2), requires_grad=False)
+        self.objective = SimpleNamespace(spectral_end=spectral_end, schedule=None if pixel else object())
+
+
+def _steps(callback, module, values, first_step=0):
+    """Set the weights to each of ``values`` in turn, as steps ``first_step``, ``first_step + 1``, ..."""
+    for i, v in enumerate(values):
+        with torch.no_grad():
+            module.w.fill_(float(v))
+            module.frozen.fill_(float(v))
+        trainer = SimpleNamespace(global_step=first_step + i + 1)  # counts the steps that ran
+        callback.on_train_batch_end(trainer, module, None, None, i)
+
+
+def test_the_average_is_the_exponential_moving_average_from_the_later_of_start_and_the_spatial_phase():
+    module = _Module(spectral_end=6)
+    callback = WeightAverage(AverageSettings(decay=0.5, start=0.4), max_steps=10)  # from step 4, but spatial at 6
+    _steps(callback, module, [100, 100, 100, 100, 100, 100, 2, 4, 8, 16])
+    expected = 2.0
+    for v in (4, 8, 16):
+        expected = 0.5 * expected + 0.5 * v
+    assert module.w.detach().tolist() == [16.0] * 3  # training goes on with the last step's weights
+    callback.on_train_end(None, module)
+    assert module.w.detach().tolist() == pytest.approx([expected] * 3)
+    assert module.frozen.detach().tolist() == [16.0, 16.0]  # only what trains is averaged
+    assert callback.since == 6
+
+
+def test_the_pixel_baseline_averages_from_start_and_decay_zero_keeps_the_last_step():
+    module = _Module(spectral_end=10**6, pixel=True)  # no schedule: spatial from step 0
+    callback = WeightAverage(AverageSettings(decay=0.5, start=0.0), max_steps=4)
+    _steps(callback, module, [0, 2, 4, 6])
+    callback.on_train_end(None, module)
+    expected = 0.0
+    for v in (2, 4, 6):
+        expected = 0.5 * expected + 0.5 * v
+    assert module.w.detach().tolist() == pytest.approx([expected] * 3)
+
+    off = _Module(spectral_end=0)
+    callback = WeightAverage(AverageSettings(decay=0.0, start=0.0), max_steps=4)
+    _steps(callback, off, [0, 2, 4, 6])
+    callback.on_train_end(None, off)
+    assert off.w.detach().tolist() == [6.0] * 3 and callback.average is None
+
+
+def test_a_resumed_average_ends_where_the_uninterrupted_one_does():
+    values = [1, 5, 2, 8, 3, 9, 4, 7]
+    whole = _Module(spectral_end=0)
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
+    _steps(callback, whole, values)
+    callback.on_train_end(None, whole)
+
+    first = _Module(spectral_end=0)
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
+    _steps(callback, first, values[:5])
+    state = callback.state_dict()  # what the checkpoint holds
+    resumed = _Module(spectral_end=0)
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
+    callback.load_state_dict(state)
+    _steps(callback, resumed, values[5:], first_step=5)
+    callback.on_train_end(None, resumed)
+    assert resumed.w.detach().tolist() == whole.w.detach().tolist()
+    callback.on_train_end(None, resumed)  # the final checkpoint loaded again: the same values in place
+    assert resumed.w.detach().tolist() == whole.w.detach().tolist()
+
+
+def test_average_settings_are_checked(tmp_path):
+    from spectral_tracking.errors import ConfigError
+    from spectral_tracking.run.config import compose, validate
+
+    for bad in ("average.decay=1", "average.decay=-0.1", "average.start=1.5"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0].replace(".", r"\.")):
+            validate(compose([bad, f"out_dir={tmp_path}"]))
