@@ -29,9 +29,9 @@ def _steps(callback, module, values, first_step=0):
 
 
 def test_the_average_is_the_exponential_moving_average_from_the_later_of_start_and_the_spatial_phase():
-    module = _Module(spectral_end=6)
-    callback = WeightAverage(AverageSettings(decay=0.5, start=0.4), max_steps=10)  # from step 4, but spatial at 6
-    _steps(callback, module, [100, 100, 100, 100, 100, 100, 2, 4, 8, 16])
+    module = _Module(spectral_end=46)
+    callback = WeightAverage(AverageSettings(decay=0.5, start=0.4), max_steps=100)  # from step 40, but spatial at 46
+    _steps(callback, module, [100, 100, 100, 100, 100, 100, 2, 4, 8, 16], first_step=40)
     expected = 2.0
     for v in (4, 8, 16):
         expected = 0.5 * expected + 0.5 * v
@@ -39,12 +39,12 @@ def test_the_average_is_the_exponential_moving_average_from_the_later_of_start_a
     callback.on_train_end(None, module)
     assert module.w.detach().tolist() == pytest.approx([expected] * 3)
     assert module.frozen.detach().tolist() == [16.0, 16.0]  # only what trains is averaged
-    assert callback.since == 6
+    assert callback.since == 46
 
 
 def test_the_pixel_baseline_averages_from_start_and_decay_zero_keeps_the_last_step():
     module = _Module(spectral_end=10**6, pixel=True)  # no schedule: spatial from step 0
-    callback = WeightAverage(AverageSettings(decay=0.5, start=0.0), max_steps=4)
+    callback = WeightAverage(AverageSettings(decay=0.5, start=0.0), max_steps=100)
     _steps(callback, module, [0, 2, 4, 6])
     callback.on_train_end(None, module)
     expected = 0.0
@@ -62,22 +62,28 @@ def test_the_pixel_baseline_averages_from_start_and_decay_zero_keeps_the_last_st
 def test_a_resumed_average_ends_where_the_uninterrupted_one_does():
     values = [1, 5, 2, 8, 3, 9, 4, 7]
     whole = _Module(spectral_end=0)
-    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
-    _steps(callback, whole, values)
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.0), max_steps=100)
+    _steps(callback, whole, values, first_step=2)
     callback.on_train_end(None, whole)
 
     first = _Module(spectral_end=0)
-    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
-    _steps(callback, first, values[:5])
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.0), max_steps=100)
+    _steps(callback, first, values[:5], first_step=2)
     state = callback.state_dict()  # what the checkpoint holds
     resumed = _Module(spectral_end=0)
-    callback = WeightAverage(AverageSettings(decay=0.7, start=0.25), max_steps=8)
+    callback = WeightAverage(AverageSettings(decay=0.7, start=0.0), max_steps=100)
     callback.load_state_dict(state)
-    _steps(callback, resumed, values[5:], first_step=5)
+    _steps(callback, resumed, values[5:], first_step=7)
     callback.on_train_end(None, resumed)
     assert resumed.w.detach().tolist() == whole.w.detach().tolist()
     callback.on_train_end(None, resumed)  # the final checkpoint loaded again: the same values in place
     assert resumed.w.detach().tolist() == whole.w.detach().tolist()
+
+
+def test_a_short_run_averages_over_at_most_a_quarter_of_its_averaged_steps():
+    assert WeightAverage(AverageSettings(decay=0.98, start=0.5), max_steps=500).decay == 0.98  # the CPU scale: as set
+    assert WeightAverage(AverageSettings(decay=0.98, start=0.5), max_steps=40).decay == pytest.approx(0.8)  # 20 averaged
+    assert WeightAverage(AverageSettings(decay=0.98, start=0.5), max_steps=8).decay == 0.0  # too short: the last step
 
 
 def test_average_settings_are_checked(tmp_path):
