@@ -67,7 +67,7 @@ SECTIONS: tuple[Section, ...] = (
     )),
     Section("Any start: turned, rescaled, turning (beyond the paper, 2026-12-05)", (
         Result("rotation_curves_average", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
-               "--out experiments/results/rotation_curves_average", "400", "TODO"),
+               "--out experiments/results/rotation_curves_average", "400", "64 min (20 of them beside the test suite)"),
         Result("rotation_curves_lr001", "python -m experiments.rotation_curves --variant defaults+no_average --jobs 2 "
                "--out experiments/results/rotation_curves_lr001", "400", "50 min"),
         Result("rotation_curves_retry", "python -m experiments.rotation_curves --variant defaults+no_average+lr2e-4 --jobs 2 "
