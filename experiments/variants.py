@@ -107,7 +107,7 @@ VARIANTS: dict[str, Variant] = {
                       "2026-12-06: 2.75 dB train PSNR and 13% of 3D error below 1e-3 unshifted (pos_freqs_lr001)"),
     "no_average": Variant(("average.decay=0",), "ablation",
                           "the last step's weights as the result, as before 2026-12-06, instead of their moving average "
-                          "over the spatial phase's second half (run/averaging.py; experiments/results/average)"),
+                          "over the spatial phase's second half (run/averaging.py; rotation_curves_average)"),
     "bce_1e-6": Variant(("loss.bce_eps=1e-6",), "ablation",
                         "the BCE's old opacity clamp (throws the asset out of the frame on some creatures)"),
 }

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from spectral_tracking.run.averaging import WeightAverage
-from spectral_tracking.tracking.settings import AverageSettings
+from spectral_tracking.tracking.objective import Objective
+from spectral_tracking.tracking.settings import AverageSettings, LossSettings
 
 
 class _Module(nn.Module):
@@ -15,7 +16,9 @@ class _Module(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(3))
         self.frozen = nn.Parameter(torch.zeros(2), requires_grad=False)
-        self.objective = SimpleNamespace(spectral_end=spectral_end, schedule=None if pixel else object())
+        settings = LossSettings(image="pixel" if pixel else "spectral").resolved(max_steps=10**6)
+        self.objective = Objective(settings, max_steps=10**6)
+        self.objective.spectral_end = spectral_end  # where the switch ended the spectral phase
 
 
 def _steps(callback, module, values, first_step=0):

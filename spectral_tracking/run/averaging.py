@@ -24,6 +24,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from spectral_tracking.tracking.schedule import SPATIAL
 from spectral_tracking.tracking.settings import AverageSettings
 
 __all__ = ["AverageSettings", "WeightAverage"]
@@ -50,8 +51,7 @@ class WeightAverage(pl.Callback):
         if self.decay <= 0:
             return
         step = int(trainer.global_step) - 1  # the step that just ran
-        spectral_end = pl_module.objective.spectral_end if pl_module.objective.schedule is not None else 0
-        if step < max(self.first, spectral_end):
+        if step < self.first or pl_module.objective.phase(step) != SPATIAL:
             return
         params = self._parameters(pl_module)
         with torch.no_grad():

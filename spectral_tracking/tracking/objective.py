@@ -88,6 +88,11 @@ class Objective(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         self.running_iou, self.spectral_end = float(state["running_iou"]), int(state["spectral_end"])
 
+    def phase(self, step: int) -> str:
+        """Step ``step``'s image loss, given the switch's state: "spectral" or "spatial" (the Pixel
+        baseline: spatial from the first step)."""
+        return schedule.SPATIAL if self.schedule is None else schedule.phase(step, self.spectral_end)
+
     def at(self, step: int) -> StepObjective:
         """The objective of step ``step`` (given the switch's state)."""
         s = self.settings
@@ -96,7 +101,7 @@ class Objective(nn.Module):
             return StepObjective(schedule.SPATIAL, 0.0, torch.zeros(s.num_bands), self.spatial, s.lambda_image, arap,
                                  s.lambda_scale)
         a = self.schedule.alpha(step)
-        phase = schedule.SPECTRAL if step < self.spectral_end else schedule.SPATIAL
+        phase = self.phase(step)
         loss = self.spectral if phase == schedule.SPECTRAL else self.spatial
         return StepObjective(phase, a, schedule.band_weights(a, s.num_bands), loss, s.lambda_image, arap, s.lambda_scale)
 
