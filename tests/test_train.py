@@ -77,6 +77,8 @@ def test_end_to_end_each_loss(tmp_path, data_root, loss, monkeypatch):
     cfg = make_cfg(tmp_path, data_root, overrides)
     m = run(cfg)["metrics"]
     assert m["steps"] == 24 and m["train_psnr"] > 5
+    # the result averages the weights from half the run (step 12) or the spatial phase's first step, if later
+    assert m["average_from"] == 12 if loss == "loss=pixel" else m["average_from"] >= max(12, m["spectral_end"])
 
 
 def test_finished_run_is_skipped(tmp_path, data_root):
@@ -117,6 +119,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, data_root, monkeypatch):
     resumed = resumed_result["metrics"]
     for key in ("train_psnr", "novel_psnr", "3d_mean_error"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-4, abs=1e-5), key
+    assert resumed["average_from"] == full["average_from"]
     from PIL import Image
 
     gif_a = Image.open(tmp_path / "a" / "run" / "progression.gif")

@@ -234,8 +234,9 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
     callbacks = [progression, clock]
     if int(cfg.eval.every_n_steps) > 0:
         callbacks.append(PeriodicEvalCallback(truth, int(cfg.eval.every_n_steps)))
-    if float(cfg.average.decay) > 0:
-        callbacks.append(WeightAverage(cfg.average, int(cfg.max_steps)))
+    average = WeightAverage(cfg.average, int(cfg.max_steps)) if float(cfg.average.decay) > 0 else None
+    if average is not None:
+        callbacks.append(average)
     logger = build_logger(cfg, out_dir, resume_step=resume_step, wandb_id=run_meta["wandb_id"])
     try:
         trainer = build_trainer(cfg, logger, callbacks)
@@ -246,6 +247,8 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
                        spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1),
                        start_seconds=round(start_seconds, 2), run_seconds=round(time.perf_counter() - began, 1))
+        if average is not None and average.since is not None:  # the result is the average of the steps from this one
+            metrics["average_from"] = int(average.since)
         figures = write_outputs(cfg, module, initial, progression, out_dir,
                                 normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
