@@ -3,6 +3,7 @@ control points, forward + backward, in < 20 ms).
 
     python benchmarks/deform.py                      # defaults: 50,000 Gaussians, 800 control points
     python benchmarks/deform.py --threads 1 --repeats 50
+    python benchmarks/deform.py --gaussians 300000 --repeats 10   # a real asset's size
 
 Prints one line per measurement over ``--repeats`` runs (after warm-up), in ms:
 wall-clock median and minimum, and the median CPU time of the process (with ``--threads 1`` the
@@ -28,6 +29,7 @@ from spectral_tracking.deform import (
     skin_reference,
     transposed_weights,
 )
+from spectral_tracking.deform import control_points
 from spectral_tracking.gaussians import random_gaussians
 from spectral_tracking.losses.arap import ARAP, arap_on_frames
 
@@ -45,6 +47,32 @@ def timeit(fn, repeats: int, warmup: int = 3) -> tuple[float, float, float]:
         wall.append((time.perf_counter() - t0) * 1000)
         cpu.append((time.process_time() - c0) * 1000)
     return statistics.median(wall), min(wall), statistics.median(cpu)
+
+
+def timeit_pair(a, b, repeats: int, warmup: int = 3) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """`timeit` of ``a`` and ``b`` alternated run by run, so that a load that comes and goes hits both."""
+    for _ in range(warmup):
+        a(), b()
+    times = ([], []), ([], [])
+    for _ in range(repeats):
+        for fn, (wall, cpu) in zip((a, b), times):
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            wall.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+    return tuple((statistics.median(w), min(w), statistics.median(c)) for w, c in times)
+
+
+def with_torch_blend(fn):
+    """``fn`` with `blend` on torch's sparse products instead of its C++ kernel."""
+    def run():
+        saved = control_points._blend_kernel
+        control_points._blend_kernel = lambda table, weights: None
+        try:
+            fn()
+        finally:
+            control_points._blend_kernel = saved
+    return run
 
 
 def report(name: str, times: tuple[float, float, float], budget: float | None = None) -> None:
@@ -97,7 +125,12 @@ def main() -> None:
         return run
 
     fast = skin_step(skin, direct.binding, weights_t=w_t)
-    report("skinning fwd+bwd (fast, sparse blend)", timeit(fast, args.repeats), BUDGET_MS)
+    report("skinning fwd+bwd (fast: the blend and the end in C++)", timeit(fast, args.repeats), BUDGET_MS)
+    # the blend's C++ kernel against torch's sparse CSR products (its twin), alternated run by run
+    cpp, sparse = timeit_pair(fast, with_torch_blend(fast), args.repeats)
+    report("  the same, the blend in C++ (csrc/skin.cpp)", cpp)
+    report("  the same, the blend as torch sparse CSR products", sparse)
+    print(f"{'  C++ blend / torch sparse (median wall)':<56s} {cpp[0] / sparse[0]:.2f}x")
     plain = skin_step(skin_reference, direct.binding.neighbor_index)
     report("skinning fwd+bwd (plain reference twin)", timeit(plain, args.repeats))
 

@@ -186,6 +186,34 @@ def test_blend_gradcheck():
     torch.testing.assert_close(ga, gb, atol=1e-12, rtol=0)
 
 
+def test_the_cpp_blend_matches_torchs_sparse_products_and_gives_the_same_bits_at_any_thread_count(monkeypatch):
+    """csrc/skin.cpp's blend (forward, and the table's gradient by chunks of Gaussians summed in chunk
+    order) against its twin, torch's sparse CSR products, past the kernel's serial size and its chunk."""
+    from spectral_tracking.deform import control_points
+
+    g, c, binding, d2, *_ = _skin_case(torch.float32, n=20_000, j=40, k=4)
+    w = skinning_weights(d2, torch.ones_like(d2) * 0.3)
+    table = torch.randn(40, 16, requires_grad=True)
+    grad = torch.randn(20_000, 16)
+
+    def blend_and_grad(threads):
+        torch.set_num_threads(threads)
+        out = blend(binding, w, table)
+        (g_table,) = torch.autograd.grad(out, table, grad)
+        return out, g_table
+
+    before = torch.get_num_threads()
+    try:
+        one, two = blend_and_grad(1), blend_and_grad(2)
+        monkeypatch.setattr(control_points, "_blend_kernel", lambda table, weights: None)
+        twin = blend_and_grad(2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    torch.testing.assert_close(one[0], twin[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(one[1], twin[1], rtol=1e-4, atol=1e-3)
+
+
 def test_skin_identity_is_exact():
     g, c, binding, d2, radius, *_ = _skin_case(torch.float32)
     j = c.shape[0]

@@ -179,19 +179,29 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]
 
 
 class _BlendRows(torch.autograd.Function):
-    """out[n] = sum_k weights[n, k] * table[index[n, k]] as a sparse [N, J] x dense [J, C] product.
+    """out[n] = sum_k weights[n, k] * table[index[n, k]]: a sparse [N, J] x dense [J, C] product.
 
-    The backward pass multiplies by the transposed pattern instead of scattering [N, K, C]
-    gradients with atomics; this is what keeps 50k Gaussians x 800 control points in budget.
+    On the CPU (float32 / float64) both ways run in ``csrc/skin.cpp``: the forward row by row, the
+    table's gradient streaming the Gaussians once into per-chunk copies of the small table, summed in
+    chunk order (the same bits at any thread count; 0.47x the CPU time of torch's products at 300k
+    Gaussians, `benchmarks/deform.py`). Elsewhere, torch's sparse CSR products: the backward multiplies
+    by the transposed pattern instead of scattering [N, K, C] gradients with atomics.
     """
 
     @staticmethod
     def forward(ctx, table: Tensor, weights: Tensor, binding: SkinBinding, weights_t: Tensor | None) -> Tensor:
         n = binding.neighbor_index.shape[0]
-        W = _sparse_csr(binding.crow, binding.col, weights.reshape(-1), (n, binding.num_control_points))
         ctx.binding = binding
         ctx.weights_t = weights_t
         ctx.save_for_backward(table, weights)
+        kernel = _blend_kernel(table, weights)
+        if kernel is not None:  # csrc/skin.cpp: the same sums, k ascending, one thread per row
+            out = table.new_empty(n, table.shape[1])
+            kernel.function("st_blend_fwd", table.dtype)(
+                N=n, K=weights.shape[1], C=table.shape[1], J=table.shape[0], index=binding.neighbor_index,
+                weights=weights.detach(), table=table.detach(), out=out, n_threads=torch.get_num_threads())
+            return out
+        W = _sparse_csr(binding.crow, binding.col, weights.reshape(-1), (n, binding.num_control_points))
         return W @ table
 
     @staticmethod
@@ -202,12 +212,31 @@ class _BlendRows(torch.autograd.Function):
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
             n = b.neighbor_index.shape[0]
-            values_t = ctx.weights_t if ctx.weights_t is not None else weights.reshape(-1)[b.perm]
-            WT = _sparse_csr(b.crow_t, b.col_t, values_t, (b.num_control_points, n))
-            grad_table = WT @ grad_out
+            kernel = _blend_kernel(table, weights)
+            if kernel is not None and grad_out.dtype == table.dtype:  # csrc/skin.cpp: the Gaussians streamed once
+                grad_table = torch.empty_like(table)
+                c = table.shape[1]
+                partials = table.new_empty((n + BLEND_CHUNK - 1) // BLEND_CHUNK, table.shape[0], c)
+                kernel.function("st_blend_bwd_table", table.dtype)(
+                    N=n, K=weights.shape[1], C=c, J=table.shape[0], index=b.neighbor_index, weights=weights.detach(),
+                    grad=grad_out, partials=partials, grad_table=grad_table, n_threads=torch.get_num_threads())
+            else:
+                values_t = ctx.weights_t if ctx.weights_t is not None else weights.reshape(-1)[b.perm]
+                WT = _sparse_csr(b.crow_t, b.col_t, values_t, (b.num_control_points, n))
+                grad_table = WT @ grad_out
         if ctx.needs_input_grad[1]:
             grad_weights = (table[b.neighbor_index] * grad_out[:, None, :]).sum(-1)
         return grad_table, grad_weights, None, None
+
+
+BLEND_CHUNK = 4096  # csrc/skin.cpp's kBlendChunk: the Gaussians of one partial table in the blend's backward
+
+
+def _blend_kernel(table: Tensor, weights: Tensor):
+    """``csrc/skin.cpp`` for `blend` where it applies (CPU, float32 / float64 alike), else None."""
+    if table.device.type != "cpu" or table.dtype not in SUFFIXES or weights.dtype != table.dtype:
+        return None
+    return _skin_kernel()
 
 
 def transposed_weights(binding: SkinBinding, weights: Tensor) -> Tensor:
@@ -269,7 +298,7 @@ def skin(
     means: [N, 3] canonical centres; quats: [N, 4] canonical (w, x, y, z) rotations;
     control_points: [J, 3] canonical control points c_k; binding: from `bind_to_control_points`;
     weights: [N, K] skinning weights (rows sum to one); translations: [J, 3] dc_k;
-    rotations: [J, 4] q_k (w, x, y, z, normalised here). ``fast=False`` swaps the sparse blend
+    rotations: [J, 4] q_k (w, x, y, z, normalised here). ``fast=False`` swaps the fast blend
     for its gather twin and the C++ per-Gaussian end (``csrc/skin.cpp``, CPU) for its torch twin (same numbers); ``weights_t``: see `blend`. Returns (means' [N, 3], quats' [N, 4]); differentiable
     w.r.t. every tensor argument.
     """
