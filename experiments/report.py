@@ -59,6 +59,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("The defaults of 2026-12-06 (the TimeNet at 1e-3, the weights' average) across the curves", (
         Result("shift_curves_average", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 "
                "--seeds 0 1 2 3 --jobs 2 --out experiments/results/shift_curves_average", "96", "15 min"),
+        Result("shift_curves_average_pairs", f"python -m experiments.shift_curves --variant defaults --override dataset.seed=1 "
+               f"{PAIRS} --shifts 0 0.8 1.2 --seeds 0 1 2 3 --jobs 2 --out experiments/results/shift_curves_average_pairs",
+               "144", "20 min"),
     )),
     Section("The TimeNet: its position encoding and its learning rate at CPU scale (2026-12-06)", (
         Result("pos_freqs", f"{ABLATION} --variants defaults pos_freqs0 pos_freqs2 pos_freqs3 pos_freqs4 --shifts 0 "
