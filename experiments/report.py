@@ -62,6 +62,9 @@ SECTIONS: tuple[Section, ...] = (
         Result("shift_curves_average_pairs", f"python -m experiments.shift_curves --variant defaults --override dataset.seed=1 "
                f"{PAIRS} --shifts 0 0.8 1.2 --seeds 0 1 2 3 --jobs 2 --out experiments/results/shift_curves_average_pairs",
                "144", "20 min"),
+        Result("scale_curves_views1_average", "python -m experiments.scale_curves --variant defaults --scales 0.7 1.4 "
+               "--jobs 2 --out experiments/results/scale_curves_views1_average", "240",
+               "about 42 min (20 of them beside the test suite)"),
     )),
     Section("The TimeNet: its position encoding and its learning rate at CPU scale (2026-12-06)", (
         Result("pos_freqs", f"{ABLATION} --variants defaults pos_freqs0 pos_freqs2 pos_freqs3 pos_freqs4 --shifts 0 "
