@@ -67,6 +67,8 @@ SECTIONS: tuple[Section, ...] = (
                "about 42 min (20 of them beside the test suite)"),
         Result("rotation_null", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 --jobs 2 "
                "--out experiments/results/rotation_null", "160", "21 min"),
+        Result("turning_beam_average", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_average", "48", "10 min"),
     )),
     Section("The TimeNet: its position encoding and its learning rate at CPU scale (2026-12-06)", (
         Result("pos_freqs", f"{ABLATION} --variants defaults pos_freqs0 pos_freqs2 pos_freqs3 pos_freqs4 --shifts 0 "
