@@ -67,6 +67,9 @@ SECTIONS: tuple[Section, ...] = (
                "about 42 min (20 of them beside the test suite)"),
         Result("rotation_null", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 --jobs 2 "
                "--out experiments/results/rotation_null", "160", "21 min"),
+        Result("rotation_flower_views2", "python -m experiments.rotation_curves --variant defaults --presets flower_twist "
+               "--no-pairs --override views=2 --seeds 0 1 2 3 --jobs 2 --out experiments/results/rotation_flower_views2",
+               "40", "7 min"),
         Result("turning_beam_average", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_average", "48", "10 min"),
         Result("realistic_pairs_average", f"{ABLATION} {REALISTIC} --variants defaults pixel --shifts 0.6 --seeds 0 1 2 3 "
