@@ -215,11 +215,9 @@ class _BlendRows(torch.autograd.Function):
             kernel = _blend_kernel(table, weights)
             if kernel is not None and grad_out.dtype == table.dtype:  # csrc/skin.cpp: the Gaussians streamed once
                 grad_table = torch.empty_like(table)
-                c = table.shape[1]
-                partials = table.new_empty((n + BLEND_CHUNK - 1) // BLEND_CHUNK, table.shape[0], c)
                 kernel.function("st_blend_bwd_table", table.dtype)(
-                    N=n, K=weights.shape[1], C=c, J=table.shape[0], index=b.neighbor_index, weights=weights.detach(),
-                    grad=grad_out, partials=partials, grad_table=grad_table, n_threads=torch.get_num_threads())
+                    N=n, K=weights.shape[1], C=table.shape[1], J=table.shape[0], index=b.neighbor_index,
+                    weights=weights.detach(), grad=grad_out, grad_table=grad_table, n_threads=torch.get_num_threads())
             else:
                 values_t = ctx.weights_t if ctx.weights_t is not None else weights.reshape(-1)[b.perm]
                 WT = _sparse_csr(b.crow_t, b.col_t, values_t, (b.num_control_points, n))
@@ -227,9 +225,6 @@ class _BlendRows(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_weights = (table[b.neighbor_index] * grad_out[:, None, :]).sum(-1)
         return grad_table, grad_weights, None, None
-
-
-BLEND_CHUNK = 4096  # csrc/skin.cpp's kBlendChunk: the Gaussians of one partial table in the blend's backward
 
 
 def _blend_kernel(table: Tensor, weights: Tensor):

@@ -152,8 +152,7 @@ KERNELS = {
         void st_blend_fwd_S(int64_t N, int K, int C, int64_t J, const int64_t *index /* [N*K] indices < J */,
             const S *weights /* [N*K] */, const S *table /* [J*C] */, S *out /* [N*C] */, int n_threads);
         void st_blend_bwd_table_S(int64_t N, int K, int C, int64_t J, const int64_t *index /* [N*K] indices < J */,
-            const S *weights /* [N*K] */, const S *grad /* [N*C] */, S *partials /* [((N+4095)//4096)*J*C] */,
-            S *grad_table /* [J*C] */, int n_threads);
+            const S *weights /* [N*K] */, const S *grad /* [N*C] */, S *grad_table /* [J*C] */, int n_threads);
         """,
     ),
     "spectral": Kernel(

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -106,8 +107,10 @@ void blend_fwd(int64_t N, int K, int C, const int64_t *index, const S *weights, 
 
 template <typename S>
 void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, const S *weights, const S *grad,
-                     S *partials, S *grad_table, int n_threads) {
+                     S *grad_table, int n_threads) {
     const int64_t chunks = (N + kBlendChunk - 1) / kBlendChunk;
+    std::vector<S> scratch(static_cast<size_t>(chunks * J * C));  // the chunks' tables (12.5 MB at 1M Gaussians)
+    S *partials = scratch.data();
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel num_threads(nt)
     {
@@ -156,9 +159,9 @@ void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, c
         blend_fwd<S>(N, K, C, index, weights, table, out, n_threads);                                 \
     }                                                                                                 \
     extern "C" void st_blend_bwd_table_##SUFFIX(int64_t N, int K, int C, int64_t J, const int64_t *index, \
-                                                const S *weights, const S *grad, S *partials,         \
-                                                S *grad_table, int n_threads) {                       \
-        blend_bwd_table<S>(N, K, C, J, index, weights, grad, partials, grad_table, n_threads);        \
+                                                const S *weights, const S *grad, S *grad_table,       \
+                                                int n_threads) {                                      \
+        blend_bwd_table<S>(N, K, C, J, index, weights, grad, grad_table, n_threads);                  \
     }
 
 ST_EXPORT(float, f32)
