@@ -183,8 +183,8 @@ class _BlendRows(torch.autograd.Function):
 
     On the CPU (float32 / float64) both ways run in ``csrc/skin.cpp``: the forward row by row, the
     table's gradient streaming the Gaussians once into per-chunk copies of the small table, summed in
-    chunk order (the same bits at any thread count; 0.47x the CPU time of torch's products at 300k
-    Gaussians, `benchmarks/deform.py`). Elsewhere, torch's sparse CSR products: the backward multiplies
+    chunk order (the same bits at any thread count; at 300k Gaussians, quiet, 0.64x the wall time of
+    torch's products at one thread and 0.75x at two, `benchmarks/deform.py`). Elsewhere, torch's sparse CSR products: the backward multiplies
     by the transposed pattern instead of scattering [N, K, C] gradients with atomics.
     """
 
