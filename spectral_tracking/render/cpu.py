@@ -23,7 +23,9 @@ from .projection import Projected, TileBins, project, view_colors
 FALLBACK = "render backend 'auto' falls back to 'torch', the plain PyTorch compositor (slower, same image)"
 
 
-KERNELS = ("project", "rasterize")  # the C++ kernels of this backend (``native.KERNELS``)
+KERNELS = ("project", "rasterize")
+RECORD = 16  # values per Gaussian in the compositor's records (rasterize.cpp's ``RECORD``)
+MAX_TILE = 64  # the compositor's widest tile (one 64-bit mask per row of a tile)  # the C++ kernels of this backend (``native.KERNELS``)
 
 
 def load_library(kernel: str = "rasterize") -> native.NativeLibrary:
@@ -139,6 +141,8 @@ class _CompositeCPU(torch.autograd.Function):
         V, N, C = features.shape
         if C != 4:
             raise ValueError(f"render backend 'cpu': expected 4 blended channels (r, g, b, z), got {C}")
+        if not 0 < tile_size <= MAX_TILE:
+            raise ValueError(f"render backend 'cpu': tile_size must be in 1..{MAX_TILE}, got {tile_size}")
         args = [t.detach().contiguous() for t in (means2d, conics, features, opacities, background)]
         means2d, conics, features, opacities, background = args
         dt = features.dtype
@@ -146,30 +150,31 @@ class _CompositeCPU(torch.autograd.Function):
         alpha = torch.empty(V, height, width, dtype=dt)
         depth = torch.empty(V, height, width, dtype=dt)
         last_ids = torch.empty(V, height, width, dtype=torch.int32)
+        records = torch.empty(V * N * RECORD, dtype=dt)  # what the tiles read of each Gaussian, for the backward
         _function("st_rasterize_fwd", dt)(
             V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, means2d=means2d,
             conics=conics, colors=features, opacities=opacities, background=background, tile_offsets=tile_offsets,
             flatten_ids=flatten_ids, rgb_out=rgb, alpha_out=alpha, depth_out=depth, last_ids=last_ids,
-            n_threads=torch.get_num_threads(),
+            records=records, n_threads=torch.get_num_threads(),
         )
-        ctx.save_for_backward(*args, tile_offsets, flatten_ids, alpha, depth, last_ids)
-        ctx.dims = (width, height, tile_size, tiles_x, tiles_y)
+        ctx.save_for_backward(records, background, tile_offsets, flatten_ids, alpha, depth, last_ids)
+        ctx.dims = (width, height, tile_size, tiles_x, tiles_y, V, N)
         return rgb, alpha, depth
 
     @staticmethod
     @once_differentiable  # the C++ backward is not itself differentiable (no double backward)
     def backward(ctx, v_rgb, v_alpha, v_depth):
-        means2d, conics, features, opacities, background, tile_offsets, flatten_ids, alpha, depth, last_ids = ctx.saved_tensors
-        width, height, tile_size, tiles_x, tiles_y = ctx.dims
-        V, N, _ = features.shape
+        records, background, tile_offsets, flatten_ids, alpha, depth, last_ids = ctx.saved_tensors
+        width, height, tile_size, tiles_x, tiles_y, V, N = ctx.dims
+        dt = alpha.dtype
         v_rgb = torch.zeros(V, height, width, 3, dtype=alpha.dtype) if v_rgb is None else v_rgb.contiguous()
         v_alpha = torch.zeros_like(alpha) if v_alpha is None else v_alpha.contiguous()
         v_depth = torch.zeros_like(alpha) if v_depth is None else v_depth.contiguous()
-        grads = [torch.zeros_like(t) for t in (means2d, conics, features, opacities, background)]
+        grads = [torch.zeros(*shape, dtype=dt) for shape in ((V, N, 2), (V, N, 3), (V, N, 4), (V, N), (V, 3))]
         v_means2d, v_conics, v_colors, v_opacities, v_background = grads
-        _function("st_rasterize_bwd", alpha.dtype)(
-            V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, means2d=means2d,
-            conics=conics, colors=features, opacities=opacities, background=background, tile_offsets=tile_offsets,
+        _function("st_rasterize_bwd", dt)(
+            V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, records=records,
+            background=background, tile_offsets=tile_offsets,
             flatten_ids=flatten_ids, alpha_out=alpha, depth_out=depth, last_ids=last_ids, v_rgb=v_rgb,
             v_alpha_out=v_alpha, v_depth=v_depth, v_means2d=v_means2d, v_conics=v_conics, v_colors=v_colors,
             v_opacities=v_opacities, v_background=v_background, n_threads=torch.get_num_threads(),

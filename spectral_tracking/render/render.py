@@ -72,9 +72,13 @@ def render(
     V = len(cameras)
     background = _background(background, V, device, dtype)
     # One host sync for every finiteness check (on a GPU each `if` on a device value waits for the
-    # queue); the failing tensor is named only when one fails.
+    # queue); the failing tensor is named only when one fails. A sum in float64 is finite when every
+    # value is (NaN and inf carry through it, and float32 values cannot overflow it), in one pass
+    # instead of isfinite's three (13 ms of a 300k-Gaussian render on one thread); a sum that is not
+    # finite is checked value by value, so a float64 asset whose sum overflows is not refused.
     checked = [*(getattr(gaussians, f.name) for f in fields(gaussians)), cameras.Ks, cameras.viewmats, background]
-    if not bool(torch.stack([torch.isfinite(t).all() for t in checked]).all()):
+    total = torch.stack([t.detach().sum(dtype=torch.float64) for t in checked]).sum()
+    if not bool(torch.isfinite(total)) and not bool(torch.stack([torch.isfinite(t).all() for t in checked]).all()):
         gaussians.check_finite("render: gaussians")
         if not (torch.isfinite(cameras.Ks).all() and torch.isfinite(cameras.viewmats).all()):
             raise ValueError("render: cameras.Ks or cameras.viewmats hold non-finite values (NaN or inf)")

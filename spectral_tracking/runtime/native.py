@@ -89,9 +89,8 @@ KERNELS = {
             const S *conics /* [V*N*3] */, const S *colors /* [V*N*4] */, const S *opacities /* [V*N] */,
             const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
             const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, S *rgb_out /* [V*H*W*3] */, S *alpha_out /* [V*H*W] */,
-            S *depth_out /* [V*H*W] */, int32_t *last_ids /* [V*H*W] */, int n_threads);
-        void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
-            const S *conics /* [V*N*3] */, const S *colors /* [V*N*4] */, const S *opacities /* [V*N] */,
+            S *depth_out /* [V*H*W] */, int32_t *last_ids /* [V*H*W] */, S *records /* [V*N*16] */, int n_threads);
+        void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records /* [V*N*16] */,
             const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
             const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, const S *alpha_out /* [V*H*W] */,
             const S *depth_out /* [V*H*W] */, const int32_t *last_ids /* [V*H*W] */, const S *v_rgb /* [V*H*W*3] */,

@@ -168,6 +168,17 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
         for (int v = 0; v < nv; ++v) cams[v] = camera<S>(viewmats + 16 * (v0 + v), Ks + 9 * (v0 + v), W, H);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int n = 0; n < N; ++n) {
+            // A Gaussian no pixel blended (hidden, off screen, or behind saturated pixels: most of them
+            // in a dense asset) has zero output gradients in every view; every term below is then a
+            // product with a zero (its other factors are finite), so its rows would stay the zeros they
+            // are. Skipping it gives the same bits at a fraction of the cost.
+            bool zero = true;
+            for (int v = 0; v < nv && zero; ++v) {
+                const int64_t i = int64_t(v0 + v) * N + n;
+                zero = v_means2d[2 * i] == S(0) && v_means2d[2 * i + 1] == S(0) && v_conics[3 * i] == S(0) &&
+                       v_conics[3 * i + 1] == S(0) && v_conics[3 * i + 2] == S(0) && v_depths[i] == S(0);
+            }
+            if (zero) continue;
             const Shape<S> g = shape<S>(quats + 4 * n, log_scales + 3 * n);
             S gm[3] = {0, 0, 0};  // d loss / d mean
             S gSig[3][3] = {};  // d loss / d Sigma, Sigma's entries taken as independent

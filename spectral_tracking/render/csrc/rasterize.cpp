@@ -28,6 +28,7 @@
 // the same tests, so the result is the same.
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -59,74 +60,130 @@ struct Consts {
     static constexpr S t_stop = S(1e-4);
 };
 
-// Pixel rectangle [x0, x1) x [y0, y1), inside the tile [tx0, tx1) x [ty0, ty1), outside of which
-// o * exp(-sigma) < 1/255 for sure. Returns false when it is empty. ``smax`` receives the sigma
-// above which a pixel can be skipped without evaluating exp (with a safety margin).
+// What the tile walks read of one Gaussian, packed into one record (one cache line in float) so that
+// an entry of a tile's list costs one random read instead of four (means2d, conics, opacities,
+// colours), and computed once per Gaussian instead of once per (tile, Gaussian) entry: the log and
+// square roots of its footprint were most of an entry's cost at 300k small Gaussians, where almost
+// every entry lands on pixels that are already saturated (forward) or behind their last Gaussian
+// (backward).
+// The forward writes the records to a buffer of 16 S values per Gaussian that the backward reads
+// back (``records`` [V * N * 16]; 64 bytes in float).
+constexpr int RECORD = 16;
 template <typename S>
-inline bool footprint(S mx, S my, S a, S b, S c, S op, int tx0, int ty0, int tx1, int ty1,
-                      int &x0, int &x1, int &y0, int &y1, S &smax) {
-    if (!(op >= Consts<S>::alpha_threshold)) return false;
-    const double s = std::log(double(op) / (1.0 / 255.0));  // sigma at which o exp(-sigma) = 1/255
-    smax = S(s + 1e-3);
-    const double det = double(a) * double(c) - double(b) * double(b);
-    double fx0 = tx0, fx1 = tx1, fy0 = ty0, fy1 = ty1;
+struct Record {
+    S mx, my, a, b, c, op;
+    S smax;  // sigma above which o * exp(-sigma) < 1/255 for sure (with a safety margin)
+    S col[C];
+    int32_t x0, x1, y0, y1;  // pixel rectangle [x0, x1) x [y0, y1) outside of which alpha < 1/255; empty if culled
+    char pad[RECORD * sizeof(S) - (7 + C) * sizeof(S) - 4 * sizeof(int32_t)];
+};
+static_assert(sizeof(Record<float>) == RECORD * sizeof(float) && sizeof(Record<double>) == RECORD * sizeof(double));
+
+// Integer bounds of the footprint: a NaN or huge bound leaves the tile's own bound in force (as
+// std::max / std::min with the tile's did before).
+inline int32_t lo_bound(double v) { return v >= -1e9 ? (v <= 1e9 ? int32_t(v) : int32_t(1e9)) : int32_t(-1e9); }
+inline int32_t hi_bound(double v) { return v <= 1e9 ? (v >= -1e9 ? int32_t(v) : int32_t(-1e9)) : int32_t(1e9); }
+
+template <typename S>
+inline void make_record(const S *means2d, const S *conics, const S *colors, const S *opacities, int64_t g,
+                        Record<S> &r) {
+    r.mx = means2d[2 * g]; r.my = means2d[2 * g + 1];
+    r.a = conics[3 * g]; r.b = conics[3 * g + 1]; r.c = conics[3 * g + 2];
+    r.op = opacities[g];
+    for (int ch = 0; ch < C; ++ch) r.col[ch] = colors[g * C + ch];
+    r.smax = S(0);
+    r.x0 = r.y0 = 0; r.x1 = r.y1 = 0;  // empty
+    if (!(r.op >= Consts<S>::alpha_threshold)) return;
+    const double s = std::log(double(r.op) / (1.0 / 255.0));  // sigma at which o exp(-sigma) = 1/255
+    r.smax = S(s + 1e-3);
+    const double a = r.a, b = r.b, c = r.c, det = a * c - b * b;
     if (det > 0 && a > 0 && c > 0) {
         // |dx| <= sqrt(2 s Sigma_xx) on the ellipse sigma = s, with Sigma = inverse(conic)
         // (the 1e-3 margin on s and the 1e-4 px below absorb float rounding; a pixel the box keeps
-        // is still tested exactly)
-        const double ex = std::sqrt(2.0 * (s + 1e-3) * double(c) / det) + 1e-4;
-        const double ey = std::sqrt(2.0 * (s + 1e-3) * double(a) / det) + 1e-4;
-        // integer x with pixel centre x + 0.5 in [mx - ex, mx + ex]
-        fx0 = std::max(fx0, std::ceil(double(mx) - ex - 0.5));
-        fx1 = std::min(fx1, std::floor(double(mx) + ex - 0.5) + 1.0);
-        fy0 = std::max(fy0, std::ceil(double(my) - ey - 0.5));
-        fy1 = std::min(fy1, std::floor(double(my) + ey - 0.5) + 1.0);
+        // is still tested exactly); integer x with pixel centre x + 0.5 in [mx - ex, mx + ex]
+        const double ex = std::sqrt(2.0 * (s + 1e-3) * c / det) + 1e-4;
+        const double ey = std::sqrt(2.0 * (s + 1e-3) * a / det) + 1e-4;
+        r.x0 = lo_bound(std::ceil(double(r.mx) - ex - 0.5));
+        r.x1 = hi_bound(std::floor(double(r.mx) + ex - 0.5) + 1.0);
+        r.y0 = lo_bound(std::ceil(double(r.my) - ey - 0.5));
+        r.y1 = hi_bound(std::floor(double(r.my) + ey - 0.5) + 1.0);
+    } else {  // no bounded ellipse: every pixel is tested
+        r.x0 = r.y0 = int32_t(-1e9);
+        r.x1 = r.y1 = int32_t(1e9);
     }
-    if (!(fx0 < fx1 && fy0 < fy1)) return false;
-    x0 = int(fx0); x1 = int(fx1); y0 = int(fy0); y1 = int(fy1);
-    return true;
+}
+
+template <typename S>
+void make_records(int64_t M, const S *means2d, const S *conics, const S *colors, const S *opacities,
+                  Record<S> *recs, int n_threads) {
+    const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, M / 16384)));
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t g = 0; g < M; ++g) make_record(means2d, conics, colors, opacities, g, recs[g]);
+}
+
+// The record's rectangle inside the tile [tx0, tx1) x [ty0, ty1); false when empty.
+template <typename S>
+inline bool clip(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, int &x0, int &x1, int &y0, int &y1) {
+    x0 = std::max(tx0, int(r.x0)); x1 = std::min(tx1, int(r.x1));
+    y0 = std::max(ty0, int(r.y0)); y1 = std::min(ty1, int(r.y1));
+    return x0 < x1 && y0 < y1;
+}
+
+// Pixels of a tile as one 64-bit mask per row (tiles up to 64 pixels wide; composite_cpu checks):
+// the walks test a Gaussian's rectangle against the pixels still open before any arithmetic, and
+// visit only those, in the same order (row by row, left to right) as a loop over the rectangle.
+constexpr int MAX_TILE = 64;
+// How many entries ahead of the walk a record is prefetched: the records are read in depth order, which
+// is random in memory, so without it most entries wait for memory.
+constexpr int PREFETCH = 16;
+inline uint64_t span_bits(int lo, int hi) {  // bits [lo, hi), 0 <= lo < hi <= 64
+    const uint64_t upto = hi >= 64 ? ~uint64_t(0) : (uint64_t(1) << hi) - 1;
+    return upto & ~((uint64_t(1) << lo) - 1);
 }
 
 template <typename S>
 void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                    const S *means2d, const S *conics, const S *colors, const S *opacities,
                    const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
-                   S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, int n_threads) {
+                   S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, S *records, int n_threads) {
     const int tiles_per_view = tiles_x * tiles_y;
     const int n_tiles = V * tiles_per_view;
+    Record<S> *recs = reinterpret_cast<Record<S> *>(records);
+    make_records(int64_t(V) * N, means2d, conics, colors, opacities, recs, n_threads);
     struct Scratch {
         std::vector<S> T, acc;
         std::vector<int32_t> last;
-        std::vector<uint8_t> done;
+        std::vector<uint64_t> open;  // per row of the tile: pixels not yet saturated
     };
     auto make_state = [&]() { return Scratch{std::vector<S>(ts * ts), std::vector<S>(ts * ts * C),
-                                             std::vector<int32_t>(ts * ts), std::vector<uint8_t>(ts * ts)}; };
+                                             std::vector<int32_t>(ts * ts), std::vector<uint64_t>(ts)}; };
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
-            auto &T = sc.T; auto &acc = sc.acc; auto &last = sc.last; auto &done = sc.done;
+            auto &T = sc.T; auto &acc = sc.acc; auto &last = sc.last; auto &open = sc.open;
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
-            const int tw = tx1 - tx0, n_pix = tw * (ty1 - ty0);
+            const int tw = tx1 - tx0, th = ty1 - ty0, n_pix = tw * th;
             std::fill(T.begin(), T.begin() + n_pix, S(1));
             std::fill(acc.begin(), acc.begin() + n_pix * C, S(0));
             std::fill(last.begin(), last.begin() + n_pix, -1);
-            std::fill(done.begin(), done.begin() + n_pix, 0);
+            std::fill(open.begin(), open.begin() + th, span_bits(0, tw));
             int n_done = 0;
             const int start = tile_offsets[t], end = tile_offsets[t + 1];
             for (int k = start; k < end && n_done < n_pix; ++k) {
-                const int64_t g = flatten_ids[k];
-                const S mx = means2d[2 * g], my = means2d[2 * g + 1];
-                const S a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
-                const S op = opacities[g];
+                if (k + PREFETCH < end) __builtin_prefetch(&recs[flatten_ids[k + PREFETCH]]);
+                const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
-                S smax;
-                if (!footprint(mx, my, a, b, c, op, tx0, ty0, tx1, ty1, x0, x1, y0, y1, smax)) continue;
-                const S *col = colors + g * C;
+                if (!clip(rec, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) continue;
+                const uint64_t xs = span_bits(x0 - tx0, x1 - tx0);
+                bool any = false;
+                for (int y = y0; y < y1 && !any; ++y) any = (open[y - ty0] & xs) != 0;
+                if (!any) continue;
+                const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
                 for (int y = y0; y < y1; ++y) {
                     const S dy = my - (S(y) + S(0.5));
-                    for (int x = x0; x < x1; ++x) {
+                    for (uint64_t bits = open[y - ty0] & xs; bits; bits &= bits - 1) {
+                        const int x = tx0 + std::countr_zero(bits);
                         const int p = (y - ty0) * tw + (x - tx0);
-                        if (done[p]) continue;
                         const S dx = mx - (S(x) + S(0.5));
                         const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
                         if (sigma < S(0) || sigma > smax) continue;
@@ -134,12 +191,12 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                         if (alpha < Consts<S>::alpha_threshold) continue;
                         const S next_T = T[p] * (S(1) - alpha);
                         if (next_T <= Consts<S>::t_stop) {  // pixel saturated: exclusive stop
-                            done[p] = 1;
+                            open[y - ty0] &= ~(uint64_t(1) << (x - tx0));
                             ++n_done;
                             continue;
                         }
                         const S w = alpha * T[p];
-                        for (int ch = 0; ch < C; ++ch) acc[p * C + ch] += col[ch] * w;
+                        for (int ch = 0; ch < C; ++ch) acc[p * C + ch] += rec.col[ch] * w;
                         T[p] = next_T;
                         last[p] = k;
                     }
@@ -168,22 +225,23 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
 constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2), opacity (1)
 
 template <typename S>
-void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
-                   const S *means2d, const S *conics, const S *colors, const S *opacities,
+void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records,
                    const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
                    const S *alpha_out, const S *depth_out, const int32_t *last_ids,
                    const S *v_rgb, const S *v_alpha_out, const S *v_depth,
                    S *v_means2d, S *v_conics, S *v_colors, S *v_opacities, S *v_background, int n_threads) {
     const int tiles_per_view = tiles_x * tiles_y;
     const int n_tiles = V * tiles_per_view;
+    const Record<S> *recs = reinterpret_cast<const Record<S> *>(records);
     struct Scratch {
-        std::vector<S> T, T_final, buf, vC, vA, v_col;
-        std::vector<int32_t> last;
+        std::vector<S> T, T_final, buf, vC, vA;
+        std::vector<int32_t> last, by_last;
+        std::vector<uint64_t> open;  // per row of the tile: pixels whose last Gaussian is at or behind entry k
     };
     const int P = ts * ts;
     auto make_state = [&]() {
         return Scratch{std::vector<S>(P), std::vector<S>(P), std::vector<S>(P * C), std::vector<S>(P * C),
-                       std::vector<S>(P), std::vector<S>(C), std::vector<int32_t>(P)};
+                       std::vector<S>(P), std::vector<int32_t>(P), std::vector<int32_t>(P), std::vector<uint64_t>(ts)};
     };
     const int64_t n_entries = tile_offsets[n_tiles];
     std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched_entry[k]
@@ -191,13 +249,13 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
     std::vector<S> tile_bg(size_t(3) * n_tiles);
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
             auto &T = sc.T; auto &T_final = sc.T_final; auto &buf = sc.buf; auto &vC = sc.vC;
-            auto &vA = sc.vA; auto &v_col = sc.v_col; auto &last = sc.last;
+            auto &vA = sc.vA; auto &last = sc.last; auto &by_last = sc.by_last; auto &open = sc.open;
             const int start = tile_offsets[t];
             const int end = tile_offsets[t + 1];
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
-            const int tw = tx1 - tx0;
+            const int tw = tx1 - tx0, th = ty1 - ty0, n_pix = tw * th;
             int max_last = -1;
             S v_bg[3] = {0, 0, 0};
             for (int y = ty0; y < ty1; ++y) {
@@ -225,28 +283,41 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 }
             }
             for (int ch = 0; ch < 3; ++ch) tile_bg[size_t(3) * t + ch] = v_bg[ch];
+            // pixels by their last Gaussian, latest first: walking back, each opens at its own
+            int n_open = 0;
+            for (int p = 0; p < n_pix; ++p)
+                if (last[p] >= start) by_last[n_open++] = p;
+            std::stable_sort(by_last.begin(), by_last.begin() + n_open,
+                             [&](int32_t p, int32_t q) { return last[p] > last[q]; });
+            std::fill(open.begin(), open.begin() + th, uint64_t(0));
+            int next_open = 0;
             // entries behind the last Gaussian any pixel of the tile blended: no gradient
             std::fill(touched_entry.get() + std::max(max_last + 1, start), touched_entry.get() + end, uint8_t(0));
             // back to front, starting at that last Gaussian
             for (int k = max_last; k >= start; --k) {
-                S *slot = slots.get() + int64_t(k) * G;
+                for (; next_open < n_open && last[by_last[next_open]] >= k; ++next_open) {
+                    const int p = by_last[next_open];
+                    open[p / tw] |= uint64_t(1) << (p % tw);
+                }
                 touched_entry[k] = 0;
-                const int64_t g = flatten_ids[k];
-                const S mx = means2d[2 * g], my = means2d[2 * g + 1];
-                const S a = conics[3 * g], b = conics[3 * g + 1], c = conics[3 * g + 2];
-                const S op = opacities[g];
+                if (k - PREFETCH >= start) __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
+                const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
-                S smax;
-                if (!footprint(mx, my, a, b, c, op, tx0, ty0, tx1, ty1, x0, x1, y0, y1, smax)) continue;
-                const S *col = colors + g * C;
-                std::fill(v_col.begin(), v_col.end(), S(0));
+                if (!clip(rec, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) continue;
+                const uint64_t xs = span_bits(x0 - tx0, x1 - tx0);
+                bool any = false;
+                for (int y = y0; y < y1 && !any; ++y) any = (open[y - ty0] & xs) != 0;
+                if (!any) continue;
+                const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
+                const S *col = rec.col;
+                S v_col[C] = {};
                 S v_ca = 0, v_cb = 0, v_cc = 0, v_mx = 0, v_my = 0, v_op = 0;
                 bool touched = false;
                 for (int y = y0; y < y1; ++y) {
                     const S dy = my - (S(y) + S(0.5));
-                    for (int x = x0; x < x1; ++x) {
+                    for (uint64_t bits = open[y - ty0] & xs; bits; bits &= bits - 1) {
+                        const int x = tx0 + std::countr_zero(bits);
                         const int p = (y - ty0) * tw + (x - tx0);
-                        if (k > last[p]) continue;
                         const S dx = mx - (S(x) + S(0.5));
                         const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
                         if (sigma < S(0) || sigma > smax) continue;
@@ -277,6 +348,7 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 }
                 if (!touched) continue;
                 touched_entry[k] = 1;
+                S *slot = slots.get() + int64_t(k) * G;
                 for (int ch = 0; ch < C; ++ch) slot[ch] = v_col[ch];
                 slot[C] = v_ca;
                 slot[C + 1] = v_cb;
@@ -286,12 +358,11 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 slot[C + 5] = v_op;
             }
     });
-    // Sum the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
-    // of Gaussians and scans every entry for its own, so no two threads add into one row; the sums go
-    // to one row of G values per Gaussian (M * G values; untouched slots are never read), copied out
-    // to the four gradient arrays at the end.
+    // Add the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
+    // of Gaussians and scans every entry for its own, so no two threads add into one row (untouched
+    // slots are never read). The sums are formed in the gradient arrays themselves: from the zeros
+    // the caller passes, the same bits as summing apart and adding once.
     const int64_t M = int64_t(V) * N;
-    std::vector<S> acc(size_t(M) * G, S(0));
     const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_entries / 65536)));
 #pragma omp parallel for num_threads(chunks) schedule(static)
     for (int c = 0; c < chunks; ++c) {
@@ -300,16 +371,11 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
             const int64_t g = flatten_ids[k];
             if (g < lo || g >= hi || !touched_entry[k]) continue;
             const S *slot = slots.get() + k * G;
-            S *row = acc.data() + g * G;
-            for (int j = 0; j < G; ++j) row[j] += slot[j];
-        }
-        for (int64_t g = lo; g < hi; ++g) {
-            const S *row = acc.data() + g * G;
-            for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += row[ch];
-            for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += row[C + j];
-            v_means2d[2 * g] += row[C + 3];
-            v_means2d[2 * g + 1] += row[C + 4];
-            v_opacities[g] += row[C + 5];
+            for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += slot[ch];
+            for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += slot[C + j];
+            v_means2d[2 * g] += slot[C + 3];
+            v_means2d[2 * g + 1] += slot[C + 4];
+            v_opacities[g] += slot[C + 5];
         }
     }
     for (int64_t t = 0; t < n_tiles; ++t) {
@@ -470,22 +536,20 @@ void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, 
         int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,               \
         const S *conics, const S *colors, const S *opacities, const S *background,                    \
         const int32_t *tile_offsets, const int32_t *flatten_ids, S *rgb_out, S *alpha_out,            \
-        S *depth_out, int32_t *last_ids, int n_threads) {                                             \
+        S *depth_out, int32_t *last_ids, S *records, int n_threads) {                                 \
         rasterize_fwd<S>(V, N, H, W, ts, tiles_x, tiles_y, means2d, conics, colors, opacities,        \
                          background, tile_offsets, flatten_ids, rgb_out, alpha_out, depth_out,        \
-                         last_ids, n_threads);                                                        \
+                         last_ids, records, n_threads);                                               \
     }                                                                                                 \
     extern "C" void st_rasterize_bwd_##SUFFIX(                                                        \
-        int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,               \
-        const S *conics, const S *colors, const S *opacities, const S *background,                    \
-        const int32_t *tile_offsets, const int32_t *flatten_ids, const S *alpha_out,                  \
-        const S *depth_out, const int32_t *last_ids, const S *v_rgb, const S *v_alpha_out,            \
-        const S *v_depth, S *v_means2d, S *v_conics, S *v_colors, S *v_opacities,                     \
-        S *v_background, int n_threads) {                                                             \
-        rasterize_bwd<S>(V, N, H, W, ts, tiles_x, tiles_y, means2d, conics, colors, opacities,        \
-                         background, tile_offsets, flatten_ids, alpha_out, depth_out, last_ids,       \
-                         v_rgb, v_alpha_out, v_depth, v_means2d, v_conics, v_colors, v_opacities,     \
-                         v_background, n_threads);                                                    \
+        int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records,               \
+        const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,                 \
+        const S *alpha_out, const S *depth_out, const int32_t *last_ids, const S *v_rgb,              \
+        const S *v_alpha_out, const S *v_depth, S *v_means2d, S *v_conics, S *v_colors,               \
+        S *v_opacities, S *v_background, int n_threads) {                                             \
+        rasterize_bwd<S>(V, N, H, W, ts, tiles_x, tiles_y, records, background, tile_offsets,         \
+                         flatten_ids, alpha_out, depth_out, last_ids, v_rgb, v_alpha_out, v_depth,    \
+                         v_means2d, v_conics, v_colors, v_opacities, v_background, n_threads);        \
     }                                                                                                 \
     extern "C" int64_t st_bin_count_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,          \
                                              const S *means2d, const int32_t *radii,                  \
