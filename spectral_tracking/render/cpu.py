@@ -130,7 +130,7 @@ def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, he
         raise ValueError(f"render backend 'cpu': {n} tile intersections overflow int32; render fewer views at once")
     flatten_ids = torch.empty(n, dtype=torch.int32)
     _function("st_bin_fill", m.dtype)(**dims, means2d=m, radii=r, depths=d, tile_offsets=tile_offsets,
-                                      flatten_ids=flatten_ids)
+                                      flatten_ids=flatten_ids, n_threads=torch.get_num_threads())
     return TileBins(tile_offsets, flatten_ids, tiles_x, tiles_y)
 
 

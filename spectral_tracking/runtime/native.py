@@ -101,7 +101,8 @@ KERNELS = {
             const int32_t *radii /* [V*N*2] */, int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int n_threads);
         void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
             const int32_t *radii /* [V*N*2] */, const S *depths /* [V*N] */,
-            const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */);
+            const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */,
+            int n_threads);
         """,
     ),
     "project": Kernel(

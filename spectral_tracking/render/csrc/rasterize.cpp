@@ -449,83 +449,93 @@ int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, const S *means
     return total;
 }
 
-// ``order`` (ascending indices) sorted by depths[g], ties kept in index order, ``payload`` (one
-// value per entry of ``order``) permuted with it: the order of std::stable_sort with depths[i] <
-// depths[j], by an LSD radix sort on the depth's bits mapped to unsigned integers in the same order
-// (11-bit digits; a digit every key shares is skipped). At 300k Gaussians the comparison sort took
-// most of the binning's 74 ms. (Moving key, index and payload as one 16-byte record measured no
-// faster at 1M, and the fill reading the records slower.)
 template <typename U>
-inline U ordered_bits(U bits) {
+inline U ordered_bits(U bits) {  // the float's bits as an unsigned integer in the float's order
     const U sign = U(1) << (sizeof(U) * 8 - 1);
     return (bits & sign) ? U(~bits) : U(bits | sign);
 }
 
-template <typename S, typename P>
-void sort_by_depth(std::vector<int32_t> &order, std::vector<P> &payload, const S *depths) {
-    using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
-    static_assert(sizeof(S) == sizeof(U), "depths are float or double");
-    const size_t n = order.size();
+// One tile's entries, given in ascending Gaussian index, sorted by depth with ties kept in index order
+// (the order of std::stable_sort by depth): an LSD radix sort on the depth's bits mapped to unsigned
+// integers in the same order, 8-bit digits, a digit every key shares skipped. ``keys`` and ``tmp`` are
+// the caller's scratch.
+template <typename S, typename U>
+void sort_tile(int32_t *ids, int64_t n, const S *depths, std::vector<U> &keys, std::vector<U> &keys_tmp,
+               std::vector<int32_t> &ids_tmp) {
     if (n < 2) return;
-    std::vector<U> keys(n), keys_tmp(n);
-    std::vector<int32_t> order_tmp(n);
-    std::vector<P> payload_tmp(n);
-    for (size_t i = 0; i < n; ++i) {
+    keys.resize(n); keys_tmp.resize(n); ids_tmp.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
         U bits;
-        std::memcpy(&bits, &depths[order[i]], sizeof(S));
+        std::memcpy(&bits, &depths[ids[i]], sizeof(S));
         keys[i] = ordered_bits(bits);
     }
-    constexpr int BITS = 11;
-    constexpr U MASK = (U(1) << BITS) - 1;
-    std::vector<size_t> count((size_t(1) << BITS) + 1);
-    for (int shift = 0; shift < int(sizeof(U) * 8); shift += BITS) {
-        std::fill(count.begin(), count.end(), 0);
-        for (size_t i = 0; i < n; ++i) ++count[((keys[i] >> shift) & MASK) + 1];
-        if (*std::max_element(count.begin(), count.end()) == n) continue;  // one bucket: the pass keeps the order
-        for (size_t d = 1; d < count.size(); ++d) count[d] += count[d - 1];
-        for (size_t i = 0; i < n; ++i) {
-            const size_t dst = count[(keys[i] >> shift) & MASK]++;
-            keys_tmp[dst] = keys[i];
-            order_tmp[dst] = order[i];
-            payload_tmp[dst] = payload[i];
+    int32_t *src = ids, *dst = ids_tmp.data();
+    U *ksrc = keys.data(), *kdst = keys_tmp.data();
+    size_t count[257];
+    for (int shift = 0; shift < int(sizeof(U) * 8); shift += 8) {
+        std::fill(count, count + 257, 0);
+        for (int64_t i = 0; i < n; ++i) ++count[((ksrc[i] >> shift) & 0xff) + 1];
+        if (*std::max_element(count, count + 257) == size_t(n)) continue;  // one bucket: the pass keeps the order
+        for (int d = 1; d < 257; ++d) count[d] += count[d - 1];
+        for (int64_t i = 0; i < n; ++i) {
+            const size_t to = count[(ksrc[i] >> shift) & 0xff]++;
+            kdst[to] = ksrc[i];
+            dst[to] = src[i];
         }
-        keys.swap(keys_tmp);
-        order.swap(order_tmp);
-        payload.swap(payload_tmp);
+        std::swap(src, dst);
+        std::swap(ksrc, kdst);
     }
+    if (src != ids) std::memcpy(ids, src, sizeof(int32_t) * n);
 }
 
-// Pass 2: flatten_ids, visiting Gaussians in ascending depth (ties by index) so that every tile's
-// list comes out sorted front to back (a stable counting sort by tile). Each Gaussian's tile
-// rectangle is computed once, in index order, and sorted with it: visited in depth order, reading
-// means2d and radii at random took most of this pass at 1M Gaussians (110 ms against 57 now, one
-// thread). (Filling in chunks of the depth order on two threads, each counting its tiles first,
-// measured no faster: the count costs what the split saves.)
+// Pass 2: flatten_ids, each tile's list sorted front to back (ties by index). The Gaussians are
+// written in index order, in the count pass's chunks, each chunk at its own offsets inside every tile
+// (its tile counts again, summed in chunk order: the same place for any number of threads); then
+// each tile's list is sorted by depth on its own, tiles over the threads. (This replaced one radix
+// sort of all Gaussians by depth followed by a serial fill: 12 ms of a 300k-Gaussian render on one
+// thread, none of it parallel.)
 template <typename S>
 void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, const int32_t *radii,
-              const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids) {
-    const int64_t M = int64_t(V) * N;
-    std::vector<int32_t> order;
-    std::vector<uint64_t> rects;  // x0 | x1 << 16 | y0 << 32 | y1 << 48, in tiles
-    order.reserve(M);
-    rects.reserve(M);
-    for (int64_t g = 0; g < M; ++g) {
-        int x0, x1, y0, y1;
-        if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
-        order.push_back(int32_t(g));
-        rects.push_back(uint64_t(x0) | uint64_t(x1) << 16 | uint64_t(y0) << 32 | uint64_t(y1) << 48);
-    }
-    sort_by_depth(order, rects, depths);
+              const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids, int n_threads) {
+    using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
+    static_assert(sizeof(S) == sizeof(U), "depths are float or double");
     const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
-    std::vector<int64_t> cursor(tile_offsets, tile_offsets + n_tiles);
-    for (size_t i = 0; i < order.size(); ++i) {
-        const int32_t g = order[i];
-        const uint64_t rc = rects[i];
-        const int x0 = int(rc & 0xffff), x1 = int(rc >> 16 & 0xffff);
-        const int y0 = int(rc >> 32 & 0xffff), y1 = int(rc >> 48);
-        const int64_t base = (g / N) * tiles_x * tiles_y;
-        for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x) flatten_ids[cursor[base + int64_t(y) * tiles_x + x]++] = g;
+    const Chunks ch = chunks_for(int64_t(V) * N, n_threads);
+    std::vector<int64_t> cursor(ch.n_chunks * n_tiles, 0);  // per chunk and tile: first its count, then where it writes
+    auto each_rect = [&](int64_t g0, int64_t g1, auto &&visit) {
+        for (int64_t g = g0; g < g1; ++g) {
+            int x0, x1, y0, y1;
+            if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
+            const int64_t base = (g / N) * tiles_x * tiles_y;
+            for (int y = y0; y < y1; ++y)
+                for (int x = x0; x < x1; ++x) visit(base + int64_t(y) * tiles_x + x, g);
+        }
+    };
+    for_chunks(ch, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
+        int64_t *row = cursor.data() + c * n_tiles;
+        each_rect(g0, g1, [&](int64_t t, int64_t) { ++row[t]; });
+    });
+    for (int64_t t = 0; t < n_tiles; ++t) {
+        int64_t at = tile_offsets[t];
+        for (int64_t c = 0; c < ch.n_chunks; ++c) {
+            const int64_t n = cursor[c * n_tiles + t];
+            cursor[c * n_tiles + t] = at;
+            at += n;
+        }
+    }
+    for_chunks(ch, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
+        int64_t *row = cursor.data() + c * n_tiles;
+        each_rect(g0, g1, [&](int64_t t, int64_t g) { flatten_ids[row[t]++] = int32_t(g); });
+    });
+    const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_tiles)));
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<U> keys, keys_tmp;
+        std::vector<int32_t> ids_tmp;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n_tiles; ++t)
+            sort_tile<S, U>(flatten_ids + tile_offsets[t], int64_t(tile_offsets[t + 1]) - tile_offsets[t], depths,
+                            keys, keys_tmp, ids_tmp);
     }
 }
 
@@ -558,8 +568,10 @@ void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, 
     }                                                                                                 \
     extern "C" void st_bin_fill_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,              \
                                          const S *means2d, const int32_t *radii, const S *depths,     \
-                                         const int32_t *tile_offsets, int32_t *flatten_ids) {         \
-        bin_fill<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, depths, tile_offsets, flatten_ids);  \
+                                         const int32_t *tile_offsets, int32_t *flatten_ids,           \
+                                         int n_threads) {                                             \
+        bin_fill<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, depths, tile_offsets, flatten_ids,   \
+                    n_threads);                                                                       \
     }
 
 ST_EXPORT(float, f32)
