@@ -50,6 +50,15 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
         const S *m = mixed + 16 * n, *p = means + 3 * n, *b = quats + 4 * n;
         const S *gm = v_new_means + 3 * n, *g = v_new_quats + 4 * n;
         S *vm = v_mixed + 16 * n;
+        if (gm[0] == S(0) && gm[1] == S(0) && gm[2] == S(0) && g[0] == S(0) && g[1] == S(0) && g[2] == S(0) &&
+            g[3] == S(0)) {
+            // no gradient reached this Gaussian (hidden or off screen: most of a dense asset); every
+            // output below is a product with a zero, so write the zeros (their sign aside) directly
+            std::fill(vm, vm + 16, S(0));
+            std::fill(v_means + 3 * n, v_means + 3 * n + 3, S(0));
+            std::fill(v_quats + 4 * n, v_quats + 4 * n + 4, S(0));
+            continue;
+        }
         // mean' = mean + A mean + b
         for (int r = 0; r < 3; ++r) {
             for (int c = 0; c < 3; ++c) vm[3 * r + c] = gm[r] * p[c];
@@ -121,6 +130,9 @@ void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, c
             const int64_t end = std::min(N, (b + 1) * kBlendChunk);
             for (int64_t n = b * kBlendChunk; n < end; ++n) {
                 const S *g = grad + C * n;
+                // a row of zeros (a Gaussian no pixel saw) adds nothing: the sums start at +0 and never
+                // become -0, so skipping it keeps every bit
+                if (std::all_of(g, g + C, [](S x) { return x == S(0); })) continue;
                 for (int k = 0; k < K; ++k) {
                     const S w = weights[K * n + k];
                     S *row = part + C * index[K * n + k];
