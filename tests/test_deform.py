@@ -195,6 +195,7 @@ def test_the_cpp_blend_matches_torchs_sparse_products_and_gives_the_same_bits_at
     w = skinning_weights(d2, torch.ones_like(d2) * 0.3)
     table = torch.randn(40, 16, requires_grad=True)
     grad = torch.randn(20_000, 16)
+    grad[::3] = 0  # Gaussians no pixel saw: the kernel skips their rows
 
     def blend_and_grad(threads):
         torch.set_num_threads(threads)
@@ -587,6 +588,25 @@ def test_skin_cpu_kernel_gradcheck_and_torch_twin():
     grads = [torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(out)), (mixed, means, quats)) for out in outs]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_skin_cpu_kernel_backward_skips_gaussians_without_gradient():
+    """A Gaussian whose incoming gradients are all zero (hidden in a dense asset) is skipped by the
+    kernel's backward: its rows are zero, the others as the torch twin gives them."""
+    from spectral_tracking.deform.control_points import _skin_tail, _SkinTailCPU
+
+    gen = torch.Generator().manual_seed(4)
+    mixed = (0.3 * torch.randn(40_000, 16, generator=gen)).requires_grad_()
+    means = torch.randn(40_000, 3, generator=gen, requires_grad=True)
+    quats = torch.randn(40_000, 4, generator=gen, requires_grad=True)
+    v_means, v_quats = torch.randn(40_000, 3, generator=gen), torch.randn(40_000, 4, generator=gen)
+    hidden = torch.rand(40_000, generator=gen) < 0.6
+    v_means[hidden], v_quats[hidden] = 0.0, 0.0
+    grads = [torch.autograd.grad(fn(mixed, means, quats), (mixed, means, quats), (v_means, v_quats))
+             for fn in (_SkinTailCPU.apply, _skin_tail)]
+    for a, b in zip(*grads):
+        assert torch.equal(a[hidden], torch.zeros_like(a[hidden]))
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_skin_falls_back_to_torch_without_a_compiler(no_compiler):
