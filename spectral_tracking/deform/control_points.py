@@ -346,7 +346,10 @@ class _SkinTailCPU(torch.autograd.Function):
         mixed, means, quats = ctx.saved_tensors
         v_new_means = torch.zeros_like(means) if v_new_means is None else v_new_means.contiguous()
         v_new_quats = torch.zeros_like(quats) if v_new_quats is None else v_new_quats.contiguous()
-        v_mixed, v_means, v_quats = torch.empty_like(mixed), torch.empty_like(means), torch.empty_like(quats)
+        # the canonical means and quaternions are constants while tracking: their gradients are skipped
+        v_mixed = torch.empty_like(mixed)
+        v_means = torch.empty_like(means) if ctx.needs_input_grad[1] else None
+        v_quats = torch.empty_like(quats) if ctx.needs_input_grad[2] else None
         _skin_kernel().function("st_skin_bwd", mixed.dtype)(
             N=mixed.shape[0], mixed=mixed, means=means, quats=quats, v_new_means=v_new_means,
             v_new_quats=v_new_quats, v_mixed=v_mixed, v_means=v_means, v_quats=v_quats,

@@ -148,7 +148,7 @@ KERNELS = {
             S *new_means /* [N*3] */, S *new_quats /* [N*4] */, int n_threads);
         void st_skin_bwd_S(int64_t N, const S *mixed /* [N*16] */, const S *means /* [N*3] */, const S *quats /* [N*4] */,
             const S *v_new_means /* [N*3] */, const S *v_new_quats /* [N*4] */, S *v_mixed /* [N*16] */,
-            S *v_means /* [N*3] */, S *v_quats /* [N*4] */, int n_threads);
+            S *v_means /* nullable [N*3] */, S *v_quats /* nullable [N*4] */, int n_threads);
         void st_blend_fwd_S(int64_t N, int K, int C, int64_t J, const int64_t *index /* [N*K] indices < J */,
             const S *weights /* [N*K] */, const S *table /* [J*C] */, S *out /* [N*C] */, int n_threads);
         void st_blend_bwd_table_S(int64_t N, int K, int C, int64_t J, const int64_t *index /* [N*K] indices < J */,

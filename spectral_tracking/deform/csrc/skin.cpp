@@ -11,7 +11,8 @@
 //
 // Layouts (row-major, contiguous; S float or double): mixed [N, 16], means [N, 3], quats [N, 4],
 // outputs new_means [N, 3], new_quats [N, 4]; backward: v_new_means, v_new_quats -> v_mixed [N, 16],
-// v_means [N, 3], v_quats [N, 4] (written). OpenMP over the Gaussians from kSerialBelow on.
+// v_means [N, 3], v_quats [N, 4] (written; either may be null when the canonical asset is fixed, as
+// in tracking: then it is neither computed nor written). OpenMP over the Gaussians from kSerialBelow on.
 
 #include <algorithm>
 #include <cmath>
@@ -55,8 +56,8 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
             // no gradient reached this Gaussian (hidden or off screen: most of a dense asset); every
             // output below is a product with a zero, so write the zeros (their sign aside) directly
             std::fill(vm, vm + 16, S(0));
-            std::fill(v_means + 3 * n, v_means + 3 * n + 3, S(0));
-            std::fill(v_quats + 4 * n, v_quats + 4 * n + 4, S(0));
+            if (v_means) std::fill(v_means + 3 * n, v_means + 3 * n + 3, S(0));
+            if (v_quats) std::fill(v_quats + 4 * n, v_quats + 4 * n + 4, S(0));
             continue;
         }
         // mean' = mean + A mean + b
@@ -64,7 +65,8 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
             for (int c = 0; c < 3; ++c) vm[3 * r + c] = gm[r] * p[c];
             vm[9 + r] = gm[r];
         }
-        for (int c = 0; c < 3; ++c) v_means[3 * n + c] = gm[c] + m[c] * gm[0] + m[3 + c] * gm[1] + m[6 + c] * gm[2];
+        if (v_means)
+            for (int c = 0; c < 3; ++c) v_means[3 * n + c] = gm[c] + m[c] * gm[0] + m[3 + c] * gm[1] + m[6 + c] * gm[2];
         // quat' = a (x) b with a = normalise(dq + (1, 0, 0, 0))
         const S raw[4] = {m[12] + S(1), m[13], m[14], m[15]};
         const S length = std::sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2] + raw[3] * raw[3]);
@@ -75,11 +77,13 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
                          -g[0] * b[1] + g[1] * b[0] - g[2] * b[3] + g[3] * b[2],
                          -g[0] * b[2] + g[1] * b[3] + g[2] * b[0] - g[3] * b[1],
                          -g[0] * b[3] - g[1] * b[2] + g[2] * b[1] + g[3] * b[0]};
-        S *vq = v_quats + 4 * n;
-        vq[0] = g[0] * a[0] + g[1] * a[1] + g[2] * a[2] + g[3] * a[3];
-        vq[1] = -g[0] * a[1] + g[1] * a[0] + g[2] * a[3] - g[3] * a[2];
-        vq[2] = -g[0] * a[2] - g[1] * a[3] + g[2] * a[0] + g[3] * a[1];
-        vq[3] = -g[0] * a[3] + g[1] * a[2] - g[2] * a[1] + g[3] * a[0];
+        if (v_quats) {
+            S *vq = v_quats + 4 * n;
+            vq[0] = g[0] * a[0] + g[1] * a[1] + g[2] * a[2] + g[3] * a[3];
+            vq[1] = -g[0] * a[1] + g[1] * a[0] + g[2] * a[3] - g[3] * a[2];
+            vq[2] = -g[0] * a[2] - g[1] * a[3] + g[2] * a[0] + g[3] * a[1];
+            vq[3] = -g[0] * a[3] + g[1] * a[2] - g[2] * a[1] + g[3] * a[0];
+        }
         if (length > S(1e-12)) {  // through the normalisation
             const S dot = a[0] * ga[0] + a[1] * ga[1] + a[2] * ga[2] + a[3] * ga[3];
             for (int k = 0; k < 4; ++k) vm[12 + k] = (ga[k] - a[k] * dot) / norm;
