@@ -141,6 +141,18 @@ inline uint64_t span_bits(int lo, int hi) {  // bits [lo, hi), 0 <= lo < hi <= 6
     return upto & ~((uint64_t(1) << lo) - 1);
 }
 
+// Whether the record's rectangle inside the tile covers a pixel still open (``open``: one mask per row
+// of the tile); its rectangle and its columns' mask ``xs`` when so.
+template <typename S>
+inline bool over_open(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, const uint64_t *open, int &x0,
+                      int &x1, int &y0, int &y1, uint64_t &xs) {
+    if (!clip(r, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) return false;
+    xs = span_bits(x0 - tx0, x1 - tx0);
+    for (int y = y0; y < y1; ++y)
+        if (open[y - ty0] & xs) return true;
+    return false;
+}
+
 template <typename S>
 void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                    const S *means2d, const S *conics, const S *colors, const S *opacities,
@@ -173,11 +185,8 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 if (k + PREFETCH < end) __builtin_prefetch(&recs[flatten_ids[k + PREFETCH]]);
                 const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
-                if (!clip(rec, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) continue;
-                const uint64_t xs = span_bits(x0 - tx0, x1 - tx0);
-                bool any = false;
-                for (int y = y0; y < y1 && !any; ++y) any = (open[y - ty0] & xs) != 0;
-                if (!any) continue;
+                uint64_t xs;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
                 const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
                 for (int y = y0; y < y1; ++y) {
                     const S dy = my - (S(y) + S(0.5));
@@ -303,11 +312,8 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 if (k - PREFETCH >= start) __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
                 const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
-                if (!clip(rec, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) continue;
-                const uint64_t xs = span_bits(x0 - tx0, x1 - tx0);
-                bool any = false;
-                for (int y = y0; y < y1 && !any; ++y) any = (open[y - ty0] & xs) != 0;
-                if (!any) continue;
+                uint64_t xs;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
                 const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
                 const S *col = rec.col;
                 S v_col[C] = {};
