@@ -214,6 +214,32 @@ def _moment_steps(alpha: Tensor, target: Tensor, cameras: Cameras, center: Tenso
     return out.to(alpha)
 
 
+def _area_log_scales(alpha: Tensor, target: Tensor) -> Tensor:
+    """[H] the log-scale that gives each hypothesis' render its targets' silhouette area: the mean over
+    the views of half the log of the area ratio, skipping a view where either mask is empty or cut by
+    the border (0 where none is left). The apparent size goes as scale / depth, so a wrong depth makes
+    one view too large where it makes the view opposite it too small; their mean cancels it, which
+    a single view cannot (there the scale is kept: `search_pose`'s ``free_scale``).
+    alpha: [H, V, h, w] renders of the hypotheses; target: [V, h, w] masks."""
+    from spectral_tracking.tracking.align import _touches_border
+
+    H, V = alpha.shape[:2]
+    a = alpha.detach().double().cpu()
+    t = target.detach().double().cpu()
+    out = torch.zeros(H, dtype=torch.float64)
+    for h in range(H):
+        logs = [0.5 * math.log(float(t[v].sum()) / float(a[h, v].sum())) for v in range(V)
+                if float(t[v].sum()) > 0 and float(a[h, v].sum()) > 0
+                and not _touches_border(a[h, v], 0.5) and not _touches_border(t[v], 0.5)]
+        if logs:
+            out[h] = sum(logs) / len(logs)
+    return out.clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT).to(alpha)
+
+
+LOG_SCALE_LIMIT = 1.5
+"""The largest log-scale the silhouette areas may set before the fit (a factor of 4.5 either way)."""
+
+
 def _hypothesis_cameras(cameras: Cameras, q: Tensor, tau: Tensor, sigma: Tensor, center: Tensor) -> Cameras:
     """The cameras [H * V] that see the unmoved asset as ``cameras`` see it moved by each hypothesis
     h: x -> c + tau_h + s_h R_h (x - c), R_h = rotation of the quaternion q_h [H, 4], s_h = exp(sigma_h).
@@ -287,20 +313,26 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
         return torch.stack([spectral_loss(out.rgb[i * V:(i + 1) * V], gt_rgb, out.alpha[i * V:(i + 1) * V], gt_mask,
                                           weights, lambda_mask=lambda_mask) for i in range(len(q))])
 
-    # 3. screen every hypothesis (no gradient): its translation corrected by its own render's mask
-    #    moments (one render of H x V cameras), then its loss (another)
+    # 3. screen every hypothesis (no gradient): with a free scale, its log-scale set by its own
+    #    render's silhouette areas (one render of H x V cameras); its translation corrected by its
+    #    render's mask moments (another), then its loss (another)
     q_all = rotmat_to_quat(hypotheses.to(device, dtype))  # [H, 4]
     zeros = torch.zeros(len(q_all), 3, dtype=dtype, device=device)
     #    in chunks of about SCREEN_PIXELS rendered pixels (72 hypotheses x 2 views at 512^2 at once held 1 GB)
     chunk = max(1, SCREEN_PIXELS // (V * cams.height * cams.width))
-    taus, losses = [], []
+    taus, sigmas, losses = [], [], []
     with torch.no_grad():
         for i in range(0, len(q_all), chunk):
             q, z = q_all[i:i + chunk], zeros[i:i + chunk]
-            first = render(g, _hypothesis_cameras(cams, q, z, z[:, 0], center), background=bg, backend=backend)
+            s0 = z[:, 0]
+            first = render(g, _hypothesis_cameras(cams, q, z, s0, center), background=bg, backend=backend)
+            if free_scale:  # a start at the wrong size: without this the fit begins 0.3 in log-scale off
+                s0 = _area_log_scales(first.alpha.reshape(len(q), V, *first.alpha.shape[-2:]), gt_mask)
+                first = render(g, _hypothesis_cameras(cams, q, z, s0, center), background=bg, backend=backend)
             taus.append(_moment_steps(first.alpha.reshape(len(q), V, *first.alpha.shape[-2:]), gt_mask, cams, center))
-            losses.append(render_losses(q, taus[-1], z[:, 0]))
-    tau0, screen = torch.cat(taus), torch.cat(losses)
+            sigmas.append(s0)
+            losses.append(render_losses(q, taus[-1], s0))
+    tau0, sigma0, screen = torch.cat(taus), torch.cat(sigmas), torch.cat(losses)
     survivors = max(1, int(survivors))
     chosen = torch.argsort(screen)[: max(survivors, int(keep))]
     if prefer_first is not None and not bool((chosen == 0).any()):
@@ -311,7 +343,7 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
     #    third, the best one (the best ``survivors``) to the end
     w = torch.zeros(len(q_h), 3, dtype=dtype, device=device, requires_grad=True)
     tau = tau0[chosen].clone().requires_grad_(True)
-    sigma = torch.zeros(len(q_h), dtype=dtype, device=device, requires_grad=free_scale)
+    sigma = sigma0[chosen].clone().requires_grad_(free_scale)
     groups = [{"params": [w], "lr": lr}, {"params": [tau], "lr": lr * 0.2}]
     if free_scale:
         groups.append({"params": [sigma], "lr": lr * 0.2})
