@@ -56,6 +56,13 @@ PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump hu
 REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
+    Section("Two views and a rescaled start; the turning motions at the plain defaults (2026-12-07)", (
+        Result("scale_curves_views2_average", "python -m experiments.scale_curves --variant defaults --override views=2 "
+               "--scales 0.7 1.4 --jobs 2 --out experiments/results/scale_curves_views2_average", "240",
+               "about 45 min (the search before its area-based scale)"),
+        Result("turning_average", "python -m experiments.turning --variant defaults --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_average", "48", "10 min (before the rescue)"),
+    )),
     Section("The defaults of 2026-12-06 (the TimeNet at 1e-3, the weights' average) across the curves", (
         Result("shift_curves_average", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 "
                "--seeds 0 1 2 3 --jobs 2 --out experiments/results/shift_curves_average", "96", "15 min"),
@@ -359,7 +366,10 @@ def render() -> str:
         "Every result but `rotation_curves_average` was made before; where its command does not name `no_average`, "
         "the command reproduces it with `--override average.decay=0` added (the `paper` variant has it already), and, "
         "in the clean setting at CPU scale, `--override deform.lr_init=0.0002 --override deform.lr_final=0.0001` "
-        "unless it sets the rate itself.",
+        "unless it sets the rate itself. On 2026-12-07 the rescue of a frame that lost its target became a default "
+        "(`loss.rescue_iou=0.1`, [the method](method.md#the-rescue-a-frame-that-lost-its-target-lossrescue_iou-beyond-the-paper-the-default)): "
+        "results made before reproduce with `--override loss.rescue_iou=null` (the `paper` variant has it); it "
+        "changes only the runs where it fires.",
         "\n".join(["- [Scale and protocol](runs.md#scale-and-protocol)"]
                   + [f"- [{h}](#{slug(h)})" for h in headings]),
     ]

@@ -28,7 +28,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     # --- method -------------------------------------------------------------------------------
     "defaults": Variant((), "method", "the tracker's defaults (align=search, the overlap switch at IoU 0.5 from any step)"),
-    "paper": Variant(("align=none", "loss.switch_iou=null", "average.decay=0"), "method",
+    "paper": Variant(("align=none", "loss.switch_iou=null", "average.decay=0", "loss.rescue_iou=null"), "method",
                      "the paper's protocol: the optimiser starts from the displaced asset, the spatial phase at the fixed step, "
                      "the last step's weights are the result"),
     "pixel": Variant(("loss=pixel",), "method", "the Pixel baseline: the spatial loss from step 0, everything else equal"),

@@ -246,7 +246,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     run again where they do (frames=all). A frames=all run recorded before search.beam stays finished
     at beam 1 (the greedy search it ran) and is run again at beam 2. A run recorded before
     loss.switch_prior stays finished at its default (zero) and in the Pixel baseline (no switch), and is
-    run again at switch_prior=start."""
+    run again at switch_prior=start. One recorded before loss.rescue_iou is run again where the rescue is
+    on (it may fire), and stays finished with it off or in the Pixel baseline."""
     import hashlib
     import json
 
@@ -263,7 +264,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
-    deform = ("deform.pos_anneal", "deform.pos_freqs", "average")  # added after all the others
+    deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -278,8 +279,11 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["deform.pos_freqs=3"], (), True),
                                      (["deform=direct", "deform.pos_freqs=3"], (), False),  # no TimeNet: changes nothing
                                      (["deform.pos_anneal=0.5"], (), True),
-                                     (["average.decay=0.98"], (), True)):
+                                     (["average.decay=0.98"], (), True),
+                                     (["loss.rescue_iou=0.1"], (), True),
+                                     (["loss=pixel", "loss.rescue_iou=0.1"], (), False)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
+        off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
         old = without(cfg, (*keys, *deform))
         fps = config_fingerprints(cfg)

@@ -115,3 +115,30 @@ def test_bce_eps_bounds_the_opacity_gradient():
         pixel_loss(pred, gt, alpha, mask, lambda_bce=1.0, bce_eps=eps)["bce"].backward()
         g = alpha.grad.abs().max() * alpha.numel()  # undo the mean over pixels
         assert bound < g < 10 * bound, (eps, float(g))
+
+
+def test_a_spatial_step_that_lost_its_target_is_rescued_by_the_low_bands():
+    """loss.rescue_iou: a spatial step whose render does not overlap its target (the asset left the
+    frame, where a pixel loss has no gradient) takes the spectral loss of the lowest rescue_bands bands;
+    a step that overlaps, a spectral step and the Pixel baseline are left as they are. The count is
+    extra state, so a resumed run keeps it."""
+    s = LossSettings(num_bands=4, warmup=0.2, spectral_end=60, switch_iou=None, rescue_iou=0.1, rescue_bands=2)
+    obj = Objective(s, max_steps=100)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 2:8, 2:8] = 1
+    away, over = torch.zeros(1, 16, 16), mask.clone()
+    away[:, 10:14, 10:14] = 1  # no overlap: IoU 0
+    spatial, spectral = obj.at(80), obj.at(10)
+    rescued = obj.rescues(spatial, away, mask)
+    assert rescued.image_loss is obj.spectral and torch.equal(rescued.band_weights, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert rescued.phase == spatial.phase and rescued.lambda_image == spatial.lambda_image
+    assert obj.rescues(spatial, over, mask) is spatial
+    assert obj.rescues(spectral, away, mask) is spectral
+    assert obj.rescue_steps == 1
+    again = Objective(s, max_steps=100)
+    again.set_extra_state(obj.get_extra_state())
+    assert again.rescue_steps == 1
+    for off in (Objective(LossSettings(image="pixel", num_bands=4, rescue_iou=0.1), max_steps=100),
+                Objective(LossSettings(num_bands=4, spectral_end=60, switch_iou=None, rescue_iou=None), max_steps=100)):
+        step = off.at(80)
+        assert off.rescues(step, away, mask) is step and off.rescue_steps == 0

@@ -62,6 +62,10 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("deform.pos_freqs",), lambda c: _timenet(c) and c["deform"].get("pos_freqs", 10) != 10),
     # 2026-12-06: the result as the average of the last steps' weights (run/averaging.py); at 0, the last step's
     (("average",), lambda c: (c.get("average") or {}).get("decay", 0.0) != 0.0),
+    # 2026-12-07: the rescue of a frame that lost its target (tracking/objective.py); off (null), or in the Pixel
+    # baseline, as before. On, a run is the same only where it never fires, which is not known before it runs
+    (("loss.rescue_iou", "loss.rescue_bands"), lambda c: (c.get("loss") or {}).get("rescue_iou") is not None
+     and c["loss"].get("image") == "spectral"),
 )
 
 

@@ -247,6 +247,8 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
                        spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1),
                        start_seconds=round(start_seconds, 2), run_seconds=round(time.perf_counter() - began, 1))
+        if module.objective.rescue_iou is not None:
+            metrics["rescue_steps"] = int(module.objective.rescue_steps)
         if average is not None and average.since is not None:  # the result is the average of the steps from this one
             metrics["average_from"] = int(average.since)
         figures = write_outputs(cfg, module, initial, progression, out_dir,

@@ -154,6 +154,7 @@ class TrackingModule(pl.LightningModule):
         out = self.render_views(gaussians, [view])
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
         gt_mask = self.targets.masks[view, frame][None].to(self.device)
+        objective = self.objective.rescues(objective, out.alpha, gt_mask)  # a frame that lost its target
         terms = objective.image_loss(out.rgb, out.alpha, gt_rgb, gt_mask, objective.band_weights)
         if objective.phase == SPECTRAL:
             self.objective.observe(step, out.alpha, gt_mask)

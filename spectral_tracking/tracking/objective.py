@@ -22,6 +22,15 @@ warm-up too); ``switch_iou=null`` is the paper's fixed step. The running mean st
 that already overlaps goes to the spatial phase before step 0, the same run as the Pixel baseline. The step is `Objective.spectral_end`
 (also ``metrics.json``'s ``spectral_end``); it and the running mean are the module's extra state,
 saved in checkpoints, so a resumed run switches where the uninterrupted one would.
+
+**The rescue** (``loss.rescue_iou``, beyond the paper; the default 0.1, null = off). In the spatial
+phase a frame can lose its target: as frames join a turning or fast motion, the deformation can carry
+the asset out of the frame, and there a pixel loss (MSE, BCE on the opacity) has no gradient that would
+bring it back; the run then ends with the asset out of view (mask IoU 0). So a spatial step whose
+render overlaps its target below ``rescue_iou`` (`Objective.rescues`) takes the spectral loss of the
+lowest ``rescue_bands`` bands instead, the global basin the spectral phase starts in, for that step's
+frame only. A run that never loses its target is not changed by a bit. The count of such steps is
+``metrics.json``'s ``rescue_steps`` (extra state, like the switch's). The Pixel baseline never rescues.
 """
 
 from __future__ import annotations
@@ -81,12 +90,17 @@ class Objective(nn.Module):
         self.beta = float(beta)
         # the switch's state (plain numbers on the host: no device sync while it is off)
         self.running_iou, self.spectral_end = 0.0, s.latest_spectral_end
+        # the rescue: off for the Pixel baseline (no spectral loss in it) and with rescue_iou null
+        self.rescue_iou = None if s.rescue_iou is None or self.schedule is None else float(s.rescue_iou)
+        self.rescue_weights = (torch.arange(int(s.num_bands)) < int(s.rescue_bands)).float()
+        self.rescue_steps = 0
 
     def get_extra_state(self) -> dict:
-        return {"running_iou": self.running_iou, "spectral_end": self.spectral_end}
+        return {"running_iou": self.running_iou, "spectral_end": self.spectral_end, "rescue_steps": self.rescue_steps}
 
     def set_extra_state(self, state: dict) -> None:
         self.running_iou, self.spectral_end = float(state["running_iou"]), int(state["spectral_end"])
+        self.rescue_steps = int(state.get("rescue_steps", 0))  # checkpoints from before the rescue have none
 
     def phase(self, step: int) -> str:
         """Step ``step``'s image loss, given the switch's state: "spectral" or "spatial" (the Pixel
@@ -116,6 +130,18 @@ class Objective(nn.Module):
         self.running_iou = float(iou)
         if self.switch_after <= 0 and self.running_iou >= self.threshold:
             self.spectral_end = 0
+
+    @torch.no_grad()
+    def rescues(self, step_objective: StepObjective, alpha: Tensor, mask: Tensor) -> StepObjective:
+        """``step_objective``, or, for a spatial step whose render (opacity [V, H, W]) overlaps the
+        target ``mask`` below ``rescue_iou``, the spectral loss on the rescue's bands (counted in
+        ``rescue_steps``). Call it with the step's render before its loss."""
+        if self.rescue_iou is None or step_objective.phase != schedule.SPATIAL:
+            return step_objective
+        if mask_iou(alpha, mask) >= self.rescue_iou:
+            return step_objective
+        self.rescue_steps += 1
+        return step_objective._replace(image_loss=self.spectral, band_weights=self.rescue_weights)
 
     @torch.no_grad()
     def observe(self, step: int, alpha: Tensor, mask: Tensor) -> None:

@@ -115,6 +115,11 @@ class LossSettings:
     # has 4 spectral steps) | start (the start's own IoU, frame 0 over the training views: a start that already
     # overlaps has none, and is tracked exactly as the Pixel baseline would)
     switch_prior: str = setting("zero", choices=("zero", "start"))
+    # A step of the spatial phase whose render overlaps its target below this mask IoU (the asset has left
+    # the frame: a pixel loss has no gradient to bring it back) takes the spectral loss of the lowest
+    # rescue_bands bands instead (beyond the paper; tracking/objective.py); null: never (the paper).
+    rescue_iou: Optional[float] = setting(0.1, low=0, high=1, low_open=True)
+    rescue_bands: int = setting(3, low=1, integer=True)
     norm: str = setting("l1", choices=("l1", "l2"))
     band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
     lambda_image: float = setting(5000.0, low=0)
