@@ -64,6 +64,8 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/turning_average", "48", "10 min (before the rescue)"),
         Result("scale_curves_views2_areas", "python -m experiments.scale_curves --variant defaults --override views=2 "
                "--scales 0.7 1.4 --jobs 2 --out experiments/results/scale_curves_views2_areas", "240", "38 min"),
+        Result("turning_rescue", "python -m experiments.turning --variant defaults --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_rescue", "48", "5 min"),
     )),
     Section("The defaults of 2026-12-06 (the TimeNet at 1e-3, the weights' average) across the curves", (
         Result("shift_curves_average", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 1.2 "
