@@ -23,9 +23,9 @@ from .projection import Projected, TileBins, project, view_colors
 FALLBACK = "render backend 'auto' falls back to 'torch', the plain PyTorch compositor (slower, same image)"
 
 
-KERNELS = ("project", "rasterize")
+KERNELS = ("project", "rasterize")  # the C++ kernels of this backend (``native.KERNELS``)
 RECORD = 16  # values per Gaussian in the compositor's records (rasterize.cpp's ``RECORD``)
-MAX_TILE = 64  # the compositor's widest tile (one 64-bit mask per row of a tile)  # the C++ kernels of this backend (``native.KERNELS``)
+MAX_TILE = 64  # the compositor's widest tile (rasterize.cpp keeps one 64-bit mask per row of a tile)
 
 
 def load_library(kernel: str = "rasterize") -> native.NativeLibrary:

@@ -221,16 +221,17 @@ def _area_log_scales(alpha: Tensor, target: Tensor) -> Tensor:
     one view too large where it makes the view opposite it too small; their mean cancels it, which
     a single view cannot (there the scale is kept: `search_pose`'s ``free_scale``).
     alpha: [H, V, h, w] renders of the hypotheses; target: [V, h, w] masks."""
-    from spectral_tracking.tracking.align import _touches_border
+    from spectral_tracking.tracking.align import _touches_border, mask_moments
 
     H, V = alpha.shape[:2]
     a = alpha.detach().double().cpu()
-    t = target.detach().double().cpu()
+    t = target.detach().cpu()
+    # the targets' areas once (as `_moment_steps` reads them); None where a view cannot tell its size
+    areas = [None if _touches_border(t[v], 0.5) else mask_moments(t[v])[0] for v in range(V)]
     out = torch.zeros(H, dtype=torch.float64)
     for h in range(H):
-        logs = [0.5 * math.log(float(t[v].sum()) / float(a[h, v].sum())) for v in range(V)
-                if float(t[v].sum()) > 0 and float(a[h, v].sum()) > 0
-                and not _touches_border(a[h, v], 0.5) and not _touches_border(t[v], 0.5)]
+        logs = [0.5 * math.log(A_t / float(a[h, v].sum())) for v, A_t in enumerate(areas)
+                if A_t is not None and A_t > 0 and float(a[h, v].sum()) > 0 and not _touches_border(a[h, v], 0.5)]
         if logs:
             out[h] = sum(logs) / len(logs)
     return out.clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT).to(alpha)

@@ -129,10 +129,9 @@ inline bool clip(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, int &x0
     return x0 < x1 && y0 < y1;
 }
 
-// Pixels of a tile as one 64-bit mask per row (tiles up to 64 pixels wide; composite_cpu checks):
-// the walks test a Gaussian's rectangle against the pixels still open before any arithmetic, and
-// visit only those, in the same order (row by row, left to right) as a loop over the rectangle.
-constexpr int MAX_TILE = 64;
+// Pixels of a tile as one 64-bit mask per row (tiles up to 64 pixels wide: cpu.py's MAX_TILE, checked
+// there): the walks test a Gaussian's rectangle against the pixels still open before any arithmetic,
+// and visit only those, in the same order (row by row, left to right) as a loop over the rectangle.
 // How many entries ahead of the walk a record is prefetched: the records are read in depth order, which
 // is random in memory, so without it most entries wait for memory.
 constexpr int PREFETCH = 16;
@@ -463,8 +462,8 @@ inline U ordered_bits(U bits) {  // the float's bits as an unsigned integer in t
 
 // One tile's entries, given in ascending Gaussian index, sorted by depth with ties kept in index order
 // (the order of std::stable_sort by depth): an LSD radix sort on the depth's bits mapped to unsigned
-// integers in the same order, 8-bit digits, a digit every key shares skipped. ``keys`` and ``tmp`` are
-// the caller's scratch.
+// integers in the same order, 8-bit digits, a digit every key shares skipped. ``keys``, ``keys_tmp``
+// and ``ids_tmp`` are the caller's scratch.
 template <typename S, typename U>
 void sort_tile(int32_t *ids, int64_t n, const S *depths, std::vector<U> &keys, std::vector<U> &keys_tmp,
                std::vector<int32_t> &ids_tmp) {
