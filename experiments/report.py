@@ -56,6 +56,10 @@ PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump hu
 REALISTIC = "--setting realistic"
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
+        Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
+               "--override deform.lr_final=0.00005 --jobs 2 --out experiments/results/rotation_null_lrfinal", "160", "21 min"),
+    )),
     Section("Two views and a rescaled start; the turning motions at the plain defaults (2026-12-07)", (
         Result("scale_curves_views2_average", "python -m experiments.scale_curves --variant defaults --override views=2 "
                "--scales 0.7 1.4 --jobs 2 --out experiments/results/scale_curves_views2_average", "240",

@@ -264,7 +264,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
-    deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands")  # added after all the others
+    deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands",
+              "search.frame_steps", "search.frame_polish", "loss.rescue_recentre")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -281,7 +282,9 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["deform.pos_anneal=0.5"], (), True),
                                      (["average.decay=0.98"], (), True),
                                      (["loss.rescue_iou=0.1"], (), True),
-                                     (["loss=pixel", "loss.rescue_iou=0.1"], (), False)):
+                                     (["loss=pixel", "loss.rescue_iou=0.1"], (), False),
+                                     ([*trajectory, "search.frame_steps=6"], (), True),
+                                     ([*trajectory, "search.frame_polish=4"], (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
@@ -296,6 +299,12 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                 check_same_run(folder, fps, "the results")
         else:
             check_same_run(folder, fps, "the results")
+    # a run recorded with the rescue, before its recentring: finished with the recentring off, run again with it on
+    later = ("search.frame_steps", "search.frame_polish", "loss.rescue_recentre")
+    for recentre, applies in ((0.0, False), (1.0, True)):
+        cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
+                       f"out_dir={tmp_path / 'run'}"])
+        assert (without(cfg, later) in config_fingerprints(cfg)) is not applies
 
 
 def test_trajectory_probe_quick_follows_the_turn(tmp_path, capsys):

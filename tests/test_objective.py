@@ -142,3 +142,51 @@ def test_a_spatial_step_that_lost_its_target_is_rescued_by_the_low_bands():
                 Objective(LossSettings(num_bands=4, spectral_end=60, switch_iou=None, rescue_iou=None), max_steps=100)):
         step = off.at(80)
         assert off.rescues(step, away, mask) is step and off.rescue_steps == 0
+
+
+def test_a_rescue_step_whose_render_is_empty_also_recentres():
+    """loss.rescue_recentre: a rescue step whose render holds (almost) no opacity, where the moments
+    have no gradient either, gets the recentring term's weight (counted, and kept in the extra state);
+    a rescue step with some of the asset in view does not; 0 turns it off."""
+    s = LossSettings(num_bands=4, warmup=0.2, spectral_end=60, switch_iou=None, rescue_iou=0.1, rescue_bands=2)
+    obj = Objective(s, max_steps=100)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 2:8, 2:8] = 1
+    empty, away = torch.zeros(1, 16, 16), torch.zeros(1, 16, 16)
+    away[:, 10:14, 10:14] = 1  # in view, no overlap
+    spatial = obj.at(80)
+    assert spatial.recentre == 0.0 and obj.rescues(spatial, away, mask).recentre == 0.0
+    assert obj.rescues(spatial, empty, mask).recentre == 1.0
+    assert (obj.rescue_steps, obj.recentre_steps) == (2, 1)
+    again = Objective(s, max_steps=100)
+    again.set_extra_state(obj.get_extra_state())
+    assert again.recentre_steps == 1
+    off = Objective(LossSettings(num_bands=4, spectral_end=60, switch_iou=None, rescue_iou=0.1, rescue_recentre=0.0),
+                    max_steps=100)
+    assert off.rescues(off.at(80), empty, mask).recentre == 0.0 and off.recentre_steps == 0
+
+
+def test_the_recentring_term_pulls_an_asset_out_of_view_towards_its_target():
+    """losses/recentre.py: the distance (in units of half the longer image side) between the Gaussians'
+    projected centre and the mask's centroid, with a gradient that moves them towards it even where
+    nothing of them is in the image; 0 for an empty mask or an asset behind the camera."""
+    from spectral_tracking.cameras import Cameras, intrinsics_from_fovy, look_at
+    from spectral_tracking.losses.recentre import mask_centroid, recentre_loss
+
+    W = H = 32
+    viewmat = look_at(torch.tensor([0.0, 0.0, -3.0]), torch.zeros(3))
+    camera = Cameras(intrinsics_from_fovy(40.0, W, H)[None], viewmat[None], W, H)
+    mask = torch.zeros(H, W)
+    mask[12:20, 12:20] = 1  # centred
+    torch.testing.assert_close(mask_centroid(mask), torch.tensor([16.0, 16.0], dtype=torch.float64))
+    means = (torch.randn(50, 3) * 0.05 + torch.tensor([0.0, 3.0, 0.0])).requires_grad_(True)  # far out of view
+    loss = recentre_loss(means, camera, mask[None])
+    assert float(loss.detach()) > 1.0  # more than half the image away
+    loss.backward()
+    step = -means.grad.mean(0)  # gradient descent moves them along this
+    assert abs(float(step[1])) > 10 * abs(float(step[0])) and float(step[1]) * 3.0 < 0  # back down towards the middle
+    centred = torch.randn(50, 3) * 0.05
+    assert float(recentre_loss(centred, camera, mask)) < 0.1
+    assert float(recentre_loss(means.detach(), camera, torch.zeros(H, W))) == 0.0
+    behind = means.detach() * 0 + torch.tensor([0.0, 0.0, -5.0])
+    assert float(recentre_loss(behind, camera, mask)) == 0.0

@@ -340,3 +340,34 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
                                                          beam=beam)
         assert rotation_degrees(Rs[2] @ axis_angle_matrix(up, final).double().T) < 1e-3
         assert [r["loss"] for r in records] == pytest.approx(losses)
+
+
+def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, monkeypatch):
+    """search.frame_steps and search.frame_polish reach the trajectory's fit and polish (15 and 10 by
+    default, as before they were settings)."""
+    import spectral_tracking.tracking.search as search_module
+
+    seen = []
+
+    def fake(*args, steps, polish_steps, **kwargs):
+        seen.append((steps, polish_steps))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(search_module, "search_trajectory", fake)
+    for given, expected in (({}, (15, 10)), ({"frame_steps": 6, "frame_polish": 4}, (6, 4))):
+        with pytest.raises(RuntimeError, match="stop"):
+            _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, **given})
+        assert seen[-1] == expected
+
+
+def _place_with(scene, settings: dict):
+    from types import SimpleNamespace
+
+    from spectral_tracking.tracking.start import place
+
+    seq = select_views(scene, 1)
+    images = torch.stack([torch.stack([seq.target(v, t, background=torch.ones(3)) for t in range(2)])
+                          for v in range(len(seq.view_names))])
+    masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
+    targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images, masks=masks)
+    return place("search", seq.canonical, targets, settings=OmegaConf.create(settings))

@@ -249,6 +249,7 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
                        start_seconds=round(start_seconds, 2), run_seconds=round(time.perf_counter() - began, 1))
         if module.objective.rescue_iou is not None:
             metrics["rescue_steps"] = int(module.objective.rescue_steps)
+            metrics["recentre_steps"] = int(module.objective.recentre_steps)
         if average is not None and average.since is not None:  # the result is the average of the steps from this one
             metrics["average_from"] = int(average.since)
         figures = write_outputs(cfg, module, initial, progression, out_dir,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
 from spectral_tracking.losses.arap import ARAP, sample_frames
+from spectral_tracking.losses.recentre import recentre_loss
 from spectral_tracking.losses.scale import ScalePrior
 from spectral_tracking.render import render
 from spectral_tracking.tracking.objective import Objective
@@ -122,12 +123,15 @@ class TrackingModule(pl.LightningModule):
     def gaussians_at(self, frame: int) -> Gaussians:
         return self.deformation(frame)
 
-    def render_views(self, gaussians: Gaussians, views: list[int]):
+    def view_cameras(self, views: list[int]):
         key = (tuple(views), self.device)
         cameras = self._cameras.get(key)
         if cameras is None:  # built (and validated) once per view set and device, not every step
             cameras = self._cameras[key] = self.targets.cameras[list(views)].to(self.device)
-        return render(gaussians, cameras, background=self.background, backend=self.backend)
+        return cameras
+
+    def render_views(self, gaussians: Gaussians, views: list[int]):
+        return render(gaussians, self.view_cameras(views), background=self.background, backend=self.backend)
 
     # --- the step --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -159,6 +163,9 @@ class TrackingModule(pl.LightningModule):
         if objective.phase == SPECTRAL:
             self.objective.observe(step, out.alpha, gt_mask)
         loss = objective.lambda_image * terms["image"]
+        if objective.recentre > 0:  # the rescue of a render that shows nothing: back towards the target's centroid
+            terms["recentre"] = recentre_loss(gaussians.means, self.view_cameras([view]), gt_mask)
+            loss = loss + objective.lambda_image * objective.recentre * terms["recentre"]
         if objective.lambda_arap > 0:
             terms["arap"] = self.arap(control_points)  # mean over the frames
             loss = loss + objective.lambda_arap * terms["arap"]

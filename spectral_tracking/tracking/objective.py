@@ -31,6 +31,11 @@ render overlaps its target below ``rescue_iou`` (`Objective.rescues`) takes the 
 lowest ``rescue_bands`` bands instead, the global basin the spectral phase starts in, for that step's
 frame only. A run that never loses its target is not changed by a bit. The count of such steps is
 ``metrics.json``'s ``rescue_steps`` (extra state, like the switch's). The Pixel baseline never rescues.
+Where the render of a rescue step holds almost no opacity (below `EMPTY_BELOW` of its target mask's),
+the asset is wholly out of the image and the moments have no gradient either: the step then also
+takes ``loss.rescue_recentre`` times (with ``lambda_image``) the distance between the Gaussians'
+projected centre and the mask's centroid (`spectral_tracking.losses.recentre`), counted in
+``recentre_steps``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ from spectral_tracking.tracking.settings import LossSettings
 
 __all__ = ["LossSettings", "Objective", "StepObjective"]
 
+EMPTY_BELOW = 0.01
+"""A rescue step's render is empty where its opacity sums to less than this fraction of its target mask's."""
+
 ImageLoss = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], "dict[str, Tensor]"]
 
 
@@ -59,6 +67,7 @@ class StepObjective(NamedTuple):
     lambda_image: float
     lambda_arap: float  # 0 before arap_start_iter
     lambda_scale: float = 0.0
+    recentre: float = 0.0  # the weight (times lambda_image) of losses/recentre.py's term: a rescue step with an empty render
 
 
 class Objective(nn.Module):
@@ -94,13 +103,17 @@ class Objective(nn.Module):
         self.rescue_iou = None if s.rescue_iou is None or self.schedule is None else float(s.rescue_iou)
         self.rescue_weights = (torch.arange(int(s.num_bands)) < int(s.rescue_bands)).float()
         self.rescue_steps = 0
+        self.recentre = float(s.rescue_recentre)
+        self.recentre_steps = 0
 
     def get_extra_state(self) -> dict:
-        return {"running_iou": self.running_iou, "spectral_end": self.spectral_end, "rescue_steps": self.rescue_steps}
+        return {"running_iou": self.running_iou, "spectral_end": self.spectral_end, "rescue_steps": self.rescue_steps,
+                "recentre_steps": self.recentre_steps}
 
     def set_extra_state(self, state: dict) -> None:
         self.running_iou, self.spectral_end = float(state["running_iou"]), int(state["spectral_end"])
         self.rescue_steps = int(state.get("rescue_steps", 0))  # checkpoints from before the rescue have none
+        self.recentre_steps = int(state.get("recentre_steps", 0))
 
     def phase(self, step: int) -> str:
         """Step ``step``'s image loss, given the switch's state: "spectral" or "spatial" (the Pixel
@@ -135,13 +148,18 @@ class Objective(nn.Module):
     def rescues(self, step_objective: StepObjective, alpha: Tensor, mask: Tensor) -> StepObjective:
         """``step_objective``, or, for a spatial step whose render (opacity [V, H, W]) overlaps the
         target ``mask`` below ``rescue_iou``, the spectral loss on the rescue's bands (counted in
-        ``rescue_steps``). Call it with the step's render before its loss."""
+        ``rescue_steps``), and where the render is empty the recentring term's weight (counted in
+        ``recentre_steps``). Call it with the step's render before its loss."""
         if self.rescue_iou is None or step_objective.phase != schedule.SPATIAL:
             return step_objective
         if mask_iou(alpha, mask) >= self.rescue_iou:
             return step_objective
         self.rescue_steps += 1
-        return step_objective._replace(image_loss=self.spectral, band_weights=self.rescue_weights)
+        recentre = 0.0
+        if self.recentre > 0 and float(alpha.sum()) < EMPTY_BELOW * float(mask.sum()):
+            self.recentre_steps += 1
+            recentre = self.recentre
+        return step_objective._replace(image_loss=self.spectral, band_weights=self.rescue_weights, recentre=recentre)
 
     @torch.no_grad()
     def observe(self, step: int, alpha: Tensor, mask: Tensor) -> None:

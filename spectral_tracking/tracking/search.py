@@ -497,11 +497,12 @@ BEAM_DISTINCT_DEGREES = 15.0  # two trajectories of the beam are one where their
 
 
 def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
-                      background: Tensor, degrees: float = _S.local_degrees, keep: int = 3, steps: int = 15,
+                      background: Tensor, degrees: float = _S.local_degrees, keep: int = 3, steps: int = _S.frame_steps,
                       bands: int = _S.bands, lambda_mask: float = LossSettings.lambda_spec_mask, lr: float = _S.lr,
                       backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
                       prefer: float = _S.prefer, realign: bool = _S.realign,
-                      depth_window: int = _S.depth_window, beam: int = _S.beam) -> tuple[Tensor, Tensor, list[dict]]:
+                      depth_window: int = _S.depth_window, beam: int = _S.beam,
+                      polish_steps: int = _S.frame_polish) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
     [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`, then (``realign``, where a training
@@ -511,9 +512,10 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     (whose last poses differ by `BEAM_DISTINCT_DEGREES` or more) go on; the lowest at the end wins. One
     view of a bilaterally symmetric body turning away from the camera fits a turn and its mirror
     (yaw a and -a, or a and 180 - a) almost alike for several frames, and the frames after tell them
-    apart. With one training view, each frame's centre is then slid along its viewing ray to the
-    median depth of the ``depth_window`` frames around it (`median_depths`): there depth shows only as
-    apparent size, and a few degrees of error in a turn seen end-on move it by a radius. Returns the
+    apart. ``steps`` and ``polish_steps``: each frame's fit (successive halving) and its polish. With
+    one training view, each frame's centre is then slid along its viewing ray to the median depth
+    of the ``depth_window`` frames around it (`median_depths`): there depth shows only as apparent
+    size, and a few degrees of error in a turn seen end-on move it by a radius. Returns the
     rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t from ``placed`` (frame 0: the
     identity) and a record per frame (of the winning trajectory; its seconds: the beam's, that frame)."""
     from spectral_tracking.tracking.align import _touches_border, align_to_targets
@@ -544,7 +546,7 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                 break
         next_tracks = []
         for score, track, fit, _ in kept:
-            polished = _polish(fit, cameras, frame_images, frame_masks, views, steps=10, **common)
+            polished = _polish(fit, cameras, frame_images, frame_masks, views, steps=polish_steps, **common)
             current = polished.gaussians
             if realign and any(not _touches_border(frame_masks[v], threshold=0.5) for v in views):
                 # the depth again, from the area this frame's orientation gives: the search placed the

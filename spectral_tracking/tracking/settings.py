@@ -120,6 +120,10 @@ class LossSettings:
     # rescue_bands bands instead (beyond the paper; tracking/objective.py); null: never (the paper).
     rescue_iou: Optional[float] = setting(0.1, low=0, high=1, low_open=True)
     rescue_bands: int = setting(3, low=1, integer=True)
+    # In a rescue step whose render shows (almost) nothing, where the spectral loss has no gradient either, the
+    # weight (times lambda_image) of the distance in the image between the Gaussians' projected centre and the
+    # target mask's centroid (losses/recentre.py; beyond the paper). 0: off (the rescue as on 2026-12-07)
+    rescue_recentre: float = setting(1.0, low=0)
     norm: str = setting("l1", choices=("l1", "l2"))
     band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
     lambda_image: float = setting(5000.0, low=0)
@@ -213,6 +217,8 @@ class SearchSettings:
     # frames=all: trajectories followed at once, the lowest summed loss over the frames winning (1: greedy, each
     # frame's best fit only, as until 2026-12-06; a turn and its mirror fit one view alike for a few frames)
     beam: int = setting(1, low=1, integer=True)
+    frame_steps: int = setting(15, low=3, integer=True)  # frames=all: each frame's fitting steps (successive halving)
+    frame_polish: int = setting(10, low=0, integer=True)  # frames=all: each frame's polish steps on the asset itself
 
 
 # --------------------------------------------------------------------------------------------------
