@@ -59,6 +59,13 @@ SECTIONS: tuple[Section, ...] = (
     Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
         Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
                "--override deform.lr_final=0.00005 --jobs 2 --out experiments/results/rotation_null_lrfinal", "160", "21 min"),
+        Result("turning_beam_rerun", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=15 "
+               "--override search.frame_polish=10 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_rerun", "48",
+               "5 min (24 runs; the other 24 from turning_beam_average)"),
+        Result("turning_beam_steps6", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=6 "
+               "--override search.frame_polish=4 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_steps6", "48", "5 min"),
+        Result("turning_beam_steps9", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_steps9", "48", "5 min"),
     )),
     Section("Two views and a rescaled start; the turning motions at the plain defaults (2026-12-07)", (
         Result("scale_curves_views2_average", "python -m experiments.scale_curves --variant defaults --override views=2 "

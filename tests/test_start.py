@@ -343,8 +343,8 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
 
 
 def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, monkeypatch):
-    """search.frame_steps and search.frame_polish reach the trajectory's fit and polish (15 and 10 by
-    default, as before they were settings)."""
+    """search.frame_steps and search.frame_polish reach the trajectory's fit and polish (9 and 5 by
+    default; 15 and 10 before 2026-12-07)."""
     import spectral_tracking.tracking.search as search_module
 
     seen = []
@@ -354,7 +354,7 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
         raise RuntimeError("stop")
 
     monkeypatch.setattr(search_module, "search_trajectory", fake)
-    for given, expected in (({}, (15, 10)), ({"frame_steps": 6, "frame_polish": 4}, (6, 4))):
+    for given, expected in (({}, (9, 5)), ({"frame_steps": 15, "frame_polish": 10}, (15, 10))):
         with pytest.raises(RuntimeError, match="stop"):
             _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, **given})
         assert seen[-1] == expected
