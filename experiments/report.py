@@ -59,6 +59,12 @@ SECTIONS: tuple[Section, ...] = (
     Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
         Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
                "--override deform.lr_final=0.00005 --jobs 2 --out experiments/results/rotation_null_lrfinal", "160", "21 min"),
+        Result("scale_curves_views1_rescue", "python -m experiments.scale_curves --variant defaults --scales 0.7 1.4 "
+               "--override loss.rescue_recentre=0 --jobs 2 --out experiments/results/scale_curves_views1_rescue", "240",
+               "10 min (120 runs; the other 120 from scale_curves_views1_average)"),
+        Result("scale_curves_views1_recentre", "python -m experiments.scale_curves --variant defaults --scales 0.7 1.4 "
+               "--jobs 2 --out experiments/results/scale_curves_views1_recentre", "240",
+               "10 min (120 runs; the other 120 from scale_curves_views1_average)"),
         Result("turning_beam_rerun", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=15 "
                "--override search.frame_polish=10 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_rerun", "48",
                "5 min (24 runs; the other 24 from turning_beam_average)"),
