@@ -163,30 +163,73 @@ def test_a_rescue_step_whose_render_is_empty_also_recentres():
     assert again.recentre_steps == 1
     off = Objective(LossSettings(num_bands=4, spectral_end=60, switch_iou=None, rescue_iou=0.1, rescue_recentre=0.0),
                     max_steps=100)
-    assert off.rescues(off.at(80), empty, mask).recentre == 0.0 and off.recentre_steps == 0
+    rescued = off.rescues(off.at(80), empty, mask)
+    assert rescued.image_loss is off.spectral and off.rescue_steps == 1  # rescued, without the recentring
+    assert rescued.recentre == 0.0 and off.recentre_steps == 0
 
 
 def test_the_recentring_term_pulls_an_asset_out_of_view_towards_its_target():
-    """losses/recentre.py: the distance (in units of half the longer image side) between the Gaussians'
-    projected centre and the mask's centroid, with a gradient that moves them towards it even where
-    nothing of them is in the image; 0 for an empty mask or an asset behind the camera."""
+    """losses/recentre.py: near the image centre, the distance (in units of half the longer image side)
+    between where the Gaussians' centroid projects and the mask's centroid; a gradient that moves them
+    back towards it even where nothing of them is in the image, or where they are behind the camera;
+    0 for an empty mask."""
     from spectral_tracking.cameras import Cameras, intrinsics_from_fovy, look_at
     from spectral_tracking.losses.recentre import mask_centroid, recentre_loss
 
     W = H = 32
     viewmat = look_at(torch.tensor([0.0, 0.0, -3.0]), torch.zeros(3))
-    camera = Cameras(intrinsics_from_fovy(40.0, W, H)[None], viewmat[None], W, H)
+    K = intrinsics_from_fovy(40.0, W, H)
+    camera = Cameras(K[None], viewmat[None], W, H)
     mask = torch.zeros(H, W)
     mask[12:20, 12:20] = 1  # centred
     torch.testing.assert_close(mask_centroid(mask), torch.tensor([16.0, 16.0], dtype=torch.float64))
-    means = (torch.randn(50, 3) * 0.05 + torch.tensor([0.0, 3.0, 0.0])).requires_grad_(True)  # far out of view
-    loss = recentre_loss(means, camera, mask[None])
-    assert float(loss.detach()) > 1.0  # more than half the image away
-    loss.backward()
-    step = -means.grad.mean(0)  # gradient descent moves them along this
-    assert abs(float(step[1])) > 10 * abs(float(step[0])) and float(step[1]) * 3.0 < 0  # back down towards the middle
-    centred = torch.randn(50, 3) * 0.05
-    assert float(recentre_loss(centred, camera, mask)) < 0.1
-    assert float(recentre_loss(means.detach(), camera, torch.zeros(H, W))) == 0.0
-    behind = means.detach() * 0 + torch.tensor([0.0, 0.0, -5.0])
-    assert float(recentre_loss(behind, camera, mask)) == 0.0
+    # a centroid 1.6 pixels beside the mask's: 1.6 / 16 of half the image
+    beside = torch.randn(50, 3) * 0.05
+    beside = beside - beside.mean(0) + torch.tensor([1.6 * 3.0 / float(K[0, 0]), 0.0, 0.0])
+    assert float(recentre_loss(beside, camera, mask)) == pytest.approx(0.1, rel=0.02)
+    for start, axis in ((torch.tensor([0.0, 3.0, 0.0]), 1), (torch.tensor([0.0, 0.5, -4.0]), 2)):
+        means = (torch.randn(50, 3) * 0.05 + start).requires_grad_(True)
+        loss = recentre_loss(means, camera, mask[None])
+        assert float(loss.detach()) > 1.0  # more than half the image away
+        loss.backward()
+        step = -means.grad.mean(0)  # gradient descent moves them along this
+        if axis == 1:  # far above the image: down towards the camera's axis
+            assert float(step[1]) < 0 and abs(float(step[1])) > 10 * abs(float(step[0]))
+        else:  # a unit behind the camera (which looks along +z): forwards, in front of it
+            assert float(step[2]) > 0 and abs(float(step[2])) > 10 * abs(float(step[0]))
+    assert float(recentre_loss(beside, camera, torch.zeros(H, W))) == 0.0
+
+
+def test_a_training_step_whose_frame_left_the_image_gets_the_recentring_gradient(tmp_path):
+    """module.step_loss: in a spatial step whose frame's render is empty (the asset moved far above the
+    image), the loss holds the recentring term, weighted by lambda_image x rescue_recentre, and its
+    gradient reaches the deformation's parameters; with it off the step has no such term."""
+    from dataclasses import replace as dc_replace
+
+    from test_train import make_cfg
+
+    from spectral_tracking.run.track import build_module, build_targets
+
+    def step(recentre: float):
+        cfg = make_cfg(tmp_path / f"run{recentre}", tmp_path / "data",
+                       ["align=none", "shift=0", "loss.switch_iou=null", "loss.spectral_end=8",
+                        f"loss.rescue_recentre={recentre}"])
+        seq, targets = build_targets(cfg)
+        m = build_module(cfg, seq.canonical, targets)
+        frame_and_points = m.deformation.frame_and_control_points
+
+        def away(frame, control_frames):  # the deformed frame, moved far out of every view
+            g, points = frame_and_points(frame, control_frames)
+            return dc_replace(g, means=g.means + 10.0 * g.means.new_tensor([0.0, 1.0, 0.0])), points
+
+        m.deformation.frame_and_control_points = away
+        return m, *m.step_loss(int(cfg.max_steps) - 1)  # a spatial step
+
+    m, loss, terms, _, objective = step(1.0)
+    assert objective.recentre == 1.0 and m.objective.recentre_steps == 1 and float(terms["recentre"].detach()) > 1.0
+    assert float(loss.detach()) >= objective.lambda_image * float(terms["recentre"].detach())  # in the loss, weighted
+    params = [p for p in m.deformation.parameters() if p.requires_grad]
+    from_recentring = torch.autograd.grad(terms["recentre"], params, allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in from_recentring)
+    m, loss, terms, _, objective = step(0.0)
+    assert "recentre" not in terms and m.objective.rescue_steps == 1 and m.objective.recentre_steps == 0

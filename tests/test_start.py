@@ -343,8 +343,8 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
 
 
 def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, monkeypatch):
-    """search.frame_steps and search.frame_polish reach the trajectory's fit and polish (9 and 5 by
-    default; 15 and 10 before 2026-12-07)."""
+    """search.frame_steps and search.frame_polish reach the trajectory (9 and 5 by default; 15 and 10
+    before 2026-12-07), and it gives them to each frame's fit and polish."""
     import spectral_tracking.tracking.search as search_module
 
     seen = []
@@ -353,11 +353,35 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
         seen.append((steps, polish_steps))
         raise RuntimeError("stop")
 
+    trajectory = search_module.search_trajectory
     monkeypatch.setattr(search_module, "search_trajectory", fake)
     for given, expected in (({}, (9, 5)), ({"frame_steps": 15, "frame_polish": 10}, (15, 10))):
         with pytest.raises(RuntimeError, match="stop"):
             _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, **given})
         assert seen[-1] == expected
+    # and search_trajectory hands them to each frame's fit and polish
+    used = []
+    up = torch.tensor([0.0, 1.0, 0.0])
+
+    def fits(current, cameras, images, masks, views, *, steps, survivors, **kwargs):
+        used.append(("fit", steps))
+        return [search_module._Fitted(moved=current, center=current.means.detach().mean(0),
+                                      q=rotmat_to_quat(axis_angle_matrix(up, 0.0)[None].float())[0], w=torch.zeros(3),
+                                      tau=torch.zeros(3), sigma=torch.zeros(()), offset=torch.zeros(3), loss=1.0, others=[],
+                                      free_scale=False, seconds=0.0)]
+
+    polish = search_module._polish
+
+    def polished(fit, *args, steps, **kwargs):
+        used.append(("polish", steps))
+        return polish(fit, *args, **{**kwargs, "steps": 0})
+
+    monkeypatch.setattr(search_module, "_fit_hypotheses", fits)
+    monkeypatch.setattr(search_module, "_polish", polished)
+    images = torch.zeros(1, 2, 4, 4, 3)
+    trajectory(scene.canonical, scene.cameras, images, torch.zeros(1, 2, 4, 4), [0], background=torch.ones(3),
+               realign=False, depth_window=1, steps=7, polish_steps=3)
+    assert used == [("fit", 7), ("polish", 3)]
 
 
 def _place_with(scene, settings: dict):

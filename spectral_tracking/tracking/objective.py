@@ -33,9 +33,9 @@ frame only. A run that never loses its target is not changed by a bit. The count
 ``metrics.json``'s ``rescue_steps`` (extra state, like the switch's). The Pixel baseline never rescues.
 Where the render of a rescue step holds almost no opacity (below `EMPTY_BELOW` of its target mask's),
 the asset is wholly out of the image and the moments have no gradient either: the step then also
-takes ``loss.rescue_recentre`` times (with ``lambda_image``) the distance between the Gaussians'
-projected centre and the mask's centroid (`spectral_tracking.losses.recentre`), counted in
-``recentre_steps``.
+takes ``loss.rescue_recentre`` times (with ``lambda_image``) the gap between the viewing directions
+of the Gaussians' centroid and of the mask's centroid (`spectral_tracking.losses.recentre`), counted
+in ``recentre_steps``.
 """
 
 from __future__ import annotations

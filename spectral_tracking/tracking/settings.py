@@ -121,7 +121,7 @@ class LossSettings:
     rescue_iou: Optional[float] = setting(0.1, low=0, high=1, low_open=True)
     rescue_bands: int = setting(3, low=1, integer=True)
     # In a rescue step whose render shows (almost) nothing, where the spectral loss has no gradient either, the
-    # weight (times lambda_image) of the distance in the image between the Gaussians' projected centre and the
+    # weight (times lambda_image) of the gap between the viewing directions of the Gaussians' centroid and of the
     # target mask's centroid (losses/recentre.py; beyond the paper). 0: off (the rescue as on 2026-12-07)
     rescue_recentre: float = setting(1.0, low=0)
     norm: str = setting("l1", choices=("l1", "l2"))
