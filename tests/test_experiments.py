@@ -288,7 +288,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["loss.rescue_iou=0.1"], (), True),
                                      (["loss=pixel", "loss.rescue_iou=0.1"], (), False),
                                      (steps15, (), False),
-                                     (trajectory, (), True),  # at 9 and 5 steps a frame, the defaults since
+                                     (trajectory, (), True),  # at 12 and 5 steps a frame, the defaults since
                                      ([*steps15, "search.frame_polish=4"], (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
