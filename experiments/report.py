@@ -70,8 +70,11 @@ SECTIONS: tuple[Section, ...] = (
                "5 min (24 runs; the other 24 from turning_beam_average)"),
         Result("turning_beam_steps6", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=6 "
                "--override search.frame_polish=4 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_steps6", "48", "5 min"),
-        Result("turning_beam_steps9", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
-               "--out experiments/results/turning_beam_steps9", "48", "5 min"),
+        Result("turning_beam_steps9", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=9 "
+               "--override search.frame_polish=5 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_steps9", "48", "5 min"),
+        Result("turning_beam_steps12", "python -m experiments.turning --variant trajectory_beam --override search.frame_steps=12 "
+               "--override search.frame_polish=5 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_steps12", "48",
+               "10 min (beside two paper-scale runs)"),
     )),
     Section("Two views and a rescaled start; the turning motions at the plain defaults (2026-12-07)", (
         Result("scale_curves_views2_average", "python -m experiments.scale_curves --variant defaults --override views=2 "

@@ -248,8 +248,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     loss.switch_prior stays finished at its default (zero) and in the Pixel baseline (no switch), and is
     run again at switch_prior=start. One recorded before loss.rescue_iou is run again where the rescue is
     on (it may fire), and stays finished with it off or in the Pixel baseline. A frames=all run recorded
-    before search.frame_steps / frame_polish (15 and 10 steps a frame) stays finished at 15 and 10, and is
-    run again at the defaults since (9 and 5); one recorded before loss.rescue_recentre stays finished
+    before search.frame_steps / frame_polish (15 and 10 steps a frame) stays finished at 15 and 10 (the
+    defaults), and is run again at 9 and 5; one recorded before loss.rescue_recentre stays finished
     with it off."""
     import hashlib
     import json
@@ -267,7 +267,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames"]
-    steps15 = [*trajectory, "search.frame_steps=15", "search.frame_polish=10"]  # the trajectory's steps until 2026-12-07
+    steps15 = [*trajectory, "search.frame_steps=15", "search.frame_polish=10"]  # the trajectory's steps (the defaults)
     deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands",
               "search.frame_steps", "search.frame_polish", "loss.rescue_recentre")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
@@ -288,7 +288,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["loss.rescue_iou=0.1"], (), True),
                                      (["loss=pixel", "loss.rescue_iou=0.1"], (), False),
                                      (steps15, (), False),
-                                     (trajectory, (), True),  # at 12 and 5 steps a frame, the defaults since
+                                     ([*trajectory, "search.frame_steps=9", "search.frame_polish=5"], (), True),
                                      ([*steps15, "search.frame_polish=4"], (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues

@@ -343,8 +343,8 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
 
 
 def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, monkeypatch):
-    """search.frame_steps and search.frame_polish reach the trajectory (12 and 5 by default; 15 and 10
-    before 2026-12-07), and it gives them to each frame's fit and polish."""
+    """search.frame_steps and search.frame_polish reach the trajectory (15 and 10 by default, as before
+    they were settings), and it gives them to each frame's fit and polish."""
     import spectral_tracking.tracking.search as search_module
 
     seen = []
@@ -355,7 +355,7 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
 
     trajectory = search_module.search_trajectory
     monkeypatch.setattr(search_module, "search_trajectory", fake)
-    for given, expected in (({}, (12, 5)), ({"frame_steps": 15, "frame_polish": 10}, (15, 10))):
+    for given, expected in (({}, (15, 10)), ({"frame_steps": 9, "frame_polish": 5}, (9, 5))):
         with pytest.raises(RuntimeError, match="stop"):
             _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, **given})
         assert seen[-1] == expected

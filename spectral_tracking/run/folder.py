@@ -66,9 +66,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # baseline, as before. On, a run is the same only where it never fires, which is not known before it runs
     (("loss.rescue_iou", "loss.rescue_bands"), lambda c: (c.get("loss") or {}).get("rescue_iou") is not None
      and c["loss"].get("image") == "spectral"),
-    # 2026-12-07: the trajectory's steps a frame (12 and 5 by default); at 15 and 10, as before. (Runs made at
-    # commits 9ed1226-5ef94bd, where they were 15 / 10 and then 9 / 5 by default, hold them in their fingerprint and
-    # are run again.)
+    # 2026-12-07: the trajectory's steps a frame; at 15 and 10 (the defaults), as before. (Runs made at commits
+    # 6eb3c25-673f5a8, where the defaults were 9 / 5 and then 12 / 5, hold those in their fingerprint.)
     (("search.frame_steps", "search.frame_polish"),
      lambda c: _trajectory(c) and (c["search"].get("frame_steps", 15) != 15 or c["search"].get("frame_polish", 10) != 10)),
     # 2026-12-07: the rescue's recentring of an empty render; off (0), or without the rescue, as before. On,

@@ -217,11 +217,11 @@ class SearchSettings:
     # frames=all: trajectories followed at once, the lowest summed loss over the frames winning (1: greedy, each
     # frame's best fit only, as until 2026-12-06; a turn and its mirror fit one view alike for a few frames)
     beam: int = setting(1, low=1, integer=True)
-    # frames=all: each frame's fitting steps (successive halving) and polish steps on the asset itself. 12 and 5
-    # since 2026-12-07 (15 and 10 before; turning_beam_steps12). 9 fitting steps fit the 12-frame turns as well,
-    # but not a turn of 60 degrees a frame (experiments.trajectory_probe --quick)
-    frame_steps: int = setting(12, low=3, integer=True)
-    frame_polish: int = setting(5, low=0, integer=True)
+    # frames=all: each frame's fitting steps (successive halving) and polish steps on the asset itself. Fewer cut
+    # the start's cost, but no smaller pair held the turns (turning_beam_steps6 / 9 / 12: a hop's turn lost, a turn
+    # of 60 degrees a frame flipped, the humanoid's turns taken to the mirror)
+    frame_steps: int = setting(15, low=3, integer=True)
+    frame_polish: int = setting(10, low=0, integer=True)
 
 
 # --------------------------------------------------------------------------------------------------
