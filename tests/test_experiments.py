@@ -250,7 +250,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     on (it may fire), and stays finished with it off or in the Pixel baseline. A frames=all run recorded
     before search.frame_steps / frame_polish (15 and 10 steps a frame) stays finished at 15 and 10 (the
     defaults), and is run again at 9 and 5; one recorded before loss.rescue_recentre stays finished
-    with it off."""
+    with it off; one recorded while the steps defaulted to 9 / 5 or 12 / 5 stays finished without a
+    trajectory (folder.PAST_DEFAULTS)."""
     import hashlib
     import json
 
@@ -310,6 +311,14 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
                        f"out_dir={tmp_path / 'run'}"])
         assert (without(cfg, later) in config_fingerprints(cfg)) is not applies
+    # folder.PAST_DEFAULTS: a run recorded while the trajectory's steps defaulted to 9 / 5 or 12 / 5 stays
+    # finished where it has no trajectory (it never read them), and is run again where it has one
+    for overrides, finished in (([], True), (trajectory, False)):
+        now = compose(["experiment=sc4d_mlp_cpu", *overrides, f"out_dir={tmp_path / 'run'}"])
+        for steps, polish in ((9, 5), (12, 5)):
+            then = compose(["experiment=sc4d_mlp_cpu", *overrides, f"search.frame_steps={steps}",
+                            f"search.frame_polish={polish}", f"out_dir={tmp_path / 'run'}"])
+            assert (config_fingerprints(then)[0] in config_fingerprints(now)) is finished
 
 
 def test_trajectory_probe_quick_follows_the_turn(tmp_path, capsys):

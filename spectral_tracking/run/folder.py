@@ -8,6 +8,7 @@ change what a run computes (`NOT_IN_FINGERPRINT`).
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -77,6 +78,16 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
 )
 
 
+# Settings whose default changed while some runs ignore them, newest last: (keys, the test of whether a run ignores
+# them, the values they had as defaults before). A run that ignores them computed the same under any of those
+# values, so its fingerprint with each of them still names it.
+PAST_DEFAULTS: tuple[tuple[tuple[str, ...], Callable[[dict], bool], tuple[tuple, ...]], ...] = (
+    # 2026-12-07: the trajectory's steps a frame were 9 / 5 (6eb3c25), then 12 / 5 (673f5a8), then 15 / 10 again;
+    # only align=search with frames=all reads them
+    (("search.frame_steps", "search.frame_polish"), lambda c: not _trajectory(c), ((9, 5), (12, 5))),
+)
+
+
 def _hash(settings: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -92,10 +103,19 @@ def config_fingerprint(cfg: DictConfig) -> str:
 
 
 def config_fingerprints(cfg: DictConfig) -> list[str]:
-    """`config_fingerprint`, then the fingerprints the same run had before the `ADDED_SETTINGS`
-    batches that do not apply to it (newest first, up to the first one that applies)."""
+    """`config_fingerprint`, the fingerprints with the `PAST_DEFAULTS` of settings the run ignores,
+    then the fingerprints the same run had before the `ADDED_SETTINGS` batches that do not apply to it
+    (newest first, up to the first one that applies)."""
     kept = _kept(cfg)
     out = [_hash(kept)]
+    for keys, ignores, values in PAST_DEFAULTS:
+        if ignores(kept):
+            for past in values:
+                other = copy.deepcopy(kept)
+                for key, value in zip(keys, past):
+                    group, _, name = key.rpartition(".")
+                    (other[group] if group else other)[name] = value
+                out.append(_hash(other))
     for keys, applies in reversed(ADDED_SETTINGS):
         if applies(kept):
             break
