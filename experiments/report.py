@@ -198,8 +198,8 @@ SECTIONS: tuple[Section, ...] = (
                "about 9.3 h over six sittings (9-29 min a run; stopped and collected with --collect)"),
         Result("shift_curves_paper_defaults", "python -m experiments.shift_curves --scale paper --variant defaults "
                "--override trainer=cpu --shifts 0.8 --seeds 0 --jobs 2 "
-               "--out experiments/results/shift_curves_paper_defaults", "8 of 16",
-               "about 1.8 h so far (two jobs of one thread, 16-26 min a run; collected with --collect)"),
+               "--out experiments/results/shift_curves_paper_defaults", "10 of 16",
+               "about 2.1 h so far (two jobs of one thread, 15-26 min a run; collected with --collect)"),
     )),
     Section("Tables 1 and 4: deformation model x LPIPS phase x loss", (
         Result("table1", "python -m experiments.table1 --jobs 2", "64", "5.7 min"),
