@@ -263,21 +263,13 @@ def test_median_depths_removes_a_one_frame_depth_spike_and_keeps_every_projectio
 def _gated(scene, monkeypatch, turn_degrees: float, views: int, gate: float = 45.0):
     """start.place with search.frames=all, the trajectory replaced by a known one: frame 1 turned
     ``turn_degrees`` about the vertical and moved by (0.1, 0, 0) (x -> R x + b)."""
-    from types import SimpleNamespace
-
     import spectral_tracking.tracking.search as search_module
-    from spectral_tracking.tracking.start import place
 
-    seq = select_views(scene, views)
     R1 = axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]), turn_degrees).double()
     known = (torch.stack([torch.eye(3, dtype=torch.float64), R1]), torch.tensor([[0.0, 0, 0], [0.1, 0, 0]]).double())
     monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
-    images = torch.stack([torch.stack([seq.target(v, t, background=torch.ones(3)) for t in range(2)])
-                          for v in range(len(seq.view_names))])
-    masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
-    targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images, masks=masks)
-    settings = OmegaConf.create({"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate})
-    placed, record, (Rs, bs) = place("search", seq.canonical, targets, settings=settings)
+    placed, record, (Rs, bs) = _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate},
+                                           views=views)
     return placed.means.detach().double().cpu().mean(0), R1, record, Rs, bs
 
 
@@ -384,12 +376,14 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
     assert used == [("fit", 7), ("polish", 3)]
 
 
-def _place_with(scene, settings: dict):
+def _place_with(scene, settings: dict, views: int = 1):
+    """start.place("search") on the scene's first two frames with ``views`` training views and the
+    ``search`` settings given."""
     from types import SimpleNamespace
 
     from spectral_tracking.tracking.start import place
 
-    seq = select_views(scene, 1)
+    seq = select_views(scene, views)
     images = torch.stack([torch.stack([seq.target(v, t, background=torch.ones(3)) for t in range(2)])
                           for v in range(len(seq.view_names))])
     masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])

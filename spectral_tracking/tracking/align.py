@@ -32,23 +32,19 @@ from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
 from spectral_tracking.gaussians import Gaussians
+from spectral_tracking.losses.recentre import mask_centroid
 
 METHODS = ("none", "moments", "search")  # the start stages: tracking/start.py `place`
 log = logging.getLogger(__name__)
 
 
 def mask_moments(mask: Tensor) -> tuple[float, Tensor]:
-    """(mass, centroid [2] in pixel coordinates x, y, pixel centres at +0.5) of a mask [H, W]."""
-    H, W = mask.shape
-    m = mask.double()
-    mass = float(m.sum())
+    """(mass, centroid [2] in pixel coordinates x, y, pixel centres at +0.5; float64 on the CPU) of a
+    mask [H, W] (`spectral_tracking.losses.recentre.mask_centroid`; zeros where it is empty)."""
+    mass = float(mask.double().sum())
     if mass <= 0:
         return 0.0, torch.zeros(2, dtype=torch.float64)
-    ys = torch.arange(H, dtype=torch.float64) + 0.5
-    xs = torch.arange(W, dtype=torch.float64) + 0.5
-    cx = float((m.sum(0) * xs).sum()) / mass
-    cy = float((m.sum(1) * ys).sum()) / mass
-    return mass, torch.tensor([cx, cy], dtype=torch.float64)
+    return mass, mask_centroid(mask).cpu()
 
 
 def _camera_frame(cameras: Cameras, v: int) -> tuple[Tensor, Tensor, Tensor]:
