@@ -297,8 +297,13 @@ def test_learning_rates_come_from_the_config(tmp_path, data_root):
                                          "deform.lr_init=0.002", "appearance_lr=0.004"])
     seq, targets = build_targets(cfg)
     module = build_module(cfg, seq.canonical, targets)
-    lrs = {g["name"]: g["lr"] for g in module.configure_optimizers()["optimizer"].param_groups}
+    opt = module.configure_optimizers()["optimizer"]
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == pytest.approx({"deform": 0.002, "radius": 0.0002, "appearance": 0.004})
+    assert {g["eps"] for g in opt.param_groups} == {1e-15}  # 3DGS's epsilon, the reference implementations'
+    cfg.deform.adam_eps = 1e-4
+    opt = build_module(cfg, seq.canonical, targets).configure_optimizers()["optimizer"]
+    assert {g["eps"] for g in opt.param_groups} == {1e-4}
 
 
 def test_a_default_run_prints_only_what_the_user_can_act_on(tmp_path, data_root):

@@ -75,6 +75,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # a run is the same only where no rescue step renders empty, which is not known before it runs
     (("loss.rescue_recentre",), lambda c: (c.get("loss") or {}).get("rescue_recentre", 0.0) != 0.0
      and c["loss"].get("rescue_iou") is not None and c["loss"].get("image") == "spectral"),
+    # 2026-12-07: Adam's epsilon as a setting; at 3DGS's 1e-15 (hard-coded until then), as before
+    (("deform.adam_eps",), lambda c: (c.get("deform") or {}).get("adam_eps", 1e-15) != 1e-15),
 )
 
 

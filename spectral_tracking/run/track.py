@@ -159,7 +159,7 @@ def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) 
             background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
             progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
             lr_decay=float(cfg.lr_decay), rigid_first=float(cfg.deform.rigid_first),
-            pos_anneal=float(cfg.deform.pos_anneal),
+            pos_anneal=float(cfg.deform.pos_anneal), adam_eps=float(cfg.deform.adam_eps),
         )
     except ValueError as e:  # a deform setting the chosen deformation cannot follow (rigid_first, pos_anneal)
         raise ConfigError(str(e)) from None

@@ -180,6 +180,10 @@ class DeformSettings:
     # coarse-to-fine, the window of eq. 7; mlp, rigid_mlp; beyond the paper). 0: all open from step 0 (SC4D).
     # At most 0.9, so that the tracked result (evaluated, exported, checkpointed) has every frequency open
     pos_anneal: float = setting(0.0, low=0, high=0.9)
+    # Adam's epsilon for every group of the deformation. 1e-15: 3DGS's, which Deformable-3DGS / SC-GS / SC4D keep
+    # for their deformation networks too; there a weight whose gradient is only rounding noise still moves by
+    # about the rate each step. 1e-8: PyTorch's default (beyond the paper; experiments/results/adam_eps)
+    adam_eps: float = setting(1e-15, low=0, low_open=True)
     kwargs: dict = setting(factory=dict)  # further keyword arguments of the deformation class
 
 
