@@ -13,12 +13,16 @@ PROTOCOLS = ("ours", "gsgd")
 
 
 def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str | None = "alex",
-             per_view: bool = False, protocol: str = "ours") -> dict:
+             per_view: bool = False, protocol: str = "ours", frames: dict | None = None) -> dict:
     """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
     (``train_*``, ``novel_*``; ``*_mask_iou`` and ``*_last_mask_iou``, the last frame's), and
     ``3d_*`` (`gaussian_3d_error`; ``3d_last_error``: the last frame's) where ``truth`` = (canonical
     indices [M], true means [T, M, 3]) is given. With ``per_view``, also ``view_<name>_psnr`` and
     ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view).
+
+    ``frames``, where given, is filled with the same values frame by frame (lists of T, each the mean
+    over the split's views; ``3d_error`` where ``truth`` is given): ``metrics.json``'s ``"frames"``,
+    where the frame a run lost shows, and how two runs of one case differ.
 
     protocol: "ours" (per image, data range 1, mean over frames x views) or "gsgd" (the image
     metrics of the GSGD code the paper builds on, `gsgd_view_metrics`, averaged over views; LPIPS
@@ -41,6 +45,10 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
                                  images=protocol == "ours" or per_view)
         if protocol == "ours":
             out.update({f"{split}_{k}": float(v.mean()) for k, v in values.items() if k != "iou"})
+        if frames is not None:
+            names = values if protocol == "ours" else {"iou": values["iou"]}
+            frames.update({f"{split}_{'mask_iou' if k == 'iou' else k}": [round(float(x), 5) for x in v.mean(1)]
+                           for k, v in names.items()})
         out[f"{split}_mask_iou"] = float(values["iou"].mean())
         out[f"{split}_last_mask_iou"] = float(values["iou"][-1].mean())  # where a failure shows first
         if per_view:
@@ -52,6 +60,9 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
         out["3d_last_error"] = gaussian_3d_error(tracked[-1:], gt_means[-1:], radius=STANDARD_RADIUS)["mean_error"]
+        if frames is not None:
+            frames["3d_error"] = [round(gaussian_3d_error(tracked[t:t + 1], gt_means[t:t + 1], radius=STANDARD_RADIUS)
+                                        ["mean_error"], 5) for t in range(tracked.shape[0])]
     return out
 
 

@@ -333,3 +333,34 @@ def test_trajectory_probe_quick_follows_the_turn(tmp_path, capsys):
     line = next(x for x in out.splitlines() if x.startswith("quadruped_turn@0:"))
     assert float(line.split("max")[1].split()[0]) < 20  # the worst frame's rotation error (degrees)
     assert "found yaw" in out and "mean over the turns (1)" in out
+
+
+def test_frames_pairs_each_case_with_its_reference_frame_by_frame(tmp_path, capsys):
+    """experiments/frames.py --pairs: a run 1.2 dB better on every frame against one better on a
+    single frame; a folder of runs without "frames" is refused with a line naming the file."""
+    import csv
+    import json
+
+    from experiments import frames
+
+    folder = tmp_path / "null"
+    rows = []
+    for creature, psnrs in (("a", ([30.0] * 4, [31.2] * 4)), ("b", ([30.0] * 4, [30.0, 30.0, 34.0, 30.0]))):
+        for rotation, values in zip((0.0, 0.01), psnrs):
+            name = f"{creature}_spectral_rotation{rotation:g}_seed0"
+            (folder / "runs" / name).mkdir(parents=True)
+            (folder / "runs" / name / "metrics.json").write_text(json.dumps({"frames": {"train_psnr": values}}))
+            rows.append({"name": name, "creature": creature, "loss": "spectral", "rotation": rotation, "seed": 0,
+                         "train_psnr": sum(values) / 4})
+    with (folder / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert frames.main(["--pairs", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "| a_spectral_rotation0.01_seed0 | +1.20 | 4 of 4 | +1.20 | +1.20 |" in out
+    assert "| b_spectral_rotation0.01_seed0 | +1.00 | 1 of 4 | +0.00 | +4.00 |" in out
+    assert "the 1 pairs more than 1 dB apart: the better run better in 100% of the frames" in out
+    (folder / "runs" / "a_spectral_rotation0_seed0" / "metrics.json").write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(SystemExit, match='a_spectral_rotation0_seed0/metrics.json: no "frames"'):
+        frames.main(["--pairs", str(folder)])

@@ -56,6 +56,13 @@ def test_end_to_end_each_deformation(tmp_path, data_root, deform):
         assert key in m and m[key] == m[key], key  # present and not NaN
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["metrics"] == m
+    # the same metrics frame by frame: their means are the run's (rounded to 5 digits)
+    frames, T = saved["frames"], cfg.dataset.frames
+    assert {"train_psnr", "train_mask_iou", "novel_psnr", "3d_error"} <= set(frames) and all(len(v) == T for v in frames.values())
+    for key, whole in (("train_psnr", "train_psnr"), ("train_mask_iou", "train_mask_iou"), ("novel_ssim", "novel_ssim"),
+                       ("3d_error", "3d_mean_error")):
+        assert sum(frames[key]) / T == pytest.approx(m[whole], abs=1e-4), key
+    assert frames["train_mask_iou"][-1] == pytest.approx(m["train_last_mask_iou"], abs=1e-5)
     assert Path(result["figures"]["strip"]).is_file()
     assert Path(result["figures"]["progression"]).is_file()
     run_meta = json.loads((tmp_path / "run" / "run_meta.json").read_text())

@@ -125,9 +125,11 @@ def log_final(loggers, metrics: dict, figures: dict, step: int) -> None:
                     lg.experiment.log({f"eval/{key}": wandb.Video(path, format=Path(path).suffix.lstrip("."))})
 
 
-def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, config: dict) -> dict:
+def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, config: dict,
+                frames: dict | None = None) -> dict:
     """Write ``metrics.json`` (atomically, strict JSON: a non-finite metric is written as null, with
-    a warning naming it) with the resolved config that produced it."""
+    a warning naming it) with the resolved config that produced it, and ``frames`` (the metrics frame by
+    frame, `evaluation.evaluate`'s) where given."""
     clean = {}
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -135,6 +137,9 @@ def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, con
             value = None
         clean[key] = value
     result = {"metrics": clean, "figures": figures, "run": run_meta, "config": config}
+    if frames:
+        result["frames"] = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
+                            for k, v in frames.items()}
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
     return result
 

@@ -242,8 +242,9 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
         trainer = build_trainer(cfg, logger, callbacks)
         train(trainer, module, ckpt_path, out_dir)
         module.to(device).eval()  # Lightning's teardown moves the module to the CPU
+        frames: dict = {}
         metrics = evaluate(module, truth, lpips_net=None if cfg.eval.lpips == "none" else str(cfg.eval.lpips),
-                           per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol))
+                           per_view=bool(cfg.eval.per_view), protocol=str(cfg.eval.protocol), frames=frames)
         metrics.update(initial_iou=float(np.mean(run_meta["initial_iou"])), steps=int(trainer.global_step),
                        spectral_end=module.objective.spectral_end, seconds=round(clock.seconds, 1),
                        start_seconds=round(start_seconds, 2), run_seconds=round(time.perf_counter() - began, 1))
@@ -255,7 +256,7 @@ def _run(cfg: DictConfig, out_dir: Path, sequence=None, n_threads: int = 1) -> d
         figures = write_outputs(cfg, module, initial, progression, out_dir,
                                 normalization=seq.meta.get("normalization"))  # PLYs go back to the asset's frame
         log_final(trainer.loggers, metrics, figures, int(trainer.global_step))
-        result = save_result(out_dir, metrics, figures, run_meta, OmegaConf.to_container(cfg, resolve=True))
+        result = save_result(out_dir, metrics, figures, run_meta, OmegaConf.to_container(cfg, resolve=True), frames)
     finally:
         close_logger(logger)
     print_summary(cfg, metrics, figures, out_dir)

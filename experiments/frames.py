@@ -1,0 +1,115 @@
+"""Runs frame by frame, from the ``"frames"`` of their ``metrics.json`` (`evaluation.evaluate`).
+
+Two uses:
+
+    python -m experiments.frames RUN_DIR [RUN_DIR ...]                     # each run's frames, one row a run
+    python -m experiments.frames --pairs experiments/results/rotation_null_lite --key rotation
+
+``--pairs``: a harness results folder (``results.csv`` and ``runs/``). Each run whose ``--key`` is not
+the folder's lowest value is paired with the run of the same case at the lowest value (the same
+creature, seed and loss), and the pair is read frame by frame: where the two differ in train PSNR,
+is it one frame or every frame? Per pair: the difference in train PSNR (the run at the other value
+minus the reference), in how many frames the better run of the two is better, the first frame's
+difference (the canonical pose on the synthetic benchmark), and the largest difference of a
+frame. Below: the same over the pairs that differ by more than ``--over`` dB.
+
+Standard library only (reads JSON and CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+KEYS = ("train_psnr", "train_mask_iou", "3d_error")
+
+
+def frames_of(run: Path) -> dict[str, list[float]]:
+    path = run / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no metrics.json (is {run} a finished run's folder?)")
+    frames = json.loads(path.read_text()).get("frames")
+    if not frames:
+        raise SystemExit(f"{path}: no \"frames\" (a run made before 2026-12-07 has none; run it again into a new folder)")
+    return frames
+
+
+def show_runs(runs: list[Path]) -> None:
+    for key in KEYS:
+        rows = [(run.name, frames_of(run).get(key)) for run in runs]
+        rows = [(n, v) for n, v in rows if v]
+        if not rows:
+            continue
+        digits = 2 if key.endswith("psnr") else 3
+        print(f"{key} by frame (mean | frames 0..T-1)")
+        width = max(len(n) for n, _ in rows)
+        for name, values in rows:
+            print(f"  {name:<{width}}  {statistics.fmean(values):.{digits}f} | " + " ".join(f"{x:.{digits}f}" for x in values))
+
+
+def pairs(folder: Path, key: str) -> list[tuple[str, str, float]]:
+    """(reference run, other run, the other's key value) of every case in ``folder``'s results.csv."""
+    path = folder / "results.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no results.csv (is {folder} a harness results folder?)")
+    rows = list(csv.DictReader(path.open()))
+    if not rows or key not in rows[0]:
+        raise SystemExit(f"{path}: no column {key!r} (columns: {', '.join(rows[0]) if rows else 'none'})")
+    case = [c for c in ("creature", "motion", "sequence", "seed", "loss", "variant") if c in rows[0]]
+    reference = min(float(r[key]) for r in rows)
+    refs = {tuple(r[c] for c in case): r["name"] for r in rows if float(r[key]) == reference}
+    out = []
+    for r in rows:
+        ref = refs.get(tuple(r[c] for c in case))
+        if float(r[key]) != reference and ref is not None:
+            out.append((ref, r["name"], float(r[key])))
+    return out
+
+
+def show_pairs(folder: Path, key: str, over: float) -> None:
+    runs = folder / "runs"
+    read = []
+    for ref, other, value in pairs(folder, key):
+        a, b = frames_of(runs / ref)["train_psnr"], frames_of(runs / other)["train_psnr"]
+        d = [y - x for x, y in zip(a, b)]
+        mean = statistics.fmean(b) - statistics.fmean(a)
+        better = sum(1 for x in d if (x > 0) == (mean > 0))
+        read.append((other, value, mean, better, len(d), d[0], max(d, key=abs)))
+    print(f"{len(read)} pairs in {folder} ({key} against the lowest value): train PSNR by frame")
+    print("| run | difference (dB) | frames where the better run is better | first frame | largest frame |")
+    print("|---|---|---|---|---|")
+    for name, _, mean, better, T, first, largest in sorted(read, key=lambda r: -abs(r[2])):
+        print(f"| {name} | {mean:+.2f} | {better} of {T} | {first:+.2f} | {largest:+.2f} |")
+    big = [r for r in read if abs(r[2]) > over]
+    if big:
+        print(f"\nthe {len(big)} pairs more than {over:g} dB apart: the better run better in "
+              f"{statistics.fmean(r[3] / r[4] for r in big):.0%} of the frames on average; the first frame "
+              f"{statistics.fmean(abs(r[5]) for r in big):.2f} dB apart, the other frames "
+              f"{statistics.fmean(abs(r[2] * r[4] - r[5]) / (r[4] - 1) for r in big):.2f} dB (mean of absolute values)")
+    small = [r for r in read if abs(r[2]) <= over]
+    if small:
+        print(f"the {len(small)} others: better in {statistics.fmean(r[3] / r[4] for r in small):.0%} of the frames")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", type=Path, help="run folders (each with a metrics.json)")
+    ap.add_argument("--pairs", type=Path, help="a harness results folder: pair each case with its reference")
+    ap.add_argument("--key", default="rotation", help="the column whose lowest value is the reference (--pairs)")
+    ap.add_argument("--over", type=float, default=1.0, help="the pairs further apart than this (dB) are summed apart")
+    args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.pairs):
+        ap.error("give run folders or --pairs FOLDER (one of the two)")
+    if args.pairs:
+        show_pairs(args.pairs, args.key, args.over)
+    else:
+        show_runs(args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
