@@ -389,3 +389,28 @@ def _place_with(scene, settings: dict, views: int = 1):
     masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
     targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images, masks=masks)
     return place("search", seq.canonical, targets, settings=OmegaConf.create(settings))
+
+
+def test_a_round_of_the_search_keeps_the_preferred_identity_beside_the_survivors_not_instead():
+    """search._round_survivors: the identity (place 0) whose fit stays near it comes first unless another
+    fits below prefer x its loss; kept second by the preference alone, it takes one of the round's places
+    when one hypothesis goes on (the pose search), but is one more beside a beam's two (the trajectory),
+    so a turn fitting better than it, not best, is kept for the beam's second branch."""
+    from spectral_tracking.tracking.search import _round_survivors
+
+    losses = torch.tensor([0.0180, 0.0172, 0.0190, 0.0173])  # the identity, then three turns
+    # preferred: it stays, and the best (0.0172) is not below 0.5 x 0.0180
+    ranked, k = _round_survivors(losses, first=0, stays=True, prefer=0.5, round_=1, survivors=1)
+    assert ranked.tolist()[:1] == [0] and k == 1
+    # turned away from the identity (not "stays"): the best first, the identity kept second
+    ranked, k = _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=1, survivors=1)
+    assert ranked.tolist()[:2] == [1, 0] and k == 1  # one place: the best's
+    ranked, k = _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=1, survivors=2)
+    assert ranked.tolist()[:3] == [1, 0, 3] and k == 3  # the beam's two and the identity
+    # round 0 keeps a quarter at least; the last round keeps all, the identity not forced
+    assert _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=0, survivors=1)[1] == 1
+    ranked, k = _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=2, survivors=2)
+    assert ranked.tolist() == [1, 3, 0, 2] and k == 4
+    # no preference: the losses alone
+    ranked, k = _round_survivors(losses, first=None, stays=False, prefer=None, round_=1, survivors=2)
+    assert ranked.tolist()[:2] == [1, 3] and k == 2

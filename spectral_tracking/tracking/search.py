@@ -285,6 +285,31 @@ class _Fitted:
     seconds: float
 
 
+def _round_survivors(losses: Tensor, first: int | None, stays: bool, prefer: float | None, round_: int,
+                     survivors: int) -> tuple[Tensor, int]:
+    """One round of `_fit_hypotheses`' successive halving over the alive hypotheses' ``losses`` [A]:
+    (their order, best first, and how many of them go on). ``first``: the identity's place among them
+    (None: not alive, or no preference). It comes first where its fit ``stays`` near the identity and
+    the best loss is not below ``prefer`` x its own; otherwise, before the last round (``round_`` 2), it
+    is kept second whatever its loss. Rounds 0 and 1 keep ``survivors`` (round 0: at least a quarter);
+    the last keeps all. With several survivors (the trajectory's beam) an identity kept by the
+    preference alone is one more, not one of them: else the beam's second branch would be the
+    identity's by default, and a turn fitting better than it but not best would be dropped."""
+    ranked = torch.argsort(losses)
+    forced = False
+    if first is not None and prefer is not None:
+        best = int(ranked[0])
+        if best != first and stays and float(losses[best]) >= prefer * float(losses[first]):
+            ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
+        elif best != first and round_ < 2:
+            ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
+            forced = survivors > 1
+    if round_ >= 2:
+        return ranked, len(ranked)
+    k = max(survivors, math.ceil(len(losses) / 4)) if round_ == 0 else survivors
+    return ranked, min(len(ranked), k + int(forced))
+
+
 def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *,
                     background: Tensor, hypotheses: Tensor, keep: int, steps: int, bands: int, lambda_mask: float,
                     lr: float, free_scale: bool, backend: str, max_gaussians: int, prefer_first: float | None,
@@ -360,23 +385,14 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
             last.sum().backward()
             opt.step()
             sched.step()
-        ranked = torch.argsort(last.detach())
-        if prefer_first is not None and bool((chosen[alive] == 0).any()):
-            first = int((chosen[alive] == 0).nonzero()[0, 0])
-            best = int(ranked[0])
-            # the identity is preferred only while its fit stays near the identity (a fit that turned
-            # away from it has left the symmetric case: then the lowest loss decides)
-            stays = float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
-            if best != first and stays and float(last[best].detach()) >= prefer_first * float(last[first].detach()):
-                ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
-            elif best != first and round_ < 2:
-                ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
+        first = int((chosen[alive] == 0).nonzero()[0, 0]) if prefer_first is not None and bool((chosen[alive] == 0).any()) else None
+        # the identity is preferred only while its fit stays near the identity (a fit that turned away
+        # from it has left the symmetric case: then the lowest loss decides)
+        stays = first is not None and float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
+        ranked, k = _round_survivors(last.detach(), first, stays, prefer_first, round_, survivors)
         if round_ < 2:
             runners_up = last.detach()[ranked[1:]]  # the last round's others: how clear the winner is
-            k = max(survivors, math.ceil(len(alive) / 4)) if round_ == 0 else survivors
-            alive, last = alive[ranked[:k]], last[ranked[:k]]
-        else:
-            alive, last = alive[ranked], last[ranked]
+        alive, last = alive[ranked[:k]], last[ranked[:k]]
     seconds = time.perf_counter() - start
     if survivors > 1:
         runners_up = last.detach()[1:]
