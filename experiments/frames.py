@@ -10,8 +10,10 @@ the folder's lowest value is paired with the run of the same case at the lowest 
 creature, seed and loss), and the pair is read frame by frame: where the two differ in train PSNR,
 is it one frame or every frame? Per pair: the difference in train PSNR (the run at the other value
 minus the reference), in how many frames the better run of the two is better, the first frame's
-difference (the canonical pose on the synthetic benchmark), and the largest difference of a
-frame. Below: the same over the pairs that differ by more than ``--over`` dB.
+difference (the canonical pose on the synthetic benchmark), the largest difference of a frame, and
+the difference of the PSNR of the frames' mean squared error ("pooled": one number per run, which a
+few near-perfect frames cannot swing the way they swing a mean of per-frame PSNRs). Below: the same
+over the pairs that differ by more than ``--over`` dB, and the spread of both differences.
 
 Standard library only (reads JSON and CSV).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -70,6 +73,11 @@ def pairs(folder: Path, key: str) -> list[tuple[str, str, float]]:
     return out
 
 
+def pooled(psnrs: list[float]) -> float:
+    """The PSNR of the mean squared error over frames (data range 1)."""
+    return -10 * math.log10(statistics.fmean(10 ** (-p / 10) for p in psnrs))
+
+
 def show_pairs(folder: Path, key: str, over: float) -> None:
     runs = folder / "runs"
     read = []
@@ -78,15 +86,19 @@ def show_pairs(folder: Path, key: str, over: float) -> None:
         d = [y - x for x, y in zip(a, b)]
         mean = statistics.fmean(b) - statistics.fmean(a)
         better = sum(1 for x in d if (x > 0) == (mean > 0))
-        read.append((other, value, mean, better, len(d), d[0], max(d, key=abs)))
+        read.append((other, value, mean, better, len(d), d[0], max(d, key=abs), pooled(b) - pooled(a)))
     print(f"{len(read)} pairs in {folder} ({key} against the lowest value): train PSNR by frame")
-    print("| run | difference (dB) | frames where the better run is better | first frame | largest frame |")
-    print("|---|---|---|---|---|")
-    for name, _, mean, better, T, first, largest in sorted(read, key=lambda r: -abs(r[2])):
-        print(f"| {name} | {mean:+.2f} | {better} of {T} | {first:+.2f} | {largest:+.2f} |")
+    print("| run | difference (dB) | frames where the better run is better | first frame | largest frame | pooled |")
+    print("|---|---|---|---|---|---|")
+    for name, _, mean, better, T, first, largest, pool in sorted(read, key=lambda r: -abs(r[2])):
+        print(f"| {name} | {mean:+.2f} | {better} of {T} | {first:+.2f} | {largest:+.2f} | {pool:+.2f} |")
+    if len(read) > 1:
+        print(f"\nthe differences' standard deviation: {statistics.pstdev(r[2] for r in read):.2f} dB (mean of the "
+              f"frames' PSNRs, the benchmark's metric), {statistics.pstdev(r[7] for r in read):.2f} dB pooled; "
+              f"beyond 1 dB: {sum(abs(r[2]) > 1 for r in read)} and {sum(abs(r[7]) > 1 for r in read)} of {len(read)}")
     big = [r for r in read if abs(r[2]) > over]
     if big:
-        print(f"\nthe {len(big)} pairs more than {over:g} dB apart: the better run better in "
+        print(f"the {len(big)} pairs more than {over:g} dB apart: the better run better in "
               f"{statistics.fmean(r[3] / r[4] for r in big):.0%} of the frames on average; the first frame "
               f"{statistics.fmean(abs(r[5]) for r in big):.2f} dB apart, the other frames "
               f"{statistics.fmean(abs(r[2] * r[4] - r[5]) / (r[4] - 1) for r in big):.2f} dB (mean of absolute values)")

@@ -55,7 +55,18 @@ DEFAULTS = "--variant old_defaults"  # the defaults before 2026-12-05 (align=mom
 PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump humanoid_twist hopper_twist"
 REALISTIC = "--setting realistic"
 
+LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jump humanoid_twist --seeds 0 1 "
+        "--rotations 0.01")  # rotation_null's five cases furthest apart
+
 SECTIONS: tuple[Section, ...] = (
+    Section("The criterion's spread frame by frame, two views of a turn, the beam's second branch (2026-12-07, third sitting)", (
+        Result("rotation_null_lite", f"python -m experiments.rotation_curves --variant defaults {LITE} --jobs 2 "
+               "--out experiments/results/rotation_null_lite", "40", "10 min (one job)"),
+        Result("rotation_null_eps4", f"python -m experiments.rotation_curves --variant defaults --override deform.adam_eps=1e-4 "
+               f"{LITE} --jobs 2 --out experiments/results/rotation_null_eps4", "40", "10 min (one job)"),
+        Result("turning_beam_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 --seeds 0 1 "
+               "--jobs 2 --out experiments/results/turning_beam_views2", "48", "20 min (one job)"),
+    )),
     Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
         Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
                "--override deform.lr_final=0.00005 --jobs 2 --out experiments/results/rotation_null_lrfinal", "160", "21 min"),
