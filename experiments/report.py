@@ -65,7 +65,9 @@ SECTIONS: tuple[Section, ...] = (
         Result("rotation_null_eps4", f"python -m experiments.rotation_curves --variant defaults --override deform.adam_eps=1e-4 "
                f"{LITE} --jobs 2 --out experiments/results/rotation_null_eps4", "40", "10 min (one job)"),
         Result("turning_beam_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 --seeds 0 1 "
-               "--jobs 2 --out experiments/results/turning_beam_views2", "48", "20 min (one job)"),
+               "--jobs 2 --out experiments/results/turning_beam_views2", "48", "20 min (one job; before commit 5e6ef84)"),
+        Result("turning_beam_identity", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_identity", "48", "17 min (one job)"),
     )),
     Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
         Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
@@ -209,8 +211,8 @@ SECTIONS: tuple[Section, ...] = (
                "about 9.3 h over six sittings (9-29 min a run; stopped and collected with --collect)"),
         Result("shift_curves_paper_defaults", "python -m experiments.shift_curves --scale paper --variant defaults "
                "--override trainer=cpu --shifts 0.8 --seeds 0 --jobs 2 "
-               "--out experiments/results/shift_curves_paper_defaults", "10 of 16",
-               "about 2.1 h so far (two jobs of one thread, 15-26 min a run; collected with --collect)"),
+               "--out experiments/results/shift_curves_paper_defaults", "16",
+               "about 3.4 h over three sittings (9-26 min a run; collected with --collect)"),
     )),
     Section("Tables 1 and 4: deformation model x LPIPS phase x loss", (
         Result("table1", "python -m experiments.table1 --jobs 2", "64", "5.7 min"),
