@@ -68,6 +68,8 @@ SECTIONS: tuple[Section, ...] = (
                "--jobs 2 --out experiments/results/turning_beam_views2", "48", "20 min (one job; before commit 5e6ef84)"),
         Result("turning_beam_identity", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_identity", "48", "17 min (one job)"),
+        Result("turning_beam_views2_identity", "python -m experiments.turning --variant trajectory_beam --override views=2 "
+               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_identity", "48", "20 min (one job)"),
     )),
     Section("The criterion's spread, the rescue of an asset out of view, the trajectory's cost (2026-12-07, later)", (
         Result("rotation_null_lrfinal", "python -m experiments.rotation_curves --variant defaults --rotations 0.01 "
