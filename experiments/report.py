@@ -62,6 +62,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("The criterion's spread frame by frame, two views of a turn, the beam's second branch (2026-12-07, third sitting)", (
         Result("rotation_null_lite", f"python -m experiments.rotation_curves --variant defaults {LITE} --jobs 2 "
                "--out experiments/results/rotation_null_lite", "40", "10 min (one job)"),
+        Result("rotation_null_steps1000", f"python -m experiments.rotation_curves --variant defaults --override max_steps=1000 "
+               f"{LITE} --jobs 2 --out experiments/results/rotation_null_steps1000", "40", "15 min (one job)"),
         Result("rotation_null_eps4", f"python -m experiments.rotation_curves --variant defaults --override deform.adam_eps=1e-4 "
                f"{LITE} --jobs 2 --out experiments/results/rotation_null_eps4", "40", "10 min (one job)"),
         Result("turning_beam_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 --seeds 0 1 "
