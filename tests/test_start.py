@@ -407,6 +407,17 @@ def test_a_round_of_the_search_keeps_the_preferred_identity_beside_the_survivors
     assert ranked.tolist()[:2] == [1, 0] and k == 1  # one place: the best's
     ranked, k = _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=1, survivors=2)
     assert ranked.tolist()[:3] == [1, 0, 3] and k == 3  # the beam's two and the identity
+    # the identity second on its own loss: nothing to add beside the beam's two
+    ranked, k = _round_survivors(torch.tensor([0.0173, 0.0172, 0.0190, 0.0180]), first=0, stays=False, prefer=0.5,
+                                 round_=1, survivors=2)
+    assert ranked.tolist()[:2] == [1, 0] and k == 2
+    # round 0 keeps a quarter of 12 (3) on merit: the identity 3rd by its loss is one of them, 4th is one more
+    twelve = torch.linspace(0.01, 0.02, 12)
+    for place, more in ((2, 0), (3, 1)):
+        losses12 = twelve.clone()
+        losses12[0], losses12[place] = twelve[place], twelve[0]  # the identity (place 0) has the place-th loss
+        ranked, k = _round_survivors(losses12, first=0, stays=False, prefer=0.5, round_=0, survivors=2)
+        assert int(ranked[1]) == 0 and k == 3 + more, (place, ranked.tolist(), k)
     # round 0 keeps a quarter at least; the last round keeps all, the identity not forced
     assert _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=0, survivors=1)[1] == 1
     ranked, k = _round_survivors(losses, first=0, stays=False, prefer=0.5, round_=2, survivors=2)

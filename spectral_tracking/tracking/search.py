@@ -296,17 +296,17 @@ def _round_survivors(losses: Tensor, first: int | None, stays: bool, prefer: flo
     preference alone is one more, not one of them: else the beam's second branch would be the
     identity's by default, and a turn fitting better than it but not best would be dropped."""
     ranked = torch.argsort(losses)
-    forced = False
+    k = max(survivors, math.ceil(len(losses) / 4)) if round_ == 0 else survivors
+    forced = False  # the identity kept by the preference alone: its loss would not have kept it
     if first is not None and prefer is not None:
         best = int(ranked[0])
         if best != first and stays and float(losses[best]) >= prefer * float(losses[first]):
             ranked = torch.cat([ranked.new_tensor([first]), ranked[ranked != first]])
         elif best != first and round_ < 2:
+            forced = survivors > 1 and int((ranked == first).nonzero()[0, 0]) >= k
             ranked = torch.cat([ranked[:1], ranked.new_tensor([first]), ranked[1:][ranked[1:] != first]])
-            forced = survivors > 1
     if round_ >= 2:
         return ranked, len(ranked)
-    k = max(survivors, math.ceil(len(losses) / 4)) if round_ == 0 else survivors
     return ranked, min(len(ranked), k + int(forced))
 
 
@@ -315,7 +315,8 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
                     lr: float, free_scale: bool, backend: str, max_gaussians: int, prefer_first: float | None,
                     survivors: int = 1) -> list[_Fitted]:
     """`search_pose`'s steps 1-4 (the moments' translation, the screening of ``hypotheses`` [H, 3, 3],
-    the fit of the ``keep`` best by successive halving) down to ``survivors`` fits, best first."""
+    the fit of the ``keep`` best by successive halving) down to ``survivors`` fits, best first (one more
+    where the preference kept the identity beside them, `_round_survivors`)."""
     from spectral_tracking.losses.spectral import spectral_loss
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import align_to_targets
