@@ -31,7 +31,7 @@ from pathlib import Path
 KEYS = ("train_psnr", "train_mask_iou", "3d_error")
 
 
-def frames_of(run: Path) -> dict[str, list[float]]:
+def frames_of(run: Path) -> dict[str, list[float | None]]:
     path = run / "metrics.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no metrics.json (is {run} a finished run's folder?)")
@@ -41,10 +41,23 @@ def frames_of(run: Path) -> dict[str, list[float]]:
     return frames
 
 
+def train_psnr(run: Path) -> list[float]:
+    """The run's train PSNR frame by frame; an error naming the file where it has none or a frame's is null."""
+    path = run / "metrics.json"
+    values = frames_of(run).get("train_psnr")
+    if values is None:
+        raise SystemExit(f"{path}: \"frames\" has no train_psnr (eval.protocol=gsgd keeps only the mask IoU per frame)")
+    if any(v is None for v in values):
+        raise SystemExit(f"{path}: train_psnr is null (not a number) in frame(s) "
+                         f"{[t for t, v in enumerate(values) if v is None]}; those frames cannot be compared")
+    return values
+
+
 def show_runs(runs: list[Path]) -> None:
+    read = {run.name: frames_of(run) for run in runs}
     for key in KEYS:
-        rows = [(run.name, frames_of(run).get(key)) for run in runs]
-        rows = [(n, v) for n, v in rows if v]
+        rows = [(name, frames.get(key)) for name, frames in read.items()]
+        rows = [(n, v) for n, v in rows if v and all(x is not None for x in v)]
         if not rows:
             continue
         digits = 2 if key.endswith("psnr") else 3
@@ -62,14 +75,31 @@ def pairs(folder: Path, key: str) -> list[tuple[str, str, float]]:
     rows = list(csv.DictReader(path.open()))
     if not rows or key not in rows[0]:
         raise SystemExit(f"{path}: no column {key!r} (columns: {', '.join(rows[0]) if rows else 'none'})")
-    case = [c for c in ("creature", "motion", "sequence", "seed", "loss", "variant") if c in rows[0]]
-    reference = min(float(r[key]) for r in rows)
-    refs = {tuple(r[c] for c in case): r["name"] for r in rows if float(r[key]) == reference}
+    header = list(rows[0])
+    if "train_psnr" not in header:
+        raise SystemExit(f"{path}: no column train_psnr (is it a harness results.csv?)")
+    # a case: every label column (between the name and the first metric) but the key
+    case = [c for c in header[1:header.index("train_psnr")] if c != key]
+    values = {}
+    for i, r in enumerate(rows, 2):
+        try:
+            values[r["name"]] = float(r[key])
+        except ValueError:
+            raise SystemExit(f"{path}, line {i}: {key} is {r[key]!r}, not a number") from None
+    reference = min(values.values())
+    refs: dict[tuple, str] = {}
+    for r in rows:
+        if values[r["name"]] == reference:
+            label = tuple(r[c] for c in case)
+            if label in refs:
+                raise SystemExit(f"{path}: {refs[label]} and {r['name']} are both the reference of one case "
+                                 f"({', '.join(case)}); give --key the column that tells them apart")
+            refs[label] = r["name"]
     out = []
     for r in rows:
         ref = refs.get(tuple(r[c] for c in case))
-        if float(r[key]) != reference and ref is not None:
-            out.append((ref, r["name"], float(r[key])))
+        if values[r["name"]] != reference and ref is not None:
+            out.append((ref, r["name"], values[r["name"]]))
     return out
 
 
@@ -82,7 +112,10 @@ def show_pairs(folder: Path, key: str, over: float) -> None:
     runs = folder / "runs"
     read = []
     for ref, other, value in pairs(folder, key):
-        a, b = frames_of(runs / ref)["train_psnr"], frames_of(runs / other)["train_psnr"]
+        a, b = train_psnr(runs / ref), train_psnr(runs / other)
+        if len(a) != len(b) or len(a) < 2:
+            raise SystemExit(f"{runs / ref} and {runs / other}: {len(a)} and {len(b)} frames; a pair needs the same "
+                             f"number of frames, at least 2")
         d = [y - x for x, y in zip(a, b)]
         mean = statistics.fmean(b) - statistics.fmean(a)
         better = sum(1 for x in d if (x > 0) == (mean > 0))
@@ -101,7 +134,8 @@ def show_pairs(folder: Path, key: str, over: float) -> None:
         print(f"the {len(big)} pairs more than {over:g} dB apart: the better run better in "
               f"{statistics.fmean(r[3] / r[4] for r in big):.0%} of the frames on average; the first frame "
               f"{statistics.fmean(abs(r[5]) for r in big):.2f} dB apart, the other frames "
-              f"{statistics.fmean(abs(r[2] * r[4] - r[5]) / (r[4] - 1) for r in big):.2f} dB (mean of absolute values)")
+              f"{statistics.fmean(abs(r[2] * r[4] - r[5]) / (r[4] - 1) for r in big):.2f} dB (the other frames' mean "
+              f"difference, its absolute value averaged over the pairs)")
     small = [r for r in read if abs(r[2]) <= over]
     if small:
         print(f"the {len(small)} others: better in {statistics.fmean(r[3] / r[4] for r in small):.0%} of the frames")

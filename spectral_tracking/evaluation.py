@@ -59,10 +59,11 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         tracked = module.tracked_means()[:, index]
         e = gaussian_3d_error(tracked, gt_means, radius=STANDARD_RADIUS)  # every dataset is normalised to it: errors in asset radii
         out.update({f"3d_{k}": float(v) for k, v in e.items()})
-        out["3d_last_error"] = gaussian_3d_error(tracked[-1:], gt_means[-1:], radius=STANDARD_RADIUS)["mean_error"]
+        per_frame = [gaussian_3d_error(tracked[t:t + 1], gt_means[t:t + 1], radius=STANDARD_RADIUS)["mean_error"]
+                     for t in range(tracked.shape[0])]
+        out["3d_last_error"] = per_frame[-1]
         if frames is not None:
-            frames["3d_error"] = [round(gaussian_3d_error(tracked[t:t + 1], gt_means[t:t + 1], radius=STANDARD_RADIUS)
-                                        ["mean_error"], 5) for t in range(tracked.shape[0])]
+            frames["3d_error"] = [round(e, 5) for e in per_frame]
     return out
 
 

@@ -362,6 +362,25 @@ def test_frames_pairs_each_case_with_its_reference_frame_by_frame(tmp_path, caps
     # one frame 4 dB better: 1 dB on the mean of PSNRs, 0.71 pooled (its squared error 0.40x, the mean 0.85x)
     assert "| b_spectral_rotation0.01_seed0 | +1.00 | 1 of 4 | +0.00 | +4.00 | +0.71 |" in out
     assert "the 1 pairs more than 1 dB apart: the better run better in 100% of the frames" in out
+    # a null frame (not a number) is named, not averaged
+    (folder / "runs" / "b_spectral_rotation0_seed0" / "metrics.json").write_text(
+        json.dumps({"frames": {"train_psnr": [30.0, None, 30.0, 30.0]}}))
+    with pytest.raises(SystemExit, match=r"b_spectral_rotation0_seed0/metrics.json: train_psnr is null .* frame\(s\) \[1\]"):
+        frames.main(["--pairs", str(folder)])
     (folder / "runs" / "a_spectral_rotation0_seed0" / "metrics.json").write_text(json.dumps({"metrics": {}}))
     with pytest.raises(SystemExit, match='a_spectral_rotation0_seed0/metrics.json: no "frames"'):
         frames.main(["--pairs", str(folder)])
+    # every label column tells cases apart; two references of one case are refused, naming both
+    rows = [dict(r, views=1) for r in rows] + [dict(r, views=2, name=r["name"] + "_v2") for r in rows]
+    with (folder / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["name", "creature", "loss", "rotation", "seed", "views", "train_psnr"])
+        w.writeheader()
+        w.writerows(rows)
+    assert [(a, b) for a, b, _ in frames.pairs(folder, "rotation")][:2] == [
+        ("a_spectral_rotation0_seed0", "a_spectral_rotation0.01_seed0"),
+        ("b_spectral_rotation0_seed0", "b_spectral_rotation0.01_seed0")]
+    with (folder / "results.csv").open("a", newline="") as f:  # the same case twice at the reference
+        csv.DictWriter(f, fieldnames=["name", "creature", "loss", "rotation", "seed", "views", "train_psnr"]).writerow(
+            dict(rows[0], name="a_again"))
+    with pytest.raises(SystemExit, match="a_spectral_rotation0_seed0 and a_again are both the reference"):
+        frames.pairs(folder, "rotation")

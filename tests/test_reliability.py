@@ -148,6 +148,10 @@ def test_non_finite_metrics_are_written_as_null_with_a_warning(tmp_path, caplog)
     text = (tmp_path / "metrics.json").read_text()
     assert json.loads(text)["metrics"] == {"3d_mean_error": None, "train_psnr": 20.0} == saved["metrics"]
     assert "NaN" not in text and "3d_mean_error" in caplog.text
+    # the same frame by frame: a frame identical to its target has an infinite PSNR
+    save_result(tmp_path, {"train_psnr": 20.0}, {}, {}, {}, {"train_psnr": [20.0, float("inf"), 19.0]})
+    assert json.loads((tmp_path / "metrics.json").read_text())["frames"] == {"train_psnr": [20.0, None, 19.0]}
+    assert "frames' train_psnr is not a number in frame(s) [1]" in caplog.text
 
 
 def test_csv_log_keeps_the_rows_before_a_resume_and_seconds_add_up(tmp_path, data_root, monkeypatch):

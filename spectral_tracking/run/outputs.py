@@ -138,8 +138,12 @@ def save_result(out_dir: Path, metrics: dict, figures: dict, run_meta: dict, con
         clean[key] = value
     result = {"metrics": clean, "figures": figures, "run": run_meta, "config": config}
     if frames:
-        result["frames"] = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
-                            for k, v in frames.items()}
+        result["frames"] = {}
+        for key, values in frames.items():
+            bad = [t for t, x in enumerate(values) if isinstance(x, float) and not math.isfinite(x)]
+            if bad:
+                log.warning("frames' %s is not a number in frame(s) %s; metrics.json records null there", key, bad)
+            result["frames"][key] = [None if t in bad else x for t, x in enumerate(values)]
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
     return result
 
