@@ -69,7 +69,7 @@ SECTIONS: tuple[Section, ...] = (
         Result("turning_beam_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 --seeds 0 1 "
                "--jobs 2 --out experiments/results/turning_beam_views2", "48", "20 min (one job; before commit 5e6ef84)"),
         Result("turning_beam_identity", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
-               "--out experiments/results/turning_beam_identity", "48", "17 min (one job)"),
+               "--out experiments/results/turning_beam_identity", "48", "20 min (one job)"),
         Result("turning_beam_views2_identity", "python -m experiments.turning --variant trajectory_beam --override views=2 "
                "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_identity", "48", "20 min (one job)"),
     )),
