@@ -27,6 +27,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 KEYS = ("train_psnr", "train_mask_iou", "3d_error")
 
@@ -108,10 +109,25 @@ def pooled(psnrs: list[float]) -> float:
     return -10 * math.log10(statistics.fmean(10 ** (-p / 10) for p in psnrs))
 
 
+class Pair(NamedTuple):
+    """One pair read frame by frame (differences: the other run minus the reference, dB)."""
+    name: str  # the other run
+    mean: float  # train PSNR
+    better: int  # frames where the better run of the two is better
+    frames: int
+    first: float  # the first frame's
+    largest: float  # the largest of a frame
+    pooled: float  # the PSNR of the frames' mean squared error
+
+    def others(self) -> float:
+        """The other frames' mean difference."""
+        return (self.mean * self.frames - self.first) / (self.frames - 1)
+
+
 def show_pairs(folder: Path, key: str, over: float) -> None:
     runs = folder / "runs"
-    read = []
-    for ref, other, value in pairs(folder, key):
+    read: list[Pair] = []
+    for ref, other, _ in pairs(folder, key):
         a, b = train_psnr(runs / ref), train_psnr(runs / other)
         if len(a) != len(b) or len(a) < 2:
             raise SystemExit(f"{runs / ref} and {runs / other}: {len(a)} and {len(b)} frames; a pair needs the same "
@@ -119,26 +135,26 @@ def show_pairs(folder: Path, key: str, over: float) -> None:
         d = [y - x for x, y in zip(a, b)]
         mean = statistics.fmean(b) - statistics.fmean(a)
         better = sum(1 for x in d if (x > 0) == (mean > 0))
-        read.append((other, value, mean, better, len(d), d[0], max(d, key=abs), pooled(b) - pooled(a)))
+        read.append(Pair(other, mean, better, len(d), d[0], max(d, key=abs), pooled(b) - pooled(a)))
     print(f"{len(read)} pairs in {folder} ({key} against the lowest value): train PSNR by frame")
     print("| run | difference (dB) | frames where the better run is better | first frame | largest frame | pooled |")
     print("|---|---|---|---|---|---|")
-    for name, _, mean, better, T, first, largest, pool in sorted(read, key=lambda r: -abs(r[2])):
-        print(f"| {name} | {mean:+.2f} | {better} of {T} | {first:+.2f} | {largest:+.2f} | {pool:+.2f} |")
+    for p in sorted(read, key=lambda p: -abs(p.mean)):
+        print(f"| {p.name} | {p.mean:+.2f} | {p.better} of {p.frames} | {p.first:+.2f} | {p.largest:+.2f} | {p.pooled:+.2f} |")
     if len(read) > 1:
-        print(f"\nthe differences' standard deviation: {statistics.pstdev(r[2] for r in read):.2f} dB (mean of the "
-              f"frames' PSNRs, the benchmark's metric), {statistics.pstdev(r[7] for r in read):.2f} dB pooled; "
-              f"beyond 1 dB: {sum(abs(r[2]) > 1 for r in read)} and {sum(abs(r[7]) > 1 for r in read)} of {len(read)}")
-    big = [r for r in read if abs(r[2]) > over]
+        print(f"\nthe differences' standard deviation: {statistics.pstdev(p.mean for p in read):.2f} dB (mean of the "
+              f"frames' PSNRs, the benchmark's metric), {statistics.pstdev(p.pooled for p in read):.2f} dB pooled; "
+              f"beyond 1 dB: {sum(abs(p.mean) > 1 for p in read)} and {sum(abs(p.pooled) > 1 for p in read)} of {len(read)}")
+    big = [p for p in read if abs(p.mean) > over]
     if big:
         print(f"the {len(big)} pairs more than {over:g} dB apart: the better run better in "
-              f"{statistics.fmean(r[3] / r[4] for r in big):.0%} of the frames on average; the first frame "
-              f"{statistics.fmean(abs(r[5]) for r in big):.2f} dB apart, the other frames "
-              f"{statistics.fmean(abs(r[2] * r[4] - r[5]) / (r[4] - 1) for r in big):.2f} dB (the other frames' mean "
+              f"{statistics.fmean(p.better / p.frames for p in big):.0%} of the frames on average; the first frame "
+              f"{statistics.fmean(abs(p.first) for p in big):.2f} dB apart, the other frames "
+              f"{statistics.fmean(abs(p.others()) for p in big):.2f} dB (the other frames' mean "
               f"difference, its absolute value averaged over the pairs)")
-    small = [r for r in read if abs(r[2]) <= over]
+    small = [p for p in read if abs(p.mean) <= over]
     if small:
-        print(f"the {len(small)} others: better in {statistics.fmean(r[3] / r[4] for r in small):.0%} of the frames")
+        print(f"the {len(small)} others: better in {statistics.fmean(p.better / p.frames for p in small):.0%} of the frames")
 
 
 def main(argv=None) -> int:

@@ -386,7 +386,8 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
             last.sum().backward()
             opt.step()
             sched.step()
-        first = int((chosen[alive] == 0).nonzero()[0, 0]) if prefer_first is not None and bool((chosen[alive] == 0).any()) else None
+        at_identity = (chosen[alive] == 0).nonzero()
+        first = int(at_identity[0, 0]) if prefer_first is not None and len(at_identity) else None
         # the identity is preferred only while its fit stays near the identity (a fit that turned away
         # from it has left the symmetric case: then the lowest loss decides)
         stays = first is not None and float(w[alive[first]].detach().norm()) <= math.radians(PREFER_WITHIN_DEGREES)
