@@ -479,7 +479,8 @@ def test_native_boundary_checks_every_argument():
     from spectral_tracking.render.cpu import load_library
 
     count = load_library().function("st_bin_count", torch.float32)
-    dims = dict(V=1, N=4, ts=16, tiles_x=1, tiles_y=1, n_threads=1)
+    dims = dict(V=1, N=4, ts=16, tiles_x=1, tiles_y=1, chunks=1, n_threads=1,
+                rects=torch.zeros(4, dtype=torch.int64), counts=torch.zeros(1, dtype=torch.int64))
     means2d = torch.zeros(1, 4, 2)
     radii = torch.zeros(1, 4, 2, dtype=torch.int32)
     offsets = torch.zeros(2, dtype=torch.int32)

@@ -109,10 +109,18 @@ def project_cpu(gaussians: Gaussians, cameras: Cameras) -> Projected:
     return Projected(means2d, conics, depths, radii, colors, opacities[None].expand(len(cameras), -1))
 
 
+def bin_chunks(n_items: int, n_threads: int) -> int:
+    """How many contiguous ranges the binning's passes split ``n_items`` Gaussians into (one task each):
+    a few per thread (Gaussians cover unequal numbers of tiles), none under 4096 Gaussians, one on one
+    thread. The lists are the same for any number (each chunk's entries go at its own offsets)."""
+    return 1 if n_threads <= 1 else max(1, min(n_threads * 4, n_items // 4096))
+
+
 @torch.no_grad()
 def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileBins:
     """C++ twin of ``projection.bin_tiles`` (same lists, same order): a counting sort by tile of the
-    Gaussians taken in depth order. means2d [V, N, 2], radii [V, N, 2] int32, depths [V, N]."""
+    Gaussians in index order, then each tile's list sorted by depth. means2d [V, N, 2], radii [V, N, 2]
+    int32, depths [V, N]."""
     V, N = depths.shape
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
@@ -122,15 +130,20 @@ def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, he
     m = means2d.detach().contiguous()
     r = radii.to(torch.int32).contiguous()
     d = depths.detach().to(means2d.dtype).contiguous()
-    dims = dict(V=V, N=N, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y)
+    n_threads = torch.get_num_threads()
+    chunks = bin_chunks(V * N, n_threads)
     tile_offsets = torch.empty(V * tiles_x * tiles_y + 1, dtype=torch.int32)
-    n = _function("st_bin_count", m.dtype)(**dims, means2d=m, radii=r, tile_offsets=tile_offsets,
-                                           n_threads=torch.get_num_threads())
+    rects = torch.empty(V * N, dtype=torch.int64)  # each Gaussian's tile rectangle, packed (pass 1 -> pass 2)
+    counts = torch.empty(chunks * V * tiles_y * tiles_x, dtype=torch.int64)  # per chunk and tile (pass 1 -> 2)
+    n = _function("st_bin_count", m.dtype)(V=V, N=N, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, chunks=chunks,
+                                           means2d=m, radii=r, tile_offsets=tile_offsets, rects=rects, counts=counts,
+                                           n_threads=n_threads)
     if n >= 2**31:
         raise ValueError(f"render backend 'cpu': {n} tile intersections overflow int32; render fewer views at once")
     flatten_ids = torch.empty(n, dtype=torch.int32)
-    _function("st_bin_fill", m.dtype)(**dims, means2d=m, radii=r, depths=d, tile_offsets=tile_offsets,
-                                      flatten_ids=flatten_ids, n_threads=torch.get_num_threads())
+    _function("st_bin_fill", m.dtype)(V=V, N=N, tiles_x=tiles_x, tiles_y=tiles_y, chunks=chunks, rects=rects, depths=d,
+                                      tile_offsets=tile_offsets, counts=counts, flatten_ids=flatten_ids,
+                                      n_threads=n_threads)
     return TileBins(tile_offsets, flatten_ids, tiles_x, tiles_y)
 
 

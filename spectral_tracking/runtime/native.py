@@ -97,11 +97,12 @@ KERNELS = {
             const S *v_alpha_out /* [V*H*W] */, const S *v_depth /* [V*H*W] */, S *v_means2d /* [V*N*2] */,
             S *v_conics /* [V*N*3] */, S *v_colors /* [V*N*4] */, S *v_opacities /* [V*N] */,
             S *v_background /* [V*3] */, int n_threads);
-        int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
-            const int32_t *radii /* [V*N*2] */, int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int n_threads);
-        void st_bin_fill_S(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
-            const int32_t *radii /* [V*N*2] */, const S *depths /* [V*N] */,
-            const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */,
+        int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, int chunks, const S *means2d /* [V*N*2] */,
+            const int32_t *radii /* [V*N*2] */, int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
+            int64_t *rects /* [V*N] */, int64_t *counts /* [chunks*V*tiles_y*tiles_x] */, int n_threads);
+        void st_bin_fill_S(int V, int N, int tiles_x, int tiles_y, int chunks, const int64_t *rects /* [V*N] */,
+            const S *depths /* [V*N] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
+            int64_t *counts /* [chunks*V*tiles_y*tiles_x] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */,
             int n_threads);
         """,
     ),

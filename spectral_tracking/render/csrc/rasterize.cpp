@@ -406,40 +406,47 @@ inline bool tile_rect(const S *means2d, const int32_t *radii, int64_t g, int ts,
     return x0 < x1 && y0 < y1;
 }
 
-// The binning's count pass splits the Gaussians into contiguous chunks, one task each, counted per
-// tile into a row of their own and summed in chunk order, so the offsets are the same for any number
-// of threads (tests/test_render.py).
-struct Chunks {
-    int64_t n_items, n_chunks;
-    int64_t begin(int64_t c) const { return n_items * c / n_chunks; }
-};
-
-inline Chunks chunks_for(int64_t n_items, int n_threads) {
-    // a few chunks per thread (unequal tiles per Gaussian), none below 4096 Gaussians
-    const int64_t wanted = std::max<int64_t>(1, std::min<int64_t>(int64_t(n_threads) * 4, n_items / 4096));
-    return Chunks{n_items, n_threads > 1 ? wanted : 1};
-}
+// The binning's passes split the Gaussians into ``chunks`` contiguous ranges, one task each (the
+// caller's number, the same for both passes: ``cpu.py``'s ``bin_chunks``), counted per tile into a row
+// of their own and summed in chunk order, so the lists are the same for any number of threads and
+// chunks (tests/test_render.py).
+inline int64_t chunk_begin(int64_t n_items, int64_t chunks, int64_t c) { return n_items * c / chunks; }
 
 template <typename Body>
-void for_chunks(const Chunks &ch, int n_threads, Body body) {
-    const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, ch.n_chunks)));
+void for_chunks(int64_t n_items, int64_t chunks, int n_threads, Body body) {
+    const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, chunks)));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t c = 0; c < ch.n_chunks; ++c) body(c, ch.begin(c), ch.begin(c + 1));
+    for (int64_t c = 0; c < chunks; ++c) body(c, chunk_begin(n_items, chunks, c), chunk_begin(n_items, chunks, c + 1));
 }
 
-// Pass 1: tile_offsets [V * tiles_y * tiles_x + 1] (exclusive prefix sum of per-tile counts).
-// Returns the number of (tile, Gaussian) intersections.
+// A tile rectangle packed into 64 bits, 16 per bound (tiles_x, tiles_y <= 65535: cpu.py refuses more);
+// 0 (x0 = x1 = 0) is empty.
+inline int64_t pack_rect(int x0, int x1, int y0, int y1) {
+    return int64_t(uint64_t(x0) | uint64_t(x1) << 16 | uint64_t(y0) << 32 | uint64_t(y1) << 48);
+}
+inline void unpack_rect(int64_t r, int &x0, int &x1, int &y0, int &y1) {
+    const uint64_t u = uint64_t(r);
+    x0 = int(u & 0xFFFF), x1 = int(u >> 16 & 0xFFFF), y0 = int(u >> 32 & 0xFFFF), y1 = int(u >> 48);
+}
+
+// Pass 1: tile_offsets [V * tiles_y * tiles_x + 1] (exclusive prefix sum of per-tile counts), and for
+// pass 2 each Gaussian's tile rectangle (``rects`` [V * N], packed) and each chunk's count per tile
+// (``counts`` [chunks * V * tiles_y * tiles_x]), so that pass 2 does not compute them again. Returns
+// the number of (tile, Gaussian) intersections.
 template <typename S>
-int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, const int32_t *radii,
-                  int32_t *tile_offsets, int n_threads) {
+int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, int chunks, const S *means2d, const int32_t *radii,
+                  int32_t *tile_offsets, int64_t *rects, int64_t *counts, int n_threads) {
     const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
-    const Chunks ch = chunks_for(int64_t(V) * N, n_threads);
-    std::vector<int64_t> counts(ch.n_chunks * n_tiles, 0);
-    for_chunks(ch, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
-        int64_t *row = counts.data() + c * n_tiles;
+    std::fill(counts, counts + int64_t(chunks) * n_tiles, 0);
+    for_chunks(int64_t(V) * N, chunks, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
+        int64_t *row = counts + c * n_tiles;
         for (int64_t g = g0; g < g1; ++g) {
             int x0, x1, y0, y1;
-            if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
+            if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) {
+                rects[g] = 0;
+                continue;
+            }
+            rects[g] = pack_rect(x0, x1, y0, y1);
             const int64_t base = (g / N) * tiles_x * tiles_y;
             for (int y = y0; y < y1; ++y)
                 for (int x = x0; x < x1; ++x) ++row[base + int64_t(y) * tiles_x + x];
@@ -448,7 +455,7 @@ int64_t bin_count(int V, int N, int ts, int tiles_x, int tiles_y, const S *means
     int64_t total = 0;
     for (int64_t t = 0; t < n_tiles; ++t) {
         tile_offsets[t] = int32_t(total);
-        for (int64_t c = 0; c < ch.n_chunks; ++c) total += counts[c * n_tiles + t];
+        for (int64_t c = 0; c < chunks; ++c) total += counts[c * n_tiles + t];
     }
     tile_offsets[n_tiles] = int32_t(total);
     return total;
@@ -460,22 +467,16 @@ inline U ordered_bits(U bits) {  // the float's bits as an unsigned integer in t
     return (bits & sign) ? U(~bits) : U(bits | sign);
 }
 
-// One tile's entries, given in ascending Gaussian index, sorted by depth with ties kept in index order
-// (the order of std::stable_sort by depth): an LSD radix sort on the depth's bits mapped to unsigned
-// integers in the same order, 8-bit digits, a digit every key shares skipped. ``keys``, ``keys_tmp``
-// and ``ids_tmp`` are the caller's scratch.
-template <typename S, typename U>
-void sort_tile(int32_t *ids, int64_t n, const S *depths, std::vector<U> &keys, std::vector<U> &keys_tmp,
-               std::vector<int32_t> &ids_tmp) {
+// One tile's entries, given in ascending Gaussian index with their depth keys (the depth's bits mapped
+// to unsigned integers in the same order), sorted by key with ties kept in index order (the order of
+// std::stable_sort by depth): an LSD radix sort, 8-bit digits, a digit every key shares skipped.
+// ``keys_tmp`` and ``ids_tmp`` are the caller's scratch.
+template <typename U>
+void sort_tile(int32_t *ids, U *keys, int64_t n, std::vector<U> &keys_tmp, std::vector<int32_t> &ids_tmp) {
     if (n < 2) return;
-    keys.resize(n); keys_tmp.resize(n); ids_tmp.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-        U bits;
-        std::memcpy(&bits, &depths[ids[i]], sizeof(S));
-        keys[i] = ordered_bits(bits);
-    }
+    keys_tmp.resize(n); ids_tmp.resize(n);
     int32_t *src = ids, *dst = ids_tmp.data();
-    U *ksrc = keys.data(), *kdst = keys_tmp.data();
+    U *ksrc = keys, *kdst = keys_tmp.data();
     size_t count[257];
     for (int shift = 0; shift < int(sizeof(U) * 8); shift += 8) {
         std::fill(count, count + 257, 0);
@@ -494,53 +495,56 @@ void sort_tile(int32_t *ids, int64_t n, const S *depths, std::vector<U> &keys, s
 }
 
 // Pass 2: flatten_ids, each tile's list sorted front to back (ties by index). The Gaussians are
-// written in index order, in the count pass's chunks, each chunk at its own offsets inside every tile
-// (its tile counts again, summed in chunk order: the same place for any number of threads); then
-// each tile's list is sorted by depth on its own, tiles over the threads. (This replaced one radix
-// sort of all Gaussians by depth followed by a serial fill: 12 ms of a 300k-Gaussian render on one
-// thread, none of it parallel.)
+// written in index order with their depth keys, in pass 1's chunks, each chunk at its own offsets
+// inside every tile (its tile counts, summed in chunk order: the same place for any number of
+// threads); then each tile's list is sorted by depth on its own, tiles over the threads. (This
+// replaced one radix sort of all Gaussians by depth followed by a serial fill: 12 ms of a 300k-Gaussian
+// render on one thread, none of it parallel.) ``counts`` is pass 1's, turned into write cursors here.
 template <typename S>
-void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, const int32_t *radii,
-              const S *depths, const int32_t *tile_offsets, int32_t *flatten_ids, int n_threads) {
+void bin_fill(int V, int N, int tiles_x, int tiles_y, int chunks, const int64_t *rects, const S *depths,
+              const int32_t *tile_offsets, int64_t *counts, int32_t *flatten_ids, int n_threads) {
     using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
     static_assert(sizeof(S) == sizeof(U), "depths are float or double");
     const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
-    const Chunks ch = chunks_for(int64_t(V) * N, n_threads);
-    std::vector<int64_t> cursor(ch.n_chunks * n_tiles, 0);  // per chunk and tile: first its count, then where it writes
-    auto each_rect = [&](int64_t g0, int64_t g1, auto &&visit) {
-        for (int64_t g = g0; g < g1; ++g) {
-            int x0, x1, y0, y1;
-            if (!tile_rect(means2d, radii, g, ts, tiles_x, tiles_y, x0, x1, y0, y1)) continue;
-            const int64_t base = (g / N) * tiles_x * tiles_y;
-            for (int y = y0; y < y1; ++y)
-                for (int x = x0; x < x1; ++x) visit(base + int64_t(y) * tiles_x + x, g);
-        }
-    };
-    for_chunks(ch, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
-        int64_t *row = cursor.data() + c * n_tiles;
-        each_rect(g0, g1, [&](int64_t t, int64_t) { ++row[t]; });
-    });
     for (int64_t t = 0; t < n_tiles; ++t) {
         int64_t at = tile_offsets[t];
-        for (int64_t c = 0; c < ch.n_chunks; ++c) {
-            const int64_t n = cursor[c * n_tiles + t];
-            cursor[c * n_tiles + t] = at;
+        for (int64_t c = 0; c < chunks; ++c) {
+            const int64_t n = counts[c * n_tiles + t];
+            counts[c * n_tiles + t] = at;
             at += n;
         }
     }
-    for_chunks(ch, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
-        int64_t *row = cursor.data() + c * n_tiles;
-        each_rect(g0, g1, [&](int64_t t, int64_t g) { flatten_ids[row[t]++] = int32_t(g); });
+    std::unique_ptr<U[]> keys(new U[size_t(std::max<int32_t>(tile_offsets[n_tiles], 1))]);
+    for_chunks(int64_t(V) * N, chunks, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
+        int64_t *row = counts + c * n_tiles;
+        for (int64_t g = g0; g < g1; ++g) {
+            if (rects[g] == 0) continue;
+            int x0, x1, y0, y1;
+            unpack_rect(rects[g], x0, x1, y0, y1);
+            U bits;
+            std::memcpy(&bits, &depths[g], sizeof(S));
+            const U key = ordered_bits(bits);
+            const int64_t base = (g / N) * tiles_x * tiles_y;
+            x1 = std::min(x1, tiles_x), y1 = std::min(y1, tiles_y);
+            for (int y = y0; y < y1; ++y)
+                for (int x = x0; x < x1; ++x) {
+                    const int64_t t = base + int64_t(y) * tiles_x + x;
+                    const int64_t at = row[t]++;
+                    if (at >= tile_offsets[t + 1]) continue;  // rects or counts not pass 1's: never past the tile
+                    flatten_ids[at] = int32_t(g);
+                    keys[at] = key;
+                }
+        }
     });
     const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_tiles)));
 #pragma omp parallel num_threads(threads)
     {
-        std::vector<U> keys, keys_tmp;
+        std::vector<U> keys_tmp;
         std::vector<int32_t> ids_tmp;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            sort_tile<S, U>(flatten_ids + tile_offsets[t], int64_t(tile_offsets[t + 1]) - tile_offsets[t], depths,
-                            keys, keys_tmp, ids_tmp);
+            sort_tile<U>(flatten_ids + tile_offsets[t], keys.get() + tile_offsets[t],
+                         int64_t(tile_offsets[t + 1]) - tile_offsets[t], keys_tmp, ids_tmp);
     }
 }
 
@@ -567,15 +571,17 @@ void bin_fill(int V, int N, int ts, int tiles_x, int tiles_y, const S *means2d, 
                          v_means2d, v_conics, v_colors, v_opacities, v_background, n_threads);        \
     }                                                                                                 \
     extern "C" int64_t st_bin_count_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,          \
-                                             const S *means2d, const int32_t *radii,                  \
-                                             int32_t *tile_offsets, int n_threads) {                  \
-        return bin_count<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, tile_offsets, n_threads);    \
+                                             int chunks, const S *means2d, const int32_t *radii,      \
+                                             int32_t *tile_offsets, int64_t *rects, int64_t *counts,  \
+                                             int n_threads) {                                         \
+        return bin_count<S>(V, N, ts, tiles_x, tiles_y, chunks, means2d, radii, tile_offsets, rects,  \
+                            counts, n_threads);                                                       \
     }                                                                                                 \
-    extern "C" void st_bin_fill_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,              \
-                                         const S *means2d, const int32_t *radii, const S *depths,     \
-                                         const int32_t *tile_offsets, int32_t *flatten_ids,           \
-                                         int n_threads) {                                             \
-        bin_fill<S>(V, N, ts, tiles_x, tiles_y, means2d, radii, depths, tile_offsets, flatten_ids,   \
+    extern "C" void st_bin_fill_##SUFFIX(int V, int N, int tiles_x, int tiles_y, int chunks,          \
+                                         const int64_t *rects, const S *depths,                       \
+                                         const int32_t *tile_offsets, int64_t *counts,                \
+                                         int32_t *flatten_ids, int n_threads) {                       \
+        bin_fill<S>(V, N, tiles_x, tiles_y, chunks, rects, depths, tile_offsets, counts, flatten_ids, \
                     n_threads);                                                                       \
     }
 
