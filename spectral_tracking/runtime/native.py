@@ -119,6 +119,7 @@ KERNELS = {
             const S *v_means2d /* [V*N*2] */, const S *v_conics /* [V*N*3] */, const S *v_depths /* [V*N] */,
             S *v_means /* [N*3] */, S *v_quats /* [N*4] */, S *v_log_scales /* [N*3] */, int n_threads);
         """,
+        ("-fno-trapping-math",),  # lets std::ceil run in the forward's SIMD lanes (no FP exceptions are read)
     ),
     "knn": Kernel(
         PACKAGE / "csrc" / "knn.cpp",

@@ -64,7 +64,7 @@ struct Shape {
 };
 
 template <typename S>
-Shape<S> shape(const S *q, const S *ls) {
+[[gnu::always_inline]] inline Shape<S> shape(const S *q, const S *ls) {
     Shape<S> g;
     const S n = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
     g.norm = n;
@@ -93,7 +93,7 @@ struct View {
 };
 
 template <typename S>
-View<S> view(const Camera<S> &cam, const S *m, const Shape<S> &g) {
+[[gnu::always_inline]] inline View<S> view(const Camera<S> &cam, const S *m, const Shape<S> &g) {
     View<S> v;
     v.x = cam.R[0][0] * m[0] + cam.R[0][1] * m[1] + cam.R[0][2] * m[2] + cam.t[0];
     v.y = cam.R[1][0] * m[0] + cam.R[1][1] * m[1] + cam.R[1][2] * m[2] + cam.t[1];
@@ -124,34 +124,102 @@ View<S> view(const Camera<S> &cam, const S *m, const Shape<S> &g) {
     return v;
 }
 
+// The forward in blocks of kBlock Gaussians, so that the arithmetic runs in SIMD lanes (``omp simd``;
+// scalar code with `shape` and `view` took about 55 ns a Gaussian at 300k, mostly arithmetic): the
+// exponentials and logarithms first, one Gaussian at a time (the C library's, as before: there is no
+// portable vector version), then the world covariance of the block, then each camera. The expressions
+// are `shape`'s and `view`'s, term for term.
+constexpr int kBlock = 32;
+
 template <typename S>
 void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
                  const S *opacities, const S *viewmats, const S *Ks, S *means2d, S *conics, S *depths,
                  int32_t *radii, int n_threads) {
     Camera<S> cams[64];
     const int nt = int64_t(V) * N < kSerialBelow ? 1 : std::max(1, n_threads);
+    const int64_t n_blocks = (int64_t(N) + kBlock - 1) / kBlock;
     for (int v0 = 0; v0 < V; v0 += 64) {  // cameras in blocks (a small array on the stack)
         const int nv = std::min(64, V - v0);
         for (int v = 0; v < nv; ++v) cams[v] = camera<S>(viewmats + 16 * (v0 + v), Ks + 9 * (v0 + v), W, H);
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int n = 0; n < N; ++n) {
-            const Shape<S> g = shape<S>(quats + 4 * n, log_scales + 3 * n);
-            const S op = opacities[n];
-            // sqrt(2 ln(255 o)), at most 3.33: the opacity-aware extent in standard deviations
-            const S extend = std::min(
-                std::sqrt(S(2) * std::log(std::max(op, S(kAlphaThreshold)) / S(kAlphaThreshold))), S(kMaxExtent));
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t n0 = blk * kBlock;
+            const int nb = int(std::min<int64_t>(kBlock, N - n0));
+            alignas(64) S sc[3][kBlock], ext[kBlock], sig[6][kBlock], mu[3][kBlock];
+            for (int l = 0; l < nb; ++l) {
+                for (int j = 0; j < 3; ++j) sc[j][l] = std::exp(log_scales[3 * (n0 + l) + j]);
+                ext[l] = std::log(std::max(opacities[n0 + l], S(kAlphaThreshold)) / S(kAlphaThreshold));
+            }
+#pragma omp simd
+            for (int l = 0; l < nb; ++l) {
+                // sqrt(2 ln(255 o)), at most 3.33: the opacity-aware extent in standard deviations
+                ext[l] = std::min(std::sqrt(S(2) * ext[l]), S(kMaxExtent));
+                for (int j = 0; j < 3; ++j) mu[j][l] = means[3 * (n0 + l) + j];
+                const S *q = quats + 4 * (n0 + l);
+                const S nrm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+                const S nc = std::max(nrm, S(1e-12));
+                const S w = q[0] / nc, x = q[1] / nc, y = q[2] / nc, z = q[3] / nc;
+                const S s0 = sc[0][l], s1 = sc[1][l], s2 = sc[2][l];
+                const S m00 = (1 - 2 * (y * y + z * z)) * s0, m01 = (2 * (x * y - w * z)) * s1, m02 = (2 * (x * z + w * y)) * s2;
+                const S m10 = (2 * (x * y + w * z)) * s0, m11 = (1 - 2 * (x * x + z * z)) * s1, m12 = (2 * (y * z - w * x)) * s2;
+                const S m20 = (2 * (x * z - w * y)) * s0, m21 = (2 * (y * z + w * x)) * s1, m22 = (1 - 2 * (x * x + y * y)) * s2;
+                sig[0][l] = m00 * m00 + m01 * m01 + m02 * m02;  // Sigma 00, 01, 02, 11, 12, 22
+                sig[1][l] = m00 * m10 + m01 * m11 + m02 * m12;
+                sig[2][l] = m00 * m20 + m01 * m21 + m02 * m22;
+                sig[3][l] = m10 * m10 + m11 * m11 + m12 * m12;
+                sig[4][l] = m10 * m20 + m11 * m21 + m12 * m22;
+                sig[5][l] = m20 * m20 + m21 * m21 + m22 * m22;
+            }
             for (int v = 0; v < nv; ++v) {
-                const View<S> p = view<S>(cams[v], means + 3 * n, g);
-                const int64_t i = int64_t(v0 + v) * N + n;
-                const S px = cams[v].fx * p.x * p.rz + cams[v].cx, py = cams[v].fy * p.y * p.rz + cams[v].cy;
-                means2d[2 * i] = px, means2d[2 * i + 1] = py;
-                conics[3 * i] = p.c / p.det, conics[3 * i + 1] = -p.b / p.det, conics[3 * i + 2] = p.a / p.det;
-                depths[i] = p.z;
-                const S rx = std::ceil(extend * std::sqrt(std::max(p.a, S(0))));
-                const S ry = std::ceil(extend * std::sqrt(std::max(p.c, S(0))));
-                bool valid = p.valid0 && op >= S(kAlphaThreshold) && (rx > 0 || ry > 0);
-                valid = valid && px + rx > 0 && px - rx < S(W) && py + ry > 0 && py - ry < S(H);
-                radii[2 * i] = valid ? int32_t(rx) : 0, radii[2 * i + 1] = valid ? int32_t(ry) : 0;
+                const Camera<S> &cam = cams[v];
+                const S fx = cam.fx, fy = cam.fy, cx = cam.cx, cy = cam.cy;
+                const S lxn = cam.lim_x_neg, lxp = cam.lim_x_pos, lyn = cam.lim_y_neg, lyp = cam.lim_y_pos;
+                const S R00 = cam.R[0][0], R01 = cam.R[0][1], R02 = cam.R[0][2], R10 = cam.R[1][0], R11 = cam.R[1][1],
+                        R12 = cam.R[1][2], R20 = cam.R[2][0], R21 = cam.R[2][1], R22 = cam.R[2][2];
+                const S t0 = cam.t[0], t1 = cam.t[1], t2 = cam.t[2];
+                S *xy = means2d + 2 * (int64_t(v0 + v) * N + n0), *cn = conics + 3 * (int64_t(v0 + v) * N + n0);
+                S *dp = depths + int64_t(v0 + v) * N + n0;
+                int32_t *rd = radii + 2 * (int64_t(v0 + v) * N + n0);
+                const S *op = opacities + n0;
+#pragma omp simd
+                for (int l = 0; l < nb; ++l) {
+                    const S m0 = mu[0][l], m1 = mu[1][l], m2 = mu[2][l];
+                    const S x = R00 * m0 + R01 * m1 + R02 * m2 + t0;
+                    const S y = R10 * m0 + R11 * m1 + R12 * m2 + t1;
+                    const S z = R20 * m0 + R21 * m1 + R22 * m2 + t2;
+                    const bool in_front = z > S(kNearPlane);
+                    const S zz = in_front ? z : S(1);
+                    const S rz = S(1) / zz;
+                    const S ux = x * rz, uy = y * rz;
+                    const S tx = zz * std::min(std::max(ux, -lxn), lxp);
+                    const S ty = zz * std::min(std::max(uy, -lyn), lyp);
+                    const S j00 = fx * rz, j02 = -fx * tx * rz * rz;
+                    const S j11 = fy * rz, j12 = -fy * ty * rz * rz;
+                    const S T00 = j00 * R00 + j02 * R20, T01 = j00 * R01 + j02 * R21, T02 = j00 * R02 + j02 * R22;
+                    const S T10 = j11 * R10 + j12 * R20, T11 = j11 * R11 + j12 * R21, T12 = j11 * R12 + j12 * R22;
+                    const S s00 = sig[0][l], s01 = sig[1][l], s02 = sig[2][l], s11 = sig[3][l], s12 = sig[4][l],
+                            s22 = sig[5][l];
+                    const S U00 = T00 * s00 + T01 * s01 + T02 * s02, U01 = T00 * s01 + T01 * s11 + T02 * s12,
+                            U02 = T00 * s02 + T01 * s12 + T02 * s22;
+                    const S U10 = T10 * s00 + T11 * s01 + T12 * s02, U11 = T10 * s01 + T11 * s11 + T12 * s12,
+                            U12 = T10 * s02 + T11 * s12 + T12 * s22;
+                    const S a = U00 * T00 + U01 * T01 + U02 * T02 + S(kEps2d);
+                    const S b = U00 * T10 + U01 * T11 + U02 * T12;
+                    const S c = U10 * T10 + U11 * T11 + U12 * T12 + S(kEps2d);
+                    const S det0 = a * c - b * b;
+                    const bool valid0 = in_front & (det0 > S(0));
+                    const S det = valid0 ? det0 : S(1);
+                    const S px = fx * x * rz + cx, py = fy * y * rz + cy;
+                    xy[2 * l] = px, xy[2 * l + 1] = py;
+                    cn[3 * l] = c / det, cn[3 * l + 1] = -b / det, cn[3 * l + 2] = a / det;
+                    dp[l] = z;
+                    const S rx = std::ceil(ext[l] * std::sqrt(std::max(a, S(0))));
+                    const S ry = std::ceil(ext[l] * std::sqrt(std::max(c, S(0))));
+                    // `&` and `|`, not `&&` and `||`: no branch in the lanes
+                    const bool valid = valid0 & (op[l] >= S(kAlphaThreshold)) & ((rx > 0) | (ry > 0)) &
+                                       (px + rx > 0) & (px - rx < S(W)) & (py + ry > 0) & (py - ry < S(H));
+                    rd[2 * l] = valid ? int32_t(rx) : 0, rd[2 * l + 1] = valid ? int32_t(ry) : 0;
+                }
             }
         }
     }
