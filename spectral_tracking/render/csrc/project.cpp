@@ -225,112 +225,180 @@ void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, con
     }
 }
 
+// The backward in the forward's blocks, the arithmetic in SIMD lanes: the world covariance of the
+// block, then each camera's terms summed into the lanes' gradients of the mean and of Sigma, then the
+// chain through Sigma = M M^T to the scales and the quaternion. The expressions are the scalar chain's
+// (`view`, `shape`) term for term. A Gaussian no pixel blended (hidden, off screen, or behind saturated
+// pixels: most of a dense asset) has zero output gradients in every view; every term would then be a
+// product with a zero (its other factors finite), so its rows are left as the zeros they are: its lane
+// writes nothing, and a block of such Gaussians is skipped before any arithmetic (nor is its exp taken).
 template <typename S>
 void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
                  const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,
                  S *v_means, S *v_quats, S *v_log_scales, int n_threads) {
-    Camera<S> cams[64];
+    (void)W, (void)H;
     const int nt = int64_t(V) * N < kSerialBelow ? 1 : std::max(1, n_threads);
+    const int64_t n_blocks = (int64_t(N) + kBlock - 1) / kBlock;
     for (int v0 = 0; v0 < V; v0 += 64) {
+        Camera<S> cams[64];
         const int nv = std::min(64, V - v0);
         for (int v = 0; v < nv; ++v) cams[v] = camera<S>(viewmats + 16 * (v0 + v), Ks + 9 * (v0 + v), W, H);
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int n = 0; n < N; ++n) {
-            // A Gaussian no pixel blended (hidden, off screen, or behind saturated pixels: most of them
-            // in a dense asset) has zero output gradients in every view; every term below is then a
-            // product with a zero (its other factors are finite), so its rows would stay the zeros they
-            // are. Skipping it gives the same bits at a fraction of the cost.
-            bool zero = true;
-            for (int v = 0; v < nv && zero; ++v) {
-                const int64_t i = int64_t(v0 + v) * N + n;
-                zero = v_means2d[2 * i] == S(0) && v_means2d[2 * i + 1] == S(0) && v_conics[3 * i] == S(0) &&
-                       v_conics[3 * i + 1] == S(0) && v_conics[3 * i + 2] == S(0) && v_depths[i] == S(0);
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            const int64_t n0 = blk * kBlock;
+            const int nb = int(std::min<int64_t>(kBlock, N - n0));
+            alignas(64) S live[kBlock], sc[3][kBlock], mu[3][kBlock], qn[4][kBlock], inv[kBlock], big[kBlock];
+            alignas(64) S Rq[9][kBlock], sig[6][kBlock], gm[3][kBlock], gS[9][kBlock];
+            int n_live = 0;
+            for (int l = 0; l < nb; ++l) {
+                bool zero = true;
+                for (int v = 0; v < nv && zero; ++v) {
+                    const int64_t i = int64_t(v0 + v) * N + n0 + l;
+                    zero = v_means2d[2 * i] == S(0) && v_means2d[2 * i + 1] == S(0) && v_conics[3 * i] == S(0) &&
+                           v_conics[3 * i + 1] == S(0) && v_conics[3 * i + 2] == S(0) && v_depths[i] == S(0);
+                }
+                live[l] = zero ? S(0) : S(1);
+                n_live += !zero;
+                for (int j = 0; j < 3; ++j) sc[j][l] = zero ? S(1) : std::exp(log_scales[3 * (n0 + l) + j]);
             }
-            if (zero) continue;
-            const Shape<S> g = shape<S>(quats + 4 * n, log_scales + 3 * n);
-            S gm[3] = {0, 0, 0};  // d loss / d mean
-            S gSig[3][3] = {};  // d loss / d Sigma, Sigma's entries taken as independent
+            if (n_live == 0) continue;
+#pragma omp simd
+            for (int l = 0; l < nb; ++l) {
+                for (int j = 0; j < 3; ++j) mu[j][l] = means[3 * (n0 + l) + j];
+                const S *q = quats + 4 * (n0 + l);
+                const S nrm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+                const S nc = std::max(nrm, S(1e-12));
+                inv[l] = S(1) / nc;
+                big[l] = nrm > S(1e-12) ? S(1) : S(0);
+                const S w = q[0] / nc, x = q[1] / nc, y = q[2] / nc, z = q[3] / nc;
+                qn[0][l] = w, qn[1][l] = x, qn[2][l] = y, qn[3][l] = z;
+                const S s0 = sc[0][l], s1 = sc[1][l], s2 = sc[2][l];
+                Rq[0][l] = 1 - 2 * (y * y + z * z), Rq[1][l] = 2 * (x * y - w * z), Rq[2][l] = 2 * (x * z + w * y);
+                Rq[3][l] = 2 * (x * y + w * z), Rq[4][l] = 1 - 2 * (x * x + z * z), Rq[5][l] = 2 * (y * z - w * x);
+                Rq[6][l] = 2 * (x * z - w * y), Rq[7][l] = 2 * (y * z + w * x), Rq[8][l] = 1 - 2 * (x * x + y * y);
+                const S m00 = Rq[0][l] * s0, m01 = Rq[1][l] * s1, m02 = Rq[2][l] * s2;
+                const S m10 = Rq[3][l] * s0, m11 = Rq[4][l] * s1, m12 = Rq[5][l] * s2;
+                const S m20 = Rq[6][l] * s0, m21 = Rq[7][l] * s1, m22 = Rq[8][l] * s2;
+                sig[0][l] = m00 * m00 + m01 * m01 + m02 * m02;  // Sigma 00, 01, 02, 11, 12, 22
+                sig[1][l] = m00 * m10 + m01 * m11 + m02 * m12;
+                sig[2][l] = m00 * m20 + m01 * m21 + m02 * m22;
+                sig[3][l] = m10 * m10 + m11 * m11 + m12 * m12;
+                sig[4][l] = m10 * m20 + m11 * m21 + m12 * m22;
+                sig[5][l] = m20 * m20 + m21 * m21 + m22 * m22;
+                for (int k = 0; k < 3; ++k) gm[k][l] = S(0);
+                for (int k = 0; k < 9; ++k) gS[k][l] = S(0);
+            }
             for (int v = 0; v < nv; ++v) {
                 const Camera<S> &cam = cams[v];
-                const View<S> p = view<S>(cam, means + 3 * n, g);
-                const int64_t i = int64_t(v0 + v) * N + n;
-                const S gmx = v_means2d[2 * i], gmy = v_means2d[2 * i + 1];
-                const S gc0 = v_conics[3 * i], gc1 = v_conics[3 * i + 1], gc2 = v_conics[3 * i + 2];
-                // conics = (c, -b, a) / det
-                S ga = gc2 / p.det, gb = -gc1 / p.det, gc = gc0 / p.det;
-                if (p.valid0) {  // det = a c - b^2 (else the constant 1)
-                    const S gdet = -(gc0 * p.c - gc1 * p.b + gc2 * p.a) / (p.det * p.det);
-                    ga += gdet * p.c, gb += gdet * S(-2) * p.b, gc += gdet * p.a;
+                const S fx = cam.fx, fy = cam.fy;
+                const S lxn = cam.lim_x_neg, lxp = cam.lim_x_pos, lyn = cam.lim_y_neg, lyp = cam.lim_y_pos;
+                const S R00 = cam.R[0][0], R01 = cam.R[0][1], R02 = cam.R[0][2], R10 = cam.R[1][0], R11 = cam.R[1][1],
+                        R12 = cam.R[1][2], R20 = cam.R[2][0], R21 = cam.R[2][1], R22 = cam.R[2][2];
+                const S t0 = cam.t[0], t1 = cam.t[1], t2 = cam.t[2];
+                const int64_t i0 = int64_t(v0 + v) * N + n0;
+                const S *gxy = v_means2d + 2 * i0, *gcn = v_conics + 3 * i0, *gdp = v_depths + i0;
+#pragma omp simd
+                for (int l = 0; l < nb; ++l) {
+                    // the forward again (`view`)
+                    const S m0 = mu[0][l], m1 = mu[1][l], m2 = mu[2][l];
+                    const S x = R00 * m0 + R01 * m1 + R02 * m2 + t0;
+                    const S y = R10 * m0 + R11 * m1 + R12 * m2 + t1;
+                    const S z = R20 * m0 + R21 * m1 + R22 * m2 + t2;
+                    const bool in_front = z > S(kNearPlane);
+                    const S zz = in_front ? z : S(1);
+                    const S rz = S(1) / zz;
+                    const S ux = x * rz, uy = y * rz;
+                    const S cux = std::min(std::max(ux, -lxn), lxp), cuy = std::min(std::max(uy, -lyn), lyp);
+                    const S tx = zz * cux, ty = zz * cuy;
+                    const S j00 = fx * rz, j02 = -fx * tx * rz * rz;
+                    const S j11 = fy * rz, j12 = -fy * ty * rz * rz;
+                    const S T0[3] = {j00 * R00 + j02 * R20, j00 * R01 + j02 * R21, j00 * R02 + j02 * R22};
+                    const S T1[3] = {j11 * R10 + j12 * R20, j11 * R11 + j12 * R21, j11 * R12 + j12 * R22};
+                    const S s00 = sig[0][l], s01 = sig[1][l], s02 = sig[2][l], s11 = sig[3][l], s12 = sig[4][l],
+                            s22 = sig[5][l];
+                    // Sigma T0 and Sigma T1 (Sigma symmetric: also T0 Sigma, T1 Sigma)
+                    const S ST0[3] = {s00 * T0[0] + s01 * T0[1] + s02 * T0[2], s01 * T0[0] + s11 * T0[1] + s12 * T0[2],
+                                      s02 * T0[0] + s12 * T0[1] + s22 * T0[2]};
+                    const S ST1[3] = {s00 * T1[0] + s01 * T1[1] + s02 * T1[2], s01 * T1[0] + s11 * T1[1] + s12 * T1[2],
+                                      s02 * T1[0] + s12 * T1[1] + s22 * T1[2]};
+                    const S a = ST0[0] * T0[0] + ST0[1] * T0[1] + ST0[2] * T0[2] + S(kEps2d);
+                    const S b = ST0[0] * T1[0] + ST0[1] * T1[1] + ST0[2] * T1[2];
+                    const S c = ST1[0] * T1[0] + ST1[1] * T1[1] + ST1[2] * T1[2] + S(kEps2d);
+                    const S det0 = a * c - b * b;
+                    const bool valid0 = in_front & (det0 > S(0));
+                    const S det = valid0 ? det0 : S(1);
+                    // conics = (c, -b, a) / det
+                    const S gmx = gxy[2 * l], gmy = gxy[2 * l + 1];
+                    const S gc0 = gcn[3 * l], gc1 = gcn[3 * l + 1], gc2 = gcn[3 * l + 2];
+                    const S gdet = valid0 ? -(gc0 * c - gc1 * b + gc2 * a) / (det * det) : S(0);  // det = a c - b^2
+                    const S ga = gc2 / det + gdet * c, gb = -gc1 / det + gdet * S(-2) * b, gc = gc0 / det + gdet * a;
+                    // a = T0 Sig T0 (+eps), b = T0 Sig T1, c = T1 Sig T1 (+eps)
+                    for (int r = 0; r < 3; ++r)
+                        for (int k = 0; k < 3; ++k)
+                            gS[3 * r + k][l] += ga * T0[r] * T0[k] + gb * T0[r] * T1[k] + gc * T1[r] * T1[k];
+                    S gT0[3], gT1[3];
+                    for (int k = 0; k < 3; ++k) {
+                        gT0[k] = S(2) * ga * ST0[k] + gb * ST1[k];
+                        gT1[k] = gb * ST0[k] + S(2) * gc * ST1[k];
+                    }
+                    // T0 = j00 R0 + j02 R2, T1 = j11 R1 + j12 R2 (camera rows)
+                    const S gj00 = gT0[0] * R00 + gT0[1] * R01 + gT0[2] * R02;
+                    const S gj02 = gT0[0] * R20 + gT0[1] * R21 + gT0[2] * R22;
+                    const S gj11 = gT1[0] * R10 + gT1[1] * R11 + gT1[2] * R12;
+                    const S gj12 = gT1[0] * R20 + gT1[1] * R21 + gT1[2] * R22;
+                    const S rz2 = rz * rz;
+                    S grz = fx * gj00 + fy * gj11;
+                    const S gtx = -fx * rz2 * gj02, gty = -fy * rz2 * gj12;
+                    grz += S(-2) * fx * tx * rz * gj02 + S(-2) * fy * ty * rz * gj12;
+                    // means2d = (fx x rz + cx, fy y rz + cy)
+                    S gx = fx * rz * gmx, gy = fy * rz * gmy;
+                    grz += fx * x * gmx + fy * y * gmy;
+                    // tx = zz clamp(x rz), ty = zz clamp(y rz) (torch.clamp passes the gradient on the bounds)
+                    S gzz = cux * gtx + cuy * gty;
+                    const S gux = ((ux >= -lxn) & (ux <= lxp)) ? zz * gtx : S(0);
+                    const S guy = ((uy >= -lyn) & (uy <= lyp)) ? zz * gty : S(0);
+                    gx += gux * rz, gy += guy * rz;
+                    grz += gux * x + guy * y;
+                    gzz += -rz2 * grz;  // rz = 1 / zz
+                    const S gz = (in_front ? gzz : S(0)) + gdp[l];
+                    gm[0][l] += R00 * gx + R10 * gy + R20 * gz;
+                    gm[1][l] += R01 * gx + R11 * gy + R21 * gz;
+                    gm[2][l] += R02 * gx + R12 * gy + R22 * gz;
                 }
-                // a = T0 Sig T0 (+eps), b = T0 Sig T1, c = T1 Sig T1 (+eps)
-                S ST0[3], ST1[3];
-                for (int k = 0; k < 3; ++k) {
-                    ST0[k] = g.Sig[k][0] * p.T0[0] + g.Sig[k][1] * p.T0[1] + g.Sig[k][2] * p.T0[2];
-                    ST1[k] = g.Sig[k][0] * p.T1[0] + g.Sig[k][1] * p.T1[1] + g.Sig[k][2] * p.T1[2];
-                }
+            }
+#pragma omp simd
+            for (int l = 0; l < nb; ++l) {
+                const bool on = live[l] != S(0);
+                for (int k = 0; k < 3; ++k) v_means[3 * (n0 + l) + k] += on ? gm[k][l] : S(0);
+                // Sigma = M M^T: dM = (G + G^T) M
+                S gM[3][3];
                 for (int r = 0; r < 3; ++r)
-                    for (int k = 0; k < 3; ++k)
-                        gSig[r][k] += ga * p.T0[r] * p.T0[k] + gb * p.T0[r] * p.T1[k] + gc * p.T1[r] * p.T1[k];
-                S gT0[3], gT1[3];
+                    for (int k = 0; k < 3; ++k) {
+                        S acc = 0;
+                        for (int j = 0; j < 3; ++j) acc += (gS[3 * r + j][l] + gS[3 * j + r][l]) * (Rq[3 * j + k][l] * sc[k][l]);
+                        gM[r][k] = acc;
+                    }
+                // M = Rq diag(s), s = exp(log_scales)
+                S gR[3][3];
                 for (int k = 0; k < 3; ++k) {
-                    gT0[k] = S(2) * ga * ST0[k] + gb * ST1[k];
-                    gT1[k] = gb * ST0[k] + S(2) * gc * ST1[k];
+                    const S sk = sc[k][l];
+                    S gs = 0;
+                    for (int r = 0; r < 3; ++r) gR[r][k] = gM[r][k] * sk, gs += gM[r][k] * Rq[3 * r + k][l];
+                    v_log_scales[3 * (n0 + l) + k] += on ? gs * sk : S(0);
                 }
-                // T0 = j00 R0 + j02 R2, T1 = j11 R1 + j12 R2 (camera rows)
-                S gj00 = 0, gj02 = 0, gj11 = 0, gj12 = 0;
-                for (int k = 0; k < 3; ++k) {
-                    gj00 += gT0[k] * cam.R[0][k], gj02 += gT0[k] * cam.R[2][k];
-                    gj11 += gT1[k] * cam.R[1][k], gj12 += gT1[k] * cam.R[2][k];
-                }
-                const S rz = p.rz, rz2 = rz * rz;
-                S grz = cam.fx * gj00 + cam.fy * gj11;
-                const S gtx = -cam.fx * rz2 * gj02, gty = -cam.fy * rz2 * gj12;
-                grz += S(-2) * cam.fx * p.tx * rz * gj02 + S(-2) * cam.fy * p.ty * rz * gj12;
-                // means2d = (fx x rz + cx, fy y rz + cy)
-                S gx = cam.fx * rz * gmx, gy = cam.fy * rz * gmy;
-                grz += cam.fx * p.x * gmx + cam.fy * p.y * gmy;
-                // tx = zz clamp(x rz), ty = zz clamp(y rz) (torch.clamp passes the gradient on the bounds)
-                S gzz = std::min(std::max(p.ux, -cam.lim_x_neg), cam.lim_x_pos) * gtx +
-                        std::min(std::max(p.uy, -cam.lim_y_neg), cam.lim_y_pos) * gty;
-                const S gux = (p.ux >= -cam.lim_x_neg && p.ux <= cam.lim_x_pos) ? p.zz * gtx : S(0);
-                const S guy = (p.uy >= -cam.lim_y_neg && p.uy <= cam.lim_y_pos) ? p.zz * gty : S(0);
-                gx += gux * rz, gy += guy * rz;
-                grz += gux * p.x + guy * p.y;
-                gzz += -rz2 * grz;  // rz = 1 / zz
-                const S gz = (p.in_front ? gzz : S(0)) + v_depths[i];
-                for (int k = 0; k < 3; ++k) gm[k] += cam.R[0][k] * gx + cam.R[1][k] * gy + cam.R[2][k] * gz;
-            }
-            for (int k = 0; k < 3; ++k) v_means[3 * n + k] += gm[k];
-            // Sigma = M M^T: dM = (G + G^T) M
-            S gM[3][3];
-            for (int r = 0; r < 3; ++r)
-                for (int k = 0; k < 3; ++k) {
-                    S acc = 0;
-                    for (int j = 0; j < 3; ++j) acc += (gSig[r][j] + gSig[j][r]) * g.M[j][k];
-                    gM[r][k] = acc;
-                }
-            // M = Rq diag(s), s = exp(log_scales)
-            S gR[3][3];
-            for (int k = 0; k < 3; ++k) {
-                S gs = 0;
-                for (int r = 0; r < 3; ++r) gR[r][k] = gM[r][k] * g.s[k], gs += gM[r][k] * g.Rq[r][k];
-                v_log_scales[3 * n + k] += gs * g.s[k];
-            }
-            const S w = g.qn[0], x = g.qn[1], y = g.qn[2], z = g.qn[3];
-            S gq[4];
-            gq[0] = 2 * (-z * gR[0][1] + y * gR[0][2] + z * gR[1][0] - x * gR[1][2] - y * gR[2][0] + x * gR[2][1]);
-            gq[1] = 2 * (y * gR[0][1] + z * gR[0][2] + y * gR[1][0] - 2 * x * gR[1][1] - w * gR[1][2] +
-                         z * gR[2][0] + w * gR[2][1] - 2 * x * gR[2][2]);
-            gq[2] = 2 * (-2 * y * gR[0][0] + x * gR[0][1] + w * gR[0][2] + x * gR[1][0] + z * gR[1][2] -
-                         w * gR[2][0] + z * gR[2][1] - 2 * y * gR[2][2]);
-            gq[3] = 2 * (-2 * z * gR[0][0] - w * gR[0][1] + x * gR[0][2] + w * gR[1][0] - 2 * z * gR[1][1] +
-                         y * gR[1][2] + x * gR[2][0] + y * gR[2][1]);
-            // qn = q / max(|q|, 1e-12)
-            if (g.norm > S(1e-12)) {
-                const S dot = w * gq[0] + x * gq[1] + y * gq[2] + z * gq[3];
-                for (int k = 0; k < 4; ++k) v_quats[4 * n + k] += (gq[k] - g.qn[k] * dot) * g.inv_norm;
-            } else {
-                for (int k = 0; k < 4; ++k) v_quats[4 * n + k] += gq[k] * g.inv_norm;
+                const S w = qn[0][l], x = qn[1][l], y = qn[2][l], z = qn[3][l];
+                S gq[4];
+                gq[0] = 2 * (-z * gR[0][1] + y * gR[0][2] + z * gR[1][0] - x * gR[1][2] - y * gR[2][0] + x * gR[2][1]);
+                gq[1] = 2 * (y * gR[0][1] + z * gR[0][2] + y * gR[1][0] - 2 * x * gR[1][1] - w * gR[1][2] +
+                             z * gR[2][0] + w * gR[2][1] - 2 * x * gR[2][2]);
+                gq[2] = 2 * (-2 * y * gR[0][0] + x * gR[0][1] + w * gR[0][2] + x * gR[1][0] + z * gR[1][2] -
+                             w * gR[2][0] + z * gR[2][1] - 2 * y * gR[2][2]);
+                gq[3] = 2 * (-2 * z * gR[0][0] - w * gR[0][1] + x * gR[0][2] + w * gR[1][0] - 2 * z * gR[1][1] +
+                             y * gR[1][2] + x * gR[2][0] + y * gR[2][1]);
+                // qn = q / max(|q|, 1e-12)
+                const S dot = (big[l] != S(0)) ? w * gq[0] + x * gq[1] + y * gq[2] + z * gq[3] : S(0);
+                const S qv[4] = {w, x, y, z};
+                for (int k = 0; k < 4; ++k) v_quats[4 * (n0 + l) + k] += on ? (gq[k] - qv[k] * dot) * inv[l] : S(0);
             }
         }
     }
