@@ -529,6 +529,15 @@ def test_native_boundary_checks_element_counts_and_indices():
     bad[2, 1] = J
     with pytest.raises(ValueError, match=r"st_arap_fwd_f64: argument neighbors holds indices in \[0, 5\], the call needs them in \[0, J\) = \[0, 5\)"):
         arap(F=F, J=J, K=K, points=points, neighbors=bad, rest_edges=rest, rotations=rotations)
+    # a range once checked is not checked again for the same unwritten tensor, but a write is seen
+    arap(F=F, J=J, K=K, points=points, neighbors=neighbors, rest_edges=rest, rotations=rotations)
+    neighbors[2, 1] = J
+    with pytest.raises(ValueError, match=r"argument neighbors holds indices in \[0, 5\]"):
+        arap(F=F, J=J, K=K, points=points, neighbors=neighbors, rest_edges=rest, rotations=rotations)
+    neighbors[2, 1] = 0
+    with pytest.raises(ValueError, match=r"argument neighbors holds indices in \[0, 4\], the call needs them in \[0, J\) = \[0, 4\)"):
+        arap(F=F, J=J - 1, K=K, points=points[:, :J - 1].contiguous(), neighbors=neighbors[:J - 1].contiguous(),
+             rest_edges=rest[:J - 1].contiguous(), rotations=rotations[:, :J - 1].contiguous())
     with pytest.raises(ValueError, match=r"argument rotations holds 90 elements, the call needs F\*J\*9 = 135"):
         arap(F=3, J=J, K=K, points=torch.rand(3, J, 3, dtype=torch.float64), neighbors=neighbors, rest_edges=rest,
              rotations=rotations)

@@ -58,6 +58,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import NamedTuple
 
@@ -302,6 +303,8 @@ class NativeFunction:
         cfunc.argtypes = [ctypes.c_void_p if p.pointer else _SCALARS[p.ctype] for p in prototype.params]
         cfunc.restype = _RESTYPES[prototype.restype]
         self._cfunc = cfunc
+        # per index array: the last tensor whose range was checked, its version and bound (see _check_sizes)
+        self._in_range: dict[str, tuple] = {}
 
     def __call__(self, **kwargs):
         if kwargs.keys() != self._names:
@@ -340,10 +343,18 @@ class NativeFunction:
                                      f"{count} = {expected}" + (f" ({scalars})" if scalars else ""))
             if bound_code is not None and value.numel():
                 limit = eval(bound_code, scope)  # noqa: S307
+                # The same tensor, not written since (its version counter) and checked against the same
+                # bound, is in range still: a skinning binding's [N, K] index is passed twice a step, and
+                # its min and max cost 0.5 ms a step at 300k Gaussians. (Writes through ``.data`` escape
+                # the version counter: an index array is not written that way here.)
+                seen = self._in_range.get(name)
+                if seen is not None and seen[0]() is value and seen[1] == value._version and seen[2] == limit:
+                    continue
                 low, high = int(value.min()), int(value.max())
                 if low < 0 or high >= limit:
                     raise ValueError(f"{self.name}: argument {name} holds indices in [{low}, {high}], the call needs "
                                      f"them in [0, {bound}) = [0, {limit})")
+                self._in_range[name] = (weakref.ref(value), value._version, limit)
 
 
 class NativeLibrary:
