@@ -49,9 +49,9 @@ def _function(name: str, dtype: torch.dtype, kernel: str = "rasterize") -> nativ
 
 
 class _ProjectCPU(torch.autograd.Function):
-    """means [N, 3], quats [N, 4], log_scales [N, 3] (differentiable), opacities [N], viewmats
-    [V, 4, 4], Ks [V, 3, 3] (constants) -> means2d [V, N, 2], conics [V, N, 3], depths [V, N], radii
-    [V, N, 2] int32 (``projection.project``'s maths; its colours and opacities are done in torch)."""
+    """means [N, 3], quats [N, 4], log_scales [N, 3], viewmats [V, 4, 4] (differentiable), opacities
+    [N], Ks [V, 3, 3] (constants) -> means2d [V, N, 2], conics [V, N, 3], depths [V, N], radii [V, N, 2]
+    int32 (``projection.project``'s maths; its colours and opacities are done in torch)."""
 
     @staticmethod
     def forward(ctx, means, quats, log_scales, opacities, viewmats, Ks, width, height):
@@ -82,22 +82,24 @@ class _ProjectCPU(torch.autograd.Function):
         v_conics = torch.zeros(V, N, 3, dtype=dt) if v_conics is None else v_conics.contiguous()
         v_depths = torch.zeros(V, N, dtype=dt) if v_depths is None else v_depths.contiguous()
         grads = [torch.zeros_like(t) for t in (means, quats, log_scales)]
+        v_viewmats = torch.zeros_like(viewmats) if ctx.needs_input_grad[4] else None
         _function("st_project_bwd", dt, "project")(
             V=V, N=N, W=width, H=height, means=means, quats=quats, log_scales=log_scales, viewmats=viewmats,
             Ks=Ks, v_means2d=v_means2d, v_conics=v_conics, v_depths=v_depths, v_means=grads[0],
-            v_quats=grads[1], v_log_scales=grads[2], n_threads=torch.get_num_threads(),
+            v_quats=grads[1], v_log_scales=grads[2], v_viewmats=v_viewmats, n_threads=torch.get_num_threads(),
         )
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, v_viewmats, None, None, None)
 
 
 def project_cpu(gaussians: Gaussians, cameras: Cameras) -> Projected:
-    """C++ twin of ``projection.project`` (same outputs, same gradients w.r.t. the Gaussians).
+    """C++ twin of ``projection.project`` (same outputs, same gradients w.r.t. the Gaussians and the
+    cameras' ``viewmats``: the pose search moves the cameras).
 
-    Cameras that need a gradient (``viewmats`` or ``Ks`` with ``requires_grad``) go through the torch
-    projection, since the C++ backward treats the camera as a constant."""
+    Intrinsics that need a gradient (``Ks`` with ``requires_grad``) go through the torch projection,
+    since the C++ backward treats them as constants."""
     if gaussians.means.device.type != "cpu":
         raise ValueError(f"render backend 'cpu': tensors must be on the CPU, got {gaussians.means.device}")
-    if cameras.viewmats.requires_grad or cameras.Ks.requires_grad:
+    if cameras.Ks.requires_grad:
         return project(gaussians, cameras)
     dt = gaussians.means.dtype
     opacities = torch.sigmoid(gaussians.opacity_logits)

@@ -121,7 +121,8 @@ KERNELS = {
         void st_project_bwd_S(int V, int N, int W, int H, const S *means /* [N*3] */, const S *quats /* [N*4] */,
             const S *log_scales /* [N*3] */, const S *viewmats /* [V*16] */, const S *Ks /* [V*9] */,
             const S *v_means2d /* [V*N*2] */, const S *v_conics /* [V*N*3] */, const S *v_depths /* [V*N] */,
-            S *v_means /* [N*3] */, S *v_quats /* [N*4] */, S *v_log_scales /* [N*3] */, int n_threads);
+            S *v_means /* [N*3] */, S *v_quats /* [N*4] */, S *v_log_scales /* [N*3] */,
+            S *v_viewmats /* nullable [V*16] */, int n_threads);
         """,
         ("-fno-trapping-math",),  # lets std::ceil run in the forward's SIMD lanes (no FP exceptions are read)
     ),

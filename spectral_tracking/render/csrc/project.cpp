@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -232,23 +233,30 @@ void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, con
 // pixels: most of a dense asset) has zero output gradients in every view; every term would then be a
 // product with a zero (its other factors finite), so its rows are left as the zeros they are: its lane
 // writes nothing, and a block of such Gaussians is skipped before any arithmetic (nor is its exp taken).
+//
+// ``v_viewmats`` (nullable) [V, 4, 4]: the cameras' own gradient, where the pose search moves the
+// cameras instead of the asset (the intrinsics stay constants). Each block sums its lanes' terms in
+// order into a row of its own, and the rows are added in block order: the same bits at any number
+// of threads.
 template <typename S>
 void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
                  const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,
-                 S *v_means, S *v_quats, S *v_log_scales, int n_threads) {
+                 S *v_means, S *v_quats, S *v_log_scales, S *v_viewmats, int n_threads) {
     (void)W, (void)H;
     const int nt = int64_t(V) * N < kSerialBelow ? 1 : std::max(1, n_threads);
     const int64_t n_blocks = (int64_t(N) + kBlock - 1) / kBlock;
+    std::vector<double> cam_rows;  // [n_blocks, 64, 12] per camera chunk: R (9) and t (3), row-major
     for (int v0 = 0; v0 < V; v0 += 64) {
         Camera<S> cams[64];
         const int nv = std::min(64, V - v0);
         for (int v = 0; v < nv; ++v) cams[v] = camera<S>(viewmats + 16 * (v0 + v), Ks + 9 * (v0 + v), W, H);
+        if (v_viewmats) cam_rows.assign(size_t(n_blocks) * nv * 12, 0.0);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t n0 = blk * kBlock;
             const int nb = int(std::min<int64_t>(kBlock, N - n0));
             alignas(64) S live[kBlock], sc[3][kBlock], mu[3][kBlock], qn[4][kBlock], inv[kBlock], big[kBlock];
-            alignas(64) S Rq[9][kBlock], sig[6][kBlock], gm[3][kBlock], gS[9][kBlock];
+            alignas(64) S Rq[9][kBlock], sig[6][kBlock], gm[3][kBlock], gS[9][kBlock], gcam[12][kBlock];
             int n_live = 0;
             for (int l = 0; l < nb; ++l) {
                 bool zero = true;
@@ -364,6 +372,19 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
                     gm[0][l] += R00 * gx + R10 * gy + R20 * gz;
                     gm[1][l] += R01 * gx + R11 * gy + R21 * gz;
                     gm[2][l] += R02 * gx + R12 * gy + R22 * gz;
+                    // the camera's: (x, y, z) = R m + t, T0 = j00 R0 + j02 R2, T1 = j11 R1 + j12 R2
+                    for (int k = 0; k < 3; ++k) {
+                        const S mk = k == 0 ? m0 : (k == 1 ? m1 : m2);
+                        gcam[k][l] = gx * mk + gT0[k] * j00;
+                        gcam[3 + k][l] = gy * mk + gT1[k] * j11;
+                        gcam[6 + k][l] = gz * mk + gT0[k] * j02 + gT1[k] * j12;
+                    }
+                    gcam[9][l] = gx, gcam[10][l] = gy, gcam[11][l] = gz;
+                }
+                if (v_viewmats) {
+                    double *row = cam_rows.data() + (size_t(blk) * nv + v) * 12;
+                    for (int j = 0; j < 12; ++j)
+                        for (int l = 0; l < nb; ++l) row[j] += double(gcam[j][l]);
                 }
             }
 #pragma omp simd
@@ -401,6 +422,17 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
                 for (int k = 0; k < 4; ++k) v_quats[4 * (n0 + l) + k] += on ? (gq[k] - qv[k] * dot) * inv[l] : S(0);
             }
         }
+        if (v_viewmats)
+            for (int v = 0; v < nv; ++v) {
+                double sum[12] = {};
+                for (int64_t blk = 0; blk < n_blocks; ++blk)
+                    for (int j = 0; j < 12; ++j) sum[j] += cam_rows[(size_t(blk) * nv + v) * 12 + j];
+                S *out = v_viewmats + 16 * (v0 + v);
+                for (int i = 0; i < 3; ++i) {
+                    for (int k = 0; k < 3; ++k) out[4 * i + k] += S(sum[3 * i + k]);
+                    out[4 * i + 3] += S(sum[9 + i]);
+                }
+            }
     }
 }
 
@@ -417,9 +449,9 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
     extern "C" void st_project_bwd_##SUFFIX(                                                          \
         int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,              \
         const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,     \
-        S *v_means, S *v_quats, S *v_log_scales, int n_threads) {                                     \
+        S *v_means, S *v_quats, S *v_log_scales, S *v_viewmats, int n_threads) {                      \
         project_bwd<S>(V, N, W, H, means, quats, log_scales, viewmats, Ks, v_means2d, v_conics,       \
-                       v_depths, v_means, v_quats, v_log_scales, n_threads);                          \
+                       v_depths, v_means, v_quats, v_log_scales, v_viewmats, n_threads);              \
     }
 
 ST_EXPORT(float, f32)
