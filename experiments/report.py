@@ -59,6 +59,16 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The renderer in SIMD lanes and the search's camera gradient: the same quality, the start's cost (2026-12-07, fourth sitting)", (
+        Result("shift_curves_defaults_check", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
+               "--seeds 0 1 --no-pairs --jobs 2 --out experiments/results/shift_curves_defaults_check", "32",
+               "6 min (and at 7f06973 from a worktree: shift_curves_defaults_check_before, 8 min)"),
+        Result("shift_curves_defaults_check_before", "(at 7f06973) python -m experiments.shift_curves --variant defaults "
+               "--shifts 0 0.8 --seeds 0 1 --no-pairs --jobs 2 --out experiments/results/shift_curves_defaults_check_before",
+               "32", "8 min"),
+        Result("turning_beam_camgrad", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_camgrad", "48", "9 min"),
+    )),
     Section("The criterion's spread frame by frame, two views of a turn, the beam's second branch (2026-12-07, third sitting)", (
         Result("rotation_null_lite", f"python -m experiments.rotation_curves --variant defaults {LITE} --jobs 2 "
                "--out experiments/results/rotation_null_lite", "40", "10 min (one job)"),
