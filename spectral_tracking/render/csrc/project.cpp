@@ -125,6 +125,79 @@ template <typename S>
     return v;
 }
 
+// What the blocked forward and backward compute alike, for one Gaussian in one SIMD lane (inlined
+// into their ``omp simd`` loops): its world covariance from its quaternion and scales (`shape`'s), and
+// its view by one camera up to the 2D covariance (`view`'s), term for term.
+template <typename S>
+struct LaneShape {
+    S nrm, nc, qn[4], R[9], sig[6];  // |q|, max(|q|, 1e-12), q / nc, R(qn) row-major, Sigma 00 01 02 11 12 22
+};
+
+template <typename S>
+[[gnu::always_inline]] inline LaneShape<S> lane_shape(const S *q, S s0, S s1, S s2) {
+    LaneShape<S> g;
+    g.nrm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+    g.nc = std::max(g.nrm, S(1e-12));
+    const S w = q[0] / g.nc, x = q[1] / g.nc, y = q[2] / g.nc, z = q[3] / g.nc;
+    g.qn[0] = w, g.qn[1] = x, g.qn[2] = y, g.qn[3] = z;
+    g.R[0] = 1 - 2 * (y * y + z * z), g.R[1] = 2 * (x * y - w * z), g.R[2] = 2 * (x * z + w * y);
+    g.R[3] = 2 * (x * y + w * z), g.R[4] = 1 - 2 * (x * x + z * z), g.R[5] = 2 * (y * z - w * x);
+    g.R[6] = 2 * (x * z - w * y), g.R[7] = 2 * (y * z + w * x), g.R[8] = 1 - 2 * (x * x + y * y);
+    const S m00 = g.R[0] * s0, m01 = g.R[1] * s1, m02 = g.R[2] * s2;
+    const S m10 = g.R[3] * s0, m11 = g.R[4] * s1, m12 = g.R[5] * s2;
+    const S m20 = g.R[6] * s0, m21 = g.R[7] * s1, m22 = g.R[8] * s2;
+    g.sig[0] = m00 * m00 + m01 * m01 + m02 * m02;
+    g.sig[1] = m00 * m10 + m01 * m11 + m02 * m12;
+    g.sig[2] = m00 * m20 + m01 * m21 + m02 * m22;
+    g.sig[3] = m10 * m10 + m11 * m11 + m12 * m12;
+    g.sig[4] = m10 * m20 + m11 * m21 + m12 * m22;
+    g.sig[5] = m20 * m20 + m21 * m21 + m22 * m22;
+    return g;
+}
+
+template <typename S>
+struct LaneView {
+    S x, y, z, zz, rz, ux, uy, cux, cuy, tx, ty, j00, j02, j11, j12, T0[3], T1[3], ST0[3], ST1[3], a, b, c, det;
+    bool in_front, valid0;
+};
+
+// s: the lane's Sigma (00 01 02 11 12 22); the camera's rows are read as constants of the loop.
+template <typename S>
+[[gnu::always_inline]] inline LaneView<S> lane_view(const Camera<S> &cam, S m0, S m1, S m2, const S (&s)[6]) {
+    LaneView<S> v;
+    const S(&R)[3][3] = cam.R;
+    v.x = R[0][0] * m0 + R[0][1] * m1 + R[0][2] * m2 + cam.t[0];
+    v.y = R[1][0] * m0 + R[1][1] * m1 + R[1][2] * m2 + cam.t[1];
+    v.z = R[2][0] * m0 + R[2][1] * m1 + R[2][2] * m2 + cam.t[2];
+    v.in_front = v.z > S(kNearPlane);
+    v.zz = v.in_front ? v.z : S(1);
+    v.rz = S(1) / v.zz;
+    v.ux = v.x * v.rz, v.uy = v.y * v.rz;
+    v.cux = std::min(std::max(v.ux, -cam.lim_x_neg), cam.lim_x_pos);
+    v.cuy = std::min(std::max(v.uy, -cam.lim_y_neg), cam.lim_y_pos);
+    v.tx = v.zz * v.cux, v.ty = v.zz * v.cuy;
+    v.j00 = cam.fx * v.rz, v.j02 = -cam.fx * v.tx * v.rz * v.rz;
+    v.j11 = cam.fy * v.rz, v.j12 = -cam.fy * v.ty * v.rz * v.rz;
+    for (int k = 0; k < 3; ++k) {
+        v.T0[k] = v.j00 * R[0][k] + v.j02 * R[2][k];
+        v.T1[k] = v.j11 * R[1][k] + v.j12 * R[2][k];
+    }
+    // Sigma T0 and Sigma T1 (Sigma symmetric: also T0 Sigma, T1 Sigma)
+    v.ST0[0] = s[0] * v.T0[0] + s[1] * v.T0[1] + s[2] * v.T0[2];
+    v.ST0[1] = s[1] * v.T0[0] + s[3] * v.T0[1] + s[4] * v.T0[2];
+    v.ST0[2] = s[2] * v.T0[0] + s[4] * v.T0[1] + s[5] * v.T0[2];
+    v.ST1[0] = s[0] * v.T1[0] + s[1] * v.T1[1] + s[2] * v.T1[2];
+    v.ST1[1] = s[1] * v.T1[0] + s[3] * v.T1[1] + s[4] * v.T1[2];
+    v.ST1[2] = s[2] * v.T1[0] + s[4] * v.T1[1] + s[5] * v.T1[2];
+    v.a = v.ST0[0] * v.T0[0] + v.ST0[1] * v.T0[1] + v.ST0[2] * v.T0[2] + S(kEps2d);
+    v.b = v.ST0[0] * v.T1[0] + v.ST0[1] * v.T1[1] + v.ST0[2] * v.T1[2];
+    v.c = v.ST1[0] * v.T1[0] + v.ST1[1] * v.T1[1] + v.ST1[2] * v.T1[2] + S(kEps2d);
+    const S det0 = v.a * v.c - v.b * v.b;
+    v.valid0 = v.in_front & (det0 > S(0));
+    v.det = v.valid0 ? det0 : S(1);
+    return v;
+}
+
 // The forward in blocks of kBlock Gaussians, so that the arithmetic runs in SIMD lanes (``omp simd``;
 // scalar code with `shape` and `view` took about 55 ns a Gaussian at 300k, mostly arithmetic): the
 // exponentials and logarithms first, one Gaussian at a time (the C library's, as before: there is no
@@ -156,68 +229,28 @@ void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, con
                 // sqrt(2 ln(255 o)), at most 3.33: the opacity-aware extent in standard deviations
                 ext[l] = std::min(std::sqrt(S(2) * ext[l]), S(kMaxExtent));
                 for (int j = 0; j < 3; ++j) mu[j][l] = means[3 * (n0 + l) + j];
-                const S *q = quats + 4 * (n0 + l);
-                const S nrm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-                const S nc = std::max(nrm, S(1e-12));
-                const S w = q[0] / nc, x = q[1] / nc, y = q[2] / nc, z = q[3] / nc;
-                const S s0 = sc[0][l], s1 = sc[1][l], s2 = sc[2][l];
-                const S m00 = (1 - 2 * (y * y + z * z)) * s0, m01 = (2 * (x * y - w * z)) * s1, m02 = (2 * (x * z + w * y)) * s2;
-                const S m10 = (2 * (x * y + w * z)) * s0, m11 = (1 - 2 * (x * x + z * z)) * s1, m12 = (2 * (y * z - w * x)) * s2;
-                const S m20 = (2 * (x * z - w * y)) * s0, m21 = (2 * (y * z + w * x)) * s1, m22 = (1 - 2 * (x * x + y * y)) * s2;
-                sig[0][l] = m00 * m00 + m01 * m01 + m02 * m02;  // Sigma 00, 01, 02, 11, 12, 22
-                sig[1][l] = m00 * m10 + m01 * m11 + m02 * m12;
-                sig[2][l] = m00 * m20 + m01 * m21 + m02 * m22;
-                sig[3][l] = m10 * m10 + m11 * m11 + m12 * m12;
-                sig[4][l] = m10 * m20 + m11 * m21 + m12 * m22;
-                sig[5][l] = m20 * m20 + m21 * m21 + m22 * m22;
+                const LaneShape<S> g = lane_shape(quats + 4 * (n0 + l), sc[0][l], sc[1][l], sc[2][l]);
+                for (int j = 0; j < 6; ++j) sig[j][l] = g.sig[j];
             }
             for (int v = 0; v < nv; ++v) {
                 const Camera<S> &cam = cams[v];
-                const S fx = cam.fx, fy = cam.fy, cx = cam.cx, cy = cam.cy;
-                const S lxn = cam.lim_x_neg, lxp = cam.lim_x_pos, lyn = cam.lim_y_neg, lyp = cam.lim_y_pos;
-                const S R00 = cam.R[0][0], R01 = cam.R[0][1], R02 = cam.R[0][2], R10 = cam.R[1][0], R11 = cam.R[1][1],
-                        R12 = cam.R[1][2], R20 = cam.R[2][0], R21 = cam.R[2][1], R22 = cam.R[2][2];
-                const S t0 = cam.t[0], t1 = cam.t[1], t2 = cam.t[2];
                 S *xy = means2d + 2 * (int64_t(v0 + v) * N + n0), *cn = conics + 3 * (int64_t(v0 + v) * N + n0);
                 S *dp = depths + int64_t(v0 + v) * N + n0;
                 int32_t *rd = radii + 2 * (int64_t(v0 + v) * N + n0);
                 const S *op = opacities + n0;
 #pragma omp simd
                 for (int l = 0; l < nb; ++l) {
-                    const S m0 = mu[0][l], m1 = mu[1][l], m2 = mu[2][l];
-                    const S x = R00 * m0 + R01 * m1 + R02 * m2 + t0;
-                    const S y = R10 * m0 + R11 * m1 + R12 * m2 + t1;
-                    const S z = R20 * m0 + R21 * m1 + R22 * m2 + t2;
-                    const bool in_front = z > S(kNearPlane);
-                    const S zz = in_front ? z : S(1);
-                    const S rz = S(1) / zz;
-                    const S ux = x * rz, uy = y * rz;
-                    const S tx = zz * std::min(std::max(ux, -lxn), lxp);
-                    const S ty = zz * std::min(std::max(uy, -lyn), lyp);
-                    const S j00 = fx * rz, j02 = -fx * tx * rz * rz;
-                    const S j11 = fy * rz, j12 = -fy * ty * rz * rz;
-                    const S T00 = j00 * R00 + j02 * R20, T01 = j00 * R01 + j02 * R21, T02 = j00 * R02 + j02 * R22;
-                    const S T10 = j11 * R10 + j12 * R20, T11 = j11 * R11 + j12 * R21, T12 = j11 * R12 + j12 * R22;
-                    const S s00 = sig[0][l], s01 = sig[1][l], s02 = sig[2][l], s11 = sig[3][l], s12 = sig[4][l],
-                            s22 = sig[5][l];
-                    const S U00 = T00 * s00 + T01 * s01 + T02 * s02, U01 = T00 * s01 + T01 * s11 + T02 * s12,
-                            U02 = T00 * s02 + T01 * s12 + T02 * s22;
-                    const S U10 = T10 * s00 + T11 * s01 + T12 * s02, U11 = T10 * s01 + T11 * s11 + T12 * s12,
-                            U12 = T10 * s02 + T11 * s12 + T12 * s22;
-                    const S a = U00 * T00 + U01 * T01 + U02 * T02 + S(kEps2d);
-                    const S b = U00 * T10 + U01 * T11 + U02 * T12;
-                    const S c = U10 * T10 + U11 * T11 + U12 * T12 + S(kEps2d);
-                    const S det0 = a * c - b * b;
-                    const bool valid0 = in_front & (det0 > S(0));
-                    const S det = valid0 ? det0 : S(1);
-                    const S px = fx * x * rz + cx, py = fy * y * rz + cy;
+                    const S s6[6] = {sig[0][l], sig[1][l], sig[2][l], sig[3][l], sig[4][l], sig[5][l]};
+                    const LaneView<S> p = lane_view(cam, mu[0][l], mu[1][l], mu[2][l], s6);
+                    const S a = p.a, b = p.b, c = p.c, det = p.det;
+                    const S px = cam.fx * p.x * p.rz + cam.cx, py = cam.fy * p.y * p.rz + cam.cy;
                     xy[2 * l] = px, xy[2 * l + 1] = py;
                     cn[3 * l] = c / det, cn[3 * l + 1] = -b / det, cn[3 * l + 2] = a / det;
-                    dp[l] = z;
+                    dp[l] = p.z;
                     const S rx = std::ceil(ext[l] * std::sqrt(std::max(a, S(0))));
                     const S ry = std::ceil(ext[l] * std::sqrt(std::max(c, S(0))));
                     // `&` and `|`, not `&&` and `||`: no branch in the lanes
-                    const bool valid = valid0 & (op[l] >= S(kAlphaThreshold)) & ((rx > 0) | (ry > 0)) &
+                    const bool valid = p.valid0 & (op[l] >= S(kAlphaThreshold)) & ((rx > 0) | (ry > 0)) &
                                        (px + rx > 0) & (px - rx < S(W)) & (py + ry > 0) & (py - ry < S(H));
                     rd[2 * l] = valid ? int32_t(rx) : 0, rd[2 * l + 1] = valid ? int32_t(ry) : 0;
                 }
@@ -273,26 +306,12 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
 #pragma omp simd
             for (int l = 0; l < nb; ++l) {
                 for (int j = 0; j < 3; ++j) mu[j][l] = means[3 * (n0 + l) + j];
-                const S *q = quats + 4 * (n0 + l);
-                const S nrm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-                const S nc = std::max(nrm, S(1e-12));
-                inv[l] = S(1) / nc;
-                big[l] = nrm > S(1e-12) ? S(1) : S(0);
-                const S w = q[0] / nc, x = q[1] / nc, y = q[2] / nc, z = q[3] / nc;
-                qn[0][l] = w, qn[1][l] = x, qn[2][l] = y, qn[3][l] = z;
-                const S s0 = sc[0][l], s1 = sc[1][l], s2 = sc[2][l];
-                Rq[0][l] = 1 - 2 * (y * y + z * z), Rq[1][l] = 2 * (x * y - w * z), Rq[2][l] = 2 * (x * z + w * y);
-                Rq[3][l] = 2 * (x * y + w * z), Rq[4][l] = 1 - 2 * (x * x + z * z), Rq[5][l] = 2 * (y * z - w * x);
-                Rq[6][l] = 2 * (x * z - w * y), Rq[7][l] = 2 * (y * z + w * x), Rq[8][l] = 1 - 2 * (x * x + y * y);
-                const S m00 = Rq[0][l] * s0, m01 = Rq[1][l] * s1, m02 = Rq[2][l] * s2;
-                const S m10 = Rq[3][l] * s0, m11 = Rq[4][l] * s1, m12 = Rq[5][l] * s2;
-                const S m20 = Rq[6][l] * s0, m21 = Rq[7][l] * s1, m22 = Rq[8][l] * s2;
-                sig[0][l] = m00 * m00 + m01 * m01 + m02 * m02;  // Sigma 00, 01, 02, 11, 12, 22
-                sig[1][l] = m00 * m10 + m01 * m11 + m02 * m12;
-                sig[2][l] = m00 * m20 + m01 * m21 + m02 * m22;
-                sig[3][l] = m10 * m10 + m11 * m11 + m12 * m12;
-                sig[4][l] = m10 * m20 + m11 * m21 + m12 * m22;
-                sig[5][l] = m20 * m20 + m21 * m21 + m22 * m22;
+                const LaneShape<S> g = lane_shape(quats + 4 * (n0 + l), sc[0][l], sc[1][l], sc[2][l]);
+                inv[l] = S(1) / g.nc;
+                big[l] = g.nrm > S(1e-12) ? S(1) : S(0);
+                for (int k = 0; k < 4; ++k) qn[k][l] = g.qn[k];
+                for (int k = 0; k < 9; ++k) Rq[k][l] = g.R[k];
+                for (int k = 0; k < 6; ++k) sig[k][l] = g.sig[k];
                 for (int k = 0; k < 3; ++k) gm[k][l] = S(0);
                 for (int k = 0; k < 9; ++k) gS[k][l] = S(0);
             }
@@ -302,39 +321,22 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
                 const S lxn = cam.lim_x_neg, lxp = cam.lim_x_pos, lyn = cam.lim_y_neg, lyp = cam.lim_y_pos;
                 const S R00 = cam.R[0][0], R01 = cam.R[0][1], R02 = cam.R[0][2], R10 = cam.R[1][0], R11 = cam.R[1][1],
                         R12 = cam.R[1][2], R20 = cam.R[2][0], R21 = cam.R[2][1], R22 = cam.R[2][2];
-                const S t0 = cam.t[0], t1 = cam.t[1], t2 = cam.t[2];
                 const int64_t i0 = int64_t(v0 + v) * N + n0;
                 const S *gxy = v_means2d + 2 * i0, *gcn = v_conics + 3 * i0, *gdp = v_depths + i0;
 #pragma omp simd
                 for (int l = 0; l < nb; ++l) {
-                    // the forward again (`view`)
+                    // the forward again (`lane_view`)
                     const S m0 = mu[0][l], m1 = mu[1][l], m2 = mu[2][l];
-                    const S x = R00 * m0 + R01 * m1 + R02 * m2 + t0;
-                    const S y = R10 * m0 + R11 * m1 + R12 * m2 + t1;
-                    const S z = R20 * m0 + R21 * m1 + R22 * m2 + t2;
-                    const bool in_front = z > S(kNearPlane);
-                    const S zz = in_front ? z : S(1);
-                    const S rz = S(1) / zz;
-                    const S ux = x * rz, uy = y * rz;
-                    const S cux = std::min(std::max(ux, -lxn), lxp), cuy = std::min(std::max(uy, -lyn), lyp);
-                    const S tx = zz * cux, ty = zz * cuy;
-                    const S j00 = fx * rz, j02 = -fx * tx * rz * rz;
-                    const S j11 = fy * rz, j12 = -fy * ty * rz * rz;
-                    const S T0[3] = {j00 * R00 + j02 * R20, j00 * R01 + j02 * R21, j00 * R02 + j02 * R22};
-                    const S T1[3] = {j11 * R10 + j12 * R20, j11 * R11 + j12 * R21, j11 * R12 + j12 * R22};
-                    const S s00 = sig[0][l], s01 = sig[1][l], s02 = sig[2][l], s11 = sig[3][l], s12 = sig[4][l],
-                            s22 = sig[5][l];
-                    // Sigma T0 and Sigma T1 (Sigma symmetric: also T0 Sigma, T1 Sigma)
-                    const S ST0[3] = {s00 * T0[0] + s01 * T0[1] + s02 * T0[2], s01 * T0[0] + s11 * T0[1] + s12 * T0[2],
-                                      s02 * T0[0] + s12 * T0[1] + s22 * T0[2]};
-                    const S ST1[3] = {s00 * T1[0] + s01 * T1[1] + s02 * T1[2], s01 * T1[0] + s11 * T1[1] + s12 * T1[2],
-                                      s02 * T1[0] + s12 * T1[1] + s22 * T1[2]};
-                    const S a = ST0[0] * T0[0] + ST0[1] * T0[1] + ST0[2] * T0[2] + S(kEps2d);
-                    const S b = ST0[0] * T1[0] + ST0[1] * T1[1] + ST0[2] * T1[2];
-                    const S c = ST1[0] * T1[0] + ST1[1] * T1[1] + ST1[2] * T1[2] + S(kEps2d);
-                    const S det0 = a * c - b * b;
-                    const bool valid0 = in_front & (det0 > S(0));
-                    const S det = valid0 ? det0 : S(1);
+                    const S s6[6] = {sig[0][l], sig[1][l], sig[2][l], sig[3][l], sig[4][l], sig[5][l]};
+                    const LaneView<S> p = lane_view(cam, m0, m1, m2, s6);
+                    const S x = p.x, y = p.y, zz = p.zz, rz = p.rz, ux = p.ux, uy = p.uy, cux = p.cux, cuy = p.cuy;
+                    const S tx = p.tx, ty = p.ty, j00 = p.j00, j02 = p.j02, j11 = p.j11, j12 = p.j12;
+                    const S(&T0)[3] = p.T0;
+                    const S(&T1)[3] = p.T1;
+                    const S(&ST0)[3] = p.ST0;
+                    const S(&ST1)[3] = p.ST1;
+                    const S a = p.a, b = p.b, c = p.c, det = p.det;
+                    const bool in_front = p.in_front, valid0 = p.valid0;
                     // conics = (c, -b, a) / det
                     const S gmx = gxy[2 * l], gmy = gxy[2 * l + 1];
                     const S gc0 = gcn[3 * l], gc1 = gcn[3 * l + 1], gc2 = gcn[3 * l + 2];
