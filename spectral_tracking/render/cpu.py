@@ -122,10 +122,8 @@ def bin_chunks(n_items: int, n_threads: int) -> int:
 def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileBins:
     """C++ twin of ``projection.bin_tiles`` (same lists, same order): a counting sort by tile of the
     Gaussians in index order, then each tile's list sorted by depth. means2d [V, N, 2], radii [V, N, 2]
-    int32, depths [V, N]. Also each entry's pixel box in its tile (``entry_rects``, for `composite_cpu`)."""
+    int32, depths [V, N]."""
     V, N = depths.shape
-    if not 0 < tile_size <= MAX_TILE:  # the entry boxes keep tile-local pixels in one byte each
-        raise ValueError(f"render backend 'cpu': tile_size must be in 1..{MAX_TILE}, got {tile_size}")
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
     if max(tiles_x, tiles_y) > 0xFFFF:  # the C++ pass packs a tile rectangle into 16-bit fields
@@ -145,17 +143,15 @@ def bin_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, he
     if n >= 2**31:
         raise ValueError(f"render backend 'cpu': {n} tile intersections overflow int32; render fewer views at once")
     flatten_ids = torch.empty(n, dtype=torch.int32)
-    entry_rects = torch.empty(n, dtype=torch.int32)
-    _function("st_bin_fill", m.dtype)(V=V, N=N, W=width, H=height, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y,
-                                      chunks=chunks, means2d=m, radii=r, rects=rects, depths=d,
+    _function("st_bin_fill", m.dtype)(V=V, N=N, tiles_x=tiles_x, tiles_y=tiles_y, chunks=chunks, rects=rects, depths=d,
                                       tile_offsets=tile_offsets, counts=counts, flatten_ids=flatten_ids,
-                                      entry_rects=entry_rects, n_threads=n_threads)
-    return TileBins(tile_offsets, flatten_ids, tiles_x, tiles_y, entry_rects)
+                                      n_threads=n_threads)
+    return TileBins(tile_offsets, flatten_ids, tiles_x, tiles_y)
 
 
 class _CompositeCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, features, opacities, background, tile_offsets, flatten_ids, entry_rects,
+    def forward(ctx, means2d, conics, features, opacities, background, tile_offsets, flatten_ids,
                 width, height, tile_size, tiles_x, tiles_y):
         V, N, C = features.shape
         if C != 4:
@@ -173,17 +169,17 @@ class _CompositeCPU(torch.autograd.Function):
         _function("st_rasterize_fwd", dt)(
             V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, means2d=means2d,
             conics=conics, colors=features, opacities=opacities, background=background, tile_offsets=tile_offsets,
-            flatten_ids=flatten_ids, entry_rects=entry_rects, rgb_out=rgb, alpha_out=alpha, depth_out=depth,
-            last_ids=last_ids, records=records, n_threads=torch.get_num_threads(),
+            flatten_ids=flatten_ids, rgb_out=rgb, alpha_out=alpha, depth_out=depth, last_ids=last_ids,
+            records=records, n_threads=torch.get_num_threads(),
         )
-        ctx.save_for_backward(records, background, tile_offsets, flatten_ids, entry_rects, alpha, depth, last_ids)
+        ctx.save_for_backward(records, background, tile_offsets, flatten_ids, alpha, depth, last_ids)
         ctx.dims = (width, height, tile_size, tiles_x, tiles_y, V, N)
         return rgb, alpha, depth
 
     @staticmethod
     @once_differentiable  # the C++ backward is not itself differentiable (no double backward)
     def backward(ctx, v_rgb, v_alpha, v_depth):
-        records, background, tile_offsets, flatten_ids, entry_rects, alpha, depth, last_ids = ctx.saved_tensors
+        records, background, tile_offsets, flatten_ids, alpha, depth, last_ids = ctx.saved_tensors
         width, height, tile_size, tiles_x, tiles_y, V, N = ctx.dims
         dt = alpha.dtype
         v_rgb = torch.zeros(V, height, width, 3, dtype=alpha.dtype) if v_rgb is None else v_rgb.contiguous()
@@ -193,12 +189,12 @@ class _CompositeCPU(torch.autograd.Function):
         v_means2d, v_conics, v_colors, v_opacities, v_background = grads
         _function("st_rasterize_bwd", dt)(
             V=V, N=N, H=height, W=width, ts=tile_size, tiles_x=tiles_x, tiles_y=tiles_y, records=records,
-            background=background, tile_offsets=tile_offsets, flatten_ids=flatten_ids, entry_rects=entry_rects,
-            alpha_out=alpha, depth_out=depth, last_ids=last_ids, v_rgb=v_rgb,
+            background=background, tile_offsets=tile_offsets,
+            flatten_ids=flatten_ids, alpha_out=alpha, depth_out=depth, last_ids=last_ids, v_rgb=v_rgb,
             v_alpha_out=v_alpha, v_depth=v_depth, v_means2d=v_means2d, v_conics=v_conics, v_colors=v_colors,
             v_opacities=v_opacities, v_background=v_background, n_threads=torch.get_num_threads(),
         )
-        return (*grads, None, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def composite_cpu(
@@ -215,10 +211,7 @@ def composite_cpu(
     """C++ twin of ``torch_ref.composite_torch``: rgb [V, H, W, 3], alpha [V, H, W], depth [V, H, W]."""
     if means2d.device.type != "cpu":
         raise ValueError(f"render backend 'cpu': tensors must be on the CPU, got {means2d.device}")
-    if bins.entry_rects is None:
-        raise ValueError("render backend 'cpu': the tile lists carry no entry boxes; bin them with bin_tiles_cpu")
     return _CompositeCPU.apply(
         means2d, conics, features, opacities, background, bins.tile_offsets.contiguous(),
-        bins.flatten_ids.contiguous(), bins.entry_rects.contiguous(), width, height, tile_size, bins.tiles_x,
-        bins.tiles_y,
+        bins.flatten_ids.contiguous(), width, height, tile_size, bins.tiles_x, bins.tiles_y,
     )

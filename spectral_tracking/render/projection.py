@@ -152,9 +152,6 @@ class TileBins(NamedTuple):
     flatten_ids: Tensor  # [n_isects] int32
     tiles_x: int
     tiles_y: int
-    # [n_isects] int32: each entry's pixel box inside its tile, packed (the C++ binning's; the C++
-    # compositor reads it, see csrc/rasterize.cpp's pack_entry_rect); None from this module's binning
-    entry_rects: Tensor | None = None
 
 
 @torch.no_grad()

@@ -89,13 +89,11 @@ KERNELS = {
         void st_rasterize_fwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d /* [V*N*2] */,
             const S *conics /* [V*N*3] */, const S *colors /* [V*N*4] */, const S *opacities /* [V*N] */,
             const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
-            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, const int32_t *entry_rects /* [int(tile_offsets[-1])] */,
-            S *rgb_out /* [V*H*W*3] */, S *alpha_out /* [V*H*W] */,
+            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, S *rgb_out /* [V*H*W*3] */, S *alpha_out /* [V*H*W] */,
             S *depth_out /* [V*H*W] */, int32_t *last_ids /* [V*H*W] */, S *records /* [V*N*16] */, int n_threads);
         void st_rasterize_bwd_S(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records /* [V*N*16] */,
             const S *background /* [V*3] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
-            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, const int32_t *entry_rects /* [int(tile_offsets[-1])] */,
-            const S *alpha_out /* [V*H*W] */,
+            const int32_t *flatten_ids /* [int(tile_offsets[-1])] */, const S *alpha_out /* [V*H*W] */,
             const S *depth_out /* [V*H*W] */, const int32_t *last_ids /* [V*H*W] */, const S *v_rgb /* [V*H*W*3] */,
             const S *v_alpha_out /* [V*H*W] */, const S *v_depth /* [V*H*W] */, S *v_means2d /* [V*N*2] */,
             S *v_conics /* [V*N*3] */, S *v_colors /* [V*N*4] */, S *v_opacities /* [V*N] */,
@@ -103,11 +101,10 @@ KERNELS = {
         int64_t st_bin_count_S(int V, int N, int ts, int tiles_x, int tiles_y, int chunks, const S *means2d /* [V*N*2] */,
             const int32_t *radii /* [V*N*2] */, int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
             int64_t *rects /* [V*N] */, int64_t *counts /* [chunks*V*tiles_y*tiles_x] */, int n_threads);
-        void st_bin_fill_S(int V, int N, int W, int H, int ts, int tiles_x, int tiles_y, int chunks,
-            const S *means2d /* [V*N*2] */, const int32_t *radii /* [V*N*2] */, const int64_t *rects /* [V*N] */,
+        void st_bin_fill_S(int V, int N, int tiles_x, int tiles_y, int chunks, const int64_t *rects /* [V*N] */,
             const S *depths /* [V*N] */, const int32_t *tile_offsets /* [V*tiles_y*tiles_x+1] */,
             int64_t *counts /* [chunks*V*tiles_y*tiles_x] */, int32_t *flatten_ids /* [int(tile_offsets[-1])] */,
-            int32_t *entry_rects /* [int(tile_offsets[-1])] */, int n_threads);
+            int n_threads);
         """,
     ),
     "project": Kernel(

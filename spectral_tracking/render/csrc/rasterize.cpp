@@ -121,6 +121,14 @@ void make_records(int64_t M, const S *means2d, const S *conics, const S *colors,
     for (int64_t g = 0; g < M; ++g) make_record(means2d, conics, colors, opacities, g, recs[g]);
 }
 
+// The record's rectangle inside the tile [tx0, tx1) x [ty0, ty1); false when empty.
+template <typename S>
+inline bool clip(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, int &x0, int &x1, int &y0, int &y1) {
+    x0 = std::max(tx0, int(r.x0)); x1 = std::min(tx1, int(r.x1));
+    y0 = std::max(ty0, int(r.y0)); y1 = std::min(ty1, int(r.y1));
+    return x0 < x1 && y0 < y1;
+}
+
 // Pixels of a tile as one 64-bit mask per row (tiles up to 64 pixels wide: cpu.py's MAX_TILE, checked
 // there): the walks test a Gaussian's rectangle against the pixels still open before any arithmetic,
 // and visit only those, in the same order (row by row, left to right) as a loop over the rectangle.
@@ -132,37 +140,12 @@ inline uint64_t span_bits(int lo, int hi) {  // bits [lo, hi), 0 <= lo < hi <= 6
     return upto & ~((uint64_t(1) << lo) - 1);
 }
 
-// Each entry of the tile lists also carries its Gaussian's pixel box inside the tile (``entry_rects``,
-// written by the binning's fill pass from the means and radii it reads in index order; tile-local
-// x0, x1, y0, y1, one byte each): a walk tests it against the open pixels before it reads the
-// Gaussian's record, which is a read at random from an array of 64 bytes a Gaussian. At 300k small
-// Gaussians most entries land on pixels already saturated (forward) or behind their last Gaussian
-// (backward), and that read was most of their cost. The box is the projection's radius (the pixel
-// centres within rx and ry of the mean, the footprint where alpha >= 1/255 is possible), so the pixels
-// it keeps are those the record's own box keeps; the walk still clips to the record's box.
-inline uint32_t pack_entry_rect(int x0, int x1, int y0, int y1) {
-    return uint32_t(x0) | uint32_t(x1) << 8 | uint32_t(y0) << 16 | uint32_t(y1) << 24;
-}
-
-// The entry's box in image pixels, and whether it covers a pixel still open; ``xs`` its columns' mask.
-inline bool entry_over_open(uint32_t er, int tx0, int ty0, const uint64_t *open, int &x0, int &x1, int &y0,
-                            int &y1, uint64_t &xs) {
-    const int ex0 = int(er & 0xFF), ex1 = int(er >> 8 & 0xFF), ey0 = int(er >> 16 & 0xFF), ey1 = int(er >> 24);
-    if (ex0 >= ex1 || ey0 >= ey1) return false;
-    xs = span_bits(ex0, ex1);
-    x0 = tx0 + ex0, x1 = tx0 + ex1, y0 = ty0 + ey0, y1 = ty0 + ey1;
-    for (int y = ey0; y < ey1; ++y)
-        if (open[y] & xs) return true;
-    return false;
-}
-
-// The entry's box clipped to its record's, tested again against the open pixels.
+// Whether the record's rectangle inside the tile covers a pixel still open (``open``: one mask per row
+// of the tile); its rectangle and its columns' mask ``xs`` when so.
 template <typename S>
-inline bool record_over_open(const Record<S> &r, int tx0, int ty0, const uint64_t *open, int &x0, int &x1, int &y0,
-                             int &y1, uint64_t &xs) {
-    x0 = std::max(x0, int(r.x0)); x1 = std::min(x1, int(r.x1));
-    y0 = std::max(y0, int(r.y0)); y1 = std::min(y1, int(r.y1));
-    if (x0 >= x1 || y0 >= y1) return false;
+inline bool over_open(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, const uint64_t *open, int &x0,
+                      int &x1, int &y0, int &y1, uint64_t &xs) {
+    if (!clip(r, tx0, ty0, tx1, ty1, x0, x1, y0, y1)) return false;
     xs = span_bits(x0 - tx0, x1 - tx0);
     for (int y = y0; y < y1; ++y)
         if (open[y - ty0] & xs) return true;
@@ -173,8 +156,7 @@ template <typename S>
 void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                    const S *means2d, const S *conics, const S *colors, const S *opacities,
                    const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
-                   const int32_t *entry_rects, S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, S *records,
-                   int n_threads) {
+                   S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, S *records, int n_threads) {
     const int tiles_per_view = tiles_x * tiles_y;
     const int n_tiles = V * tiles_per_view;
     Record<S> *recs = reinterpret_cast<Record<S> *>(records);
@@ -199,14 +181,11 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
             int n_done = 0;
             const int start = tile_offsets[t], end = tile_offsets[t + 1];
             for (int k = start; k < end && n_done < n_pix; ++k) {
+                if (k + PREFETCH < end) __builtin_prefetch(&recs[flatten_ids[k + PREFETCH]]);
+                const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
                 uint64_t xs;
-                if (k + PREFETCH < end &&
-                    entry_over_open(uint32_t(entry_rects[k + PREFETCH]), tx0, ty0, open.data(), x0, x1, y0, y1, xs))
-                    __builtin_prefetch(&recs[flatten_ids[k + PREFETCH]]);
-                if (!entry_over_open(uint32_t(entry_rects[k]), tx0, ty0, open.data(), x0, x1, y0, y1, xs)) continue;
-                const Record<S> &rec = recs[flatten_ids[k]];
-                if (!record_over_open(rec, tx0, ty0, open.data(), x0, x1, y0, y1, xs)) continue;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
                 const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
                 for (int y = y0; y < y1; ++y) {
                     const S dy = my - (S(y) + S(0.5));
@@ -256,7 +235,6 @@ constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2
 template <typename S>
 void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records,
                    const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,
-                   const int32_t *entry_rects,
                    const S *alpha_out, const S *depth_out, const int32_t *last_ids,
                    const S *v_rgb, const S *v_alpha_out, const S *v_depth,
                    S *v_means2d, S *v_conics, S *v_colors, S *v_opacities, S *v_background, int n_threads) {
@@ -330,15 +308,11 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                     open[p / tw] |= uint64_t(1) << (p % tw);
                 }
                 touched_entry[k] = 0;
+                if (k - PREFETCH >= start) __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
+                const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
                 uint64_t xs;
-                // (the open pixels only grow walking back: an entry ahead that covers none now may later)
-                if (k - PREFETCH >= start &&
-                    entry_over_open(uint32_t(entry_rects[k - PREFETCH]), tx0, ty0, open.data(), x0, x1, y0, y1, xs))
-                    __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
-                if (!entry_over_open(uint32_t(entry_rects[k]), tx0, ty0, open.data(), x0, x1, y0, y1, xs)) continue;
-                const Record<S> &rec = recs[flatten_ids[k]];
-                if (!record_over_open(rec, tx0, ty0, open.data(), x0, x1, y0, y1, xs)) continue;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
                 const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
                 const S *col = rec.col;
                 S v_col[C] = {};
@@ -495,14 +469,13 @@ inline U ordered_bits(U bits) {  // the float's bits as an unsigned integer in t
 
 // One tile's entries, given in ascending Gaussian index with their depth keys (the depth's bits mapped
 // to unsigned integers in the same order), sorted by key with ties kept in index order (the order of
-// std::stable_sort by depth): an LSD radix sort, 8-bit digits, a digit every key shares skipped. Each
-// entry's payload (its Gaussian and its box, `pack_entry`) moves with its key. ``keys_tmp`` and
-// ``load_tmp`` are the caller's scratch.
+// std::stable_sort by depth): an LSD radix sort, 8-bit digits, a digit every key shares skipped.
+// ``keys_tmp`` and ``ids_tmp`` are the caller's scratch.
 template <typename U>
-void sort_tile(uint64_t *load, U *keys, int64_t n, std::vector<U> &keys_tmp, std::vector<uint64_t> &load_tmp) {
+void sort_tile(int32_t *ids, U *keys, int64_t n, std::vector<U> &keys_tmp, std::vector<int32_t> &ids_tmp) {
     if (n < 2) return;
-    keys_tmp.resize(n); load_tmp.resize(n);
-    uint64_t *src = load, *dst = load_tmp.data();
+    keys_tmp.resize(n); ids_tmp.resize(n);
+    int32_t *src = ids, *dst = ids_tmp.data();
     U *ksrc = keys, *kdst = keys_tmp.data();
     size_t count[257];
     for (int shift = 0; shift < int(sizeof(U) * 8); shift += 8) {
@@ -518,23 +491,18 @@ void sort_tile(uint64_t *load, U *keys, int64_t n, std::vector<U> &keys_tmp, std
         std::swap(src, dst);
         std::swap(ksrc, kdst);
     }
-    if (src != load) std::memcpy(load, src, sizeof(uint64_t) * n);
+    if (src != ids) std::memcpy(ids, src, sizeof(int32_t) * n);
 }
 
-// An entry's sort payload: its Gaussian (low 32 bits) and its box in the tile (high 32 bits).
-inline uint64_t pack_entry(int64_t g, uint32_t box) { return uint64_t(uint32_t(g)) | uint64_t(box) << 32; }
-
-// Pass 2: flatten_ids, each tile's list sorted front to back (ties by index), and entry_rects, each
-// entry's pixel box inside its tile (see `pack_entry_rect`). The Gaussians are written in index order
-// with their depth keys, in pass 1's chunks, each chunk at its own offsets inside every tile (its tile
-// counts, summed in chunk order: the same place for any number of threads); then each tile's list is
-// sorted by depth on its own, tiles over the threads. (This replaced one radix sort of all Gaussians
-// by depth followed by a serial fill: 12 ms of a 300k-Gaussian render on one thread, none of it
-// parallel.) ``counts`` is pass 1's, turned into write cursors here; ``rects`` pass 1's tile rectangles.
+// Pass 2: flatten_ids, each tile's list sorted front to back (ties by index). The Gaussians are
+// written in index order with their depth keys, in pass 1's chunks, each chunk at its own offsets
+// inside every tile (its tile counts, summed in chunk order: the same place for any number of
+// threads); then each tile's list is sorted by depth on its own, tiles over the threads. (This
+// replaced one radix sort of all Gaussians by depth followed by a serial fill: 12 ms of a 300k-Gaussian
+// render on one thread, none of it parallel.) ``counts`` is pass 1's, turned into write cursors here.
 template <typename S>
-void bin_fill(int V, int N, int W, int H, int ts, int tiles_x, int tiles_y, int chunks, const S *means2d,
-              const int32_t *radii, const int64_t *rects, const S *depths, const int32_t *tile_offsets,
-              int64_t *counts, int32_t *flatten_ids, int32_t *entry_rects, int n_threads) {
+void bin_fill(int V, int N, int tiles_x, int tiles_y, int chunks, const int64_t *rects, const S *depths,
+              const int32_t *tile_offsets, int64_t *counts, int32_t *flatten_ids, int n_threads) {
     using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
     static_assert(sizeof(S) == sizeof(U), "depths are float or double");
     const int64_t n_tiles = int64_t(V) * tiles_x * tiles_y;
@@ -546,56 +514,37 @@ void bin_fill(int V, int N, int W, int H, int ts, int tiles_x, int tiles_y, int 
             at += n;
         }
     }
-    const int64_t n_entries = std::max<int32_t>(tile_offsets[n_tiles], 1);
-    std::unique_ptr<U[]> keys(new U[size_t(n_entries)]);
-    std::unique_ptr<uint64_t[]> load(new uint64_t[size_t(n_entries)]);
+    std::unique_ptr<U[]> keys(new U[size_t(std::max<int32_t>(tile_offsets[n_tiles], 1))]);
     for_chunks(int64_t(V) * N, chunks, n_threads, [&](int64_t c, int64_t g0, int64_t g1) {
         int64_t *row = counts + c * n_tiles;
         for (int64_t g = g0; g < g1; ++g) {
             if (rects[g] == 0) continue;
             int x0, x1, y0, y1;
             unpack_rect(rects[g], x0, x1, y0, y1);
-            x1 = std::min(x1, tiles_x), y1 = std::min(y1, tiles_y);
             U bits;
             std::memcpy(&bits, &depths[g], sizeof(S));
             const U key = ordered_bits(bits);
-            // the pixels whose centre lies within the radii of the mean: integer px with
-            // |px + 0.5 - mx| <= rx (in double: a bound, not the rendered value)
-            const double mx = means2d[2 * g], my = means2d[2 * g + 1], rx = radii[2 * g], ry = radii[2 * g + 1];
-            const double px0 = std::ceil(mx - rx - 0.5), px1 = std::floor(mx + rx - 0.5) + 1.0;
-            const double py0 = std::ceil(my - ry - 0.5), py1 = std::floor(my + ry - 0.5) + 1.0;
             const int64_t base = (g / N) * tiles_x * tiles_y;
-            for (int y = y0; y < y1; ++y) {
-                const int ty0 = y * ts, ty1 = std::min(ty0 + ts, H);
-                const int by0 = int(std::clamp(py0, double(ty0), double(ty1))) - ty0;
-                const int by1 = int(std::clamp(py1, double(ty0), double(ty1))) - ty0;
+            x1 = std::min(x1, tiles_x), y1 = std::min(y1, tiles_y);
+            for (int y = y0; y < y1; ++y)
                 for (int x = x0; x < x1; ++x) {
                     const int64_t t = base + int64_t(y) * tiles_x + x;
                     const int64_t at = row[t]++;
                     if (at >= tile_offsets[t + 1]) continue;  // rects or counts not pass 1's: never past the tile
-                    const int tx0 = x * ts, tx1 = std::min(tx0 + ts, W);
-                    const int bx0 = int(std::clamp(px0, double(tx0), double(tx1))) - tx0;
-                    const int bx1 = int(std::clamp(px1, double(tx0), double(tx1))) - tx0;
-                    load[at] = pack_entry(g, pack_entry_rect(bx0, bx1, by0, by1));
+                    flatten_ids[at] = int32_t(g);
                     keys[at] = key;
                 }
-            }
         }
     });
     const int threads = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_tiles)));
 #pragma omp parallel num_threads(threads)
     {
         std::vector<U> keys_tmp;
-        std::vector<uint64_t> load_tmp;
+        std::vector<int32_t> ids_tmp;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < n_tiles; ++t) {
-            const int64_t lo = tile_offsets[t], hi = tile_offsets[t + 1];
-            sort_tile<U>(load.get() + lo, keys.get() + lo, hi - lo, keys_tmp, load_tmp);
-            for (int64_t k = lo; k < hi; ++k) {
-                flatten_ids[k] = int32_t(uint32_t(load[k]));
-                entry_rects[k] = int32_t(uint32_t(load[k] >> 32));
-            }
-        }
+        for (int64_t t = 0; t < n_tiles; ++t)
+            sort_tile<U>(flatten_ids + tile_offsets[t], keys.get() + tile_offsets[t],
+                         int64_t(tile_offsets[t + 1]) - tile_offsets[t], keys_tmp, ids_tmp);
     }
 }
 
@@ -605,22 +554,21 @@ void bin_fill(int V, int N, int W, int H, int ts, int tiles_x, int tiles_y, int 
     extern "C" void st_rasterize_fwd_##SUFFIX(                                                        \
         int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *means2d,               \
         const S *conics, const S *colors, const S *opacities, const S *background,                    \
-        const int32_t *tile_offsets, const int32_t *flatten_ids, const int32_t *entry_rects,          \
-        S *rgb_out, S *alpha_out, S *depth_out, int32_t *last_ids, S *records, int n_threads) {       \
+        const int32_t *tile_offsets, const int32_t *flatten_ids, S *rgb_out, S *alpha_out,            \
+        S *depth_out, int32_t *last_ids, S *records, int n_threads) {                                 \
         rasterize_fwd<S>(V, N, H, W, ts, tiles_x, tiles_y, means2d, conics, colors, opacities,        \
-                         background, tile_offsets, flatten_ids, entry_rects, rgb_out, alpha_out,      \
-                         depth_out, last_ids, records, n_threads);                                    \
+                         background, tile_offsets, flatten_ids, rgb_out, alpha_out, depth_out,        \
+                         last_ids, records, n_threads);                                               \
     }                                                                                                 \
     extern "C" void st_rasterize_bwd_##SUFFIX(                                                        \
         int V, int N, int H, int W, int ts, int tiles_x, int tiles_y, const S *records,               \
         const S *background, const int32_t *tile_offsets, const int32_t *flatten_ids,                 \
-        const int32_t *entry_rects, const S *alpha_out, const S *depth_out, const int32_t *last_ids,  \
-        const S *v_rgb, const S *v_alpha_out, const S *v_depth, S *v_means2d, S *v_conics,            \
-        S *v_colors, S *v_opacities, S *v_background, int n_threads) {                                \
+        const S *alpha_out, const S *depth_out, const int32_t *last_ids, const S *v_rgb,              \
+        const S *v_alpha_out, const S *v_depth, S *v_means2d, S *v_conics, S *v_colors,               \
+        S *v_opacities, S *v_background, int n_threads) {                                             \
         rasterize_bwd<S>(V, N, H, W, ts, tiles_x, tiles_y, records, background, tile_offsets,         \
-                         flatten_ids, entry_rects, alpha_out, depth_out, last_ids, v_rgb,             \
-                         v_alpha_out, v_depth, v_means2d, v_conics, v_colors, v_opacities,            \
-                         v_background, n_threads);                                                    \
+                         flatten_ids, alpha_out, depth_out, last_ids, v_rgb, v_alpha_out, v_depth,    \
+                         v_means2d, v_conics, v_colors, v_opacities, v_background, n_threads);        \
     }                                                                                                 \
     extern "C" int64_t st_bin_count_##SUFFIX(int V, int N, int ts, int tiles_x, int tiles_y,          \
                                              int chunks, const S *means2d, const int32_t *radii,      \
@@ -629,13 +577,12 @@ void bin_fill(int V, int N, int W, int H, int ts, int tiles_x, int tiles_y, int 
         return bin_count<S>(V, N, ts, tiles_x, tiles_y, chunks, means2d, radii, tile_offsets, rects,  \
                             counts, n_threads);                                                       \
     }                                                                                                 \
-    extern "C" void st_bin_fill_##SUFFIX(int V, int N, int W, int H, int ts, int tiles_x,             \
-                                         int tiles_y, int chunks, const S *means2d,                   \
-                                         const int32_t *radii, const int64_t *rects, const S *depths, \
+    extern "C" void st_bin_fill_##SUFFIX(int V, int N, int tiles_x, int tiles_y, int chunks,          \
+                                         const int64_t *rects, const S *depths,                       \
                                          const int32_t *tile_offsets, int64_t *counts,                \
-                                         int32_t *flatten_ids, int32_t *entry_rects, int n_threads) { \
-        bin_fill<S>(V, N, W, H, ts, tiles_x, tiles_y, chunks, means2d, radii, rects, depths,          \
-                    tile_offsets, counts, flatten_ids, entry_rects, n_threads);                       \
+                                         int32_t *flatten_ids, int n_threads) {                       \
+        bin_fill<S>(V, N, tiles_x, tiles_y, chunks, rects, depths, tile_offsets, counts, flatten_ids, \
+                    n_threads);                                                                       \
     }
 
 ST_EXPORT(float, f32)
