@@ -57,77 +57,10 @@ Camera<S> camera(const S *viewmat, const S *K, int W, int H) {
     return c;
 }
 
-// World covariance Sigma = M M^T with M = R(q) diag(exp(log_scales)); also returns R(q), the scales
-// and the normalised quaternion (the backward pass needs them).
-template <typename S>
-struct Shape {
-    S qn[4], inv_norm, norm, Rq[3][3], s[3], M[3][3], Sig[3][3];
-};
-
-template <typename S>
-[[gnu::always_inline]] inline Shape<S> shape(const S *q, const S *ls) {
-    Shape<S> g;
-    const S n = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-    g.norm = n;
-    const S nc = std::max(n, S(1e-12));
-    g.inv_norm = S(1) / nc;
-    for (int i = 0; i < 4; ++i) g.qn[i] = q[i] / nc;
-    const S w = g.qn[0], x = g.qn[1], y = g.qn[2], z = g.qn[3];
-    S(&R)[3][3] = g.Rq;
-    R[0][0] = 1 - 2 * (y * y + z * z), R[0][1] = 2 * (x * y - w * z), R[0][2] = 2 * (x * z + w * y);
-    R[1][0] = 2 * (x * y + w * z), R[1][1] = 1 - 2 * (x * x + z * z), R[1][2] = 2 * (y * z - w * x);
-    R[2][0] = 2 * (x * z - w * y), R[2][1] = 2 * (y * z + w * x), R[2][2] = 1 - 2 * (x * x + y * y);
-    for (int j = 0; j < 3; ++j) g.s[j] = std::exp(ls[j]);
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) g.M[i][j] = R[i][j] * g.s[j];
-    for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j)
-            g.Sig[i][j] = g.M[i][0] * g.M[j][0] + g.M[i][1] * g.M[j][1] + g.M[i][2] * g.M[j][2];
-    return g;
-}
-
-// One Gaussian in one camera, everything the forward pass computes.
-template <typename S>
-struct View {
-    S x, y, z, zz, rz, ux, uy, tx, ty, T0[3], T1[3], a, b, c, det;
-    bool in_front, valid0;
-};
-
-template <typename S>
-[[gnu::always_inline]] inline View<S> view(const Camera<S> &cam, const S *m, const Shape<S> &g) {
-    View<S> v;
-    v.x = cam.R[0][0] * m[0] + cam.R[0][1] * m[1] + cam.R[0][2] * m[2] + cam.t[0];
-    v.y = cam.R[1][0] * m[0] + cam.R[1][1] * m[1] + cam.R[1][2] * m[2] + cam.t[1];
-    v.z = cam.R[2][0] * m[0] + cam.R[2][1] * m[1] + cam.R[2][2] * m[2] + cam.t[2];
-    v.in_front = v.z > S(kNearPlane);
-    v.zz = v.in_front ? v.z : S(1);
-    v.rz = S(1) / v.zz;
-    v.ux = v.x * v.rz, v.uy = v.y * v.rz;
-    v.tx = v.zz * std::min(std::max(v.ux, -cam.lim_x_neg), cam.lim_x_pos);
-    v.ty = v.zz * std::min(std::max(v.uy, -cam.lim_y_neg), cam.lim_y_pos);
-    const S j00 = cam.fx * v.rz, j02 = -cam.fx * v.tx * v.rz * v.rz;
-    const S j11 = cam.fy * v.rz, j12 = -cam.fy * v.ty * v.rz * v.rz;
-    for (int k = 0; k < 3; ++k) {
-        v.T0[k] = j00 * cam.R[0][k] + j02 * cam.R[2][k];
-        v.T1[k] = j11 * cam.R[1][k] + j12 * cam.R[2][k];
-    }
-    S U0[3], U1[3];
-    for (int k = 0; k < 3; ++k) {
-        U0[k] = v.T0[0] * g.Sig[0][k] + v.T0[1] * g.Sig[1][k] + v.T0[2] * g.Sig[2][k];
-        U1[k] = v.T1[0] * g.Sig[0][k] + v.T1[1] * g.Sig[1][k] + v.T1[2] * g.Sig[2][k];
-    }
-    v.a = U0[0] * v.T0[0] + U0[1] * v.T0[1] + U0[2] * v.T0[2] + S(kEps2d);
-    v.b = U0[0] * v.T1[0] + U0[1] * v.T1[1] + U0[2] * v.T1[2];
-    v.c = U1[0] * v.T1[0] + U1[1] * v.T1[1] + U1[2] * v.T1[2] + S(kEps2d);
-    const S det = v.a * v.c - v.b * v.b;
-    v.valid0 = v.in_front && det > S(0);
-    v.det = v.valid0 ? det : S(1);
-    return v;
-}
-
 // What the blocked forward and backward compute alike, for one Gaussian in one SIMD lane (inlined
-// into their ``omp simd`` loops): its world covariance from its quaternion and scales (`shape`'s), and
-// its view by one camera up to the 2D covariance (`view`'s), term for term.
+// into their ``omp simd`` loops): its world covariance Sigma = M M^T, M = R(q) diag(s), from its
+// quaternion and scales (the scales' exponentials are taken before the lanes), and its view by one
+// camera up to the 2D covariance (a, b, c) and its determinant.
 template <typename S>
 struct LaneShape {
     S nrm, nc, qn[4], R[9], sig[6];  // |q|, max(|q|, 1e-12), q / nc, R(qn) row-major, Sigma 00 01 02 11 12 22
@@ -199,10 +132,10 @@ template <typename S>
 }
 
 // The forward in blocks of kBlock Gaussians, so that the arithmetic runs in SIMD lanes (``omp simd``;
-// scalar code with `shape` and `view` took about 55 ns a Gaussian at 300k, mostly arithmetic): the
+// the scalar code it replaced took about 55 ns a Gaussian at 300k, mostly arithmetic): the
 // exponentials and logarithms first, one Gaussian at a time (the C library's, as before: there is no
-// portable vector version), then the world covariance of the block, then each camera. The expressions
-// are `shape`'s and `view`'s, term for term.
+// portable vector version), then the world covariance of the block (`lane_shape`), then each camera
+// (`lane_view`).
 constexpr int kBlock = 32;
 
 template <typename S>
@@ -261,8 +194,8 @@ void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, con
 
 // The backward in the forward's blocks, the arithmetic in SIMD lanes: the world covariance of the
 // block, then each camera's terms summed into the lanes' gradients of the mean and of Sigma, then the
-// chain through Sigma = M M^T to the scales and the quaternion. The expressions are the scalar chain's
-// (`view`, `shape`) term for term. A Gaussian no pixel blended (hidden, off screen, or behind saturated
+// chain through Sigma = M M^T to the scales and the quaternion; the forward again is `lane_shape`'s and
+// `lane_view`'s. A Gaussian no pixel blended (hidden, off screen, or behind saturated
 // pixels: most of a dense asset) has zero output gradients in every view; every term would then be a
 // product with a zero (its other factors finite), so its rows are left as the zeros they are: its lane
 // writes nothing, and a block of such Gaussians is skipped before any arithmetic (nor is its exp taken).
@@ -270,8 +203,9 @@ void project_fwd(int V, int N, int W, int H, const S *means, const S *quats, con
 // ``v_viewmats`` (nullable) [V, 4, 4]: the cameras' own gradient, where the pose search moves the
 // cameras instead of the asset (the intrinsics stay constants). Each block sums its lanes' terms in
 // order into a row of its own, and the rows are added in block order: the same bits at any number
-// of threads.
-template <typename S>
+// of threads. ``Cams`` (v_viewmats not null) is a template argument so that the tracking step's
+// backward, which has no camera gradient, does not compute the cameras' terms in its lanes.
+template <typename S, bool Cams>
 void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,
                  const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,
                  S *v_means, S *v_quats, S *v_log_scales, S *v_viewmats, int n_threads) {
@@ -283,7 +217,7 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
         Camera<S> cams[64];
         const int nv = std::min(64, V - v0);
         for (int v = 0; v < nv; ++v) cams[v] = camera<S>(viewmats + 16 * (v0 + v), Ks + 9 * (v0 + v), W, H);
-        if (v_viewmats) cam_rows.assign(size_t(n_blocks) * nv * 12, 0.0);
+        if constexpr (Cams) cam_rows.assign(size_t(n_blocks) * nv * 12, 0.0);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t blk = 0; blk < n_blocks; ++blk) {
             const int64_t n0 = blk * kBlock;
@@ -374,16 +308,17 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
                     gm[0][l] += R00 * gx + R10 * gy + R20 * gz;
                     gm[1][l] += R01 * gx + R11 * gy + R21 * gz;
                     gm[2][l] += R02 * gx + R12 * gy + R22 * gz;
-                    // the camera's: (x, y, z) = R m + t, T0 = j00 R0 + j02 R2, T1 = j11 R1 + j12 R2
-                    for (int k = 0; k < 3; ++k) {
-                        const S mk = k == 0 ? m0 : (k == 1 ? m1 : m2);
-                        gcam[k][l] = gx * mk + gT0[k] * j00;
-                        gcam[3 + k][l] = gy * mk + gT1[k] * j11;
-                        gcam[6 + k][l] = gz * mk + gT0[k] * j02 + gT1[k] * j12;
+                    if constexpr (Cams) {  // the camera's: (x, y, z) = R m + t, T0 = j00 R0 + j02 R2, T1 = j11 R1 + j12 R2
+                        for (int k = 0; k < 3; ++k) {
+                            const S mk = k == 0 ? m0 : (k == 1 ? m1 : m2);
+                            gcam[k][l] = gx * mk + gT0[k] * j00;
+                            gcam[3 + k][l] = gy * mk + gT1[k] * j11;
+                            gcam[6 + k][l] = gz * mk + gT0[k] * j02 + gT1[k] * j12;
+                        }
+                        gcam[9][l] = gx, gcam[10][l] = gy, gcam[11][l] = gz;
                     }
-                    gcam[9][l] = gx, gcam[10][l] = gy, gcam[11][l] = gz;
                 }
-                if (v_viewmats) {
+                if constexpr (Cams) {
                     double *row = cam_rows.data() + (size_t(blk) * nv + v) * 12;
                     for (int j = 0; j < 12; ++j)
                         for (int l = 0; l < nb; ++l) row[j] += double(gcam[j][l]);
@@ -424,7 +359,7 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
                 for (int k = 0; k < 4; ++k) v_quats[4 * (n0 + l) + k] += on ? (gq[k] - qv[k] * dot) * inv[l] : S(0);
             }
         }
-        if (v_viewmats)
+        if constexpr (Cams)
             for (int v = 0; v < nv; ++v) {
                 double sum[12] = {};
                 for (int64_t blk = 0; blk < n_blocks; ++blk)
@@ -452,8 +387,9 @@ void project_bwd(int V, int N, int W, int H, const S *means, const S *quats, con
         int V, int N, int W, int H, const S *means, const S *quats, const S *log_scales,              \
         const S *viewmats, const S *Ks, const S *v_means2d, const S *v_conics, const S *v_depths,     \
         S *v_means, S *v_quats, S *v_log_scales, S *v_viewmats, int n_threads) {                      \
-        project_bwd<S>(V, N, W, H, means, quats, log_scales, viewmats, Ks, v_means2d, v_conics,       \
-                       v_depths, v_means, v_quats, v_log_scales, v_viewmats, n_threads);              \
+        (v_viewmats ? project_bwd<S, true> : project_bwd<S, false>)(                                  \
+            V, N, W, H, means, quats, log_scales, viewmats, Ks, v_means2d, v_conics, v_depths, v_means,   \
+            v_quats, v_log_scales, v_viewmats, n_threads);                                            \
     }
 
 ST_EXPORT(float, f32)
