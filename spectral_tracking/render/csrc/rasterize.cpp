@@ -24,8 +24,9 @@
 //
 // Unlike the GPU kernel, which runs one thread per pixel, a CPU thread takes a whole tile and walks
 // its Gaussian list once, visiting only the pixels of the tile where alpha >= 1/255 is possible
-// (the ellipse's bounding box). Each pixel still sees the Gaussians in the same order and applies
-// the same tests, so the result is the same.
+// (the ellipse's bounding box), a row's pixels in SIMD lanes (below). Each pixel still sees the
+// Gaussians in the same order and applies the same tests, so the result is the same up to the
+// exponential's rounding (a polynomial here, within 2 ulp in float, not CUDA's __expf).
 
 #include <algorithm>
 #include <bit>
@@ -152,6 +153,106 @@ inline bool over_open(const Record<S> &r, int tx0, int ty0, int tx1, int ty1, co
     return false;
 }
 
+// The walks below take a row of a record's rectangle in chunks of L pixels, the pixels of a chunk in
+// the lanes of one SIMD vector (GCC's vector extensions: ``Lanes<S>::V`` is 8 values, one AVX-512 or
+// AVX2 register in float; the compiler splits it where the machine's vectors are shorter). The scalar
+// walk's tests become lane masks, and a pixel not open or not hit keeps its values. A tile's scratch
+// arrays have rows of ``ts + L`` values, so a chunk starting at any column stays inside its row (the
+// columns past the tile are never open).
+constexpr int L = 8;
+template <typename S> struct Lanes;
+template <> struct Lanes<float> {
+    typedef float V __attribute__((vector_size(L * sizeof(float))));
+    typedef int32_t I __attribute__((vector_size(L * sizeof(float))));  // masks and integers beside V
+};
+template <> struct Lanes<double> {
+    typedef double V __attribute__((vector_size(L * sizeof(double))));
+    typedef int64_t I __attribute__((vector_size(L * sizeof(double))));
+};
+typedef int32_t LastLanes __attribute__((vector_size(L * sizeof(int32_t))));
+
+template <typename V> inline V load(const void *p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+template <typename V> inline void store(void *p, V v) { std::memcpy(p, &v, sizeof(V)); }
+template <typename V, typename S> inline V splat(S s) { return V{} + s; }
+
+// exp(x) for x <= 0 in the lanes (the C library's exp is a call per value): x = n ln2 + r with
+// |r| <= ln2 / 2, exp(r) by a polynomial (float: Cephes' expf, within 2 ulp; double: Taylor to degree
+// 13, within 1e-16 relative), times 2^n made in the exponent bits. Below -80 (float) or -700 (double)
+// it returns exp(-80) or exp(-700): the walks take it of -sigma for sigma in [0, smax], smax < 6 for
+// opacities up to 1. The forward and the backward both use it, so the backward's alphas are the forward's.
+inline Lanes<float>::V exp_lanes(Lanes<float>::V x) {
+    using V = Lanes<float>::V; using I = Lanes<float>::I;
+    x = x < -80.0f ? splat<V>(-80.0f) : x;
+    const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
+    const V t = x * 1.44269504088896341f + magic;
+    const I n = (I)t - (I)splat<V>(magic);
+    const V fn = t - magic;
+    const V r = (x - fn * 0.693359375f) - fn * -2.12194440e-4f;
+    V p = splat<V>(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const V e = p * r * r + r + 1.0f;
+    return e * (V)((n + 127) << 23);
+}
+inline Lanes<double>::V exp_lanes(Lanes<double>::V x) {
+    using V = Lanes<double>::V; using I = Lanes<double>::I;
+    x = x < -700.0 ? splat<V>(-700.0) : x;
+    const double magic = 6755399441055744.0;  // 1.5 * 2^52
+    const V t = x * 1.4426950408889634074 + magic;
+    const I n = (I)t - (I)splat<V>(magic);
+    const V fn = t - magic;
+    const V r = (x - fn * 6.93145751953125e-1) - fn * 1.42860682030941723212e-6;
+    V p = splat<V>(1.6059043836821613e-10);  // 1 / 13!, then 1 / 12! ... 1 / 2!
+    p = p * r + 2.08767569878681e-9;
+    p = p * r + 2.505210838544172e-8;
+    p = p * r + 2.755731922398589e-7;
+    p = p * r + 2.7557319223985893e-6;
+    p = p * r + 2.48015873015873e-5;
+    p = p * r + 1.984126984126984e-4;
+    p = p * r + 1.388888888888889e-3;
+    p = p * r + 8.333333333333333e-3;
+    p = p * r + 4.1666666666666664e-2;
+    p = p * r + 1.6666666666666666e-1;
+    p = p * r + 0.5;
+    const V e = p * r * r + r + 1.0;
+    return e * (V)((n + 1023) << 52);
+}
+
+// What a chunk's lanes share: the pixel columns' offsets 0..L-1 and each lane's bit.
+template <typename S> struct LaneConsts {
+    using V = typename Lanes<S>::V; using I = typename Lanes<S>::I;
+    V iota; I bit;
+    LaneConsts() { for (int i = 0; i < L; ++i) { iota[i] = S(i); bit[i] = 1 << i; } }
+};
+template <typename I> inline uint32_t lane_bits(I m) {  // bit i set where lane i of the mask is set
+    uint32_t bits = 0;
+    for (int i = 0; i < L; ++i) bits |= uint32_t(m[i] & 1) << i;
+    return bits;
+}
+
+// The Gaussian's sigma at the chunk's pixels of row y and its mask of lanes hit (open, sigma in
+// [0, smax]); alpha = min(alpha_max, op * vis) with vis = exp(-sigma) where hit.
+template <typename S> struct ChunkHit {
+    typename Lanes<S>::V dx, vis, alpha;
+    typename Lanes<S>::I on;  // hit and alpha >= 1/255: the lanes the scalar walk would blend
+};
+template <typename S>
+inline ChunkHit<S> chunk_hit(const Record<S> &rec, const LaneConsts<S> &lc, int x, S dy, uint32_t lanes) {
+    using V = typename Lanes<S>::V; using I = typename Lanes<S>::I;
+    ChunkHit<S> h;
+    h.dx = rec.mx - ((lc.iota + S(x)) + S(0.5));
+    const V sigma = S(0.5) * (rec.a * h.dx * h.dx + rec.c * dy * dy) + rec.b * h.dx * dy;
+    const I hit = ((lc.bit & I(splat<I>(lanes))) != 0) & (sigma >= S(0)) & (sigma <= rec.smax);
+    h.vis = exp_lanes(hit ? -sigma : V{});
+    const V ov = rec.op * h.vis;
+    h.alpha = ov < Consts<S>::alpha_max ? ov : splat<V>(Consts<S>::alpha_max);
+    h.on = hit & (h.alpha >= Consts<S>::alpha_threshold);
+    return h;
+}
+
 template <typename S>
 void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                    const S *means2d, const S *conics, const S *colors, const S *opacities,
@@ -161,23 +262,29 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
     const int n_tiles = V * tiles_per_view;
     Record<S> *recs = reinterpret_cast<Record<S> *>(records);
     make_records(int64_t(V) * N, means2d, conics, colors, opacities, recs, n_threads);
+    const int RS = ts + L, PS = ts * RS;  // scratch row stride, and the size of one channel's plane
+    const LaneConsts<S> lc;
     struct Scratch {
-        std::vector<S> T, acc;
+        std::vector<S> T, acc;  // acc: C planes of PS
         std::vector<int32_t> last;
         std::vector<uint64_t> open;  // per row of the tile: pixels not yet saturated
     };
-    auto make_state = [&]() { return Scratch{std::vector<S>(ts * ts), std::vector<S>(ts * ts * C),
-                                             std::vector<int32_t>(ts * ts), std::vector<uint64_t>(ts)}; };
+    auto make_state = [&]() { return Scratch{std::vector<S>(PS, S(1)), std::vector<S>(C * PS, S(0)),
+                                             std::vector<int32_t>(PS, -1), std::vector<uint64_t>(ts)}; };
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
-            auto &T = sc.T; auto &acc = sc.acc; auto &last = sc.last; auto &open = sc.open;
+            S *T = sc.T.data(), *acc = sc.acc.data();
+            int32_t *last = sc.last.data();
+            uint64_t *open = sc.open.data();
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
             const int tw = tx1 - tx0, th = ty1 - ty0, n_pix = tw * th;
-            std::fill(T.begin(), T.begin() + n_pix, S(1));
-            std::fill(acc.begin(), acc.begin() + n_pix * C, S(0));
-            std::fill(last.begin(), last.begin() + n_pix, -1);
-            std::fill(open.begin(), open.begin() + th, span_bits(0, tw));
+            for (int row = 0; row < th; ++row) {
+                std::fill_n(T + row * RS, tw, S(1));
+                for (int ch = 0; ch < C; ++ch) std::fill_n(acc + ch * PS + row * RS, tw, S(0));
+                std::fill_n(last + row * RS, tw, -1);
+                open[row] = span_bits(0, tw);
+            }
             int n_done = 0;
             const int start = tile_offsets[t], end = tile_offsets[t + 1];
             for (int k = start; k < end && n_done < n_pix; ++k) {
@@ -185,40 +292,49 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
                 uint64_t xs;
-                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
-                const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open, x0, x1, y0, y1, xs)) continue;
                 for (int y = y0; y < y1; ++y) {
-                    const S dy = my - (S(y) + S(0.5));
-                    for (uint64_t bits = open[y - ty0] & xs; bits; bits &= bits - 1) {
-                        const int x = tx0 + std::countr_zero(bits);
-                        const int p = (y - ty0) * tw + (x - tx0);
-                        const S dx = mx - (S(x) + S(0.5));
-                        const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-                        if (sigma < S(0) || sigma > smax) continue;
-                        const S alpha = std::min(Consts<S>::alpha_max, op * std::exp(-sigma));
-                        if (alpha < Consts<S>::alpha_threshold) continue;
-                        const S next_T = T[p] * (S(1) - alpha);
-                        if (next_T <= Consts<S>::t_stop) {  // pixel saturated: exclusive stop
-                            open[y - ty0] &= ~(uint64_t(1) << (x - tx0));
-                            ++n_done;
-                            continue;
+                    const int row = y - ty0;
+                    const uint64_t row_bits = open[row] & xs;
+                    if (!row_bits) continue;
+                    const S dy = rec.my - (S(y) + S(0.5));
+                    for (int j0 = x0 - tx0; j0 < x1 - tx0; j0 += L) {
+                        const uint32_t lanes = uint32_t(row_bits >> j0) & ((1u << L) - 1);
+                        if (!lanes) continue;
+                        using V = typename Lanes<S>::V;
+                        using I = typename Lanes<S>::I;
+                        S *Tr = T + row * RS + j0, *ar = acc + row * RS + j0;
+                        int32_t *lr = last + row * RS + j0;
+                        const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
+                        const V Tp = load<V>(Tr);
+                        const V next_T = Tp * (S(1) - h.alpha);
+                        const I stop = h.on & (next_T <= Consts<S>::t_stop);  // pixel saturated: exclusive stop
+                        const I blend = h.on & ~stop;
+                        const V w = h.alpha * Tp;
+                        for (int ch = 0; ch < C; ++ch) {
+                            const V acc_ch = load<V>(ar + ch * PS);
+                            store(ar + ch * PS, blend ? acc_ch + rec.col[ch] * w : acc_ch);
                         }
-                        const S w = alpha * T[p];
-                        for (int ch = 0; ch < C; ++ch) acc[p * C + ch] += rec.col[ch] * w;
-                        T[p] = next_T;
-                        last[p] = k;
+                        store(Tr, blend ? next_T : Tp);
+                        const LastLanes last_k = load<LastLanes>(lr);
+                        store(lr, __builtin_convertvector(blend, LastLanes) ? splat<LastLanes>(k) : last_k);
+                        const uint32_t sat = lane_bits(stop);
+                        if (sat) {
+                            open[row] &= ~(uint64_t(sat) << j0);
+                            n_done += std::popcount(sat);
+                        }
                     }
                 }
             }
             for (int y = ty0; y < ty1; ++y) {
                 for (int x = tx0; x < tx1; ++x) {
-                    const int p = (y - ty0) * tw + (x - tx0);
+                    const int p = (y - ty0) * RS + (x - tx0);
                     const int64_t pix = (int64_t(v) * H + y) * W + x;
                     const S alpha = S(1) - T[p];
                     alpha_out[pix] = alpha;
                     last_ids[pix] = last[p];
-                    for (int ch = 0; ch < 3; ++ch) rgb_out[pix * 3 + ch] = acc[p * C + ch] + T[p] * background[3 * v + ch];
-                    depth_out[pix] = acc[p * C + 3] / std::max(alpha, S(1e-10));
+                    for (int ch = 0; ch < 3; ++ch) rgb_out[pix * 3 + ch] = acc[ch * PS + p] + T[p] * background[3 * v + ch];
+                    depth_out[pix] = acc[3 * PS + p] / std::max(alpha, S(1e-10));
                 }
             }
     });
@@ -241,34 +357,38 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
     const int tiles_per_view = tiles_x * tiles_y;
     const int n_tiles = V * tiles_per_view;
     const Record<S> *recs = reinterpret_cast<const Record<S> *>(records);
+    const int RS = ts + L, PS = ts * RS;  // as in the forward
+    const LaneConsts<S> lc;
     struct Scratch {
-        std::vector<S> T, T_final, buf, vC, vA;
+        std::vector<S> T, T_final, buf, vC, vA;  // buf, vC: C planes of PS
         std::vector<int32_t> last, by_last;
         std::vector<uint64_t> open;  // per row of the tile: pixels whose last Gaussian is at or behind entry k
     };
-    const int P = ts * ts;
     auto make_state = [&]() {
-        return Scratch{std::vector<S>(P), std::vector<S>(P), std::vector<S>(P * C), std::vector<S>(P * C),
-                       std::vector<S>(P), std::vector<int32_t>(P), std::vector<int32_t>(P), std::vector<uint64_t>(ts)};
+        return Scratch{std::vector<S>(PS, S(1)), std::vector<S>(PS, S(1)), std::vector<S>(C * PS, S(0)),
+                       std::vector<S>(C * PS, S(0)), std::vector<S>(PS, S(0)), std::vector<int32_t>(PS, -1),
+                       std::vector<int32_t>(PS), std::vector<uint64_t>(ts)};
     };
     const int64_t n_entries = tile_offsets[n_tiles];
     std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched_entry[k]
     std::unique_ptr<uint8_t[]> touched_entry(new uint8_t[std::max<int64_t>(1, n_entries)]);  // every entry set once below
     std::vector<S> tile_bg(size_t(3) * n_tiles);
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
-            auto &T = sc.T; auto &T_final = sc.T_final; auto &buf = sc.buf; auto &vC = sc.vC;
-            auto &vA = sc.vA; auto &last = sc.last; auto &by_last = sc.by_last; auto &open = sc.open;
+            S *T = sc.T.data(), *T_final = sc.T_final.data(), *buf = sc.buf.data(), *vC = sc.vC.data();
+            S *vA = sc.vA.data();
+            int32_t *last = sc.last.data(), *by_last = sc.by_last.data();
+            uint64_t *open = sc.open.data();
             const int start = tile_offsets[t];
             const int end = tile_offsets[t + 1];
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
-            const int tw = tx1 - tx0, th = ty1 - ty0, n_pix = tw * th;
+            const int tw = tx1 - tx0, th = ty1 - ty0;
             int max_last = -1;
             S v_bg[3] = {0, 0, 0};
             for (int y = ty0; y < ty1; ++y) {
                 for (int x = tx0; x < tx1; ++x) {
-                    const int p = (y - ty0) * tw + (x - tx0);
+                    const int p = (y - ty0) * RS + (x - tx0);
                     const int64_t pix = (int64_t(v) * H + y) * W + x;
                     const S alpha = alpha_out[pix];
                     T[p] = T_final[p] = S(1) - alpha;
@@ -280,24 +400,24 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                     S va = v_alpha_out[pix];
                     for (int ch = 0; ch < 3; ++ch) {
                         const S g = v_rgb[pix * 3 + ch];
-                        vC[p * C + ch] = g;
+                        vC[ch * PS + p] = g;
                         va -= background[3 * v + ch] * g;
                         v_bg[ch] += T_final[p] * g;
                     }
-                    vC[p * C + 3] = v_depth[pix] / denom;
+                    vC[3 * PS + p] = v_depth[pix] / denom;
                     if (alpha >= S(1e-10)) va -= v_depth[pix] * depth_out[pix] / denom;
                     vA[p] = va;
-                    for (int ch = 0; ch < C; ++ch) buf[p * C + ch] = S(0);
+                    for (int ch = 0; ch < C; ++ch) buf[ch * PS + p] = S(0);
                 }
             }
             for (int ch = 0; ch < 3; ++ch) tile_bg[size_t(3) * t + ch] = v_bg[ch];
             // pixels by their last Gaussian, latest first: walking back, each opens at its own
             int n_open = 0;
-            for (int p = 0; p < n_pix; ++p)
-                if (last[p] >= start) by_last[n_open++] = p;
-            std::stable_sort(by_last.begin(), by_last.begin() + n_open,
-                             [&](int32_t p, int32_t q) { return last[p] > last[q]; });
-            std::fill(open.begin(), open.begin() + th, uint64_t(0));
+            for (int y = 0; y < th; ++y)
+                for (int x = 0; x < tw; ++x)
+                    if (last[y * RS + x] >= start) by_last[n_open++] = y * RS + x;
+            std::stable_sort(by_last, by_last + n_open, [&](int32_t p, int32_t q) { return last[p] > last[q]; });
+            std::fill(open, open + th, uint64_t(0));
             int next_open = 0;
             // entries behind the last Gaussian any pixel of the tile blended: no gradient
             std::fill(touched_entry.get() + std::max(max_last + 1, start), touched_entry.get() + end, uint8_t(0));
@@ -305,62 +425,64 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
             for (int k = max_last; k >= start; --k) {
                 for (; next_open < n_open && last[by_last[next_open]] >= k; ++next_open) {
                     const int p = by_last[next_open];
-                    open[p / tw] |= uint64_t(1) << (p % tw);
+                    open[p / RS] |= uint64_t(1) << (p % RS);
                 }
                 touched_entry[k] = 0;
                 if (k - PREFETCH >= start) __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
                 const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
                 uint64_t xs;
-                if (!over_open(rec, tx0, ty0, tx1, ty1, open.data(), x0, x1, y0, y1, xs)) continue;
-                const S mx = rec.mx, my = rec.my, a = rec.a, b = rec.b, c = rec.c, op = rec.op, smax = rec.smax;
-                const S *col = rec.col;
-                S v_col[C] = {};
-                S v_ca = 0, v_cb = 0, v_cc = 0, v_mx = 0, v_my = 0, v_op = 0;
-                bool touched = false;
+                if (!over_open(rec, tx0, ty0, tx1, ty1, open, x0, x1, y0, y1, xs)) continue;
+                using V = typename Lanes<S>::V;
+                using I = typename Lanes<S>::I;
+                // the entry's gradient terms, per lane (colours and z, conic, mean 2D, opacity), summed
+                // over the lanes, lane 0 first, once the entry is done
+                V gl[G] = {};
+                I touched{};
                 for (int y = y0; y < y1; ++y) {
-                    const S dy = my - (S(y) + S(0.5));
-                    for (uint64_t bits = open[y - ty0] & xs; bits; bits &= bits - 1) {
-                        const int x = tx0 + std::countr_zero(bits);
-                        const int p = (y - ty0) * tw + (x - tx0);
-                        const S dx = mx - (S(x) + S(0.5));
-                        const S sigma = S(0.5) * (a * dx * dx + c * dy * dy) + b * dx * dy;
-                        if (sigma < S(0) || sigma > smax) continue;
-                        const S vis = std::exp(-sigma);
-                        const S alpha = std::min(Consts<S>::alpha_max, op * vis);
-                        if (alpha < Consts<S>::alpha_threshold) continue;
-                        touched = true;
-                        const S ra = S(1) / (S(1) - alpha);
-                        T[p] *= ra;  // transmittance in front of this Gaussian
-                        const S fac = alpha * T[p];
-                        S v_alpha = T_final[p] * ra * vA[p];
+                    const int row = y - ty0;
+                    const uint64_t row_bits = open[row] & xs;
+                    if (!row_bits) continue;
+                    const S dy = rec.my - (S(y) + S(0.5));
+                    for (int j0 = x0 - tx0; j0 < x1 - tx0; j0 += L) {
+                        const uint32_t lanes = uint32_t(row_bits >> j0) & ((1u << L) - 1);
+                        if (!lanes) continue;
+                        const int q = row * RS + j0;
+                        const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
+                        touched |= h.on;
+                        const V ra = S(1) / (S(1) - h.alpha);
+                        const V T_old = load<V>(T + q);
+                        const V Tp = T_old * ra;  // transmittance in front of this Gaussian
+                        const V fac = h.alpha * Tp;
+                        V v_alpha = load<V>(T_final + q) * ra * load<V>(vA + q);
                         for (int ch = 0; ch < C; ++ch) {
-                            const S vc = vC[p * C + ch];
-                            v_col[ch] += fac * vc;
-                            v_alpha += (col[ch] * T[p] - buf[p * C + ch] * ra) * vc;
-                            buf[p * C + ch] += col[ch] * fac;
+                            const V vc = load<V>(vC + ch * PS + q);
+                            const V bc = load<V>(buf + ch * PS + q);
+                            gl[ch] += h.on ? fac * vc : V{};
+                            v_alpha += (rec.col[ch] * Tp - bc * ra) * vc;
+                            store(buf + ch * PS + q, h.on ? bc + rec.col[ch] * fac : bc);
                         }
-                        if (op * vis <= Consts<S>::alpha_max) {  // no gradient through the clamp
-                            const S v_sigma = -op * vis * v_alpha;
-                            v_ca += S(0.5) * v_sigma * dx * dx;
-                            v_cb += v_sigma * dx * dy;
-                            v_cc += S(0.5) * v_sigma * dy * dy;
-                            v_mx += v_sigma * (a * dx + b * dy);
-                            v_my += v_sigma * (b * dx + c * dy);
-                            v_op += vis * v_alpha;
-                        }
+                        store(T + q, h.on ? Tp : T_old);
+                        // no gradient through the clamp
+                        const I grad = h.on & (rec.op * h.vis <= Consts<S>::alpha_max);
+                        const V v_sigma = grad ? -rec.op * h.vis * v_alpha : V{};
+                        gl[C] += S(0.5) * v_sigma * h.dx * h.dx;
+                        gl[C + 1] += v_sigma * h.dx * dy;
+                        gl[C + 2] += S(0.5) * v_sigma * dy * dy;
+                        gl[C + 3] += v_sigma * (rec.a * h.dx + rec.b * dy);
+                        gl[C + 4] += v_sigma * (rec.b * h.dx + rec.c * dy);
+                        gl[C + 5] += grad ? h.vis * v_alpha : V{};
                     }
                 }
-                if (!touched) continue;
+                if (!lane_bits(touched)) continue;
+                S sum[G];
+                for (int j = 0; j < G; ++j) {
+                    S acc = 0;
+                    for (int i = 0; i < L; ++i) acc += gl[j][i];
+                    sum[j] = acc;
+                }
                 touched_entry[k] = 1;
-                S *slot = slots.get() + int64_t(k) * G;
-                for (int ch = 0; ch < C; ++ch) slot[ch] = v_col[ch];
-                slot[C] = v_ca;
-                slot[C + 1] = v_cb;
-                slot[C + 2] = v_cc;
-                slot[C + 3] = v_mx;
-                slot[C + 4] = v_my;
-                slot[C + 5] = v_op;
+                std::memcpy(slots.get() + int64_t(k) * G, sum, sizeof(sum));
             }
     });
     // Add the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
