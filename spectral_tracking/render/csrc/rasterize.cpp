@@ -341,9 +341,10 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
 }
 
 // The backward's gradients are deterministic for any number of threads: each (tile, Gaussian)
-// entry of the lists writes its own slot of G values, once, from the one task that owns its tile,
-// and the slots are then summed into each Gaussian's gradient in entry order (tile by tile, front to
-// back within a tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
+// entry of the lists that has a gradient writes its own slot of G values and its Gaussian's index,
+// once, from the one task that owns its tile (packed at the start of the tile's range of entries, in
+// the walk's order: back to front), and the slots are then summed into each Gaussian's gradient in
+// that order (tile by tile, back to front within a tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
 // GPU, summed in the order the threads happened to finish: two runs of one config then differed in
 // the last bits, and a tracking run amplifies those to about 1 dB by its end; see docs/performance.md.)
 constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2), opacity (1)
@@ -370,8 +371,10 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                        std::vector<int32_t>(PS), std::vector<uint64_t>(ts)};
     };
     const int64_t n_entries = tile_offsets[n_tiles];
-    std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);  // written where touched_entry[k]
-    std::unique_ptr<uint8_t[]> touched_entry(new uint8_t[std::max<int64_t>(1, n_entries)]);  // every entry set once below
+    // tile t's slots and their Gaussians at [tile_offsets[t], tile_offsets[t] + n_slots[t])
+    std::unique_ptr<S[]> slots(new S[std::max<int64_t>(1, n_entries) * G]);
+    std::unique_ptr<int32_t[]> slot_ids(new int32_t[std::max<int64_t>(1, n_entries)]);
+    std::vector<int32_t> n_slots(n_tiles);
     std::vector<S> tile_bg(size_t(3) * n_tiles);
     parallel_tasks(n_tiles, n_threads, make_state, [&](Scratch &sc, int t) {
             S *T = sc.T.data(), *T_final = sc.T_final.data(), *buf = sc.buf.data(), *vC = sc.vC.data();
@@ -379,7 +382,6 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
             int32_t *last = sc.last.data(), *by_last = sc.by_last.data();
             uint64_t *open = sc.open.data();
             const int start = tile_offsets[t];
-            const int end = tile_offsets[t + 1];
             const int v = t / tiles_per_view, r = t % tiles_per_view;
             const int tx0 = (r % tiles_x) * ts, ty0 = (r / tiles_x) * ts;
             const int tx1 = std::min(tx0 + ts, W), ty1 = std::min(ty0 + ts, H);
@@ -419,15 +421,14 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
             std::stable_sort(by_last, by_last + n_open, [&](int32_t p, int32_t q) { return last[p] > last[q]; });
             std::fill(open, open + th, uint64_t(0));
             int next_open = 0;
-            // entries behind the last Gaussian any pixel of the tile blended: no gradient
-            std::fill(touched_entry.get() + std::max(max_last + 1, start), touched_entry.get() + end, uint8_t(0));
-            // back to front, starting at that last Gaussian
+            // back to front, starting at the last Gaussian any pixel of the tile blended (the entries
+            // behind it have no gradient)
+            int n_slot = 0;
             for (int k = max_last; k >= start; --k) {
                 for (; next_open < n_open && last[by_last[next_open]] >= k; ++next_open) {
                     const int p = by_last[next_open];
                     open[p / RS] |= uint64_t(1) << (p % RS);
                 }
-                touched_entry[k] = 0;
                 if (k - PREFETCH >= start) __builtin_prefetch(&recs[flatten_ids[k - PREFETCH]]);
                 const Record<S> &rec = recs[flatten_ids[k]];
                 int x0, x1, y0, y1;
@@ -481,22 +482,26 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                     for (int i = 0; i < L; ++i) acc += gl[j][i];
                     sum[j] = acc;
                 }
-                touched_entry[k] = 1;
-                std::memcpy(slots.get() + int64_t(k) * G, sum, sizeof(sum));
+                std::memcpy(slots.get() + int64_t(start + n_slot) * G, sum, sizeof(sum));
+                slot_ids[start + n_slot++] = flatten_ids[k];
             }
+            n_slots[t] = n_slot;
     });
-    // Add the slots into the Gaussians' gradients in entry order. Each chunk owns a contiguous range
-    // of Gaussians and scans every entry for its own, so no two threads add into one row (untouched
-    // slots are never read). The sums are formed in the gradient arrays themselves: from the zeros
-    // the caller passes, the same bits as summing apart and adding once.
+    // Add the slots into the Gaussians' gradients in their order. Each chunk owns a contiguous range
+    // of Gaussians and scans every slot for its own, so no two threads add into one row. The sums are
+    // formed in the gradient arrays themselves: from the zeros the caller passes, the same bits as
+    // summing apart and adding once.
     const int64_t M = int64_t(V) * N;
-    const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_entries / 65536)));
+    int64_t n_written = 0;
+    for (int64_t t = 0; t < n_tiles; ++t) n_written += n_slots[t];
+    const int chunks = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_written / 32768)));
 #pragma omp parallel for num_threads(chunks) schedule(static)
     for (int c = 0; c < chunks; ++c) {
         const int64_t lo = M * c / chunks, hi = M * (c + 1) / chunks;
-        for (int64_t k = 0; k < n_entries; ++k) {
-            const int64_t g = flatten_ids[k];
-            if (g < lo || g >= hi || !touched_entry[k]) continue;
+        for (int64_t t = 0; t < n_tiles; ++t)
+        for (int64_t k = tile_offsets[t]; k < tile_offsets[t] + n_slots[t]; ++k) {
+            const int64_t g = slot_ids[k];
+            if (g < lo || g >= hi) continue;
             const S *slot = slots.get() + k * G;
             for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += slot[ch];
             for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += slot[C + j];
