@@ -343,8 +343,8 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
 // The backward's gradients are deterministic for any number of threads: each (tile, Gaussian)
 // entry of the lists that has a gradient writes its own slot of G values and its Gaussian's index,
 // once, from the one task that owns its tile (packed at the start of the tile's range of entries, in
-// the walk's order: back to front), and the slots are then summed into each Gaussian's gradient in
-// that order (tile by tile, back to front within a tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
+// the walk's order: back to front), and the slots are then summed into each Gaussian's gradient
+// tile by tile (a Gaussian has one entry per tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
 // GPU, summed in the order the threads happened to finish: two runs of one config then differed in
 // the last bits, and a tracking run amplifies those to about 1 dB by its end; see docs/performance.md.)
 constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2), opacity (1)
