@@ -59,9 +59,11 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
-    Section("The compositing in SIMD lanes: the same quality (2026-12-07, fifth sitting)", (
+    Section("The compositing in SIMD lanes: the same quality, a shorter start (2026-12-07, fifth sitting)", (
         Result("shift_curves_defaults_simd", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
                "--seeds 0 1 --no-pairs --jobs 2 --out experiments/results/shift_curves_defaults_simd", "32", "4 min"),
+        Result("turning_beam_simd", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_simd", "48", "7 min"),
     )),
     Section("The renderer in SIMD lanes and the search's camera gradient: the same quality, the start's cost (2026-12-07, fourth sitting)", (
         Result("shift_curves_defaults_check", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
