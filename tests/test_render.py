@@ -97,6 +97,34 @@ def test_cpu_and_torch_backends_agree(sh_degree):
         assert _rel(gout[k], gref[k]) < 1e-3, f"{k}: relative L2 gap {_rel(gout[k], gref[k]):.2e}"
 
 
+def test_cpu_compositing_is_the_same_for_any_tile_size():
+    """The walks take a tile's rows in chunks of 8 pixel lanes: at tiles of 1, 5, 33 and 64 pixels (a
+    chunk past the tile's edge, a 64-bit row mask full) every pixel gets the same image bits as at 16,
+    and the gradients differ only by the order of their per-tile sums."""
+    from spectral_tracking.render.cpu import bin_tiles_cpu, composite_cpu, project_cpu
+
+    for dt, tol in ((torch.float32, 1e-6), (torch.float64, 1e-14)):
+        g = random_gaussians(2000, sh_degree=0, extent=0.4, scale_range=(0.01, 0.08), seed=3).to(dtype=dt)
+        cams = orbit_camera([30.0], elevation_deg=10.0, radius=2.0, width=150, height=97).to(dtype=dt)
+        p = project_cpu(g, cams)
+        colors = torch.rand(p.means2d.shape[:-1] + (3,), dtype=dt, generator=torch.Generator().manual_seed(0))
+        features = torch.cat([colors, p.depths[..., None]], -1)
+        background = torch.tensor([[0.3, 0.5, 0.7]], dtype=dt)
+        w = torch.randn(1, 97, 150, 3, dtype=dt, generator=torch.Generator().manual_seed(1))
+        results = {}
+        for ts in (16, 1, 5, 33, 64):
+            bins = bin_tiles_cpu(p.means2d, p.radii, p.depths, 150, 97, ts)
+            leaves = [t.detach().clone().requires_grad_(True) for t in (p.means2d, p.conics, features, p.opacities)]
+            rgb, alpha, depth = composite_cpu(*leaves, background, bins, 150, 97, ts)
+            ((rgb * w).sum() + alpha.sum() + (depth * alpha.detach()).sum()).backward()
+            results[ts] = (rgb.detach(), alpha.detach(), [leaf.grad for leaf in leaves])
+        rgb16, alpha16, grads16 = results[16]
+        assert alpha16.max() > 0.9 and (alpha16 < 0.1).float().mean() > 0.1  # opaque pixels and empty ones
+        for ts, (rgb, alpha, grads) in results.items():
+            assert torch.equal(rgb, rgb16) and torch.equal(alpha, alpha16), (dt, ts)
+            assert max(_rel(a, b) for a, b in zip(grads, grads16)) < tol, (dt, ts)
+
+
 def test_cpu_tile_binning_matches_reference():
     """Same lists in the same order, also where depths tie (every Gaussian twice: ties go by index,
     as the reference's stable sort orders them, which the C++ radix sort must keep)."""
