@@ -253,6 +253,24 @@ inline ChunkHit<S> chunk_hit(const Record<S> &rec, const LaneConsts<S> &lc, int 
     return h;
 }
 
+// body(row, j0, dy, lanes) for each chunk of L pixels of the rectangle [x0, x1) x [y0, y1) inside the
+// tile at (tx0, ty0) with an open pixel (``open`` & ``xs``, read once per row): row and first column
+// j0 in the tile, dy = my - the row's pixel centre, and the chunk's open pixels as bits from j0.
+template <typename S, typename Body>
+inline void for_open_chunks(const uint64_t *open, uint64_t xs, int x0, int x1, int y0, int y1, int tx0, int ty0,
+                            S my, Body body) {
+    for (int y = y0; y < y1; ++y) {
+        const int row = y - ty0;
+        const uint64_t row_bits = open[row] & xs;
+        if (!row_bits) continue;
+        const S dy = my - (S(y) + S(0.5));
+        for (int j0 = x0 - tx0; j0 < x1 - tx0; j0 += L) {
+            const uint32_t lanes = uint32_t(row_bits >> j0) & ((1u << L) - 1);
+            if (lanes) body(row, j0, dy, lanes);
+        }
+    }
+}
+
 template <typename S>
 void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                    const S *means2d, const S *conics, const S *colors, const S *opacities,
@@ -293,38 +311,30 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 int x0, x1, y0, y1;
                 uint64_t xs;
                 if (!over_open(rec, tx0, ty0, tx1, ty1, open, x0, x1, y0, y1, xs)) continue;
-                for (int y = y0; y < y1; ++y) {
-                    const int row = y - ty0;
-                    const uint64_t row_bits = open[row] & xs;
-                    if (!row_bits) continue;
-                    const S dy = rec.my - (S(y) + S(0.5));
-                    for (int j0 = x0 - tx0; j0 < x1 - tx0; j0 += L) {
-                        const uint32_t lanes = uint32_t(row_bits >> j0) & ((1u << L) - 1);
-                        if (!lanes) continue;
-                        using V = typename Lanes<S>::V;
-                        using I = typename Lanes<S>::I;
-                        S *Tr = T + row * RS + j0, *ar = acc + row * RS + j0;
-                        int32_t *lr = last + row * RS + j0;
-                        const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
-                        const V Tp = load<V>(Tr);
-                        const V next_T = Tp * (S(1) - h.alpha);
-                        const I stop = h.on & (next_T <= Consts<S>::t_stop);  // pixel saturated: exclusive stop
-                        const I blend = h.on & ~stop;
-                        const V w = h.alpha * Tp;
-                        for (int ch = 0; ch < C; ++ch) {
-                            const V acc_ch = load<V>(ar + ch * PS);
-                            store(ar + ch * PS, blend ? acc_ch + rec.col[ch] * w : acc_ch);
-                        }
-                        store(Tr, blend ? next_T : Tp);
-                        const LastLanes last_k = load<LastLanes>(lr);
-                        store(lr, __builtin_convertvector(blend, LastLanes) ? splat<LastLanes>(k) : last_k);
-                        const uint32_t sat = lane_bits(stop);
-                        if (sat) {
-                            open[row] &= ~(uint64_t(sat) << j0);
-                            n_done += std::popcount(sat);
-                        }
+                for_open_chunks(open, xs, x0, x1, y0, y1, tx0, ty0, rec.my, [&](int row, int j0, S dy, uint32_t lanes) {
+                    using V = typename Lanes<S>::V;
+                    using I = typename Lanes<S>::I;
+                    S *Tr = T + row * RS + j0, *ar = acc + row * RS + j0;
+                    int32_t *lr = last + row * RS + j0;
+                    const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
+                    const V Tp = load<V>(Tr);
+                    const V next_T = Tp * (S(1) - h.alpha);
+                    const I stop = h.on & (next_T <= Consts<S>::t_stop);  // pixel saturated: exclusive stop
+                    const I blend = h.on & ~stop;
+                    const V w = h.alpha * Tp;
+                    for (int ch = 0; ch < C; ++ch) {
+                        const V acc_ch = load<V>(ar + ch * PS);
+                        store(ar + ch * PS, blend ? acc_ch + rec.col[ch] * w : acc_ch);
                     }
-                }
+                    store(Tr, blend ? next_T : Tp);
+                    const LastLanes last_k = load<LastLanes>(lr);
+                    store(lr, __builtin_convertvector(blend, LastLanes) ? splat<LastLanes>(k) : last_k);
+                    const uint32_t sat = lane_bits(stop);
+                    if (sat) {
+                        open[row] &= ~(uint64_t(sat) << j0);
+                        n_done += std::popcount(sat);
+                    }
+                });
             }
             for (int y = ty0; y < ty1; ++y) {
                 for (int x = tx0; x < tx1; ++x) {
@@ -440,41 +450,33 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
                 // over the lanes, lane 0 first, once the entry is done
                 V gl[G] = {};
                 I touched{};
-                for (int y = y0; y < y1; ++y) {
-                    const int row = y - ty0;
-                    const uint64_t row_bits = open[row] & xs;
-                    if (!row_bits) continue;
-                    const S dy = rec.my - (S(y) + S(0.5));
-                    for (int j0 = x0 - tx0; j0 < x1 - tx0; j0 += L) {
-                        const uint32_t lanes = uint32_t(row_bits >> j0) & ((1u << L) - 1);
-                        if (!lanes) continue;
-                        const int q = row * RS + j0;
-                        const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
-                        touched |= h.on;
-                        const V ra = S(1) / (S(1) - h.alpha);
-                        const V T_old = load<V>(T + q);
-                        const V Tp = T_old * ra;  // transmittance in front of this Gaussian
-                        const V fac = h.alpha * Tp;
-                        V v_alpha = load<V>(T_final + q) * ra * load<V>(vA + q);
-                        for (int ch = 0; ch < C; ++ch) {
-                            const V vc = load<V>(vC + ch * PS + q);
-                            const V bc = load<V>(buf + ch * PS + q);
-                            gl[ch] += h.on ? fac * vc : V{};
-                            v_alpha += (rec.col[ch] * Tp - bc * ra) * vc;
-                            store(buf + ch * PS + q, h.on ? bc + rec.col[ch] * fac : bc);
-                        }
-                        store(T + q, h.on ? Tp : T_old);
-                        // no gradient through the clamp
-                        const I grad = h.on & (rec.op * h.vis <= Consts<S>::alpha_max);
-                        const V v_sigma = grad ? -rec.op * h.vis * v_alpha : V{};
-                        gl[C] += S(0.5) * v_sigma * h.dx * h.dx;
-                        gl[C + 1] += v_sigma * h.dx * dy;
-                        gl[C + 2] += S(0.5) * v_sigma * dy * dy;
-                        gl[C + 3] += v_sigma * (rec.a * h.dx + rec.b * dy);
-                        gl[C + 4] += v_sigma * (rec.b * h.dx + rec.c * dy);
-                        gl[C + 5] += grad ? h.vis * v_alpha : V{};
+                for_open_chunks(open, xs, x0, x1, y0, y1, tx0, ty0, rec.my, [&](int row, int j0, S dy, uint32_t lanes) {
+                    const int q = row * RS + j0;
+                    const ChunkHit<S> h = chunk_hit(rec, lc, tx0 + j0, dy, lanes);
+                    touched |= h.on;
+                    const V ra = S(1) / (S(1) - h.alpha);
+                    const V T_old = load<V>(T + q);
+                    const V Tp = T_old * ra;  // transmittance in front of this Gaussian
+                    const V fac = h.alpha * Tp;
+                    V v_alpha = load<V>(T_final + q) * ra * load<V>(vA + q);
+                    for (int ch = 0; ch < C; ++ch) {
+                        const V vc = load<V>(vC + ch * PS + q);
+                        const V bc = load<V>(buf + ch * PS + q);
+                        gl[ch] += h.on ? fac * vc : V{};
+                        v_alpha += (rec.col[ch] * Tp - bc * ra) * vc;
+                        store(buf + ch * PS + q, h.on ? bc + rec.col[ch] * fac : bc);
                     }
-                }
+                    store(T + q, h.on ? Tp : T_old);
+                    // no gradient through the clamp
+                    const I grad = h.on & (rec.op * h.vis <= Consts<S>::alpha_max);
+                    const V v_sigma = grad ? -rec.op * h.vis * v_alpha : V{};
+                    gl[C] += S(0.5) * v_sigma * h.dx * h.dx;
+                    gl[C + 1] += v_sigma * h.dx * dy;
+                    gl[C + 2] += S(0.5) * v_sigma * dy * dy;
+                    gl[C + 3] += v_sigma * (rec.a * h.dx + rec.b * dy);
+                    gl[C + 4] += v_sigma * (rec.b * h.dx + rec.c * dy);
+                    gl[C + 5] += grad ? h.vis * v_alpha : V{};
+                });
                 if (!lane_bits(touched)) continue;
                 S sum[G];
                 for (int j = 0; j < G; ++j) {
