@@ -77,6 +77,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
      and c["loss"].get("rescue_iou") is not None and c["loss"].get("image") == "spectral"),
     # 2026-12-07: Adam's epsilon as a setting; at 3DGS's 1e-15 (hard-coded until then), as before
     (("deform.adam_eps",), lambda c: (c.get("deform") or {}).get("adam_eps", 1e-15) != 1e-15),
+    # 2026-12-07: the trajectory's own bands; null (search.bands), or without the trajectory, as before
+    (("search.frame_bands",), lambda c: _trajectory(c) and c["search"].get("frame_bands") is not None),
 )
 
 

@@ -226,6 +226,10 @@ class SearchSettings:
     # of 60 degrees a frame flipped, the humanoid's turns taken to the mirror)
     frame_steps: int = setting(15, low=3, integer=True)
     frame_polish: int = setting(10, low=0, integer=True)
+    # frames=all: the spectral bands each frame's fit compares (its polish: two more), null: `bands`, as until
+    # 2026-12-07. The frame before's pose is near, so the fit needs no global basin, and the finer bands tell a turn
+    # from its mirror where the three lowest see one silhouette (experiments/trajectory_probe.py)
+    frame_bands: Optional[int] = setting(None, low=1, integer=True)
 
 
 # --------------------------------------------------------------------------------------------------
