@@ -64,6 +64,8 @@ SECTIONS: tuple[Section, ...] = (
                "--seeds 0 1 --no-pairs --jobs 2 --out experiments/results/shift_curves_defaults_simd", "32", "4 min"),
         Result("turning_beam_simd", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_simd", "48", "7 min"),
+        Result("turning_beam_rigidlr003", "python -m experiments.turning --variant trajectory_beam --override "
+               "deform.rigid_lr=0.003 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_rigidlr003", "48", "7 min"),
     )),
     Section("The renderer in SIMD lanes and the search's camera gradient: the same quality, the start's cost (2026-12-07, fourth sitting)", (
         Result("shift_curves_defaults_check", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
