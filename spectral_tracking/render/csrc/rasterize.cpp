@@ -354,9 +354,10 @@ void rasterize_fwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
 // entry of the lists that has a gradient writes its own slot of G values and its Gaussian's index,
 // once, from the one task that owns its tile (packed at the start of the tile's range of entries, in
 // the walk's order: back to front), and the slots are then summed into each Gaussian's gradient
-// tile by tile (a Gaussian has one entry per tile), whatever thread did what. (Atomic adds from the tiles, as gsplat does on the
-// GPU, summed in the order the threads happened to finish: two runs of one config then differed in
-// the last bits, and a tracking run amplifies those to about 1 dB by its end; see docs/performance.md.)
+// tile by tile (a Gaussian has one entry per tile), whatever thread did what. (Atomic adds from the
+// tiles, as gsplat does on the GPU, summed in the order the threads happened to finish: two runs of
+// one config then differed in the last bits, and a tracking run amplifies those to about 1 dB by its
+// end; see docs/performance.md.)
 constexpr int G = C + 6;  // per entry: colours and z (C), conic (3), mean 2D (2), opacity (1)
 
 template <typename S>
@@ -500,16 +501,17 @@ void rasterize_bwd(int V, int N, int H, int W, int ts, int tiles_x, int tiles_y,
 #pragma omp parallel for num_threads(chunks) schedule(static)
     for (int c = 0; c < chunks; ++c) {
         const int64_t lo = M * c / chunks, hi = M * (c + 1) / chunks;
-        for (int64_t t = 0; t < n_tiles; ++t)
-        for (int64_t k = tile_offsets[t]; k < tile_offsets[t] + n_slots[t]; ++k) {
-            const int64_t g = slot_ids[k];
-            if (g < lo || g >= hi) continue;
-            const S *slot = slots.get() + k * G;
-            for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += slot[ch];
-            for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += slot[C + j];
-            v_means2d[2 * g] += slot[C + 3];
-            v_means2d[2 * g + 1] += slot[C + 4];
-            v_opacities[g] += slot[C + 5];
+        for (int64_t t = 0; t < n_tiles; ++t) {
+            for (int64_t k = tile_offsets[t]; k < tile_offsets[t] + n_slots[t]; ++k) {
+                const int64_t g = slot_ids[k];
+                if (g < lo || g >= hi) continue;
+                const S *slot = slots.get() + k * G;
+                for (int ch = 0; ch < C; ++ch) v_colors[g * C + ch] += slot[ch];
+                for (int j = 0; j < 3; ++j) v_conics[3 * g + j] += slot[C + j];
+                v_means2d[2 * g] += slot[C + 3];
+                v_means2d[2 * g + 1] += slot[C + 4];
+                v_opacities[g] += slot[C + 5];
+            }
         }
     }
     for (int64_t t = 0; t < n_tiles; ++t) {
