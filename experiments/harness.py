@@ -45,8 +45,8 @@ RESULTS = REPO / "experiments" / "results"
 # Image and 3D metrics every table reports (metrics.json keys; spectral_end: the step at which the
 # spectral phase ended, 0 for Pixel); a missing one is left empty.
 METRICS = ["train_psnr", "train_ssim", "train_lpips", "train_mask_iou", "train_last_mask_iou", "novel_psnr", "novel_ssim",
-           "novel_lpips", "novel_mask_iou", "3d_mean_error", "3d_last_error", "3d_size_ratio", "initial_iou", "spectral_end",
-           "steps", "seconds", "start_seconds", "run_seconds"]
+           "novel_lpips", "novel_mask_iou", "3d_mean_error", "3d_last_error", "3d_size_ratio", "3d_rotation_error",
+           "3d_depth_error", "initial_iou", "spectral_end", "steps", "seconds", "start_seconds", "run_seconds"]
 
 LOSS_NAMES = {"spectral": "Ours", "pixel": "Pixel"}  # the `loss` config as the tables and figures name it
 
@@ -432,13 +432,13 @@ def summarize(rows: list[dict], by: Sequence[str], metric: str, spread_over: str
         groups[tuple(r[k] for k in by)].append(r)
     out = {}
     for key, members in groups.items():
-        values = _finite(r[metric] for r in members)
+        values = _finite(r.get(metric) for r in members)
         if not values:
             continue
         if spread_over:
             sub: dict = defaultdict(list)
             for r in members:
-                sub[r[spread_over]].append(r[metric])
+                sub[r[spread_over]].append(r.get(metric))
             means = [sum(v) / len(v) for v in (_finite(x) for x in sub.values()) if v]
         else:
             means = values

@@ -24,6 +24,8 @@ TURNING = {"quadruped_turn": "quadruped_walk", "humanoid_turn": "humanoid_walk",
 BENCHMARK_SEEDS = (0, 1)
 METRICS = [("train_psnr", "train PSNR", 2), ("train_mask_iou", "mask IoU", 3), ("train_last_mask_iou", "last-frame IoU", 3),
            ("novel_psnr", "novel PSNR", 2), ("3d_mean_error", "3D error", 3), ("3d_last_error", "3D error, last frame", 3)]
+# where the 3D error comes from (`spectral_tracking.metrics.pose_errors`; runs made before 2026-12-07 lack them)
+POSE_METRICS = [("3d_rotation_error", "body turn error (deg)", 1), ("3d_depth_error", "depth error", 3)]
 
 
 def cases(scale: str, sequences: dict[str, str], benchmark_seeds, seeds, shift: float, extra=()) -> list[Case]:
@@ -44,22 +46,24 @@ def cases(scale: str, sequences: dict[str, str], benchmark_seeds, seeds, shift: 
 
 
 def render(rows: list[dict]) -> str:
-    stats = {m: summarize(rows, ["creature", "motion", "loss"], m) for m, _, _ in METRICS}
-    lines = ["| sequence | loss | " + " | ".join(f"{t} turn / twin" for _, t, _ in METRICS) + " | 3D error turn / twin |",
-             "|---|---|" + "---|" * (len(METRICS) + 1)]
+    pose = any(r.get("3d_rotation_error") is not None for r in rows)
+    metrics = METRICS + (POSE_METRICS if pose else [])
+    stats = {m: summarize(rows, ["creature", "motion", "loss"], m) for m, _, _ in metrics}
+    lines = ["| sequence | loss | " + " | ".join(f"{t} turn / twin" for _, t, _ in metrics) + " | 3D error turn / twin |",
+             "|---|---|" + "---|" * (len(metrics) + 1)]
     for creature in dict.fromkeys(r["creature"] for r in rows):
         for loss, name in LOSS_NAMES.items():
             cells = []
-            for m, _, d in METRICS:
+            for m, _, d in metrics:
                 a, b = stats[m].get((creature, "turn", loss)), stats[m].get((creature, "twin", loss))
                 cells.append(f"{fmt(a['mean'], d) if a else '-'} / {fmt(b['mean'], d) if b else '-'}")
             a, b = stats["3d_mean_error"].get((creature, "turn", loss)), stats["3d_mean_error"].get((creature, "twin", loss))
             ratio = fmt(a["mean"] / b["mean"], 2) if a and b and b["mean"] > 0 else "-"
             lines.append(f"| {creature} | {name} | " + " | ".join(cells) + f" | {ratio} |")
-    overall = {m: summarize(rows, ["motion", "loss"], m) for m, _, _ in METRICS}
+    overall = {m: summarize(rows, ["motion", "loss"], m) for m, _, _ in metrics}
     for loss, name in LOSS_NAMES.items():
         cells = []
-        for m, _, d in METRICS:
+        for m, _, d in metrics:
             a, b = overall[m].get(("turn", loss)), overall[m].get(("twin", loss))
             cells.append(f"{fmt(a['mean'], d) if a else '-'} / {fmt(b['mean'], d) if b else '-'}")
         lines.append(f"| **mean** | {name} | " + " | ".join(cells) + " | |")
@@ -70,7 +74,10 @@ def render(rows: list[dict]) -> str:
             ok = sum(r["train_last_mask_iou"] >= 0.85 for r in mine)
             lines.append(f"\n{name}: last-frame mask IoU >= 0.85 in {ok} of {len(mine)} turning runs.")
     return "\n".join(lines) + ("\n\nEach cell: the turning motion / the same creature's motion without the turn (means over "
-                               "run seeds); 3D errors in asset radii.\n")
+                               "run seeds); 3D errors in asset radii." + (
+                                   " Body turn error: the angle between the tracked and the true body, centred (Kabsch), "
+                                   "mean over frames; depth error: the tracked centre's offset along the first training "
+                                   "view's axis (radii), which one view sees only as apparent size." if pose else "") + "\n")
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.data.sequence import STANDARD_RADIUS
-from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metric_values, mask_iou_values
+from spectral_tracking.metrics import gaussian_3d_error, gsgd_view_metrics, image_metric_values, mask_iou_values, pose_errors
 
 PROTOCOLS = ("ours", "gsgd")
 
@@ -16,13 +16,16 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
              per_view: bool = False, protocol: str = "ours", frames: dict | None = None) -> dict:
     """PSNR / SSIM (/ LPIPS) per image over every frame of the training and the novel views
     (``train_*``, ``novel_*``; ``*_mask_iou`` and ``*_last_mask_iou``, the last frame's), and
-    ``3d_*`` (`gaussian_3d_error`; ``3d_last_error``: the last frame's) where ``truth`` = (canonical
-    indices [M], true means [T, M, 3]) is given. With ``per_view``, also ``view_<name>_psnr`` and
-    ``view_<name>_ssim`` for every view (e.g. ``view_90.0_psnr``: the side view).
+    ``3d_*`` (`gaussian_3d_error`; ``3d_last_error``: the last frame's; ``3d_rotation_error`` and
+    ``3d_depth_error``: `pose_errors`' means, the body's turn in degrees and its depth along the first
+    training view in radii) where ``truth`` = (canonical indices [M], true means [T, M, 3]) is given.
+    With ``per_view``, also ``view_<name>_psnr`` and ``view_<name>_ssim`` for every view (e.g.
+    ``view_90.0_psnr``: the side view).
 
     ``frames``, where given, is filled with the same values frame by frame (lists of T, each the mean
-    over the split's views; ``3d_error`` where ``truth`` is given): ``metrics.json``'s ``"frames"``,
-    where the frame a run lost shows, and how two runs of one case differ.
+    over the split's views; ``3d_error``, ``3d_rotation`` and ``3d_depth``, signed, where ``truth`` is
+    given): ``metrics.json``'s ``"frames"``, where the frame a run lost shows, and how two runs of one
+    case differ.
 
     protocol: "ours" (per image, data range 1, mean over frames x views) or "gsgd" (the image
     metrics of the GSGD code the paper builds on, `gsgd_view_metrics`, averaged over views; LPIPS
@@ -62,8 +65,14 @@ def evaluate(module, truth: tuple[Tensor, Tensor] | None = None, lpips_net: str 
         per_frame = [gaussian_3d_error(tracked[t:t + 1], gt_means[t:t + 1], radius=STANDARD_RADIUS)["mean_error"]
                      for t in range(tracked.shape[0])]
         out["3d_last_error"] = per_frame[-1]
+        # where the error comes from: the body's turn, and its depth along the first training view's axis
+        pose = pose_errors(tracked, gt_means, tg.cameras.viewmats[tg.train_views[0], 2, :3], radius=STANDARD_RADIUS)
+        out["3d_rotation_error"] = sum(pose["rotation"]) / len(pose["rotation"])
+        out["3d_depth_error"] = sum(abs(z) for z in pose["depth"]) / len(pose["depth"])
         if frames is not None:
             frames["3d_error"] = [round(e, 5) for e in per_frame]
+            frames["3d_rotation"] = [round(e, 3) for e in pose["rotation"]]
+            frames["3d_depth"] = [round(e, 5) for e in pose["depth"]]
     return out
 
 

@@ -193,6 +193,38 @@ def gaussian_3d_error(pred_means: Tensor, gt_means: Tensor, radius: float) -> di
     return {"mean_error": float(mean_error), "size_ratio": float(size_ratio)}
 
 
+def pose_errors(pred_means: Tensor, gt_means: Tensor, axis: Tensor, radius: float) -> dict[str, list[float]]:
+    """Where a 3D error comes from, frame by frame: the whole asset's turn and its depth.
+
+    Args:
+        pred_means, gt_means: [T, N, 3] as in `gaussian_3d_error`.
+        axis: [3] a camera's viewing direction in world coordinates (the third row of its
+            world-to-camera rotation), along which one view sees depth only as apparent size.
+        radius: the asset's bounding radius (world units, > 0).
+
+    Returns:
+        ``rotation``: per frame, the angle (degrees) of the rotation that best maps the true means,
+        centred, onto the predicted ones, centred (Kabsch): how far the tracked body is turned.
+        ``depth``: per frame, the predicted centroid minus the true one along ``axis``, in radii
+        (positive: farther from the camera).
+    """
+    if pred_means.shape != gt_means.shape or pred_means.ndim != 3 or pred_means.shape[-1] != 3:
+        raise ValueError(f"pred_means {tuple(pred_means.shape)} and gt_means {tuple(gt_means.shape)}: expected two [T, N, 3]")
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+    with torch.no_grad():
+        pred, gt = pred_means.detach().double(), gt_means.detach().to(pred_means.device).double()
+        cp, cg = pred.mean(1, keepdim=True), gt.mean(1, keepdim=True)
+        U, _, Vh = torch.linalg.svd((pred - cp).transpose(1, 2) @ (gt - cg))  # [T, 3, 3] covariance
+        d = torch.sign(torch.linalg.det(U @ Vh))
+        D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+        R = U @ D @ Vh  # [T, 3, 3] the proper rotation taking gt (centred) to pred (centred)
+        cos = ((R.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+        a = axis.detach().to(pred).reshape(3)
+        depth = ((cp - cg)[:, 0] @ (a / a.norm())) / radius
+    return {"rotation": torch.rad2deg(torch.arccos(cos)).tolist(), "depth": depth.tolist()}
+
+
 def gsgd_view_metrics(pred: Tensor, gt: Tensor, size: int | None = 800, max_frames: int = 14,
                       with_lpips: bool = True) -> dict[str, float]:
     """The image metrics of one view as GSGD's ``evaluate_output.py`` computes them (the code the

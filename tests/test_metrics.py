@@ -165,3 +165,23 @@ def test_gsgd_protocol_pools_psnr_over_the_view_with_the_targets_range():
     assert m["psnr"] == pytest.approx(10 * math.log10(rng ** 2 / mse), rel=1e-6)
     assert m["psnr"] < float(psnr(pred[first], gt[first]).mean())
     assert gsgd_view_metrics(gt, gt, size=None)["psnr"] == float("inf")
+
+
+def test_pose_errors_split_a_turn_from_a_depth_offset():
+    from spectral_tracking.metrics import pose_errors
+
+    gt = _points()
+    centroid = gt.mean(dim=1, keepdim=True)
+    R = quat_to_rotmat(torch.tensor([math.cos(0.3), 0.0, math.sin(0.3), 0.0], dtype=torch.float64))  # 34.4 degrees
+    axis = torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64)  # normalised inside
+    moved = centroid + (gt - centroid) @ R.T + torch.tensor([0.4, 0.0, -0.25], dtype=torch.float64)
+    out = pose_errors(moved, gt, axis, radius=0.5)
+    assert out["rotation"] == pytest.approx([math.degrees(0.6)] * 3, abs=1e-9)
+    assert out["depth"] == pytest.approx([-0.5] * 3, abs=1e-12)  # nearer by 0.25, in radii; the sideways 0.4 unseen
+    still = pose_errors(gt, gt, axis, radius=0.5)
+    assert still["rotation"] == pytest.approx([0.0] * 3, abs=1e-5) and still["depth"] == pytest.approx([0.0] * 3, abs=1e-12)
+    # a mirror is not a rotation: the best proper rotation of a reflected body is not 0
+    mirrored = centroid + (gt - centroid) * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    assert min(pose_errors(mirrored, gt, axis, radius=0.5)["rotation"]) > 1.0
+    with pytest.raises(ValueError, match="expected two"):
+        pose_errors(gt[:, :5], gt, axis, radius=0.5)

@@ -79,6 +79,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("deform.adam_eps",), lambda c: (c.get("deform") or {}).get("adam_eps", 1e-15) != 1e-15),
     # 2026-12-07: the trajectory's own bands; null (search.bands), or without the trajectory, as before
     (("search.frame_bands",), lambda c: _trajectory(c) and c["search"].get("frame_bands") is not None),
+    # 2026-12-07: the trajectory's prior on smooth turning; at 0, or without the trajectory, as before
+    (("search.smooth",), lambda c: _trajectory(c) and c["search"].get("smooth", 0.0) != 0.0),
 )
 
 

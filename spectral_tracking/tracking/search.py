@@ -500,6 +500,14 @@ def rigid_fit(source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return R, cd - R @ cs
 
 
+def _turn_change(Rs: list[Tensor], turn: Tensor) -> float:
+    """How much a trajectory's turn per frame changes (radians) if its next pose is ``turn``: the angle
+    between the last frame's step (Rs[-1] Rs[-2]^T) and the step to ``turn``; 0 while it has no step yet."""
+    if len(Rs) < 2:
+        return 0.0
+    return math.radians(rotation_degrees((turn @ Rs[-1].T) @ (Rs[-1] @ Rs[-2].T).T))
+
+
 @dataclass
 class _Track:
     """One trajectory of `search_trajectory`'s beam: its poses so far from the placed asset (x -> R_t x + b_t),
@@ -520,7 +528,8 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                       backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
                       prefer: float = _S.prefer, realign: bool = _S.realign,
                       depth_window: int = _S.depth_window, beam: int = _S.beam,
-                      polish_steps: int = _S.frame_polish) -> tuple[Tensor, Tensor, list[dict]]:
+                      polish_steps: int = _S.frame_polish,
+                      smooth: float = _S.smooth) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
     [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`, then (``realign``, where a training
@@ -554,7 +563,8 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                                        prefer_first=prefer, survivors=beam, **common):
                 R = quat_to_rotmat(_turned(fit.q, fit.w)[None])[0].detach().cpu().double()
                 turn = R @ track.Rs[-1]  # the pose's rotation from the placed asset (the fit turns about the centre)
-                children.append((track.score + fit.loss, track, fit, turn))
+                children.append((track.score + fit.loss * (1 + smooth * _turn_change(track.Rs, turn) ** 2),
+                                 track, fit, turn))
         children.sort(key=lambda c: c[0])
         kept = []
         for score, track, fit, turn in children:

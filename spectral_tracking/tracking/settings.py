@@ -230,6 +230,10 @@ class SearchSettings:
     # 2026-12-07. The frame before's pose is near, so the fit needs no global basin, and the finer bands tell a turn
     # from its mirror where the three lowest see one silhouette (experiments/trajectory_probe.py)
     frame_bands: Optional[int] = setting(None, low=1, integer=True)
+    # frames=all: a prior on smooth turning. Each frame's fitted loss is weighed by 1 + smooth x (the change, in
+    # radians, of the turn per frame)^2 in the trajectories' sums, so that a branch jumping to a mirror and back
+    # costs more than one turning steadily (0: the losses alone, as until 2026-12-07)
+    smooth: float = setting(0.0, low=0)
 
 
 # --------------------------------------------------------------------------------------------------
