@@ -59,6 +59,12 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("Where the turns' 3D error comes from: the body's turn and its depth (2026-12-07, sixth sitting)", (
+        Result("turning_beam_pose", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_pose", "48", "7 min"),
+        Result("turning_beam_views2_pose", "python -m experiments.turning --variant trajectory_beam --override views=2 "
+               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose", "48", "10 min"),
+    )),
     Section("The compositing in SIMD lanes: the same quality, a shorter start (2026-12-07, fifth sitting)", (
         Result("shift_curves_defaults_simd", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
                "--seeds 0 1 --no-pairs --jobs 2 --out experiments/results/shift_curves_defaults_simd", "32", "4 min"),
