@@ -81,6 +81,9 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("search.frame_bands",), lambda c: _trajectory(c) and c["search"].get("frame_bands") is not None),
     # 2026-12-07: the trajectory's prior on smooth turning; at 0, or without the trajectory, as before
     (("search.smooth",), lambda c: _trajectory(c) and c["search"].get("smooth", 0.0) != 0.0),
+    # 2026-12-07: the turn gate for more than one view; without the trajectory, or where the run's training views
+    # are one or more than search.gate_views (the default 1: any run), as before
+    (("search.gate_views",), lambda c: _trajectory(c) and 1 < int(c.get("views", 1)) <= c["search"].get("gate_views", 1)),
 )
 
 

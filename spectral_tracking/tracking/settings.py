@@ -218,6 +218,9 @@ class SearchSettings:
     # frames=all with one training view: the trajectory's rotations are kept only where one frame's turn from
     # frame 0 reaches this many degrees; below it, only its centre track (each frame a translation; 0: always kept)
     turn_gate: float = setting(45.0, low=0, high=180)
+    # the turn gate applies to runs with at most this many training views (1: one view only, as until 2026-12-07).
+    # Two opposite views (the front and the back) see a yaw as a change of width, which a gait also makes
+    gate_views: int = setting(1, low=1, integer=True)
     # frames=all: trajectories followed at once, the lowest summed loss over the frames winning (1: greedy, each
     # frame's best fit only, as until 2026-12-06; a turn and its mirror fit one view alike for a few frames)
     beam: int = setting(1, low=1, integer=True)

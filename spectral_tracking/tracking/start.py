@@ -167,11 +167,12 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
     turn = max(rotation_degrees(R) for R in Rs)
-    gated = len(views) == 1 and turn < float(s["turn_gate"])
+    gated = len(views) <= int(s["gate_views"]) and turn < float(s["turn_gate"])
     record.update(search_turn_deg=round(turn, 1), search_turn_kept=not gated)
     if gated:
-        # no turn worth the name, seen by one view, where a small turn of an elongated body and a change of
-        # its depth look alike while its limbs move: only the centre track is kept (each frame a translation)
+        # no turn worth the name, seen by one view (or as many as search.gate_views), where a small turn of an
+        # elongated body and a change of its depth (or width) look alike while its limbs move: only the centre
+        # track is kept (each frame a translation)
         c = result.gaussians.means.detach().double().cpu().mean(0)
         bs = Rs @ c + bs - c
         Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
