@@ -64,6 +64,9 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/turning_beam_pose", "48", "7 min"),
         Result("turning_beam_views2_pose", "python -m experiments.turning --variant trajectory_beam --override views=2 "
                "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose", "48", "10 min"),
+        Result("turning_beam_views2_gate", "python -m experiments.turning --variant trajectory_beam --override views=2 "
+               "--override search.gate_views=2 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_gate",
+               "48", "10 min"),
     )),
     Section("The compositing in SIMD lanes: the same quality, a shorter start (2026-12-07, fifth sitting)", (
         Result("shift_curves_defaults_simd", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
