@@ -84,6 +84,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # 2026-12-07: the turn gate for more than one view; without the trajectory, or where the run's training views
     # are one or more than search.gate_views (the default 1: any run), as before
     (("search.gate_views",), lambda c: _trajectory(c) and 1 < int(c.get("views", 1)) <= c["search"].get("gate_views", 1)),
+    # 2026-12-07: the beam's score; at bands, or without the trajectory, as before
+    (("search.beam_score",), lambda c: _trajectory(c) and c["search"].get("beam_score", "bands") != "bands"),
 )
 
 

@@ -24,8 +24,10 @@ match another turn's (a mirror, a side view). So the start searches, against fra
 
 ``search.frames=all`` then follows the whole asset frame by frame (`search_trajectory`): each
 frame's pose is the frame before's, turned by each of a few `local_rotations` and fitted the same
-way (``search.beam`` > 1: several trajectories at once, the lowest summed loss winning, because one
-view fits a turn and its mirror almost alike for a few frames); the result is the start of a
+way (``search.beam`` > 1: several trajectories at once, the lowest summed score winning, because one
+view fits a turn and its mirror almost alike for a few frames; ``search.beam_score``: each frame's
+fit scored by its full-size colour error, where a turn and its mirror differ, or by the low bands
+it was fitted on); the result is the start of a
 per-frame rigid part (``deform=rigid_mlp`` with ``rigid_per_frame``, or ``deform=rigid``). The
 result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there.
 """
@@ -404,6 +406,28 @@ def _fit_hypotheses(gaussians: Gaussians, cameras: Cameras, images: Tensor, mask
                     seconds=seconds) for i, b in enumerate(alive.tolist())]
 
 
+def _posed(fit: _Fitted, w: Tensor, tau: Tensor, sigma: Tensor) -> tuple[Gaussians, Tensor, float]:
+    """The whole asset ``fit.moved`` under the move of ``fit`` with the given (w [3], tau [3], sigma):
+    x -> c + tau + s R (x - c), c the searched Gaussians' centre; (the asset, R, s)."""
+    with torch.no_grad():
+        R = quat_to_rotmat(_turned(fit.q, w)[None])[0]
+        s = float(torch.exp(sigma))
+        return fit.moved.transform(R, translation=fit.center + tau - s * (R @ fit.center), scale=s), R, s
+
+
+def _pixel_error(fit: _Fitted, cameras: Cameras, images: Tensor, views: list[int], background: Tensor,
+                 backend: str) -> float:
+    """The mean squared colour error of the whole asset posed by ``fit`` (before any polish), rendered
+    at full size in ``views`` against ``images`` [V, H, W, 3]: the fine detail the low bands do not
+    see, by which a turn and its mirror differ (`search_trajectory`'s ``score="pixels"``)."""
+    from spectral_tracking.render import render
+
+    posed, _, _ = _posed(fit, fit.w, fit.tau, fit.sigma)
+    with torch.no_grad():
+        out = render(posed, cameras[views].to(posed.device), background=background.to(posed.means), backend=backend)
+        return float(((out.rgb - images[views].to(out.rgb)) ** 2).mean())
+
+
 def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], *, background: Tensor,
             bands: int, lambda_mask: float, lr: float, backend: str, steps: int) -> SearchResult:
     """A fitted hypothesis polished on the asset itself (not its proxy: its likeness is not exact
@@ -442,11 +466,7 @@ def _polish(fit: _Fitted, cameras: Cameras, images: Tensor, masks: Tensor, views
             opt.step()
             decay.step()
             loss = float(last.detach())
-    with torch.no_grad():
-        R = quat_to_rotmat(_turned(fit.q, w[0])[None])[0]
-        s = float(torch.exp(sigma[0]))
-        # the same move for the whole asset: x -> c + tau + s R (x - c), c the searched Gaussians' centre
-        out = fit.moved.transform(R, translation=center + tau[0] - s * (R @ center), scale=s)
+    out, R, s = _posed(fit, w[0].detach(), tau[0].detach(), sigma[0].detach())  # the same move for the whole asset
     return SearchResult(gaussians=out.detach(), rotation=R.detach().cpu().double(),
                         translation=(fit.offset.to(tau) + tau[0]).detach().cpu(), scale=s, loss=loss,
                         losses=[fit.loss] + fit.others, seconds=fit.seconds + time.perf_counter() - start)
@@ -528,18 +548,20 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                       backend: str = "auto", max_gaussians: int = _S.max_gaussians, seed: int = 0,
                       prefer: float = _S.prefer, realign: bool = _S.realign,
                       depth_window: int = _S.depth_window, beam: int = _S.beam,
-                      polish_steps: int = _S.frame_polish,
-                      smooth: float = _S.smooth) -> tuple[Tensor, Tensor, list[dict]]:
+                      polish_steps: int = _S.frame_polish, smooth: float = _S.smooth,
+                      score: str = _S.beam_score) -> tuple[Tensor, Tensor, list[dict]]:
     """The whole asset's rigid motion through the sequence: frame by frame, the pose of the frame
     before turned by each of `local_rotations` and fitted to this frame's targets (images
     [V, T, H, W, 3], masks [V, T, H, W]) as in `search_pose`, then (``realign``, where a training
     mask of the frame is not cut by the border) moved to the depth and centroid its mask moments give
     for the orientation found. ``beam``: how many trajectories are followed at once: each proposes its
-    ``beam`` best fits of the next frame, and the ``beam`` with the lowest summed loss over their frames
+    ``beam`` best fits of the next frame, and the ``beam`` with the lowest summed score over their frames
     (whose last poses differ by `BEAM_DISTINCT_DEGREES` or more) go on; the lowest at the end wins. One
     view of a bilaterally symmetric body turning away from the camera fits a turn and its mirror
     (yaw a and -a, or a and 180 - a) almost alike for several frames, and the frames after tell them
-    apart. ``steps`` and ``polish_steps``: each frame's fit (successive halving) and its polish. With
+    apart. ``score``: a frame's score, "pixels" (`_pixel_error`: the fit's full-size colour error, in
+    which a turn and its mirror differ more than in the low bands the fit compares) or "bands" (the
+    fit's own loss), times 1 + ``smooth`` x (the change of the turn per frame, radians)^2. ``steps`` and ``polish_steps``: each frame's fit (successive halving) and its polish. With
     one training view, each frame's centre is then slid along its viewing ray to the median depth
     of the ``depth_window`` frames around it (`median_depths`): there depth shows only as apparent
     size, and a few degrees of error in a turn seen end-on move it by a radius. Returns the
@@ -547,6 +569,8 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     identity) and a record per frame (of the winning trajectory; its seconds: the beam's, that frame)."""
     from spectral_tracking.tracking.align import _touches_border, align_to_targets
 
+    if score not in ("pixels", "bands"):
+        raise ValueError(f"search.beam_score must be pixels or bands, got {score!r}")
     T = images.shape[1]
     beam = max(1, int(beam))
     tracks = [_Track(0.0, placed, [torch.eye(3, dtype=torch.float64)], [torch.zeros(3, dtype=torch.float64)], [])]
@@ -563,7 +587,9 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                                        prefer_first=prefer, survivors=beam, **common):
                 R = quat_to_rotmat(_turned(fit.q, fit.w)[None])[0].detach().cpu().double()
                 turn = R @ track.Rs[-1]  # the pose's rotation from the placed asset (the fit turns about the centre)
-                children.append((track.score + fit.loss * (1 + smooth * _turn_change(track.Rs, turn) ** 2),
+                value = fit.loss if score == "bands" else _pixel_error(fit, cameras, frame_images, views, background,
+                                                                          backend)
+                children.append((track.score + value * (1 + smooth * _turn_change(track.Rs, turn) ** 2),
                                  track, fit, turn))
         children.sort(key=lambda c: c[0])
         kept = []

@@ -237,6 +237,10 @@ class SearchSettings:
     # radians, of the turn per frame)^2 in the trajectories' sums, so that a branch jumping to a mirror and back
     # costs more than one turning steadily (0: the losses alone, as until 2026-12-07)
     smooth: float = setting(0.0, low=0)
+    # frames=all: what ranks the beam's trajectories, frame by frame: pixels = each fit's whole asset rendered at
+    # full size, its mean squared colour error (a turn and its mirror cast one silhouette in the low bands, not in
+    # the fine detail); bands = the fit's own low-band loss (as until 2026-12-07)
+    beam_score: str = setting("pixels", choices=("pixels", "bands"))
 
 
 # --------------------------------------------------------------------------------------------------

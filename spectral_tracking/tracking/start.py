@@ -162,7 +162,7 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
                                        degrees=float(s["local_degrees"]), prefer=float(s["prefer"]),
                                        realign=bool(s["realign"]), depth_window=int(s["depth_window"]), beam=int(s["beam"]),
                                        steps=int(s["frame_steps"]), polish_steps=int(s["frame_polish"]),
-                                       smooth=float(s["smooth"]),
+                                       smooth=float(s["smooth"]), score=str(s["beam_score"]),
                                        **{**common, "bands": int(s["bands"] if s["frame_bands"] is None else s["frame_bands"])})
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
