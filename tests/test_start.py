@@ -334,9 +334,46 @@ def test_the_trajectory_beam_keeps_the_turn_whose_later_frames_fit_better(scene,
     for beam, final, losses in ((1, 60.0, [1.0, 2.0]), (2, -60.0, [1.1, 0.5]), (3, -60.0, [1.1, 0.5])):
         Rs, _, records = search_module.search_trajectory(placed, scene.cameras, images, torch.zeros(1, 3, 4, 4), [0],
                                                          background=torch.ones(3), realign=False, depth_window=1,
-                                                         beam=beam)
+                                                         beam=beam, score="bands")
         assert rotation_degrees(Rs[2] @ axis_angle_matrix(up, final).double().T) < 1e-3
         assert [r["loss"] for r in records] == pytest.approx(losses)
+
+
+def test_the_trajectory_beam_scored_by_pixels_keeps_the_turn_the_images_show(scene, monkeypatch):
+    """search.beam_score=pixels: each frame's fits are ranked by the whole asset's full-size colour
+    error against the frame, not by the low-band loss they were fitted on. The targets turn by +30
+    degrees a frame; every frame's fits are -30 (the lower low-band loss, as a mirror can have) and
+    +30: by the bands the beam ends at -60, by the pixels at +60, the images' own turn."""
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.gaussians import rotation_degrees
+
+    placed = scene.canonical
+    up = torch.tensor([0.0, 1.0, 0.0])
+    center = placed.means.detach().mean(0)
+    frames = []
+    for t in range(3):
+        R = axis_angle_matrix(up, 30.0 * t).to(placed.means)
+        frames.append(render(placed.transform(R, translation=center - R @ center), scene.cameras[[0]],
+                             background=torch.ones(3)).rgb[0].detach())
+    images = torch.stack(frames)[None]  # [1, 3, H, W, 3]
+
+    def fits(current, cameras, images, masks, views, *, hypotheses, survivors, **kwargs):
+        c = current.means.detach().mean(0)
+        return [search_module._Fitted(moved=current, center=c, q=rotmat_to_quat(axis_angle_matrix(up, a)[None].float())[0],
+                                      w=torch.zeros(3), tau=torch.zeros(3), sigma=torch.zeros(()), offset=torch.zeros(3),
+                                      loss=loss, others=[], free_scale=False, seconds=0.0)
+                for a, loss in [(-30.0, 0.5), (30.0, 1.0)][:survivors]]
+
+    polish = search_module._polish
+    monkeypatch.setattr(search_module, "_fit_hypotheses", fits)
+    monkeypatch.setattr(search_module, "_polish", lambda fit, *a, **k: polish(fit, *a, **{**k, "steps": 0}))
+    masks = torch.zeros(images.shape[:-1])
+    for score, final in (("bands", -60.0), ("pixels", 60.0)):
+        Rs, _, _ = search_module.search_trajectory(placed, scene.cameras, images, masks, [0], background=torch.ones(3),
+                                                   realign=False, depth_window=1, beam=2, score=score)
+        assert rotation_degrees(Rs[2] @ axis_angle_matrix(up, final).double().T) < 1e-3
+    with pytest.raises(ValueError, match="beam_score must be pixels or bands, got 'colour'"):
+        search_module.search_trajectory(placed, scene.cameras, images, masks, [0], background=torch.ones(3), score="colour")
 
 
 def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, monkeypatch):

@@ -593,13 +593,13 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                                  track, fit, turn))
         children.sort(key=lambda c: c[0])
         kept = []
-        for score, track, fit, turn in children:
+        for summed, track, fit, turn in children:
             if all(rotation_degrees(turn @ other.T) >= BEAM_DISTINCT_DEGREES for _, _, _, other in kept):
-                kept.append((score, track, fit, turn))
+                kept.append((summed, track, fit, turn))
             if len(kept) == beam:
                 break
         next_tracks = []
-        for score, track, fit, _ in kept:
+        for summed, track, fit, _ in kept:
             polished = _polish(fit, cameras, frame_images, frame_masks, views, steps=polish_steps, **common)
             current = polished.gaussians
             if realign and any(not _touches_border(frame_masks[v], threshold=0.5) for v in views):
@@ -607,7 +607,7 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
                 # hypotheses by the area of the pose before, and a turned elongated body shows another area
                 current, _ = align_to_targets(current, cameras, frame_masks, views, backend=backend, warn=False)
             R, b = rigid_fit(placed.means.detach().cpu(), current.means.detach().cpu())
-            next_tracks.append(_Track(score, current, track.Rs + [R], track.bs + [b], track.losses + [polished.loss]))
+            next_tracks.append(_Track(summed, current, track.Rs + [R], track.bs + [b], track.losses + [polished.loss]))
         tracks = next_tracks
         seconds.append(round(time.perf_counter() - start, 3))
     best = tracks[0]
