@@ -59,14 +59,24 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
-    Section("Where the turns' 3D error comes from: the body's turn and its depth (2026-12-07, sixth sitting)", (
-        Result("turning_beam_pose", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
-               "--out experiments/results/turning_beam_pose", "48", "7 min"),
+    Section("Where the turns' 3D error comes from, and the beam ranked by pixels (2026-12-07, sixth sitting)", (
+        Result("turning_beam_pose", "python -m experiments.turning --variant trajectory_beam --override "
+               "search.beam_score=bands --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_pose", "48", "7 min"),
         Result("turning_beam_views2_pose", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose", "48", "10 min"),
-        Result("turning_beam_views2_gate", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--override search.gate_views=2 --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_gate",
+               "--override search.beam_score=bands --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose",
                "48", "10 min"),
+        Result("turning_beam_views2_gate", "python -m experiments.turning --variant trajectory_beam --override views=2 "
+               "--override search.gate_views=2 --override search.beam_score=bands --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_views2_gate",
+               "48", "10 min"),
+        Result("turning_beam_pixels", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_pixels", "48", "8 min"),
+        Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam --override search.beam_score=bands "
+               f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+               "--out experiments/results/trajectory_beam_pairs_bands", "80", "20 min"),
+        Result("trajectory_beam_pairs_pixels", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_pixels", "80",
+               "20 min"),
     )),
     Section("The compositing in SIMD lanes: the same quality, a shorter start (2026-12-07, fifth sitting)", (
         Result("shift_curves_defaults_simd", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "

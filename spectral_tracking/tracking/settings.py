@@ -221,7 +221,7 @@ class SearchSettings:
     # the turn gate applies to runs with at most this many training views (1: one view only, as until 2026-12-07).
     # Two opposite views (the front and the back) see a yaw as a change of width, which a gait also makes
     gate_views: int = setting(1, low=1, integer=True)
-    # frames=all: trajectories followed at once, the lowest summed loss over the frames winning (1: greedy, each
+    # frames=all: trajectories followed at once, the lowest summed score over the frames winning (1: greedy, each
     # frame's best fit only, as until 2026-12-06; a turn and its mirror fit one view alike for a few frames)
     beam: int = setting(1, low=1, integer=True)
     # frames=all: each frame's fitting steps (successive halving) and polish steps on the asset itself. Fewer cut
