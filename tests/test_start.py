@@ -414,7 +414,7 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
     monkeypatch.setattr(search_module, "_polish", polished)
     images = torch.zeros(1, 2, 4, 4, 3)
     trajectory(scene.canonical, scene.cameras, images, torch.zeros(1, 2, 4, 4), [0], background=torch.ones(3),
-               realign=False, depth_window=1, steps=7, polish_steps=3)
+               realign=False, depth_window=1, steps=7, polish_steps=3, score="bands")
     assert used == [("fit", 7), ("polish", 3)]
 
 
