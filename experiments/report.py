@@ -71,6 +71,8 @@ SECTIONS: tuple[Section, ...] = (
                "48", "10 min"),
         Result("turning_beam_pixels", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_pixels", "48", "8 min"),
+        Result("turning_beam_views2_pixels", "python -m experiments.turning --variant trajectory_beam --override views=2 "
+               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pixels", "48", "10 min"),
         Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam --override search.beam_score=bands "
                f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/trajectory_beam_pairs_bands", "80", "20 min"),
