@@ -24,6 +24,7 @@ from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from spectral_tracking.losses.lpips import LPIPS, LPIPSWeightsMissing
+from spectral_tracking.losses.arap import best_fit_rotations
 from spectral_tracking.losses.scale import spread
 from spectral_tracking.weights import lpips_weights_path
 
@@ -215,10 +216,7 @@ def pose_errors(pred_means: Tensor, gt_means: Tensor, axis: Tensor, radius: floa
     with torch.no_grad():
         pred, gt = pred_means.detach().double(), gt_means.detach().to(pred_means.device).double()
         cp, cg = pred.mean(1, keepdim=True), gt.mean(1, keepdim=True)
-        U, _, Vh = torch.linalg.svd((pred - cp).transpose(1, 2) @ (gt - cg))  # [T, 3, 3] covariance
-        d = torch.sign(torch.linalg.det(U @ Vh))
-        D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-        R = U @ D @ Vh  # [T, 3, 3] the proper rotation taking gt (centred) to pred (centred)
+        R = best_fit_rotations(gt - cg, pred - cp)  # [T, 3, 3] Kabsch: gt (centred) onto pred (centred), per frame
         cos = ((R.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
         a = axis.detach().to(pred).reshape(3)
         depth = ((cp - cg)[:, 0] @ (a / a.norm())) / radius

@@ -561,10 +561,11 @@ def search_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     (yaw a and -a, or a and 180 - a) almost alike for several frames, and the frames after tell them
     apart. ``score``: a frame's score, "pixels" (`_pixel_error`: the fit's full-size colour error, in
     which a turn and its mirror differ more than in the low bands the fit compares) or "bands" (the
-    fit's own loss), times 1 + ``smooth`` x (the change of the turn per frame, radians)^2. ``steps`` and ``polish_steps``: each frame's fit (successive halving) and its polish. With
-    one training view, each frame's centre is then slid along its viewing ray to the median depth
-    of the ``depth_window`` frames around it (`median_depths`): there depth shows only as apparent
-    size, and a few degrees of error in a turn seen end-on move it by a radius. Returns the
+    fit's own loss), times 1 + ``smooth`` x (the change of the turn per frame, radians)^2. ``steps``
+    and ``polish_steps``: each frame's fit (successive halving) and its polish. With one training view,
+    each frame's centre is then slid along its viewing ray to the median depth of the
+    ``depth_window`` frames around it (`median_depths`): there depth shows only as apparent size, and
+    a few degrees of error in a turn seen end-on move it by a radius. Returns the
     rotations [T, 3, 3] and translations [T, 3] of x -> R_t x + b_t from ``placed`` (frame 0: the
     identity) and a record per frame (of the winning trajectory; its seconds: the beam's, that frame)."""
     from spectral_tracking.tracking.align import _touches_border, align_to_targets
