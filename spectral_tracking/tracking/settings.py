@@ -241,6 +241,12 @@ class SearchSettings:
     # full size, its mean squared colour error (a turn and its mirror cast one silhouette in the low bands, not in
     # the fine detail); bands = the fit's own low-band loss (as until 2026-12-07)
     beam_score: str = setting("pixels", choices=("pixels", "bands"))
+    # frames=all: each frame's pose then refined on its full-size colour and mask error for this many Adam steps
+    # (tracking/refine.py; a turn where the turn gate kept the rotations, a translation always), at refine_lr
+    # radians (translation: x0.2) decaying to zero; with one view the depths are then the window's median again.
+    # 0: the poses as the beam found them, as until 2026-12-07
+    refine_steps: int = setting(0, low=0, integer=True)
+    refine_lr: float = setting(0.02, low=0, low_open=True)
 
 
 # --------------------------------------------------------------------------------------------------

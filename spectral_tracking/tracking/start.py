@@ -20,6 +20,7 @@ search over rotation hypotheses scored by the low spectral bands, `spectral_trac
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from torch import Tensor
@@ -176,4 +177,16 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         c = result.gaussians.means.detach().double().cpu().mean(0)
         bs = Rs @ c + bs - c
         Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
+    if int(s["refine_steps"]) > 0:
+        from spectral_tracking.tracking.refine import refine_trajectory
+        from spectral_tracking.tracking.search import median_depths
+
+        began = time.perf_counter()
+        Rs, bs = refine_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
+                                   background=common["background"], steps=int(s["refine_steps"]),
+                                   lr=float(s["refine_lr"]), rotate=not gated, backend=backend)
+        if len(views) == 1 and int(s["depth_window"]) > 1:
+            c = result.gaussians.means.detach().double().cpu().mean(0)
+            bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
+        record["search_refine_seconds"] = round(time.perf_counter() - began, 2)
     return result.gaussians, record, (Rs, bs)
