@@ -24,13 +24,17 @@ PIXELS_PER_CHUNK = 2**21  # rendered pixels per chunk of frames (each frame is r
 
 def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int],
                       Rs: Tensor, bs: Tensor, *, background: Tensor, steps: int, lr: float, rotate: bool = True,
-                      backend: str = "auto") -> tuple[Tensor, Tensor]:
+                      depth: bool = True, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """The poses x -> R_t x + b_t (``Rs`` [T, 3, 3], ``bs`` [T, 3] from ``placed``) of frames 1 on, each
     moved by x -> c_t + tau_t + R(w_t) (x - c_t) about its centre c_t (its translation tau_t and, with
     ``rotate``, its turn w_t), fitted for ``steps`` Adam steps (the turn at ``lr`` radians, the
     translation at 0.2 x ``lr``, both decaying linearly to zero) on the mean squared colour error plus
     the mean squared error of the alpha against the mask (images [V, T, H, W, 3], masks [V, T, H, W];
-    the training ``views``). Frame 0 stays. Returns the new (Rs, bs) in float64."""
+    the training ``views``). ``depth`` False (one view): the translation stays in the plane of the first
+    view's image (its camera's right and up axes), so each centre keeps its depth along that view's
+    axis: one view sees depth only as apparent size, and a rigid asset against an articulated body
+    (a stride spreads the legs) finds its size, so its depth, biased. Frame 0 stays. Returns the new
+    (Rs, bs) in float64."""
     from spectral_tracking.render import render
     from spectral_tracking.tracking.search import _axis_angle_quat, _hypothesis_cameras
 
@@ -46,6 +50,8 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     bg = background.to(device, dtype)
     q_t = rotmat_to_quat(Rs[1:].to(device, dtype))  # [T - 1, 4]
     centres = (Rs[1:] @ center.double().cpu() + bs[1:]).to(device, dtype)  # each frame's centre c_t
+    # the translation's directions: any, or the first view's image plane (its rows 0 and 1: right and up)
+    basis = torch.eye(3, dtype=dtype, device=device) if depth else cams.viewmats[0, :2, :3].to(dtype)
     chunk = max(1, PIXELS_PER_CHUNK // (V * cams.height * cams.width))
     new_R, new_b = [Rs[:1]], [bs[:1]]
     for lo in range(0, T - 1, chunk):
@@ -54,7 +60,7 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
         gt_rgb = images[views][:, [f + 1 for f in frames]].to(device, dtype).transpose(0, 1)  # [n, V, H, W, 3]
         gt_mask = masks[views][:, [f + 1 for f in frames]].to(device, dtype).transpose(0, 1)  # [n, V, H, W]
         w = torch.zeros(n, 3, dtype=dtype, device=device, requires_grad=rotate)
-        tau = torch.zeros(n, 3, dtype=dtype, device=device, requires_grad=True)
+        tau = torch.zeros(n, len(basis), dtype=dtype, device=device, requires_grad=True)
         groups = ([{"params": [w], "lr": lr}] if rotate else []) + [{"params": [tau], "lr": 0.2 * lr}]
         opt = torch.optim.Adam(groups)
         decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / steps))
@@ -65,7 +71,7 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
             written as x -> center + tau' + R' (x - center) for `_hypothesis_cameras`."""
             q = quat_multiply(_axis_angle_quat(w_), q0)
             R = quat_to_rotmat(q)
-            b = c + tau_ + (quat_to_rotmat(_axis_angle_quat(w_)) @ (bs[1:][frames].to(device, dtype) - c)[..., None])[..., 0]
+            b = c + tau_ @ basis + (quat_to_rotmat(_axis_angle_quat(w_)) @ (bs[1:][frames].to(device, dtype) - c)[..., None])[..., 0]
             return q, b + (R @ center) - center
 
         for _ in range(int(steps)):

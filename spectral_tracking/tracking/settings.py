@@ -247,6 +247,9 @@ class SearchSettings:
     # 0: the poses as the beam found them, as until 2026-12-07
     refine_steps: int = setting(0, low=0, integer=True)
     refine_lr: float = setting(0.02, low=0, low_open=True)
+    # the refine's translation with one training view: free, or (false) in the view's image plane, each frame keeping
+    # the depth the trajectory gave it (a rigid asset against an articulated body finds its apparent size biased)
+    refine_depth: bool = True
 
 
 # --------------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         began = time.perf_counter()
         Rs, bs = refine_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
                                    background=common["background"], steps=int(s["refine_steps"]),
-                                   lr=float(s["refine_lr"]), rotate=not gated, backend=backend)
+                                   lr=float(s["refine_lr"]), rotate=not gated,
+                                   depth=len(views) > 1 or bool(s["refine_depth"]), backend=backend)
         if len(views) == 1 and int(s["depth_window"]) > 1:
             c = result.gaussians.means.detach().double().cpu().mean(0)
             bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))

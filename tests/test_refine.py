@@ -1,0 +1,123 @@
+"""The trajectory's rigid poses refined on the frames' pixels (tracking/refine.py, search.refine_steps)."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from spectral_tracking.data import load_dataset
+from spectral_tracking.gaussians import axis_angle_matrix, rotation_degrees
+from spectral_tracking.render import render
+from spectral_tracking.tracking.refine import refine_trajectory
+
+UP = torch.tensor([0.0, 1.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """The quadruped at 48 px, one view, three frames: turned 0, 25 and 50 degrees about the vertical
+    (about its centre) and moved 0.1 a frame along x. (scene, true Rs [3, 3, 3], bs [3, 3], images
+    [1, 3, H, W, 3], masks [1, 3, H, W])."""
+    ds = OmegaConf.create({"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 2,
+                           "seed": 0, "root": str(tmp_path_factory.mktemp("data"))})
+    scene = load_dataset(ds, 48)
+    g = scene.canonical
+    c = g.means.detach().double().mean(0)
+    Rs, bs, rgb, alpha = [], [], [], []
+    for t in range(3):
+        R = axis_angle_matrix(UP, 25.0 * t).double()
+        b = c + torch.tensor([0.1 * t, 0.0, 0.0]).double() - R @ c
+        out = render(g.transform(R.float(), translation=b.float()), scene.cameras[[0]], background=torch.ones(3))
+        Rs.append(R), bs.append(b), rgb.append(out.rgb[0].detach()), alpha.append(out.alpha[0].detach().reshape(48, 48))
+    return scene, torch.stack(Rs), torch.stack(bs), torch.stack(rgb)[None], torch.stack(alpha)[None]
+
+
+def _off(Rs, bs, degrees: float, shift: float):
+    """The poses of frames 1 on turned a further ``degrees`` about the vertical (about the world origin)
+    and moved by ``shift`` along z (the view's depth and sideways both change)."""
+    turn = axis_angle_matrix(UP, degrees).double()
+    Rs2, bs2 = Rs.clone(), bs.clone()
+    Rs2[1:] = turn @ Rs[1:]
+    bs2[1:] = (turn @ bs[1:, :, None])[..., 0] + torch.tensor([0.0, 0.0, shift]).double()
+    return Rs2, bs2
+
+
+def _errors(scene, Rs, bs, true_Rs, true_bs):
+    c = scene.canonical.means.detach().double().mean(0)
+    return ([rotation_degrees(R @ T.T) for R, T in zip(Rs, true_Rs)],
+            [float((R @ c + b - (T @ c + u)).norm()) for R, b, T, u in zip(Rs, bs, true_Rs, true_bs)])
+
+
+def test_the_refine_brings_each_frame_back_to_the_pose_its_pixels_show(frames):
+    """Frames 1 and 2 started 8 degrees and 0.08 off their true poses: 40 steps on their pixels
+    bring each within 1.5 degrees and a quarter of the centre error; frame 0 is kept as it is."""
+    scene, Rs, bs, images, masks = frames
+    start_Rs, start_bs = _off(Rs, bs, 8.0, 0.08)
+    rot0, cen0 = _errors(scene, start_Rs, start_bs, Rs, bs)
+    new_Rs, new_bs = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], start_Rs, start_bs,
+                                       background=torch.ones(3), steps=40, lr=0.02)
+    rot, cen = _errors(scene, new_Rs, new_bs, Rs, bs)
+    assert rot[0] == 0 and cen[0] == 0 and torch.equal(new_bs[0], start_bs[0])
+    for t in (1, 2):
+        assert rot0[t] == pytest.approx(8.0, abs=0.01) and rot[t] < 1.5, (rot0, rot)
+        assert cen[t] < cen0[t] / 4, (cen0, cen)
+
+
+def test_the_refine_without_rotate_moves_only_the_translations_and_zero_steps_nothing(frames):
+    """rotate=False (a trajectory whose turn the gate dropped): the rotations stay to the bit, the centres
+    still come closer; steps=0 returns the poses unchanged."""
+    scene, Rs, bs, images, masks = frames
+    start_bs = bs.clone()
+    start_bs[1:, 0] += 0.08
+    new_Rs, new_bs = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], Rs, start_bs,
+                                       background=torch.ones(3), steps=30, lr=0.02, rotate=False)
+    assert torch.equal(new_Rs, Rs)
+    _, cen0 = _errors(scene, Rs, start_bs, Rs, bs)
+    _, cen = _errors(scene, new_Rs, new_bs, Rs, bs)
+    assert all(cen[t] < cen0[t] / 2 for t in (1, 2)), (cen0, cen)
+    same_Rs, same_bs = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], Rs, start_bs,
+                                         background=torch.ones(3), steps=0, lr=0.02)
+    assert torch.equal(same_Rs, Rs) and torch.equal(same_bs, start_bs)
+
+
+def test_the_frames_refined_at_once_are_refined_as_each_alone(frames, monkeypatch):
+    """All frames share one render a step (their moves are cameras): chunks of one frame give the
+    same poses, so no frame's fit depends on another's."""
+    import spectral_tracking.tracking.refine as refine_module
+
+    scene, Rs, bs, images, masks = frames
+    start_Rs, start_bs = _off(Rs, bs, 6.0, 0.05)
+    kwargs = dict(background=torch.ones(3), steps=10, lr=0.02)
+    together = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], start_Rs, start_bs, **kwargs)
+    monkeypatch.setattr(refine_module, "PIXELS_PER_CHUNK", 1)
+    alone = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], start_Rs, start_bs, **kwargs)
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_path, monkeypatch):
+    """search.refine_steps reaches the refine with the gate's decision (rotate only where the turn was
+    kept) and its seconds are recorded; at 0 (the default) the refine is not called."""
+    import spectral_tracking.tracking.refine as refine_module
+    import spectral_tracking.tracking.search as search_module
+    from test_start import _place_with
+
+    ds = OmegaConf.create({"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 2,
+                           "seed": 0, "root": str(tmp_path)})
+    scene = load_dataset(ds, 48)
+    known = (torch.stack([torch.eye(3, dtype=torch.float64), axis_angle_matrix(UP, 30.0).double()]),
+             torch.zeros(2, 3, dtype=torch.float64))
+    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    calls = []
+
+    def fake(placed, cameras, images, masks, views, Rs, bs, *, steps, lr, rotate, depth, **kwargs):
+        calls.append((steps, lr, rotate, depth))
+        return Rs, bs
+
+    monkeypatch.setattr(refine_module, "refine_trajectory", fake)
+    base = {"frames": "all", "count": 4, "keep": 1, "steps": 3}
+    _, record, _ = _place_with(scene, base)
+    assert calls == [] and "search_refine_seconds" not in record
+    _, record, _ = _place_with(scene, {**base, "refine_steps": 7, "refine_lr": 0.01})
+    assert calls == [(7, 0.01, False, True)] and record["search_refine_seconds"] >= 0  # 30 degrees: under the gate
+    _place_with(scene, {**base, "refine_steps": 7, "turn_gate": 0.0})
+    assert calls[-1] == (7, 0.02, True, True)
