@@ -86,10 +86,11 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
             loss.backward()
             opt.step()
             decay.step()
-        with torch.no_grad():
-            q, shift = pose(w, tau)
-            R = quat_to_rotmat(q).double().cpu()
-            new_R.append(R)
-            new_b.append(center.double().cpu() + shift.double().cpu() - R @ center.double().cpu())
+        with torch.no_grad():  # the same move in float64 from the fitted turn and translation (w = 0: R_t to the bit)
+            turn = quat_to_rotmat(_axis_angle_quat(w.detach().double().cpu()))  # [n, 3, 3]
+            c64 = c.double().cpu()
+            new_R.append(turn @ Rs[1:][frames])
+            new_b.append(c64 + tau.detach().double().cpu() @ basis.double().cpu()
+                         + (turn @ (bs[1:][frames] - c64)[..., None])[..., 0])
     return torch.cat(new_R), torch.cat(new_b)
 
