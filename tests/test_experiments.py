@@ -268,12 +268,16 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
         return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # the trajectory, scored as before search.beam_score (whose default, pixels, changes every trajectory run)
-    trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.beam_score=bands"]
+    # and before search.refine_steps (whose default, 40, changes every trajectory run too)
+    trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.beam_score=bands",
+                  "search.refine_steps=0"]
     steps15 = [*trajectory, "search.frame_steps=15", "search.frame_polish=10"]  # the trajectory's steps (the defaults)
     pixels = [o for o in steps15 if o != "search.beam_score=bands"]
+    refined = [o for o in pixels if o != "search.refine_steps=0"]  # the refine's defaults (40 steps)
     deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands",
               "search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps",
-              "search.frame_bands", "search.smooth", "search.gate_views", "search.beam_score")  # added after all the others
+              "search.frame_bands", "search.smooth", "search.gate_views", "search.beam_score",
+              "search.refine_steps", "search.refine_lr", "search.refine_depth")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -305,7 +309,9 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      ([*steps15, "views=2", "search.gate_views=2"], (), True),
                                      ([*steps15, "views=3", "search.gate_views=2"], (), False),
                                      (["align=search", "search.beam_score=pixels"], (), False),  # no trajectory
-                                     (pixels, (), True)):
+                                     (pixels, (), True),
+                                     (["align=search", "search.refine_steps=40"], (), False),  # no trajectory
+                                     (refined, (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
@@ -322,7 +328,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
             check_same_run(folder, fps, "the results")
     # a run recorded with the rescue, before its recentring: finished with the recentring off, run again with it on
     later = ("search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps", "search.frame_bands",
-             "search.smooth", "search.gate_views", "search.beam_score")
+             "search.smooth", "search.gate_views", "search.beam_score", "search.refine_steps", "search.refine_lr",
+             "search.refine_depth")
     for recentre, applies in ((0.0, False), (1.0, True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
                        f"out_dir={tmp_path / 'run'}"])

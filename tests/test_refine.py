@@ -97,7 +97,8 @@ def test_the_frames_refined_at_once_are_refined_as_each_alone(frames, monkeypatc
 
 def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_path, monkeypatch):
     """search.refine_steps reaches the refine with the gate's decision (rotate only where the turn was
-    kept) and its seconds are recorded; at 0 (the default) the refine is not called."""
+    kept; the depth with one view only where refine_depth says) and its seconds are recorded; at 0 it is
+    not called."""
     import spectral_tracking.tracking.refine as refine_module
     import spectral_tracking.tracking.search as search_module
     from test_start import _place_with
@@ -116,12 +117,14 @@ def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_pat
 
     monkeypatch.setattr(refine_module, "refine_trajectory", fake)
     base = {"frames": "all", "count": 4, "keep": 1, "steps": 3}
-    _, record, _ = _place_with(scene, base)
+    _, record, _ = _place_with(scene, {**base, "refine_steps": 0})
     assert calls == [] and "search_refine_seconds" not in record
-    _, record, _ = _place_with(scene, {**base, "refine_steps": 7, "refine_lr": 0.01})
-    assert calls == [(7, 0.01, False, True)] and record["search_refine_seconds"] >= 0  # 30 degrees: under the gate
-    _place_with(scene, {**base, "refine_steps": 7, "turn_gate": 0.0})
-    assert calls[-1] == (7, 0.02, True, True)
+    _, record, _ = _place_with(scene, base)  # the defaults: 40 steps at 0.02, one view's depth kept
+    assert calls == [(40, 0.02, False, False)] and record["search_refine_seconds"] >= 0  # 30 degrees: under the gate
+    _place_with(scene, {**base, "refine_steps": 7, "refine_lr": 0.01, "turn_gate": 0.0, "refine_depth": True})
+    assert calls[-1] == (7, 0.01, True, True)
+    _place_with(scene, base, views=2)  # two views see depth: it is refined whatever refine_depth says
+    assert calls[-1] == (40, 0.02, True, True)
 
 
 def test_the_refine_in_the_image_plane_keeps_each_centres_depth(frames):

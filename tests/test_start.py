@@ -273,8 +273,8 @@ def _gated(scene, monkeypatch, turn_degrees: float, views: int, gate: float = 45
     R1 = axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]), turn_degrees).double()
     known = (torch.stack([torch.eye(3, dtype=torch.float64), R1]), torch.tensor([[0.0, 0, 0], [0.1, 0, 0]]).double())
     monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
-    placed, record, (Rs, bs) = _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate},
-                                           views=views)
+    placed, record, (Rs, bs) = _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate,
+                                                   "refine_steps": 0}, views=views)  # the trajectory as found
     return placed.means.detach().double().cpu().mean(0), R1, record, Rs, bs
 
 

@@ -87,7 +87,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # 2026-12-07: the beam's score; at bands, or without the trajectory, as before
     (("search.beam_score",), lambda c: _trajectory(c) and c["search"].get("beam_score", "bands") != "bands"),
     # 2026-12-07: the trajectory's refine on pixels (tracking/refine.py); at 0 steps, or without the trajectory, as before
-    (("search.refine_steps", "search.refine_lr", "search.refine_depth"), lambda c: _trajectory(c) and c["search"].get("refine_steps", 0) != 0),
+    (("search.refine_steps", "search.refine_lr", "search.refine_depth"),
+     lambda c: _trajectory(c) and c["search"].get("refine_steps", 0) != 0),
 )
 
 

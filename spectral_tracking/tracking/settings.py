@@ -244,12 +244,13 @@ class SearchSettings:
     # frames=all: each frame's pose then refined on its full-size colour and mask error for this many Adam steps
     # (tracking/refine.py; a turn where the turn gate kept the rotations, a translation always), at refine_lr
     # radians (translation: x0.2) decaying to zero; with one view the depths are then the window's median again.
-    # 0: the poses as the beam found them, as until 2026-12-07
-    refine_steps: int = setting(0, low=0, integer=True)
+    # 0: the poses as the beam found them, as until 2026-12-07 (turning_refine: the turns' 3D error 0.144 -> 0.127)
+    refine_steps: int = setting(40, low=0, integer=True)
     refine_lr: float = setting(0.02, low=0, low_open=True)
-    # the refine's translation with one training view: free, or (false) in the view's image plane, each frame keeping
-    # the depth the trajectory gave it (a rigid asset against an articulated body finds its apparent size biased)
-    refine_depth: bool = True
+    # the refine's translation with one training view: free (true), or in the view's image plane, each frame keeping
+    # the depth the trajectory gave it (false: a rigid asset against an articulated body finds its apparent size
+    # biased; free, the humanoid's turns 0.133 -> 0.146 radii, the walking quadruped 0.071 -> 0.049)
+    refine_depth: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
