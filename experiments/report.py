@@ -53,6 +53,8 @@ class Section:
 ABLATION = "python -m experiments.ablation_method"
 DEFAULTS = "--variant old_defaults"  # the defaults before 2026-12-05 (align=moments, switch 0.8)
 PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump humanoid_twist hopper_twist"
+# The turning runs made before search.refine_steps (2026-12-07): its default, 40 steps, changes every trajectory run
+TRAJECTORY_BEFORE_REFINE = "python -m experiments.turning --variant trajectory_beam --override search.refine_steps=0"
 REALISTIC = "--setting realistic"
 
 LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jump humanoid_twist --seeds 0 1 "
@@ -60,25 +62,23 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
 
 SECTIONS: tuple[Section, ...] = (
     Section("Where the turns' 3D error comes from, and the beam ranked by pixels (2026-12-07, sixth sitting)", (
-        Result("turning_beam_pose", "python -m experiments.turning --variant trajectory_beam --override "
-               "search.beam_score=bands --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_pose", "48", "7 min"),
-        Result("turning_beam_views2_pose", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--override search.beam_score=bands --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose",
+        Result("turning_beam_pose", f"{TRAJECTORY_BEFORE_REFINE} --override search.beam_score=bands --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_pose", "48", "7 min"),
+        Result("turning_beam_views2_pose", f"{TRAJECTORY_BEFORE_REFINE} --override views=2 --override search.beam_score=bands "
+               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pose", "48", "10 min"),
+        Result("turning_beam_views2_gate", f"{TRAJECTORY_BEFORE_REFINE} --override views=2 --override search.gate_views=2 "
+               "--override search.beam_score=bands --seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_gate",
                "48", "10 min"),
-        Result("turning_beam_views2_gate", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--override search.gate_views=2 --override search.beam_score=bands --seeds 0 1 --jobs 2 "
-               "--out experiments/results/turning_beam_views2_gate",
-               "48", "10 min"),
-        Result("turning_beam_pixels", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+        Result("turning_beam_pixels", f"{TRAJECTORY_BEFORE_REFINE} --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_pixels", "48", "8 min"),
-        Result("turning_beam_views2_pixels", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--seeds 0 1 --jobs 2 --out experiments/results/turning_beam_views2_pixels", "48", "10 min"),
-        Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam --override search.beam_score=bands "
-               f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+        Result("turning_beam_views2_pixels", f"{TRAJECTORY_BEFORE_REFINE} --override views=2 --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_beam_views2_pixels", "48", "10 min"),
+        Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam --override search.refine_steps=0 "
+               f"--override search.beam_score=bands --shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/trajectory_beam_pairs_bands", "80", "20 min"),
-        Result("trajectory_beam_pairs_pixels", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
-               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_pixels", "80",
-               "20 min"),
+        Result("trajectory_beam_pairs_pixels", f"{ABLATION} --variants trajectory_beam --override search.refine_steps=0 "
+               f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+               "--out experiments/results/trajectory_beam_pairs_pixels", "80", "20 min"),
     )),
     Section("The compositing in SIMD lanes: the same quality, a shorter start (2026-12-07, fifth sitting)", (
         Result("shift_curves_defaults_simd", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "

@@ -89,6 +89,10 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # 2026-12-07: the trajectory's refine on pixels (tracking/refine.py); at 0 steps, or without the trajectory, as before
     (("search.refine_steps", "search.refine_lr", "search.refine_depth"),
      lambda c: _trajectory(c) and c["search"].get("refine_steps", 0) != 0),
+    # 2026-12-07: the trajectory's bridge over frames the pixels cannot tell (tracking/refine.py); off (null), or
+    # without the trajectory, as before
+    (("search.bridge_margin", "search.bridge_degrees"),
+     lambda c: _trajectory(c) and c["search"].get("bridge_margin") is not None),
 )
 
 

@@ -251,6 +251,12 @@ class SearchSettings:
     # the depth the trajectory gave it (false: a rigid asset against an articulated body finds its apparent size
     # biased; free, the humanoid's turns 0.133 -> 0.146 radii, the walking quadruped 0.071 -> 0.049)
     refine_depth: bool = False
+    # frames=all, where the turn gate kept the rotations: an inner frame whose pose differs by more than bridge_degrees
+    # from the pose between its neighbours' takes that pose where its pixel loss is at most (1 + bridge_margin) x its
+    # own (tracking/refine.py, bridge_trajectory: a side-on articulated body fits a wrong turn as well). null: never,
+    # as until 2026-12-07
+    bridge_margin: Optional[float] = setting(None, low=0)
+    bridge_degrees: float = setting(15.0, low=0, high=180)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -177,15 +177,21 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         c = result.gaussians.means.detach().double().cpu().mean(0)
         bs = Rs @ c + bs - c
         Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
-    if int(s["refine_steps"]) > 0:
-        from spectral_tracking.tracking.refine import refine_trajectory
+    refine = dict(background=common["background"], steps=int(s["refine_steps"]), lr=float(s["refine_lr"]),
+                  depth=len(views) > 1 or bool(s["refine_depth"]), backend=backend)
+    bridge = s["bridge_margin"] is not None and not gated
+    if refine["steps"] > 0 or bridge:
+        from spectral_tracking.tracking.refine import bridge_trajectory, refine_trajectory
         from spectral_tracking.tracking.search import median_depths
 
         began = time.perf_counter()
-        Rs, bs = refine_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
-                                   background=common["background"], steps=int(s["refine_steps"]),
-                                   lr=float(s["refine_lr"]), rotate=not gated,
-                                   depth=len(views) > 1 or bool(s["refine_depth"]), backend=backend)
+        if refine["steps"] > 0:
+            Rs, bs = refine_trajectory(result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
+                                       rotate=not gated, **refine)
+        if bridge:
+            Rs, bs, record["search_bridged_frames"] = bridge_trajectory(
+                result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
+                margin=float(s["bridge_margin"]), degrees=float(s["bridge_degrees"]), **refine)
         if len(views) == 1 and int(s["depth_window"]) > 1:
             c = result.gaussians.means.detach().double().cpu().mean(0)
             bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
