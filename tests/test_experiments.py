@@ -277,7 +277,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands",
               "search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps",
               "search.frame_bands", "search.smooth", "search.gate_views", "search.beam_score",
-              "search.refine_steps", "search.refine_lr", "search.refine_depth")  # added after all the others
+              "search.refine_steps", "search.refine_lr", "search.refine_depth", "search.bridge_margin",
+              "search.bridge_degrees")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -311,7 +312,10 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["align=search", "search.beam_score=pixels"], (), False),  # no trajectory
                                      (pixels, (), True),
                                      (["align=search", "search.refine_steps=40"], (), False),  # no trajectory
-                                     (refined, (), True)):
+                                     (refined, (), True),
+                                     ([*steps15, "search.bridge_margin=null"], (), False),
+                                     (["align=search", "search.bridge_margin=0.3"], (), False),  # no trajectory
+                                     ([*steps15, "search.bridge_margin=0.3"], (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
@@ -329,7 +333,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     # a run recorded with the rescue, before its recentring: finished with the recentring off, run again with it on
     later = ("search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps", "search.frame_bands",
              "search.smooth", "search.gate_views", "search.beam_score", "search.refine_steps", "search.refine_lr",
-             "search.refine_depth")
+             "search.refine_depth", "search.bridge_margin", "search.bridge_degrees")
     for recentre, applies in ((0.0, False), (1.0, True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
                        f"out_dir={tmp_path / 'run'}"])

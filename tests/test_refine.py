@@ -125,6 +125,18 @@ def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_pat
     assert calls[-1] == (7, 0.01, True, True)
     _place_with(scene, base, views=2)  # two views see depth: it is refined whatever refine_depth says
     assert calls[-1] == (40, 0.02, True, True)
+    # search.bridge_margin: the bridge follows the refine where the turn was kept (off by default: null)
+    bridges = []
+
+    def fake_bridge(placed, cameras, images, masks, views, Rs, bs, *, margin, degrees, steps, depth, **kwargs):
+        bridges.append((margin, degrees, steps, depth))
+        return Rs, bs, [1]
+
+    monkeypatch.setattr(refine_module, "bridge_trajectory", fake_bridge)
+    _, record, _ = _place_with(scene, {**base, "bridge_margin": 0.3})  # 30 degrees: under the gate, no bridge
+    assert bridges == [] and "search_bridged_frames" not in record
+    _, record, _ = _place_with(scene, {**base, "bridge_margin": 0.3, "turn_gate": 0.0, "bridge_degrees": 20.0})
+    assert bridges == [(0.3, 20.0, 40, False)] and record["search_bridged_frames"] == [1]
 
 
 def test_the_refine_in_the_image_plane_keeps_each_centres_depth(frames):
@@ -143,3 +155,45 @@ def test_the_refine_in_the_image_plane_keeps_each_centres_depth(frames):
     torch.testing.assert_close(depths(new_Rs, new_bs), depths(start_Rs, start_bs), atol=1e-6, rtol=0)
     rot, _ = _errors(scene, new_Rs, new_bs, Rs, bs)
     assert max(rot) < 3.5, rot  # from 8 (its depth kept 0.08 off)
+
+
+def _rendered(scene, degrees: list[float]):
+    """(Rs, bs, images [1, T, H, W, 3], masks [1, T, H, W]) of the scene's canonical turned by ``degrees`` about
+    the vertical through its centre, one frame each, in view 0."""
+    g = scene.canonical
+    c = g.means.detach().double().mean(0)
+    Rs, bs, rgb, alpha = [], [], [], []
+    for d in degrees:
+        R = axis_angle_matrix(UP, d).double()
+        out = render(g.transform(R.float(), translation=(c - R @ c).float()), scene.cameras[[0]], background=torch.ones(3))
+        Rs.append(R), bs.append(c - R @ c), rgb.append(out.rgb[0].detach())
+        alpha.append(out.alpha[0].detach().reshape(out.rgb.shape[1:3]))
+    return torch.stack(Rs), torch.stack(bs), torch.stack(rgb)[None], torch.stack(alpha)[None]
+
+
+def test_the_bridge_gives_a_frame_the_pose_between_its_neighbours_only_where_its_pixels_allow(frames):
+    """bridge_trajectory: frame 1 of a steady turn (0, 25, 50 degrees) left at 65 takes the pose between
+    its neighbours (its images show 25: the candidate's loss is lower); a twist that turns back (0, 40,
+    0) keeps its middle frame, whose candidate (0) its images refuse; a frame nearer its candidate
+    than ``degrees`` is not looked at."""
+    from spectral_tracking.tracking.refine import bridge_trajectory
+
+    scene = frames[0]
+    kwargs = dict(background=torch.ones(3), margin=0.3, degrees=15.0, steps=20, lr=0.02, depth=False)
+    Rs, bs, images, masks = _rendered(scene, [0.0, 25.0, 50.0])
+    wrong_R, wrong_b, _, _ = _rendered(scene, [0.0, 65.0, 50.0])
+    new_Rs, new_bs, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b,
+                                                **kwargs)
+    assert bridged == [1]
+    rot, cen = _errors(scene, new_Rs, new_bs, Rs, bs)
+    assert rot[1] < 0.5 and cen[1] < 0.02, (rot, cen)
+    assert torch.equal(new_Rs[[0, 2]], wrong_R[[0, 2]]) and torch.equal(new_bs[[0, 2]], wrong_b[[0, 2]])
+
+    Rs, bs, images, masks = _rendered(scene, [0.0, 40.0, 0.0])
+    same_Rs, same_bs, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], Rs, bs, **kwargs)
+    assert bridged == [] and torch.equal(same_Rs, Rs) and torch.equal(same_bs, bs)
+
+    Rs, bs, images, masks = _rendered(scene, [0.0, 25.0, 50.0])
+    near_R, near_b, _, _ = _rendered(scene, [0.0, 35.0, 50.0])  # 10 degrees from its candidate
+    _, _, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], near_R, near_b, **kwargs)
+    assert bridged == []
