@@ -96,9 +96,9 @@ def test_the_frames_refined_at_once_are_refined_as_each_alone(frames, monkeypatc
 
 
 def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_path, monkeypatch):
-    """search.refine_steps reaches the refine with the gate's decision (rotate only where the turn was
-    kept; the depth with one view only where refine_depth says) and its seconds are recorded; at 0 it is
-    not called."""
+    """search.refine_steps reaches the refine where the turn gate kept the rotations (the depth with one
+    view only where refine_depth says) and its seconds are recorded; at 0, or under the gate, it is not
+    called. search.bridge_margin reaches the bridge where the rotations were kept."""
     import spectral_tracking.tracking.refine as refine_module
     import spectral_tracking.tracking.search as search_module
     from test_start import _place_with
@@ -111,21 +111,24 @@ def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_pat
     monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
     calls = []
 
-    def fake(placed, cameras, images, masks, views, Rs, bs, *, steps, lr, rotate, depth, **kwargs):
+    def fake(placed, cameras, images, masks, views, Rs, bs, *, steps, lr, depth, rotate=True, **kwargs):
         calls.append((steps, lr, rotate, depth))
         return Rs, bs
 
     monkeypatch.setattr(refine_module, "refine_trajectory", fake)
-    base = {"frames": "all", "count": 4, "keep": 1, "steps": 3}
-    _, record, _ = _place_with(scene, {**base, "refine_steps": 0})
+    base = {"frames": "all", "count": 4, "keep": 1, "steps": 3, "bridge_margin": None}
+    kept = {**base, "turn_gate": 0.0}  # the known trajectory's 30 degrees kept
+    _, record, _ = _place_with(scene, {**kept, "refine_steps": 0})
     assert calls == [] and "search_refine_seconds" not in record
-    _, record, _ = _place_with(scene, base)  # the defaults: 40 steps at 0.02, one view's depth kept
-    assert calls == [(40, 0.02, False, False)] and record["search_refine_seconds"] >= 0  # 30 degrees: under the gate
-    _place_with(scene, {**base, "refine_steps": 7, "refine_lr": 0.01, "turn_gate": 0.0, "refine_depth": True})
+    _, record, _ = _place_with(scene, base)  # 30 degrees, one view: under the gate, only the centre track, not refined
+    assert calls == [] and "search_refine_seconds" not in record
+    _, record, _ = _place_with(scene, kept)  # the defaults: 40 steps at 0.02, one view's depth kept
+    assert calls == [(40, 0.02, True, False)] and record["search_refine_seconds"] >= 0
+    _place_with(scene, {**kept, "refine_steps": 7, "refine_lr": 0.01, "refine_depth": True})
     assert calls[-1] == (7, 0.01, True, True)
-    _place_with(scene, base, views=2)  # two views see depth: it is refined whatever refine_depth says
+    _place_with(scene, base, views=2)  # two views: no gate; they see depth, refined whatever refine_depth says
     assert calls[-1] == (40, 0.02, True, True)
-    # search.bridge_margin: the bridge follows the refine where the turn was kept (off by default: null)
+    # search.bridge_margin (0.3 by default): the bridge follows the refine where the turn was kept
     bridges = []
 
     def fake_bridge(placed, cameras, images, masks, views, Rs, bs, *, margin, degrees, steps, depth, **kwargs):
@@ -133,10 +136,13 @@ def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_pat
         return Rs, bs, [1]
 
     monkeypatch.setattr(refine_module, "bridge_trajectory", fake_bridge)
-    _, record, _ = _place_with(scene, {**base, "bridge_margin": 0.3})  # 30 degrees: under the gate, no bridge
+    _, record, _ = _place_with(scene, {**base, "bridge_margin": 0.3})  # under the gate: no bridge
     assert bridges == [] and "search_bridged_frames" not in record
-    _, record, _ = _place_with(scene, {**base, "bridge_margin": 0.3, "turn_gate": 0.0, "bridge_degrees": 20.0})
+    _, record, _ = _place_with(scene, {**kept, "bridge_margin": 0.3, "bridge_degrees": 20.0})
     assert bridges == [(0.3, 20.0, 40, False)] and record["search_bridged_frames"] == [1]
+    del base["bridge_margin"]
+    _place_with(scene, {**base, "turn_gate": 0.0})
+    assert bridges[-1] == (0.3, 15.0, 40, False)
 
 
 def test_the_refine_in_the_image_plane_keeps_each_centres_depth(frames):
