@@ -203,3 +203,16 @@ def test_the_bridge_gives_a_frame_the_pose_between_its_neighbours_only_where_its
     near_R, near_b, _, _ = _rendered(scene, [0.0, 35.0, 50.0])  # 10 degrees from its candidate
     _, _, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], near_R, near_b, **kwargs)
     assert bridged == []
+
+
+def test_the_refine_turns_a_frame_no_more_than_max_degrees(frames):
+    """max_degrees: the refine trims a turn and does not choose another; a frame started 8 degrees off
+    comes back 3 degrees at most, and its rotation moves exactly that far."""
+    scene, Rs, bs, images, masks = frames
+    start_Rs, start_bs = _off(Rs, bs, 8.0, 0.0)
+    new_Rs, _ = refine_trajectory(scene.canonical, scene.cameras, images, masks, [0], start_Rs, start_bs,
+                                  background=torch.ones(3), steps=40, lr=0.02, max_degrees=3.0)
+    for t in (1, 2):
+        moved = rotation_degrees(new_Rs[t] @ start_Rs[t].T)
+        assert moved == pytest.approx(3.0, abs=0.05), moved
+        assert rotation_degrees(new_Rs[t] @ Rs[t].T) > 4.9

@@ -3,15 +3,22 @@
 `search_trajectory` fits each frame's pose on the lowest spectral bands (their basin is wide, which is
 what finds a turn) and ranks the fits by their colour error. A fit on three bands leaves the last
 degrees and a part of the depth to the finer detail it does not compare: on the turning motions the
-start found poses 8-10 degrees off whose colour error was 2-4 times the true pose's (quadruped_turn@0,
+start found poses 9-10 degrees off whose colour error was 2.7-5 times the true pose's (quadruped_turn@0,
 frames 4-5; a probe, not kept). Here each frame's pose is moved, a small turn about its centre and a
 translation, by Adam on the full-size colour and mask error of the whole asset, with a step decaying to
-zero: the pixel loss has no wide basin, but the pose is already inside the right one. The frames are
-independent, and all are fitted at once: moving the asset is moving the camera (`_hypothesis_cameras`),
-so one render of the placed asset through T x V cameras a step.
+zero: the pixel loss has no wide basin, but the pose is already inside the right one. With one view the
+translation stays in the image's plane (``search.refine_depth``). The frames are independent, and all
+are fitted at once: moving the asset is moving the camera (`_hypothesis_cameras`), so one render of the
+placed asset through T x V cameras a step.
+
+``search.bridge_margin`` then mends the frames the pixels cannot tell (`bridge_trajectory`): where a
+rigid asset cannot match an articulated body at any turn (the humanoid side-on, mid-stride), the fit
+keeps a wrong turn, and the pose between the neighbouring frames' fits as well or nearly as well.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -64,7 +71,8 @@ def pixel_losses(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Ten
 
 def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int],
                       Rs: Tensor, bs: Tensor, *, background: Tensor, steps: int, lr: float, rotate: bool = True,
-                      depth: bool = True, backend: str = "auto") -> tuple[Tensor, Tensor]:
+                      depth: bool = True, max_degrees: float | None = None,
+                      backend: str = "auto") -> tuple[Tensor, Tensor]:
     """The poses x -> R_t x + b_t (``Rs`` [T, 3, 3], ``bs`` [T, 3] from ``placed``) of frames 1 on, each
     moved by x -> c_t + tau_t + R(w_t) (x - c_t) about its centre c_t (its translation tau_t and, with
     ``rotate``, its turn w_t), fitted for ``steps`` Adam steps (the turn at ``lr`` radians, the
@@ -124,6 +132,10 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
             _frame_losses(out, gt_rgb, gt_mask).sum().backward()
             opt.step()
             decay.step()
+            if rotate and max_degrees is not None:  # the refine trims a turn, it does not choose another one
+                with torch.no_grad():
+                    norm = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    w.mul_((math.radians(max_degrees) / norm).clamp(max=1.0))
         with torch.no_grad():  # the same move in float64 from the fitted turn and translation (w = 0: R_t to the bit)
             turn = quat_to_rotmat(_axis_angle_quat(w.detach().double().cpu()))  # [n, 3, 3]
             c64 = c.double().cpu()

@@ -29,7 +29,10 @@ view fits a turn and its mirror almost alike for a few frames; ``search.beam_sco
 fit scored by its full-size colour error, where a turn and its mirror differ, or by the low bands
 it was fitted on); the result is the start of a
 per-frame rigid part (``deform=rigid_mlp`` with ``rigid_per_frame``, or ``deform=rigid``). The
-result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there.
+result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there. Before
+that, each frame's pose is refined on its pixels, and frames the pixels cannot tell take the pose
+between their neighbours' (`spectral_tracking.tracking.refine`, ``search.refine_steps``,
+``search.bridge_margin``).
 """
 
 from __future__ import annotations

@@ -244,9 +244,11 @@ class SearchSettings:
     # frames=all, where the turn gate kept the rotations: each frame's pose then refined (a turn and a translation)
     # on its full-size colour and mask error for this many Adam steps (tracking/refine.py), at refine_lr radians
     # (translation: x0.2) decaying to zero; with one view the depths are then the window's median again. 0: the
-    # poses as the beam found them, as until 2026-12-07 (turning_refine: the turns' 3D error 0.144 -> 0.128)
+    # poses as the beam found them, as until 2026-12-07 (turning_refine_only: the turns' 3D error 0.144 -> 0.128)
     refine_steps: int = setting(40, low=0, integer=True)
     refine_lr: float = setting(0.02, low=0, low_open=True)
+    # the most the refine turns a frame (degrees; null: no bound, as until 2026-12-07)
+    refine_degrees: Optional[float] = setting(None, low=0, high=180)
     # the refine's translation with one training view: free (true), or in the view's image plane, each frame keeping
     # the depth the trajectory gave it (false: a rigid asset against an articulated body finds its apparent size
     # biased: free, the humanoid's turns 0.119 -> 0.146 radii; turning_refine_depth)
