@@ -62,17 +62,19 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
 
 SECTIONS: tuple[Section, ...] = (
     Section("The trajectory refined on pixels and bridged (2026-12-07, seventh sitting)", (
-        Result("turning_bridge", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
-               "--out experiments/results/turning_bridge", "48", "9 min"),
-        Result("turning_refine_only", "python -m experiments.turning --variant trajectory_beam --override "
-               "search.bridge_margin=null --seeds 0 1 --jobs 2 --out experiments/results/turning_refine_only", "48", "9 min"),
-        Result("turning_refine_depth", "python -m experiments.turning --variant trajectory_beam --override "
-               "search.refine_depth=true --seeds 0 1 --jobs 2 --out experiments/results/turning_refine_depth", "48", "9 min"),
+        Result("turning_bridge_bound10", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_bridge_bound10", "48", "9 min"),
+        Result("trajectory_beam_pairs_bound10", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_bound10", "80",
+               "17 min"),
+        Result("turning_bridge", "python -m experiments.turning --variant trajectory_beam --override "
+               "search.refine_degrees=null --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge", "48", "9 min"),
+        Result("trajectory_beam_pairs_bridge", f"{ABLATION} --variants trajectory_beam --override search.refine_degrees=null "
+               f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
+               "--out experiments/results/trajectory_beam_pairs_bridge", "80", "15 min"),
         Result("turning_bridge_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 "
-               "--seeds 0 1 --jobs 2 --out experiments/results/turning_bridge_views2", "48", "10 min"),
-        Result("trajectory_beam_pairs_bridge", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
-               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_bridge", "80",
-               "20 min"),
+               "--override search.refine_degrees=null --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge_views2",
+               "48", "15 min"),
     )),
     Section("Where the turns' 3D error comes from, and the beam ranked by pixels (2026-12-07, sixth sitting)", (
         Result("turning_beam_pose", f"{TRAJECTORY_BEFORE_REFINE} --override search.beam_score=bands --seeds 0 1 --jobs 2 "

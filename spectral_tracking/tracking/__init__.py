@@ -3,6 +3,7 @@
 - ``settings.py``: every setting, its default and its allowed values (Hydra's schema).
 - ``start.py``: the benchmark's displaced start (shift) and the initial overlap.
 - ``search.py``: the default start (``align=search``): rotation hypotheses fitted on the lowest bands.
+- ``refine.py``: the trajectory's poses (``search.frames=all``) refined on pixels, and bridged.
 - ``align.py``: the closed-form start from the targets' mask moments (``align=moments``).
 - ``schedule.py``: the frequency-annealing schedule of eq. 7 (pure functions of the step).
 - ``objective.py``: the loss of each step and the one object that decides when the spectral phase ends.

@@ -247,8 +247,10 @@ class SearchSettings:
     # poses as the beam found them, as until 2026-12-07 (turning_refine_only: the turns' 3D error 0.144 -> 0.128)
     refine_steps: int = setting(40, low=0, integer=True)
     refine_lr: float = setting(0.02, low=0, low_open=True)
-    # the most the refine turns a frame (degrees; null: no bound, as until 2026-12-07)
-    refine_degrees: Optional[float] = setting(None, low=0, high=180)
+    # the most the refine turns a frame (degrees; null: no bound, as until 2026-12-07). Unbounded, the rigid canonical's
+    # best pixel match follows the part of a twisting body that turns (hopper_twist@1: frames 8 and 11 degrees off
+    # refined to 27 and 33; trajectory_beam_pairs_bound10: the hopper's twist 0.114 -> 0.093 radii, the turns the same)
+    refine_degrees: Optional[float] = setting(10.0, low=0, high=180)
     # the refine's translation with one training view: free (true), or in the view's image plane, each frame keeping
     # the depth the trajectory gave it (false: a rigid asset against an articulated body finds its apparent size
     # biased: free, the humanoid's turns 0.119 -> 0.146 radii; turning_refine_depth)
