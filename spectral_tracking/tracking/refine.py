@@ -61,8 +61,8 @@ def pixel_losses(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Ten
     with torch.no_grad():
         for lo in range(0, len(Rs), chunk):
             frames = list(range(lo, min(len(Rs), lo + chunk)))
-            rendered = render(g, _hypothesis_cameras(cams, q[frames], tau[frames], torch.zeros(len(frames), dtype=dtype,
-                                                                                               device=device), center),
+            unscaled = torch.zeros(len(frames), dtype=dtype, device=device)
+            rendered = render(g, _hypothesis_cameras(cams, q[frames], tau[frames], unscaled, center),
                               background=background.to(device, dtype), backend=backend)
             out.append(_frame_losses(rendered, images[views][:, frames].to(device, dtype).transpose(0, 1),
                                      masks[views][:, frames].to(device, dtype).transpose(0, 1)))
@@ -143,7 +143,6 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
             new_b.append(c64 + tau.detach().double().cpu() @ basis.double().cpu()
                          + (turn @ (bs[1:][frames] - c64)[..., None])[..., 0])
     return torch.cat(new_R), torch.cat(new_b)
-
 
 
 def _between(Rs: Tensor, bs: Tensor, center: Tensor, t: int) -> tuple[Tensor, Tensor]:
