@@ -244,7 +244,8 @@ class SearchSettings:
     # frames=all, where the turn gate kept the rotations: each frame's pose then refined (a turn and a translation)
     # on its full-size colour and mask error for this many Adam steps (tracking/refine.py), at refine_lr radians
     # (translation: x0.2) decaying to zero; with one view the depths are then the window's median again. 0: the
-    # poses as the beam found them, as until 2026-12-07 (turning_refine_only: the turns' 3D error 0.144 -> 0.128)
+    # poses as the beam found them, as until 2026-12-07 (turning_bridge_bound10, with the bridge: the turns' 3D
+    # error 0.144 -> 0.124 radii)
     refine_steps: int = setting(40, low=0, integer=True)
     refine_lr: float = setting(0.02, low=0, low_open=True)
     # the most the refine turns a frame (degrees; null: no bound, as until 2026-12-07). Unbounded, the rigid canonical's
@@ -253,12 +254,13 @@ class SearchSettings:
     refine_degrees: Optional[float] = setting(10.0, low=0, high=180)
     # the refine's translation with one training view: free (true), or in the view's image plane, each frame keeping
     # the depth the trajectory gave it (false: a rigid asset against an articulated body finds its apparent size
-    # biased: free, the humanoid's turns 0.119 -> 0.146 radii; turning_refine_depth)
+    # biased: free, the humanoid's turns 0.119 -> 0.146 radii in runs at bdd63ce / 5b60fb2, not kept)
     refine_depth: bool = False
     # frames=all, where the turn gate kept the rotations: an inner frame whose pose differs by more than bridge_degrees
     # from the pose between its neighbours' takes that pose where its pixel loss is at most (1 + bridge_margin) x its
-    # own (tracking/refine.py, bridge_trajectory: a side-on articulated body fits a wrong turn as well; turning_bridge:
-    # the turns' 3D error 0.128 -> 0.123 radii, body turn 8.7 -> 7.0 degrees). null: never, as until 2026-12-07
+    # own (tracking/refine.py, bridge_trajectory: a side-on articulated body fits a wrong turn as well; the turns' 3D
+    # error 0.128 -> 0.123 radii, body turn 8.7 -> 7.0 degrees, against the refine alone at 923cda2). null: never,
+    # as until 2026-12-07
     bridge_margin: Optional[float] = setting(0.3, low=0)
     bridge_degrees: float = setting(15.0, low=0, high=180)
 
