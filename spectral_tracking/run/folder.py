@@ -95,7 +95,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
      lambda c: _trajectory(c) and c["search"].get("bridge_margin") is not None),
     # 2026-12-07: the bound on the refine's turn; none (null), or without the refine, as before
     (("search.refine_degrees",),
-     lambda c: _trajectory(c) and c["search"].get("refine_degrees") is not None and c["search"].get("refine_steps", 0)),
+     lambda c: _trajectory(c) and c["search"].get("refine_degrees") is not None
+     and c["search"].get("refine_steps", 0) != 0),
 )
 
 

@@ -113,15 +113,15 @@ def refine_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
         opt = torch.optim.Adam(groups)
         decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / steps))
         q0, c = q_t[frames], centres[frames]
+        offsets = (bs[1:][frames].to(device, dtype) - c)[..., None]  # b_t - c_t [n, 3, 1]
 
         def pose(w_: Tensor, tau_: Tensor) -> tuple[Tensor, Tensor]:
             """(quaternions [n, 4], translations [n, 3]) of the refined moves x -> c + tau + R_w (R_t x + b_t - c),
             written as x -> center + tau' + R' (x - center) for `_hypothesis_cameras`."""
+            # (the turn's quaternion twice: one node would sum w's two gradients in another order, other bits)
             q = quat_multiply(_axis_angle_quat(w_), q0)
-            R = quat_to_rotmat(q)
-            turn = quat_to_rotmat(_axis_angle_quat(w_))
-            b = c + tau_ @ basis + (turn @ (bs[1:][frames].to(device, dtype) - c)[..., None])[..., 0]
-            return q, b + (R @ center) - center
+            b = c + tau_ @ basis + (quat_to_rotmat(_axis_angle_quat(w_)) @ offsets)[..., 0]
+            return q, b + (quat_to_rotmat(q) @ center) - center
 
         for _ in range(int(steps)):
             opt.zero_grad(set_to_none=True)

@@ -182,8 +182,8 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     # a trajectory the gate reduced to its centre track is not refined: its centres come from the masks' moments,
     # and the refine's translation alone measured no better there (the turning twins at 923cda2, where it ran:
     # 3D error 0.081 -> 0.084 radii, novel PSNR 23.82 -> 23.63 dB; a run not kept)
-    bridge = s["bridge_margin"] is not None and not gated
-    if (refine["steps"] > 0 and not gated) or bridge:
+    bridge = s["bridge_margin"] is not None
+    if not gated and (refine["steps"] > 0 or bridge):
         from spectral_tracking.tracking.refine import bridge_trajectory, refine_trajectory
         from spectral_tracking.tracking.search import median_depths
 
