@@ -54,7 +54,10 @@ ABLATION = "python -m experiments.ablation_method"
 DEFAULTS = "--variant old_defaults"  # the defaults before 2026-12-05 (align=moments, switch 0.8)
 PAIRS = "--presets quadruped_jump quadruped_twist humanoid_walk humanoid_jump humanoid_twist hopper_twist"
 # The turning runs made before search.refine_steps (2026-12-07): its default, 40 steps, changes every trajectory run
-TRAJECTORY_BEFORE_REFINE = "python -m experiments.turning --variant trajectory_beam --override search.refine_steps=0"
+TRAJECTORY_BEFORE_REFINE = ("python -m experiments.turning --variant trajectory_beam --override search.refine_steps=0 "
+                            "--override search.depth_cue=null")
+# The trajectory runs made before search.depth_cue (2026-12-07): its default, smoothest, changes every one-view one
+BEFORE_CUE = "--override search.depth_cue=null"
 REALISTIC = "--setting realistic"
 
 LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jump humanoid_twist --seeds 0 1 "
@@ -62,14 +65,14 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
 
 SECTIONS: tuple[Section, ...] = (
     Section("The trajectory refined on pixels and bridged (2026-12-07, seventh sitting)", (
-        Result("turning_bridge_bound10", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+        Result("turning_bridge_bound10", f"python -m experiments.turning --variant trajectory_beam {BEFORE_CUE} --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_bridge_bound10", "48", "9 min"),
-        Result("trajectory_beam_pairs_bound10", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
+        Result("trajectory_beam_pairs_bound10", f"{ABLATION} --variants trajectory_beam {BEFORE_CUE} --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_bound10", "80",
                "17 min"),
-        Result("turning_bridge", "python -m experiments.turning --variant trajectory_beam --override "
+        Result("turning_bridge", f"python -m experiments.turning --variant trajectory_beam {BEFORE_CUE} --override "
                "search.refine_degrees=null --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge", "48", "9 min"),
-        Result("trajectory_beam_pairs_bridge", f"{ABLATION} --variants trajectory_beam --override search.refine_degrees=null "
+        Result("trajectory_beam_pairs_bridge", f"{ABLATION} --variants trajectory_beam {BEFORE_CUE} --override search.refine_degrees=null "
                f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/trajectory_beam_pairs_bridge", "80", "15 min"),
         Result("turning_bridge_views2", "python -m experiments.turning --variant trajectory_beam --override views=2 "
@@ -88,10 +91,10 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/turning_beam_pixels", "48", "8 min"),
         Result("turning_beam_views2_pixels", f"{TRAJECTORY_BEFORE_REFINE} --override views=2 --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_beam_views2_pixels", "48", "10 min"),
-        Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam --override search.refine_steps=0 "
+        Result("trajectory_beam_pairs_bands", f"{ABLATION} --variants trajectory_beam {BEFORE_CUE} --override search.refine_steps=0 "
                f"--override search.beam_score=bands --shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/trajectory_beam_pairs_bands", "80", "20 min"),
-        Result("trajectory_beam_pairs_pixels", f"{ABLATION} --variants trajectory_beam --override search.refine_steps=0 "
+        Result("trajectory_beam_pairs_pixels", f"{ABLATION} --variants trajectory_beam {BEFORE_CUE} --override search.refine_steps=0 "
                f"--shifts 0.8 --seeds 0 1 2 3 --pairs {PAIRS.split(' ', 1)[1]} --jobs 2 "
                "--out experiments/results/trajectory_beam_pairs_pixels", "80", "20 min"),
     )),

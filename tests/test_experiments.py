@@ -270,16 +270,17 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     # the trajectory, scored as before search.beam_score (whose default, pixels, changes every trajectory run)
     # and before search.refine_steps (whose default, 40, changes every trajectory run too)
     trajectory = ["align=search", "search.frames=all", "deform=rigid_mlp_frames", "search.beam_score=bands",
-                  "search.refine_steps=0", "search.bridge_margin=null"]
+                  "search.refine_steps=0", "search.bridge_margin=null", "search.depth_cue=null"]
     steps15 = [*trajectory, "search.frame_steps=15", "search.frame_polish=10"]  # the trajectory's steps (the defaults)
     pixels = [o for o in steps15 if o != "search.beam_score=bands"]
     refined = [o for o in pixels if o != "search.refine_steps=0"]  # the refine's defaults (40 steps)
     bridged = [o for o in pixels if o != "search.bridge_margin=null"]  # the bridge's defaults (0.3)
+    cued = [o for o in steps15 if o != "search.depth_cue=null"]  # the depths from the silhouettes (smoothest)
     deform = ("deform.pos_anneal", "deform.pos_freqs", "average", "loss.rescue_iou", "loss.rescue_bands",
               "search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps",
               "search.frame_bands", "search.smooth", "search.gate_views", "search.beam_score",
               "search.refine_steps", "search.refine_lr", "search.refine_depth", "search.bridge_margin",
-              "search.bridge_degrees", "search.refine_degrees")  # added after all the others
+              "search.bridge_degrees", "search.refine_degrees", "search.depth_cue")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -317,7 +318,10 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (["align=search", "search.bridge_margin=0.3"], (), False),  # no trajectory
                                      (bridged, (), True),
                                      ([*steps15, "search.refine_degrees=10"], (), False),  # no refine: ignored
-                                     ([*refined, "search.refine_degrees=10"], (), True)):
+                                     ([*refined, "search.refine_degrees=10"], (), True),
+                                     (["align=search", "search.depth_cue=smoothest"], (), False),  # no trajectory
+                                     ([*cued, "views=2"], (), False),  # two views: not measured again
+                                     (cued, (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
@@ -335,7 +339,8 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     # a run recorded with the rescue, before its recentring: finished with the recentring off, run again with it on
     later = ("search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps", "search.frame_bands",
              "search.smooth", "search.gate_views", "search.beam_score", "search.refine_steps", "search.refine_lr",
-             "search.refine_depth", "search.bridge_margin", "search.bridge_degrees", "search.refine_degrees")
+             "search.refine_depth", "search.bridge_margin", "search.bridge_degrees", "search.refine_degrees",
+             "search.depth_cue")
     for recentre, applies in ((0.0, False), (1.0, True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
                        f"out_dir={tmp_path / 'run'}"])

@@ -219,11 +219,13 @@ def test_the_proxy_of_a_large_asset_renders_like_it(scene):
 def _trajectory_errors(tmp_path, realign: bool) -> tuple[list[float], list[float]]:
     """search.frames=all on the turning quadruped (12 frames, 48 px, one view): per frame, the
     found rigid motion's centre error (radii) and rotation error (degrees) against the truth's
-    (`experiments.trajectory_probe.probe`)."""
+    (`experiments.trajectory_probe.probe`), the depths as the trajectory found them (search.depth_cue=null: the
+    silhouettes at the final poses would measure them again, with or without the realignment)."""
     from experiments.trajectory_probe import probe
 
     frames = probe("quadruped_turn", 0, ["dataset.frames=12", "resolution=48", f"search.realign={str(realign).lower()}",
-                                         f"dataset.root={tmp_path / 'data'}"], tmp_path / "run")["frames"]
+                                         "search.depth_cue=null", f"dataset.root={tmp_path / 'data'}"],
+                   tmp_path / "run")["frames"]
     return [f["centre_error"] for f in frames], [f["rotation_error"] for f in frames]
 
 
@@ -274,7 +276,7 @@ def _gated(scene, monkeypatch, turn_degrees: float, views: int, gate: float = 45
     known = (torch.stack([torch.eye(3, dtype=torch.float64), R1]), torch.tensor([[0.0, 0, 0], [0.1, 0, 0]]).double())
     monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
     placed, record, (Rs, bs) = _place_with(scene, {"frames": "all", "count": 4, "keep": 1, "steps": 3, "turn_gate": gate,
-                                                   "refine_steps": 0}, views=views)  # the trajectory as found
+                                                   "refine_steps": 0, "depth_cue": None}, views=views)  # as found
     return placed.means.detach().double().cpu().mean(0), R1, record, Rs, bs
 
 

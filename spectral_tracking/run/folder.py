@@ -97,6 +97,10 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("search.refine_degrees",),
      lambda c: _trajectory(c) and c["search"].get("refine_degrees") is not None
      and c["search"].get("refine_steps", 0) != 0),
+    # 2026-12-07: the trajectory's depths from the silhouettes at its final poses (tracking/depth.py); off (null),
+    # without the trajectory, or with more than one training view, as before
+    (("search.depth_cue",),
+     lambda c: _trajectory(c) and c["search"].get("depth_cue") is not None and int(c.get("views", 1)) == 1),
 )
 
 

@@ -627,11 +627,17 @@ def median_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, windo
     the median depth of the ``window`` frames centred on it (narrower near the ends, so the first and
     last frames keep their own): its projection, and so its place in the image, is unchanged."""
     vm = camera.viewmats[0].double().cpu()
-    Rc, tc = vm[:3, :3], vm[:3, 3]
-    p = (Rs @ center + bs) @ Rc.T + tc  # [T, 3] the centres in camera coordinates
-    z = p[:, 2]
+    z = ((Rs @ center + bs) @ vm[:3, :3].T + vm[:3, 3])[:, 2]  # [T] the centres' depths
     T = len(z)
     half = [min((int(window) - 1) // 2, t, T - 1 - t) for t in range(T)]
-    smooth = torch.stack([z[t - h: t + h + 1].median() for t, h in enumerate(half)])
-    moved = (p * (smooth / z)[:, None] - tc) @ Rc  # back to world coordinates (Rc is a rotation: its inverse is Rc.T)
+    return slide_to_depths(Rs, bs, center, camera, torch.stack([z[t - h: t + h + 1].median() for t, h in enumerate(half)]))
+
+
+def slide_to_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, depths: Tensor) -> Tensor:
+    """Translations bs [T, 3] with each frame's centre R_t c + b_t slid along camera's ray through it to
+    the depth depths[t] (along the camera's axis): its projection is unchanged."""
+    vm = camera.viewmats[0].double().cpu()
+    Rc, tc = vm[:3, :3], vm[:3, 3]
+    p = (Rs @ center + bs) @ Rc.T + tc  # [T, 3] the centres in camera coordinates
+    moved = (p * (depths.to(p) / p[:, 2])[:, None] - tc) @ Rc  # back to world coordinates (Rc is a rotation: Rc.T inverts it)
     return moved - Rs @ center

@@ -195,8 +195,21 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
             Rs, bs, record["search_bridged_frames"] = bridge_trajectory(
                 result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
                 margin=float(s["bridge_margin"]), degrees=float(s["bridge_degrees"]), **refine)
-        if len(views) == 1 and int(s["depth_window"]) > 1:
+        if len(views) == 1 and int(s["depth_window"]) > 1 and s["depth_cue"] is None:
             c = result.gaussians.means.detach().double().cpu().mean(0)
             bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
         record["search_refine_seconds"] = round(time.perf_counter() - began, 2)
+    if len(views) == 1 and s["depth_cue"] is not None:
+        # the depths again, from the silhouettes at the final poses (tracking/depth.py), then the window's median
+        from spectral_tracking.tracking.depth import silhouette_depths
+        from spectral_tracking.tracking.search import median_depths
+
+        began = time.perf_counter()
+        c = result.gaussians.means.detach().double().cpu().mean(0)
+        bs, record["search_depth_cue"] = silhouette_depths(result.gaussians, targets.cameras[views[0]],
+                                                           targets.masks[views[0]], Rs, bs, c, cue=str(s["depth_cue"]),
+                                                           backend=backend)
+        if int(s["depth_window"]) > 1:
+            bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
+        record["search_depth_seconds"] = round(time.perf_counter() - began, 2)
     return result.gaussians, record, (Rs, bs)
