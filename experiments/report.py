@@ -64,6 +64,13 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The trajectory's depths from its silhouettes (2026-12-07, eighth sitting)", (
+        Result("turning_depth_cue", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
+               "--out experiments/results/turning_depth_cue", "48", "7.5 min"),
+        Result("trajectory_beam_pairs_cue", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
+               f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_cue", "80",
+               "20 min"),
+    )),
     Section("The trajectory refined on pixels and bridged (2026-12-07, seventh sitting)", (
         Result("turning_bridge_bound10", f"python -m experiments.turning --variant trajectory_beam {BEFORE_CUE} --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_bridge_bound10", "48", "9 min"),

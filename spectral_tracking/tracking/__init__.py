@@ -4,6 +4,7 @@
 - ``start.py``: the benchmark's displaced start (shift) and the initial overlap.
 - ``search.py``: the default start (``align=search``): rotation hypotheses fitted on the lowest bands.
 - ``refine.py``: the trajectory's poses (``search.frames=all``) refined on pixels, and bridged.
+- ``depth.py``: with one view, the trajectory's depths from its silhouettes at its final poses.
 - ``align.py``: the closed-form start from the targets' mask moments (``align=moments``).
 - ``schedule.py``: the frequency-annealing schedule of eq. 7 (pure functions of the step).
 - ``objective.py``: the loss of each step and the one object that decides when the spectral phase ends.

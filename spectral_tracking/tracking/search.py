@@ -32,7 +32,8 @@ per-frame rigid part (``deform=rigid_mlp`` with ``rigid_per_frame``, or ``deform
 result is a rigid (or similarity) move of the canonical; the non-rigid tracking starts there. Before
 that, each frame's pose is refined on its pixels, and frames the pixels cannot tell take the pose
 between their neighbours' (`spectral_tracking.tracking.refine`, ``search.refine_steps``,
-``search.bridge_margin``).
+``search.bridge_margin``); with one view, each frame's depth is then measured again from its silhouette
+at its final pose (`spectral_tracking.tracking.depth`, ``search.depth_cue``).
 """
 
 from __future__ import annotations
