@@ -102,15 +102,9 @@ def test_place_measures_the_depths_again_with_one_view_where_depth_cue_is_set(tm
     """search.depth_cue (smoothest by default) reaches silhouette_depths with one training view, gated or
     not, and the cue used is recorded; null, or two views (which see depth), leave it out."""
     import spectral_tracking.tracking.depth as depth_module
-    import spectral_tracking.tracking.search as search_module
-    from test_start import _place_with
+    from test_start import _known_trajectory, _place_with
 
-    ds = OmegaConf.create({"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 2,
-                           "seed": 0, "root": str(tmp_path)})
-    scene = load_dataset(ds, 48)
-    known = (torch.stack([torch.eye(3, dtype=torch.float64), axis_angle_matrix(UP, 30.0).double()]),
-             torch.zeros(2, 3, dtype=torch.float64))
-    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    scene = _known_trajectory(tmp_path, monkeypatch)
     calls = []
 
     def fake(gaussians, camera, masks, Rs, bs, center, *, cue, backend):

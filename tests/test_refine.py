@@ -100,15 +100,9 @@ def test_place_refines_the_trajectory_it_found_where_refine_steps_is_set(tmp_pat
     view only where refine_depth says) and its seconds are recorded; at 0, or under the gate, it is not
     called. search.bridge_margin reaches the bridge where the rotations were kept."""
     import spectral_tracking.tracking.refine as refine_module
-    import spectral_tracking.tracking.search as search_module
-    from test_start import _place_with
+    from test_start import _known_trajectory, _place_with
 
-    ds = OmegaConf.create({"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 2,
-                           "seed": 0, "root": str(tmp_path)})
-    scene = load_dataset(ds, 48)
-    known = (torch.stack([torch.eye(3, dtype=torch.float64), axis_angle_matrix(UP, 30.0).double()]),
-             torch.zeros(2, 3, dtype=torch.float64))
-    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    scene = _known_trajectory(tmp_path, monkeypatch)
     calls = []
 
     def fake(placed, cameras, images, masks, views, Rs, bs, *, steps, lr, depth, rotate=True, **kwargs):

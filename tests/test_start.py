@@ -420,6 +420,20 @@ def test_the_trajectory_takes_its_steps_a_frame_from_the_search_settings(scene, 
     assert used == [("fit", 7), ("polish", 3)]
 
 
+def _known_trajectory(root, monkeypatch, degrees: float = 30.0):
+    """The quadruped at 48 px (its data under ``root``) with `search_trajectory` replaced by a known
+    two-frame trajectory, frame 1 turned ``degrees`` about the vertical: the scene for `_place_with`."""
+    import spectral_tracking.tracking.search as search_module
+
+    ds = OmegaConf.create({"type": "synthetic", "preset": "quadruped_walk", "setting": "clean", "frames": 2,
+                           "seed": 0, "root": str(root)})
+    known = (torch.stack([torch.eye(3, dtype=torch.float64), axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]),
+                                                                               degrees).double()]),
+             torch.zeros(2, 3, dtype=torch.float64))
+    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    return load_dataset(ds, 48)
+
+
 def _place_with(scene, settings: dict, views: int = 1):
     """start.place("search") on the scene's first two frames with ``views`` training views and the
     ``search`` settings given."""
