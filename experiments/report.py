@@ -70,6 +70,12 @@ SECTIONS: tuple[Section, ...] = (
         Result("trajectory_beam_pairs_cue", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_cue", "80",
                "20 min"),
+        Result("turning_bridge06", "python -m experiments.turning --variant trajectory_beam --override "
+               "search.bridge_margin=0.6 --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge06", "48",
+               "9 min (two launches)"),
+        Result("trajectory_beam_pairs_bridge06", f"{ABLATION} --variants trajectory_beam --override search.bridge_margin=0.6 "
+               "--shifts 0.8 --seeds 0 1 2 3 --presets flower_twist --pairs quadruped_twist humanoid_twist hopper_twist "
+               "--jobs 2 --out experiments/results/trajectory_beam_pairs_bridge06", "32", "8 min"),
     )),
     Section("The trajectory refined on pixels and bridged (2026-12-07, seventh sitting)", (
         Result("turning_bridge_bound10", f"python -m experiments.turning --variant trajectory_beam {BEFORE_CUE} --seeds 0 1 --jobs 2 "
