@@ -23,11 +23,11 @@ def walk(tmp_path_factory):
     g, camera = scene.canonical, scene.cameras[[0]]
     c = g.means.detach().double().mean(0)
     vm = camera.viewmats[0].double()
-    away = -vm[2, :3]  # the world direction of the camera's axis, negated: the asset moves towards it
+    axis = vm[2, :3]  # the camera's viewing axis in world coordinates: moving along it is moving away
     Rs, bs, masks = [], [], []
     for t in range(5):
         R = axis_angle_matrix(UP, 15.0 * t).double()
-        b = c + 0.1 * t * (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) - away) - R @ c
+        b = c + 0.1 * t * (torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64) + axis) - R @ c
         out = render(g.transform(R.float(), translation=b.float()), camera, background=torch.ones(3))
         Rs.append(R), bs.append(b), masks.append(out.alpha[0].detach().reshape(64, 64))
     return scene, camera, torch.stack(Rs), torch.stack(bs), torch.stack(masks), c
@@ -79,9 +79,10 @@ def test_each_cue_brings_a_rigid_bodys_wrong_depths_back(walk):
         torch.testing.assert_close(p_new[:, :2] / p_new[:, 2:], p_true[:, :2] / p_true[:, 2:], atol=1e-9, rtol=0)
 
 
-def test_a_frame_whose_mask_is_cut_or_empty_keeps_its_depth_in_every_cue(walk):
-    """Frame 2's target touching the border and frame 3's empty: their depths stay what the trajectory
-    gave them; a depth cue that is no cue is refused by name."""
+def test_a_frame_whose_mask_or_render_is_cut_or_empty_keeps_its_depth_in_every_cue(walk):
+    """Frame 2's target touching the border, frame 3's empty, frame 4 posed out of the view (its render
+    empty): their depths stay what the trajectory gave them; a depth cue that is no cue is refused by
+    name, and the setting's choices are this module's."""
     from spectral_tracking.tracking.search import slide_to_depths
 
     scene, camera, Rs, bs, masks, c = walk
@@ -89,35 +90,62 @@ def test_a_frame_whose_mask_is_cut_or_empty_keeps_its_depth_in_every_cue(walk):
     cut[2, :, 0] = 1.0
     cut[3] = 0.0
     wrong = slide_to_depths(Rs, bs, c, camera, _depths(camera, Rs, bs, c) * 1.1)
+    wrong[4] += 10.0 * camera.viewmats[0, 0, :3].double()  # frame 4 moved far to the side: out of the view
     depths = cue_depths(scene.canonical, camera, cut, Rs, wrong, c)
     z = _depths(camera, Rs, wrong, c)
     for cue, track in depths.items():
-        assert track[2] == z[2] and track[3] == z[3], cue
+        assert track[2] == z[2] and track[3] == z[3] and track[4] == z[4], cue
         assert track[1] < z[1] / 1.05, cue  # measured: the render at 1.1 x its depth is too small
     with pytest.raises(ValueError, match="search.depth_cue must be one of"):
         silhouette_depths(scene.canonical, camera, masks, Rs, bs, c, cue="volume")
+    from dataclasses import fields
+
+    from spectral_tracking.tracking.depth import CHOICES
+    from spectral_tracking.tracking.settings import SearchSettings
+
+    field = next(f for f in fields(SearchSettings) if f.name == "depth_cue")
+    assert field.metadata["choices"] == (None, *CHOICES)
 
 
 def test_place_measures_the_depths_again_with_one_view_where_depth_cue_is_set(tmp_path, monkeypatch):
     """search.depth_cue (smoothest by default) reaches silhouette_depths with one training view, gated or
-    not, and the cue used is recorded; null, or two views (which see depth), leave it out."""
+    not: its translations are the trajectory's, then the window's median runs once, after it (not also
+    after the refine), and the cue used is recorded; null, or two views (which see depth), leave it out,
+    and with null the median runs after the refine as before."""
     import spectral_tracking.tracking.depth as depth_module
+    import spectral_tracking.tracking.refine as refine_module
+    import spectral_tracking.tracking.search as search_module
     from test_start import _known_trajectory, _place_with
 
     scene = _known_trajectory(tmp_path, monkeypatch)
-    calls = []
+    calls, medians = [], []
 
     def fake(gaussians, camera, masks, Rs, bs, center, *, cue, backend):
         calls.append((cue, len(camera), tuple(masks.shape)))
-        return bs, "height"
+        return bs + 0.01, "height"
+
+    def median(Rs, bs, center, camera, window):
+        medians.append(bs.clone())
+        return bs
 
     monkeypatch.setattr(depth_module, "silhouette_depths", fake)
+    monkeypatch.setattr(search_module, "median_depths", median)
+    monkeypatch.setattr(refine_module, "refine_trajectory", lambda placed, cameras, images, masks, views, Rs, bs, **k: (Rs, bs))
     base = {"frames": "all", "count": 4, "keep": 1, "steps": 3, "refine_steps": 0, "bridge_margin": None}
-    _, record, _ = _place_with(scene, base)  # under the gate (30 degrees, one view)
+    placed, record, (_, bs) = _place_with(scene, base)  # under the gate (30 degrees, one view)
     assert calls == [("smoothest", 1, (2, 48, 48))] and record["search_depth_cue"] == "height"
-    _place_with(scene, {**base, "turn_gate": 0.0, "depth_cue": "width"})  # the turn kept
-    assert calls[-1][0] == "width"
-    _, record, _ = _place_with(scene, {**base, "depth_cue": None})
-    assert len(calls) == 2 and "search_depth_cue" not in record
+    centre_track = placed.means.detach().double().cpu().mean(0) @ (_known_rotation(30.0).T - torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(bs, centre_track[None] * torch.tensor([[0.0], [1.0]], dtype=torch.float64) + 0.01)
+    assert len(medians) == 1 and torch.equal(medians[0], bs)  # the median, after the cue
+    medians.clear()
+    _place_with(scene, {**base, "turn_gate": 0.0, "depth_cue": "width", "refine_steps": 5})  # the turn kept, refined
+    assert calls[-1][0] == "width" and len(medians) == 1
+    medians.clear()
+    _, record, _ = _place_with(scene, {**base, "turn_gate": 0.0, "depth_cue": None, "refine_steps": 5})
+    assert len(calls) == 2 and "search_depth_cue" not in record and len(medians) == 1  # after the refine, as before
     _, record, _ = _place_with(scene, base, views=2)
     assert len(calls) == 2 and "search_depth_cue" not in record
+
+
+def _known_rotation(degrees: float):
+    return axis_angle_matrix(UP, degrees).double()

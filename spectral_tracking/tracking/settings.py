@@ -266,8 +266,9 @@ class SearchSettings:
     # frames=all with one training view: each frame's depth measured again at its final pose from the ratio of the
     # render's silhouette to the target's (tracking/depth.py): its area, height or width, or (smoothest) the one whose
     # depth track over the frames is the least rough, then the window's median. Probes of the start alone: mean depth
-    # error 0.084 -> 0.050 radii on the turning sequences, 0.074 -> 0.051 on the pairs'. null: the depths the
-    # trajectory's realignment gave (the area at each frame's pose before the refine), as until 2026-12-07
+    # error 0.084 -> 0.050 radii on the turning sequences, 0.074 -> 0.051 on the pairs'; trained, the turns' 3D error
+    # 0.124 -> 0.105 (turning_depth_cue), the presets and pairs 0.131 -> 0.126 (trajectory_beam_pairs_cue).
+    # null: the trajectory's depths, as until 2026-12-07
     depth_cue: Optional[str] = setting("smoothest", choices=(None, "area", "height", "width", "smoothest"))
 
 
