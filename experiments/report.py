@@ -67,6 +67,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("The trajectory's depths from its silhouettes (2026-12-07, eighth sitting)", (
         Result("turning_depth_cue", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_depth_cue", "48", "7.5 min"),
+        Result("turning_depth_cue_seeds23", "python -m experiments.turning --variant trajectory_beam --seeds 2 3 --jobs 2 "
+               "--out experiments/results/turning_depth_cue_seeds23", "48", "9.5 min"),
         Result("trajectory_beam_pairs_cue", f"{ABLATION} --variants trajectory_beam --shifts 0.8 --seeds 0 1 2 3 "
                f"--pairs {PAIRS.split(' ', 1)[1]} --jobs 2 --out experiments/results/trajectory_beam_pairs_cue", "80",
                "20 min"),
