@@ -149,3 +149,17 @@ def test_place_measures_the_depths_again_with_one_view_where_depth_cue_is_set(tm
 
 def _known_rotation(degrees: float):
     return axis_angle_matrix(UP, degrees).double()
+
+
+def test_the_start_log_names_the_trajectory_its_bridged_frames_and_its_depth_cue():
+    """The log line after the start stage (run/track.py) says what the trajectory kept, which frames it
+    bridged and which size its depths came from; a start without a trajectory says none of it."""
+    from spectral_tracking.run.track import _describe_start
+
+    line = _describe_start({"search_rotation_deg": 12.0, "search_turn_deg": 151.2, "search_turn_kept": True,
+                            "search_bridged_frames": [5, 6], "search_depth_cue": "height"})
+    assert line == ("turned 12.0 deg, trajectory turning up to 151 deg (kept), frames 5, 6 bridged, "
+                    "depths from the silhouettes' height")
+    gated = _describe_start({"search_turn_deg": 20.0, "search_turn_kept": False, "search_depth_cue": "width"})
+    assert "(under the gate: the centre track only)" in gated and "bridged" not in gated
+    assert "trajectory" not in _describe_start({"search_rotation_deg": 12.0})

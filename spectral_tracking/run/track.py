@@ -109,6 +109,13 @@ def _describe_start(placed: dict) -> str:
         parts.append("moved by (" + ", ".join(f"{x:.2f}" for x in moved) + ")")
     if "search_runner_up_ratio" in placed:
         parts.append(f"runner-up loss {placed['search_runner_up_ratio']:.1f}x the winner's")
+    if "search_turn_deg" in placed:  # the trajectory (search.frames=all)
+        kept = "kept" if placed.get("search_turn_kept") else "under the gate: the centre track only"
+        parts.append(f"trajectory turning up to {placed['search_turn_deg']:.0f} deg ({kept})")
+    if placed.get("search_bridged_frames"):
+        parts.append("frames " + ", ".join(map(str, placed["search_bridged_frames"])) + " bridged")
+    if "search_depth_cue" in placed:
+        parts.append(f"depths from the silhouettes' {placed['search_depth_cue']}")
     return ", ".join(parts) or "placed (see run_meta.json)"
 
 
