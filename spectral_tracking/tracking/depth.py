@@ -69,15 +69,16 @@ def cue_depths(gaussians: Gaussians, camera: Cameras, masks: Tensor, Rs: Tensor,
     touches the image border keeps its own depth in every cue."""
     from spectral_tracking.render import render
     from spectral_tracking.tracking.align import _touches_border
+    from spectral_tracking.tracking.search import centre_depths
 
-    vm = camera.viewmats[0].double().cpu()
-    z = ((Rs @ center + bs) @ vm[:3, :3].T + vm[:3, 3])[:, 2]  # [T]
+    z = centre_depths(Rs, bs, center, camera)  # [T]
     out = {cue: z.clone() for cue in CUES}
+    view = camera.to(gaussians.device)
     for t in range(len(Rs)):
         target = masks[t].detach().cpu()
         with torch.no_grad():
             moved = gaussians.detach().transform(Rs[t].to(gaussians.means), bs[t].to(gaussians.means))
-            alpha = render(moved, camera.to(gaussians.device), backend=backend).alpha[0].cpu().reshape(target.shape)
+            alpha = render(moved, view, backend=backend).alpha[0].cpu().reshape(target.shape)
         rendered, wanted = silhouette_sizes(alpha), silhouette_sizes(target)
         if min(*rendered, *wanted) <= 0 or _touches_border(alpha, 0.5) or _touches_border(target, 0.5):
             continue

@@ -627,11 +627,16 @@ def median_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, windo
     """Translations bs [T, 3] with each frame's centre R_t c + b_t slid along camera's ray through it to
     the median depth of the ``window`` frames centred on it (narrower near the ends, so the first and
     last frames keep their own): its projection, and so its place in the image, is unchanged."""
-    vm = camera.viewmats[0].double().cpu()
-    z = ((Rs @ center + bs) @ vm[:3, :3].T + vm[:3, 3])[:, 2]  # [T] the centres' depths
+    z = centre_depths(Rs, bs, center, camera)
     T = len(z)
     half = [min((int(window) - 1) // 2, t, T - 1 - t) for t in range(T)]
     return slide_to_depths(Rs, bs, center, camera, torch.stack([z[t - h: t + h + 1].median() for t, h in enumerate(half)]))
+
+
+def centre_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras) -> Tensor:
+    """[T] each frame's centre R_t c + b_t's depth along camera's axis (float64)."""
+    vm = camera.viewmats[0].double().cpu()
+    return ((Rs @ center + bs) @ vm[:3, :3].T + vm[:3, 3])[:, 2]
 
 
 def slide_to_depths(Rs: Tensor, bs: Tensor, center: Tensor, camera: Cameras, depths: Tensor) -> Tensor:

@@ -170,11 +170,11 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     turn = max(rotation_degrees(R) for R in Rs)
     gated = len(views) <= int(s["gate_views"]) and turn < float(s["turn_gate"])
     record.update(search_turn_deg=round(turn, 1), search_turn_kept=not gated)
+    c = result.gaussians.means.detach().double().cpu().mean(0)  # the placed asset's centre
     if gated:
         # no turn worth the name, seen by one view (or as many as search.gate_views), where a small turn of an
         # elongated body and a change of its depth (or width) look alike while its limbs move: only the centre
         # track is kept (each frame a translation)
-        c = result.gaussians.means.detach().double().cpu().mean(0)
         bs = Rs @ c + bs - c
         Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
     refine = dict(background=common["background"], steps=int(s["refine_steps"]), lr=float(s["refine_lr"]),
@@ -183,9 +183,9 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     # and the refine's translation alone measured no better there (the turning twins at 923cda2, where it ran:
     # 3D error 0.081 -> 0.084 radii, novel PSNR 23.82 -> 23.63 dB; a run not kept)
     bridge = s["bridge_margin"] is not None
-    if not gated and (refine["steps"] > 0 or bridge):
+    refined = not gated and (refine["steps"] > 0 or bridge)
+    if refined:
         from spectral_tracking.tracking.refine import bridge_trajectory, refine_trajectory
-        from spectral_tracking.tracking.search import median_depths
 
         began = time.perf_counter()
         if refine["steps"] > 0:
@@ -195,21 +195,21 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
             Rs, bs, record["search_bridged_frames"] = bridge_trajectory(
                 result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
                 margin=float(s["bridge_margin"]), degrees=float(s["bridge_degrees"]), **refine)
-        if len(views) == 1 and int(s["depth_window"]) > 1 and s["depth_cue"] is None:
-            c = result.gaussians.means.detach().double().cpu().mean(0)
-            bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
         record["search_refine_seconds"] = round(time.perf_counter() - began, 2)
-    if len(views) == 1 and s["depth_cue"] is not None:
-        # the depths again, from the silhouettes at the final poses (tracking/depth.py), then the window's median
+    measured = len(views) == 1 and s["depth_cue"] is not None
+    if measured:
+        # the depths again, from the silhouettes at the final poses (tracking/depth.py)
         from spectral_tracking.tracking.depth import silhouette_depths
-        from spectral_tracking.tracking.search import median_depths
 
         began = time.perf_counter()
-        c = result.gaussians.means.detach().double().cpu().mean(0)
         bs, record["search_depth_cue"] = silhouette_depths(result.gaussians, targets.cameras[views[0]],
                                                            targets.masks[views[0]], Rs, bs, c, cue=str(s["depth_cue"]),
                                                            backend=backend)
-        if int(s["depth_window"]) > 1:
-            bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
         record["search_depth_seconds"] = round(time.perf_counter() - began, 2)
+    if len(views) == 1 and int(s["depth_window"]) > 1 and (refined or measured):
+        # depths the refine, the bridge or the silhouettes set: the window's median again (search_trajectory took
+        # it of the depths it found)
+        from spectral_tracking.tracking.search import median_depths
+
+        bs = median_depths(Rs, bs, c, targets.cameras[views[0]], int(s["depth_window"]))
     return result.gaussians, record, (Rs, bs)
