@@ -101,6 +101,10 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # without the trajectory, or with more than one training view, as before
     (("search.depth_cue",),
      lambda c: _trajectory(c) and c["search"].get("depth_cue") is not None and int(c.get("views", 1)) == 1),
+    # 2026-12-07: the bridge over runs of wrong frames (tracking/refine.py); at 1, without the bridge or without the
+    # trajectory, as before
+    (("search.bridge_span",),
+     lambda c: _trajectory(c) and c["search"].get("bridge_margin") is not None and c["search"].get("bridge_span", 1) != 1),
 )
 
 

@@ -156,9 +156,81 @@ def _between(Rs: Tensor, bs: Tensor, center: Tensor, t: int) -> tuple[Tensor, Te
     return R, mid - R @ center
 
 
+def _spanned(Rs: Tensor, bs: Tensor, center: Tensor, a: int, b: int) -> list[tuple[Tensor, Tensor]]:
+    """The poses of frames a + 1 .. b - 1 on the way from frame a's pose to frame b's (float64): frame t turned
+    the fraction (t - a) / (b - a) along the shortest turn between them (slerp), its centre as far along the
+    line between theirs."""
+    qa, qb = rotmat_to_quat(Rs[[a, b]])
+    qb = qb if float((qa * qb).sum()) >= 0 else -qb
+    theta = math.acos(max(-1.0, min(1.0, float((qa * qb).sum()))))
+    ca, cb = Rs[a] @ center + bs[a], Rs[b] @ center + bs[b]
+    poses = []
+    for t in range(a + 1, b):
+        f = (t - a) / (b - a)
+        if theta < 1e-9:
+            q = qa
+        else:
+            q = (math.sin((1 - f) * theta) * qa + math.sin(f * theta) * qb) / math.sin(theta)
+        R = quat_to_rotmat((q / q.norm())[None])[0]
+        poses.append((R, (1 - f) * ca + f * cb - R @ center))
+    return poses
+
+
+def _bridge_spans(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], Rs: Tensor,
+                  bs: Tensor, own: Tensor, center: Tensor, *, span: int, margin: float, degrees: float, sweeps: int,
+                  refine: dict, common: dict) -> set[int]:
+    """`bridge_trajectory` over runs of ``span`` frames in a row (two wrong frames side by side: the pose halfway
+    between a frame's neighbours is then half wrong). A run whose every frame differs by more than ``degrees``
+    from its pose on the way between the run's two neighbours (`_spanned`) takes those poses, their translations
+    refined, where each frame's `pixel_losses` is at most (1 + ``margin``) x its own; of runs that overlap (or
+    lean on a frame another run moves), the one with the lowest summed loss over its own. Updates ``Rs``,
+    ``bs`` and ``own`` in place; returns the frames bridged."""
+    from spectral_tracking.gaussians import rotation_degrees
+
+    T = len(Rs)
+    bridged: set[int] = set()
+    for _ in range(int(sweeps) if T >= span + 2 else 0):
+        runs = []  # (first frame, its poses on the way)
+        for first in range(1, T - span):
+            poses = _spanned(Rs, bs, center, first - 1, first + span)
+            if all(rotation_degrees(R @ Rs[first + i].T) > degrees for i, (R, _) in enumerate(poses)):
+                runs.append((first, poses))
+        if not runs:
+            break
+        frames = [first + i for first, _ in runs for i in range(span)]
+        keep = [0, *frames]  # the refine keeps its first frame: frame 0 stands in, the candidates are refined
+        sub_R = torch.stack([Rs[0], *(R for _, poses in runs for R, _ in poses)])
+        sub_b = torch.stack([bs[0], *(b for _, poses in runs for _, b in poses)])
+        sub_R, sub_b = refine_trajectory(placed, cameras, images[:, keep], masks[:, keep], views, sub_R, sub_b,
+                                         rotate=False, **refine, **common)
+        theirs = pixel_losses(placed, cameras, images[:, frames], masks[:, frames], views, sub_R[1:], sub_b[1:],
+                              **common)
+        passing = []
+        for j, (first, _) in enumerate(runs):
+            mine = theirs[j * span:(j + 1) * span]
+            before = own[first:first + span]
+            if bool((mine <= (1.0 + margin) * before).all()):
+                passing.append((float(mine.sum() / before.sum()), j, first))
+        moved: set[int] = set()
+        leaned: set[int] = set()
+        for _, j, first in sorted(passing):
+            inner = set(range(first, first + span))
+            if inner & (moved | leaned) or {first - 1, first + span} & moved:
+                continue
+            for i, t in enumerate(range(first, first + span)):
+                Rs[t], bs[t], own[t] = sub_R[1 + j * span + i], sub_b[1 + j * span + i], theirs[j * span + i]
+            moved |= inner
+            leaned |= {first - 1, first + span}
+        if not moved:
+            break
+        bridged |= moved
+    return bridged
+
+
 def bridge_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Tensor, views: list[int], Rs: Tensor,
                       bs: Tensor, *, background: Tensor, margin: float, degrees: float, steps: int, lr: float,
-                      depth: bool = True, sweeps: int = 3, backend: str = "auto") -> tuple[Tensor, Tensor, list[int]]:
+                      depth: bool = True, sweeps: int = 3, span: int = 1,
+                      backend: str = "auto") -> tuple[Tensor, Tensor, list[int]]:
     """Frames whose pose the pixels cannot tell take the pose between their neighbours' (beyond the paper).
 
     A rigid asset against an articulated body seen side-on (the humanoid mid-turn, its legs in stride)
@@ -179,6 +251,10 @@ def bridge_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     common = dict(background=background, backend=backend)
     own = pixel_losses(placed, cameras, images, masks, views, Rs, bs, **common)
     bridged: set[int] = set()
+    for length in range(int(span), 1, -1):  # the longest runs first: a shorter one leans on a wrong neighbour
+        bridged |= _bridge_spans(placed, cameras, images, masks, views, Rs, bs, own, center, span=length, margin=margin,
+                                 degrees=degrees, sweeps=sweeps, refine=dict(steps=steps, lr=lr, depth=depth),
+                                 common=common)
     for _ in range(int(sweeps) if T >= 3 else 0):
         between = {t: _between(Rs, bs, center, t) for t in range(1, T - 1)}
         # the candidate's turn is not refined: a frame too near its candidate is decided before any render

@@ -263,6 +263,10 @@ class SearchSettings:
     # as until 2026-12-07
     bridge_margin: Optional[float] = setting(0.3, low=0)
     bridge_degrees: float = setting(15.0, low=0, high=180)
+    # the bridge over runs of up to this many wrong frames in a row, the longest first, each frame of a run
+    # taking its pose on the way between the run's neighbours (1: one frame at a time between its two
+    # neighbours, as until 2026-12-07; two wrong frames side by side each took half of the other's error)
+    bridge_span: int = setting(1, low=1, integer=True)
     # frames=all with one training view: each frame's depth measured again at its final pose from the ratio of the
     # render's silhouette to the target's (tracking/depth.py): its area, height or width, or (smoothest) the one whose
     # depth track over the frames is the least rough, then the window's median. Probes of the start alone: mean depth

@@ -194,7 +194,8 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
         if bridge:
             Rs, bs, record["search_bridged_frames"] = bridge_trajectory(
                 result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs,
-                margin=float(s["bridge_margin"]), degrees=float(s["bridge_degrees"]), **refine)
+                margin=float(s["bridge_margin"]), degrees=float(s["bridge_degrees"]),
+                span=int(s["bridge_span"]), **refine)
         record["search_refine_seconds"] = round(time.perf_counter() - began, 2)
     measured = len(views) == 1 and s["depth_cue"] is not None
     if measured:
