@@ -64,6 +64,11 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The bridge over two wrong frames in a row (2026-12-07, ninth sitting)", (
+        Result("turning_bridge_span2", "python -m experiments.turning --variant trajectory_beam --override "
+               "search.bridge_span=2 --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge_span2", "48",
+               "8.5 min"),
+    )),
     Section("The trajectory's depths from its silhouettes (2026-12-07, eighth sitting)", (
         Result("turning_depth_cue", "python -m experiments.turning --variant trajectory_beam --seeds 0 1 --jobs 2 "
                "--out experiments/results/turning_depth_cue", "48", "7.5 min"),

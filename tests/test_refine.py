@@ -199,6 +199,43 @@ def test_the_bridge_gives_a_frame_the_pose_between_its_neighbours_only_where_its
     assert bridged == []
 
 
+def test_the_bridge_over_a_span_mends_two_wrong_frames_in_a_row(frames):
+    """bridge_trajectory with span 2: frames 1 and 2 of a steady turn (0, 25, 50, 75 degrees) left at 55 and 20
+    both take their poses on the way from frame 0's to frame 3's, within half a degree, where one frame at a
+    time (span 1) leaves one of them off by more than a degree; a turn that comes back (0, 40, 40, 0) keeps its
+    frames, whose candidates (0, 0) its images refuse; a span longer than the sequence bridges as span 1."""
+    from spectral_tracking.tracking.refine import _spanned, bridge_trajectory
+
+    scene = frames[0]
+    kwargs = dict(background=torch.ones(3), margin=0.3, degrees=15.0, steps=20, lr=0.02, depth=False)
+    Rs, bs, images, masks = _rendered(scene, [0.0, 25.0, 50.0, 75.0])
+    wrong_R, wrong_b, _, _ = _rendered(scene, [0.0, 55.0, 20.0, 75.0])
+    c = scene.canonical.means.detach().double().mean(0)
+    on_way = _spanned(Rs, bs, c, 0, 3)  # the slerp at thirds: the true poses of a steady turn
+    assert max(rotation_degrees(R @ T.T) for (R, _), T in zip(on_way, Rs[1:3])) < 1e-6
+
+    new_Rs, new_bs, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b,
+                                                span=2, **kwargs)
+    assert bridged == [1, 2]
+    rot, cen = _errors(scene, new_Rs, new_bs, Rs, bs)
+    assert max(rot) < 0.5 and max(cen) < 0.02, (rot, cen)
+    assert torch.equal(new_Rs[[0, 3]], wrong_R[[0, 3]])
+    one_Rs, one_bs, _ = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b,
+                                          span=1, **kwargs)
+    assert max(_errors(scene, one_Rs, one_bs, Rs, bs)[0]) > 1.0
+
+    Rs, bs, images, masks = _rendered(scene, [0.0, 40.0, 40.0, 0.0])
+    same_Rs, same_bs, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], Rs, bs, span=2,
+                                                  **kwargs)
+    assert bridged == [] and torch.equal(same_Rs, Rs) and torch.equal(same_bs, bs)
+
+    Rs, bs, images, masks = _rendered(scene, [0.0, 25.0, 50.0])
+    wrong_R, wrong_b, _, _ = _rendered(scene, [0.0, 65.0, 50.0])
+    long = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b, span=3, **kwargs)
+    one = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b, **kwargs)
+    assert long[2] == one[2] == [1] and torch.equal(long[0], one[0]) and torch.equal(long[1], one[1])
+
+
 def test_the_refine_turns_a_frame_no_more_than_max_degrees(frames):
     """max_degrees: the refine trims a turn and does not choose another; a frame started 8 degrees off
     comes back 3 degrees at most, and its rotation moves exactly that far."""
