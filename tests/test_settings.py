@@ -103,3 +103,17 @@ def test_a_misspelt_top_level_key_added_with_plus_is_refused():
         validate(compose(["+shfit=0.3", "out_dir=/x"]))
     with pytest.raises(ConfigError, match=r"^bogus_key: no such setting"):
         validate(compose(["+bogus_key=1", "out_dir=/x"]))
+
+
+@pytest.mark.parametrize("experiment", [[], ["experiment=sc4d_mlp_cpu"]])
+def test_start_trajectory_is_the_trajectory_variants_overrides(experiment):
+    """``start=trajectory`` (conf/start/) is the experiments' ``trajectory_beam`` variant in one word, with or
+    without an experiment file, and passes the checks that a trajectory start needs."""
+    from experiments.variants import VARIANTS
+    from spectral_tracking.run.config import validate
+
+    one = compose([*experiment, "start=trajectory", "out_dir=/x"])
+    four = compose([*experiment, *VARIANTS["trajectory_beam"].overrides, "out_dir=/x"])
+    assert OmegaConf.to_container(one, resolve=True) == OmegaConf.to_container(four, resolve=True)
+    assert one.search.frames == "all" and one.deform.kwargs.rigid_per_frame
+    validate(one)
