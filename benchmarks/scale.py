@@ -5,6 +5,7 @@
     python benchmarks/scale.py --sweep frames --frames 12 100 --no-run
     python benchmarks/scale.py --device cuda                     # on a GPU (gsplat; CUDA max allocated)
     python benchmarks/scale.py --quick                           # tiny sizes, every column (tests)
+    python benchmarks/scale.py --gaussians 3000 300000 --no-run --override arap_sampling=rendered
 
 Sweeps (each row states its own settings; ``experiment=sc4d_mlp``: 800 control points, 8 bands):
     gaussians  N = 3k, 30k, 100k, 300k, 1M at 512^2, 4 frames
@@ -77,14 +78,14 @@ def sequence_folder(root: Path, gaussians: int, resolution: int, frames: int) ->
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def common_overrides(folder: Path, resolution: int, quick: bool, device: str) -> list[str]:
+def common_overrides(folder: Path, resolution: int, quick: bool, device: str, extra: list[str] = ()) -> list[str]:
     out = ["experiment=sc4d_mlp", "dataset=folder", f"dataset.path={folder}", f"resolution={resolution}", "logger=none",
            "trainer.enable_progress_bar=false"]
     if quick:
         out += ["num_control_points=40", "loss.num_bands=4"]
     if device == "cuda":
         out += ["trainer=gpu"]
-    return out
+    return out + list(extra)
 
 
 def measure_step(args) -> dict:
@@ -100,7 +101,7 @@ def measure_step(args) -> dict:
     device = torch.device(args.device)
     base = rss_gb()
     out_dir = tempfile.mkdtemp(prefix="scale_step_")
-    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device),
+    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device, args.override),
                    *phase_overrides("spectral", args.steps), "align=none", "shift=0", "loss.switch_iou=null",
                    f"out_dir={out_dir}"])
     module = build(cfg, device)
@@ -150,7 +151,7 @@ def measure(folder: Path, args, tmp: Path, label: str) -> dict:
     step_log, run_log = tmp / f"{label}_step.log", tmp / f"{label}_run.log"
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(folder),
             "--steps", str(args.steps), "--resolution", str(args.resolution), "--threads", str(args.threads),
-            "--device", args.device,
+            "--device", args.device, *(f"--override={o}" for o in args.override),
             *(["--quick"] if args.quick else [])]
     code, peak, _ = child(argv, step_log)
     lines = [line for line in step_log.read_text().splitlines() if line.startswith("{")]
@@ -160,7 +161,7 @@ def measure(folder: Path, args, tmp: Path, label: str) -> dict:
     row["step_peak_gb"] = peak
     if args.run:
         run_dir = tmp / f"{label}_run"
-        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device),
+        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device, args.override),
                 f"max_steps={args.run_steps}", f"trainer.threads={args.threads}", f"out_dir={run_dir}"]
         code, peak, seconds = child(argv, run_log)
         if code != 0:
@@ -201,6 +202,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--root", default=str(REPO / "data" / "synthetic"), help="where the generated sequences are cached")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: every column in seconds (tests)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every row, after the benchmark's own (repeatable), e.g. arap_sampling=rendered")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
@@ -220,7 +223,8 @@ def main() -> None:
         if given[sweep]:
             values[index] = given[sweep]
         plan += [(sweep, n, r, t) for n in values[0] for r in values[1] for t in values[2]]
-    print(f"# benchmarks/scale.py: {len(plan)} rows, device {args.device}, threads {args.threads}, load average "
+    print(f"# benchmarks/scale.py: {len(plan)} rows, device {args.device}, threads {args.threads}, "
+          f"overrides {' '.join(args.override) or 'none'}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     root = Path(args.root)
     folders = {}

@@ -130,7 +130,6 @@ def breakdown(cfg, device: torch.device, steps: int, warmup: int) -> dict[str, f
     module.train()
     opt_cfg = module.configure_optimizers()
     opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
-    from spectral_tracking.losses.arap import sample_frames
 
     seg: dict[str, list[float]] = {k: [] for k in ("data", "deformation", "render", "image loss", "ARAP", "backward", "optimizer")}
     for step in range(steps):
@@ -144,10 +143,7 @@ def breakdown(cfg, device: torch.device, steps: int, warmup: int) -> dict[str, f
         for f in range(module.active_frames(step - 1) if step > 0 else 1, module.active_frames(step)):
             module.deformation.copy_frame(f - 1, f)
         frame, view = module.sample(step)
-        arap_frames = []
-        if objective.lambda_arap > 0:
-            g = torch.Generator().manual_seed(module.seed * 7_919 + step)
-            arap_frames = sample_frames(module.targets.num_frames, module.arap_frames, generator=g)
+        arap_frames = module.control_frames(step, frame) if objective.lambda_arap > 0 else []
         gt_rgb = module.targets.images[view, frame][None].to(device)
         gt_mask = module.targets.masks[view, frame][None].to(device)
         mark()
@@ -183,7 +179,8 @@ def kernels(cfg, device: torch.device, repeats: int, module=None) -> dict[str, f
     d = module.deformation
     view = module.targets.train_views[0]
     cams = module.targets.cameras[[view]].to(device)
-    frames = [0, 1, 2]  # the rendered frame and ARAP's frames
+    # the rendered frame and ARAP's frames (with arap_sampling=rendered, the rendered one is among them)
+    frames = list(range(module.arap_frames + (module.arap_sampling != "rendered")))
     times = torch.stack([d.resolve_time(f)[0] for f in frames])
     with torch.no_grad():
         for p in d.net.parameters():  # a trained-looking network, not the zero-initialised identity
@@ -221,7 +218,7 @@ def kernels(cfg, device: torch.device, repeats: int, module=None) -> dict[str, f
         (means.sum() + quats.sum()).backward()
 
     with torch.no_grad():
-        arap_points = torch.stack([d.control_point_positions(f) for f in frames[1:]])
+        arap_points = torch.stack([d.control_point_positions(f) for f in frames[-module.arap_frames:]])
 
     def k_arap() -> None:
         module.arap(arap_points.clone().requires_grad_(True)).backward()

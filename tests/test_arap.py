@@ -162,6 +162,18 @@ def test_schedule_and_frame_sampling():
     frames = sample_frames(20, 4, torch.Generator().manual_seed(0))
     assert len(set(frames)) == 4 and all(0 <= f < 20 for f in frames)
     assert sample_frames(3, 8) == [0, 1, 2]
+    # include: that frame and count - 1 of the others, every other frame drawn as often as the rest
+    seen = torch.zeros(20)
+    for seed in range(400):
+        frames = sample_frames(20, 3, torch.Generator().manual_seed(seed), include=7)
+        assert 7 in frames and len(set(frames)) == 3 and frames == sorted(frames)
+        seen[frames] += 1
+    assert seen[7] == 400 and seen.sum() == 1200
+    others = torch.cat([seen[:7], seen[8:]])
+    assert others.min() > 0.5 * others.mean() and others.max() < 1.5 * others.mean()
+    assert sample_frames(1, 2, include=0) == [0] and sample_frames(3, 8, include=1) == [0, 1, 2]
+    with pytest.raises(ValueError, match="include"):
+        sample_frames(3, 2, include=3)
 
 
 def test_on_a_deformation():

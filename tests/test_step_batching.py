@@ -118,3 +118,30 @@ def test_pos_anneal_opens_the_timenet_position_frequencies_coarse_to_fine():
     with pytest.raises(ValueError, match="expected 10 weights"):
         d.set_position_window(torch.ones(3))
     TrackingModule.open_position_frequencies(SimpleNamespace(pos_anneal_steps=0, deformation=_moved("direct")), 5)  # off: no-op
+
+
+def test_arap_sampling_rendered_puts_the_rendered_frame_among_araps_and_runs_the_timenet_over_fewer_rows(tmp_path):
+    """arap_sampling=uniform draws ARAP's frames as sample_frames always has (the same frames, step by step);
+    rendered puts the step's rendered frame among them, so a step's TimeNet pass covers arap_frames frames."""
+    from benchmarks.step import build, compose
+    from spectral_tracking.losses.arap import sample_frames
+
+    common = ["dataset.frames=6", "resolution=32", "num_control_points=20", "align=none", "shift=0", "max_steps=20",
+              "loss.arap_start_iter=0", f"dataset.root={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}"]
+    rows = {}
+    for sampling in ("uniform", "rendered"):
+        module = build(compose([*common, f"arap_sampling={sampling}"]), torch.device("cpu"))
+        seen = []
+        hook = module.deformation.net.register_forward_hook(lambda m, args, out: seen.append(out[0].shape[0]))
+        for step in range(12):
+            frame = module.sample(step)[0]
+            frames = module.control_frames(step, frame)
+            if sampling == "uniform":
+                g = torch.Generator().manual_seed(module.seed * 7_919 + step)
+                assert frames == sample_frames(6, 2, generator=g)
+            else:
+                assert frame in frames and len(frames) == 2
+            module.step_loss(step)
+        hook.remove()
+        rows[sampling] = sum(seen)
+    assert rows["rendered"] < rows["uniform"]

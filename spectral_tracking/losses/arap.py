@@ -178,12 +178,20 @@ def arap_on_frames(arap: ARAP, deformation: HasControlPoints, frames: Sequence[i
     return arap(torch.stack([deformation.control_point_positions(f) for f in frames]))
 
 
-def sample_frames(num_frames: int, count: int, generator: torch.Generator | None = None) -> list[int]:
-    """``count`` distinct frame indices drawn uniformly from [0, num_frames) (all of them if fewer)."""
+def sample_frames(num_frames: int, count: int, generator: torch.Generator | None = None,
+                  include: int | None = None) -> list[int]:
+    """``count`` distinct frame indices drawn uniformly from [0, num_frames) (all of them if fewer), sorted.
+    ``include``: that frame is one of them, the other ``count - 1`` drawn from the rest."""
     if num_frames < 1 or count < 1:
         raise ValueError(f"sample_frames: need num_frames >= 1 and count >= 1, got {num_frames}, {count}")
-    perm = torch.randperm(num_frames, generator=generator)[: min(count, num_frames)]
-    return sorted(int(i) for i in perm)
+    if include is None:
+        perm = torch.randperm(num_frames, generator=generator)[: min(count, num_frames)]
+        return sorted(int(i) for i in perm)
+    if not 0 <= include < num_frames:
+        raise ValueError(f"sample_frames: include must be a frame in [0, {num_frames}), got {include}")
+    rest = [f for f in range(num_frames) if f != include]
+    perm = torch.randperm(len(rest), generator=generator)[: min(count - 1, len(rest))]
+    return sorted([include, *(rest[int(i)] for i in perm)])
 
 
 def arap_weight(step: int, lambda_arap: float, arap_start_iter: int) -> float:

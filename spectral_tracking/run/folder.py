@@ -105,6 +105,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     # trajectory, as before
     (("search.bridge_span",),
      lambda c: _trajectory(c) and c["search"].get("bridge_margin") is not None and c["search"].get("bridge_span", 1) != 1),
+    # 2026-12-07: which frames ARAP sees (tracking/module.py, control_frames); uniform, as before
+    (("arap_sampling",), lambda c: c.get("arap_sampling", "uniform") != "uniform"),
 )
 
 

@@ -165,6 +165,7 @@ def build_module(cfg: DictConfig, canonical, targets: Targets, trajectory=None) 
             max_steps=int(cfg.max_steps), lr=lr, lr_final_ratio=float(cfg.deform.lr_final) / float(cfg.deform.lr_init),
             background=torch.tensor(list(cfg.background)), seed=int(cfg.seed), backend=cfg.backend,
             progressive_frames=float(cfg.progressive_frames), arap_frames=int(cfg.arap_frames),
+            arap_sampling=str(cfg.arap_sampling),
             lr_decay=float(cfg.lr_decay), rigid_first=float(cfg.deform.rigid_first),
             pos_anneal=float(cfg.deform.pos_anneal), adam_eps=float(cfg.deform.adam_eps),
         )

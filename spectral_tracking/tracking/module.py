@@ -55,6 +55,7 @@ class TrackingModule(pl.LightningModule):
         backend: str = "auto",
         progressive_frames: float = 0.2,
         arap_frames: int = 2,
+        arap_sampling: str = "uniform",
         lr_decay: float = 1.0,
         rigid_first: float = 0.0,
         pos_anneal: float = 0.0,
@@ -74,6 +75,9 @@ class TrackingModule(pl.LightningModule):
         self.backend = backend
         self.progressive_frames = float(progressive_frames)
         self.arap_frames = int(arap_frames)
+        if arap_sampling not in ("uniform", "rendered"):
+            raise ValueError(f"arap_sampling must be uniform or rendered, got {arap_sampling!r}")
+        self.arap_sampling = arap_sampling
         if not 0 < lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1] (a fraction of max_steps), got {lr_decay}")
         self.lr_decay_steps = max(1, round(float(lr_decay) * self.max_steps))
@@ -152,10 +156,8 @@ class TrackingModule(pl.LightningModule):
         for f in range(self.active_frames(step - 1) if step > 0 else 1, self.active_frames(step)):
             self.deformation.copy_frame(f - 1, f)  # a joining frame starts where the previous one is
         frame, view = self.sample(step)
-        control_frames = []  # the frames whose control points ARAP and the scale term see
-        if objective.lambda_arap > 0 or objective.lambda_scale > 0:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            control_frames = sample_frames(self.targets.num_frames, self.arap_frames, generator=g)
+        # the frames whose control points ARAP and the scale term see
+        control_frames = self.control_frames(step, frame) if objective.lambda_arap > 0 or objective.lambda_scale > 0 else []
         gaussians, control_points = self.deformation.frame_and_control_points(frame, control_frames)
         out = self.render_views(gaussians, [view])
         gt_rgb = self.targets.images[view, frame][None].to(self.device)
@@ -180,6 +182,14 @@ class TrackingModule(pl.LightningModule):
                 f"{ {k: float(v) for k, v in terms.items()} }); lower deform.lr_init or check the data"
             )
         return loss, terms, frame, objective
+
+    def control_frames(self, step: int, frame: int) -> list[int]:
+        """The frames whose control points ARAP (and the scale term) sees at step ``step`` whose rendered frame
+        is ``frame``: ``arap_frames`` drawn uniformly (``arap_sampling="uniform"``), or the rendered frame and
+        ``arap_frames - 1`` others (``"rendered"``: one TimeNet pass over ``arap_frames`` frames, not 1 + that)."""
+        g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+        include = frame if self.arap_sampling == "rendered" else None
+        return sample_frames(self.targets.num_frames, self.arap_frames, generator=g, include=include)
 
     def logs_step(self, step: int) -> bool:
         """Whether step ``step`` logs: the steps whose values the trainer writes to its loggers
