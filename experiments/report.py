@@ -64,6 +64,16 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("ARAP's frames with the rendered one among them (2026-12-07, ninth sitting)", (
+        Result("shift_curves_arap_uniform", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
+               "--seeds 0 1 --pairs --jobs 2 --out experiments/results/shift_curves_arap_uniform", "80", "10 min"),
+        Result("shift_curves_arap_rendered", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
+               "--seeds 0 1 --pairs --jobs 2 --override arap_sampling=rendered "
+               "--out experiments/results/shift_curves_arap_rendered", "80", "10 min"),
+        Result("turning_arap_rendered", "python -m experiments.turning --variant trajectory_beam --override "
+               "arap_sampling=rendered --seeds 0 1 --jobs 2 --out experiments/results/turning_arap_rendered", "48",
+               "8 min"),
+    )),
     Section("The bridge over two wrong frames in a row (2026-12-07, ninth sitting)", (
         Result("turning_bridge_span2", "python -m experiments.turning --variant trajectory_beam --override "
                "search.bridge_span=2 --seeds 0 1 --jobs 2 --out experiments/results/turning_bridge_span2", "48",
