@@ -78,14 +78,14 @@ def sequence_folder(root: Path, gaussians: int, resolution: int, frames: int) ->
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def common_overrides(folder: Path, resolution: int, quick: bool, device: str, extra: list[str] = ()) -> list[str]:
+def common_overrides(folder: Path, resolution: int, quick: bool, device: str) -> list[str]:
     out = ["experiment=sc4d_mlp", "dataset=folder", f"dataset.path={folder}", f"resolution={resolution}", "logger=none",
            "trainer.enable_progress_bar=false"]
     if quick:
         out += ["num_control_points=40", "loss.num_bands=4"]
     if device == "cuda":
         out += ["trainer=gpu"]
-    return out + list(extra)
+    return out
 
 
 def measure_step(args) -> dict:
@@ -101,9 +101,9 @@ def measure_step(args) -> dict:
     device = torch.device(args.device)
     base = rss_gb()
     out_dir = tempfile.mkdtemp(prefix="scale_step_")
-    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device, args.override),
+    cfg = compose([*common_overrides(Path(args.folder), args.resolution, args.quick, args.device),
                    *phase_overrides("spectral", args.steps), "align=none", "shift=0", "loss.switch_iou=null",
-                   f"out_dir={out_dir}"])
+                   *args.override, f"out_dir={out_dir}"])
     module = build(cfg, device)
     module.train()
     sync(device)
@@ -161,8 +161,8 @@ def measure(folder: Path, args, tmp: Path, label: str) -> dict:
     row["step_peak_gb"] = peak
     if args.run:
         run_dir = tmp / f"{label}_run"
-        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device, args.override),
-                f"max_steps={args.run_steps}", f"trainer.threads={args.threads}", f"out_dir={run_dir}"]
+        argv = [sys.executable, "train.py", *common_overrides(folder, args.resolution, args.quick, args.device),
+                f"max_steps={args.run_steps}", f"trainer.threads={args.threads}", *args.override, f"out_dir={run_dir}"]
         code, peak, seconds = child(argv, run_log)
         if code != 0:
             raise failed("run", label, code, run_log)

@@ -180,7 +180,7 @@ def kernels(cfg, device: torch.device, repeats: int, module=None) -> dict[str, f
     view = module.targets.train_views[0]
     cams = module.targets.cameras[[view]].to(device)
     # the rendered frame and ARAP's frames (with arap_sampling=rendered, the rendered one is among them)
-    frames = list(range(module.arap_frames + (module.arap_sampling != "rendered")))
+    frames = list(range(min(module.arap_frames + (module.arap_sampling != "rendered"), module.targets.num_frames)))
     times = torch.stack([d.resolve_time(f)[0] for f in frames])
     with torch.no_grad():
         for p in d.net.parameters():  # a trained-looking network, not the zero-initialised identity

@@ -145,11 +145,18 @@ def test_the_scale_benchmark_prints_every_column(tmp_path):
     import subprocess
 
     out = subprocess.run([sys.executable, "benchmarks/scale.py", "--quick", "--sweep", "resolution", "--resolutions", "32",
-                          "--root", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                          "--root", str(tmp_path), "--override", "arap_sampling=rendered"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "overrides arap_sampling=rendered" in out.stdout
     row = [line for line in out.stdout.splitlines() if line.startswith("resolution")]
     assert len(row) == 1 and "it/s" in row[0] and "held" in row[0] and "run peak" in row[0]
     assert "breakdown (fwd+bwd ms): render" in out.stdout and "Adam" in out.stdout
+    # an override reaches the rows' settings after the benchmark's own: a bad one stops the step's child
+    bad = subprocess.run([sys.executable, "benchmarks/scale.py", "--quick", "--sweep", "resolution", "--resolutions", "32",
+                          "--no-run", "--root", str(tmp_path), "--override", "arap_frames=0"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "arap_frames" in bad.stdout + bad.stderr
 
 
 def test_a_run_that_will_not_fit_stops_before_the_start_with_one_line(tmp_path, data_root, monkeypatch):

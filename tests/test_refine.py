@@ -229,6 +229,18 @@ def test_the_bridge_over_a_span_mends_two_wrong_frames_in_a_row(frames):
                                                   **kwargs)
     assert bridged == [] and torch.equal(same_Rs, Rs) and torch.equal(same_bs, bs)
 
+    # two wrong pairs in seven frames (1-2 and 4-5), mended in one sweep; the run between them (2-3, its anchors
+    # both wrong) is refused by frame 3's pixels
+    true = [12.0 * t for t in range(7)]
+    Rs, bs, images, masks = _rendered(scene, true)
+    wrong_R, wrong_b, _, _ = _rendered(scene, [0.0, 40.0, 0.0, 36.0, 20.0, 90.0, 72.0])
+    new_Rs, new_bs, bridged = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b,
+                                                span=2, **kwargs)
+    assert bridged == [1, 2, 4, 5]
+    rot, cen = _errors(scene, new_Rs, new_bs, Rs, bs)
+    assert max(rot) < 0.5 and max(cen) < 0.02, (rot, cen)
+    assert torch.equal(new_Rs[[0, 3, 6]], wrong_R[[0, 3, 6]])
+
     Rs, bs, images, masks = _rendered(scene, [0.0, 25.0, 50.0])
     wrong_R, wrong_b, _, _ = _rendered(scene, [0.0, 65.0, 50.0])
     long = bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], wrong_R, wrong_b, span=3, **kwargs)

@@ -210,7 +210,7 @@ def _bridge_spans(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Te
             mine = theirs[j * span:(j + 1) * span]
             before = own[first:first + span]
             if bool((mine <= (1.0 + margin) * before).all()):
-                passing.append((float(mine.sum() / before.sum()), j, first))
+                passing.append((float(mine.sum() / before.sum().clamp_min(1e-30)), j, first))
         moved: set[int] = set()
         leaned: set[int] = set()
         for _, j, first in sorted(passing):
