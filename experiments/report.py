@@ -64,6 +64,12 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("Where the turning start belongs: Table 2 and the real sequences (2026-12-07, ninth sitting)", (
+        Result("table2_trajectory_baseline", "python -m experiments.table2 --variant defaults --jobs 2 "
+               "--out experiments/results/table2_trajectory_baseline", "36", "3.5 min"),
+        Result("table2_trajectory", "python -m experiments.table2 --variant defaults+trajectory_beam --jobs 2 "
+               "--out experiments/results/table2_trajectory", "36", "9 min"),
+    )),
     Section("ARAP's frames with the rendered one among them (2026-12-07, ninth sitting)", (
         Result("shift_curves_arap_uniform", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "
                "--seeds 0 1 --pairs --jobs 2 --out experiments/results/shift_curves_arap_uniform", "80", "10 min"),
