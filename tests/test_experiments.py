@@ -281,7 +281,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
               "search.frame_bands", "search.smooth", "search.gate_views", "search.beam_score",
               "search.refine_steps", "search.refine_lr", "search.refine_depth", "search.bridge_margin",
               "search.bridge_degrees", "search.refine_degrees", "search.depth_cue",
-              "search.bridge_span", "arap_sampling")  # added after all the others
+              "search.bridge_span", "arap_sampling", "search.turn_fit")  # added after all the others
     search = ("search.realign", "search.depth_window", "search.turn_gate", "search.beam", "loss.switch_prior")
     for overrides, keys, applies in ((["align=none"], search, False),
                                      (["align=search"], search, False),
@@ -325,7 +325,9 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
                                      (cued, (), True),
                                      ([*steps15, "search.bridge_span=2"], (), False),  # no bridge: ignored
                                      (["arap_sampling=uniform"], (), False),
-                                     (["arap_sampling=rendered"], (), True)):
+                                     (["arap_sampling=rendered"], (), True),
+                                     (["align=search", "search.turn_fit=0.3"], (), False),  # no trajectory
+                                     ([*steps15, "search.turn_fit=0.3"], (), True)):
         off = [] if any(o.startswith("average.") for o in overrides) else ["average.decay=0"]  # the default averages
         off += [] if any(o.startswith("loss.rescue") for o in overrides) else ["loss.rescue_iou=null"]  # and rescues
         cfg = compose(["experiment=sc4d_mlp_cpu", *off, *overrides, f"out_dir={tmp_path / 'run'}"])
@@ -344,7 +346,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     later = ("search.frame_steps", "search.frame_polish", "loss.rescue_recentre", "deform.adam_eps", "search.frame_bands",
              "search.smooth", "search.gate_views", "search.beam_score", "search.refine_steps", "search.refine_lr",
              "search.refine_depth", "search.bridge_margin", "search.bridge_degrees", "search.refine_degrees",
-             "search.depth_cue", "search.bridge_span", "arap_sampling")
+             "search.depth_cue", "search.bridge_span", "arap_sampling", "search.turn_fit")
     for recentre, applies in ((0.0, False), (1.0, True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", f"loss.rescue_recentre={recentre}",
                        f"out_dir={tmp_path / 'run'}"])
@@ -353,7 +355,7 @@ def test_a_setting_added_since_that_does_not_apply_keeps_a_finished_run_finished
     for span, applies in ((1, False), (2, True)):
         cfg = compose(["experiment=sc4d_mlp_cpu", "average.decay=0", "loss.rescue_iou=null", *bridged,
                        f"search.bridge_span={span}", f"out_dir={tmp_path / 'run'}"])
-        assert (without(cfg, ("search.bridge_span", "arap_sampling")) in config_fingerprints(cfg)) is not applies
+        assert (without(cfg, ("search.bridge_span", "arap_sampling", "search.turn_fit")) in config_fingerprints(cfg)) is not applies
     # folder.PAST_DEFAULTS: a run recorded while the trajectory's steps defaulted to 9 / 5 or 12 / 5 stays
     # finished where it has no trajectory (it never read them), and is run again where it has one
     for overrides, finished in (([], True), (trajectory, False)):

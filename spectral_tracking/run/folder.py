@@ -107,6 +107,8 @@ ADDED_SETTINGS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
      lambda c: _trajectory(c) and c["search"].get("bridge_margin") is not None and c["search"].get("bridge_span", 1) != 1),
     # 2026-12-07: which frames ARAP sees (tracking/module.py, control_frames); uniform, as before
     (("arap_sampling",), lambda c: c.get("arap_sampling", "uniform") != "uniform"),
+    # 2026-12-07: the turn gate's test of the fit (tracking/start.py); off (null), or without the trajectory, as before
+    (("search.turn_fit",), lambda c: _trajectory(c) and c["search"].get("turn_fit") is not None),
 )
 
 

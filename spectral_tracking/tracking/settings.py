@@ -221,6 +221,11 @@ class SearchSettings:
     # the turn gate applies to runs with at most this many training views (1: one view only, as until 2026-12-07).
     # Two opposite views (the front and the back) see a yaw as a change of width, which a gait also makes
     gate_views: int = setting(1, low=1, integer=True)
+    # and only where, in some frame, the turned pose's pixel loss is at most turn_fit x that of the centre track
+    # alone: a real turn shows the body's other side (the turning motions and the twists: 0.02-0.23), a body
+    # deforming in place fits a rigid turn a little better everywhere (the Consistent4D videos: 0.51-0.56, with
+    # turns of 75-99 degrees found). null: the angle alone, as until 2026-12-07
+    turn_fit: Optional[float] = setting(None, low=0)
     # frames=all: trajectories followed at once, the lowest summed score over the frames winning (1: greedy, each
     # frame's best fit only, as until 2026-12-06; a turn and its mirror fit one view alike for a few frames)
     beam: int = setting(1, low=1, integer=True)
