@@ -295,6 +295,42 @@ def test_a_trajectory_without_a_turn_keeps_only_its_centre_track(scene, monkeypa
         torch.testing.assert_close(bs[1], torch.tensor([0.1, 0, 0]).double())
 
 
+def test_the_turn_fit_keeps_a_turn_only_where_the_images_show_it(scene, monkeypatch):
+    """search.turn_fit: a trajectory's 60-degree turn (past the angle gate) against the walking quadruped's
+    frame 1, which does not turn, fits worse than its centre track alone and is dropped; against frames that
+    show the asset turned 60 degrees it fits far better and is kept; null keeps the angle's decision alone."""
+    from types import SimpleNamespace
+
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.tracking.start import place
+
+    base = {"frames": "all", "count": 4, "keep": 1, "steps": 3, "refine_steps": 0, "depth_cue": None,
+            "bridge_margin": None}
+    R1 = axis_angle_matrix(torch.tensor([0.0, 1.0, 0.0]), 60.0).double()
+    c = scene.canonical.means.detach().double().mean(0)
+    known = (torch.stack([torch.eye(3, dtype=torch.float64), R1]), torch.stack([torch.zeros(3).double(), c - R1 @ c]))
+    monkeypatch.setattr(search_module, "search_trajectory", lambda *a, **k: (*known, [{"seconds": 0.0, "loss": 0.0}]))
+    seq = select_views(scene, 1)
+
+    def targets(frame1):
+        images = torch.stack([seq.target(0, 0, background=torch.ones(3)), frame1[0]])[None]
+        masks = torch.stack([seq.mask(0, 0), frame1[1]])[None]
+        return SimpleNamespace(train_views=[0], cameras=seq.cameras, images=images, masks=masks)
+
+    walk = targets((seq.target(0, 1, background=torch.ones(3)), seq.mask(0, 1)))
+    out = render(seq.canonical.transform(R1.float(), translation=(c - R1 @ c).float()), seq.cameras[[0]],
+                 background=torch.ones(3))
+    turned = targets((out.rgb[0].detach(), out.alpha[0].detach().reshape(out.rgb.shape[1:3])))
+    _, record, (Rs, _) = place("search", seq.canonical, walk, settings=OmegaConf.create({**base, "turn_fit": 0.3}))
+    assert record["search_turn_fit"] > 1.0 and record["search_turn_kept"] is False
+    torch.testing.assert_close(Rs[1], torch.eye(3, dtype=torch.float64))
+    _, record, (Rs, _) = place("search", seq.canonical, turned, settings=OmegaConf.create({**base, "turn_fit": 0.3}))
+    assert record["search_turn_fit"] < 0.3 and record["search_turn_kept"] is True
+    torch.testing.assert_close(Rs[1], R1)
+    _, record, _ = place("search", seq.canonical, walk, settings=OmegaConf.create(base))  # null: the angle alone
+    assert record["search_turn_kept"] is True and "search_turn_fit" not in record
+
+
 def test_an_even_depth_window_is_refused(scene):
     from types import SimpleNamespace
 
