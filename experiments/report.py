@@ -69,6 +69,8 @@ SECTIONS: tuple[Section, ...] = (
                "--out experiments/results/table2_trajectory_baseline", "36", "3.5 min"),
         Result("table2_trajectory", "python -m experiments.table2 --variant defaults+trajectory_beam --jobs 2 "
                "--out experiments/results/table2_trajectory", "36", "9 min"),
+        Result("table2_trajectory_fit", "python -m experiments.table2 --variant defaults+trajectory_beam --override "
+               "search.turn_fit=0.3 --jobs 2 --out experiments/results/table2_trajectory_fit", "36", "11 min"),
     )),
     Section("ARAP's frames with the rendered one among them (2026-12-07, ninth sitting)", (
         Result("shift_curves_arap_uniform", "python -m experiments.shift_curves --variant defaults --shifts 0 0.8 "

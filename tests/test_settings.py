@@ -107,13 +107,14 @@ def test_a_misspelt_top_level_key_added_with_plus_is_refused():
 
 @pytest.mark.parametrize("experiment", [[], ["experiment=sc4d_mlp_cpu"]])
 def test_start_trajectory_is_the_trajectory_variants_overrides(experiment):
-    """``start=trajectory`` (conf/start/) is the experiments' ``trajectory_beam`` variant in one word, with or
-    without an experiment file, and passes the checks that a trajectory start needs."""
+    """``start=trajectory`` (conf/start/) is the experiments' ``trajectory_beam`` variant with the turn gate's fit
+    test (``search.turn_fit=0.3``) in one word, with or without an experiment file, and passes the checks that a
+    trajectory start needs."""
     from experiments.variants import VARIANTS
     from spectral_tracking.run.config import validate
 
     one = compose([*experiment, "start=trajectory", "out_dir=/x"])
-    four = compose([*experiment, *VARIANTS["trajectory_beam"].overrides, "out_dir=/x"])
+    four = compose([*experiment, *VARIANTS["trajectory_beam"].overrides, "search.turn_fit=0.3", "out_dir=/x"])
     assert OmegaConf.to_container(one, resolve=True) == OmegaConf.to_container(four, resolve=True)
     assert one.search.frames == "all" and one.deform.kwargs.rigid_per_frame
     validate(one)
