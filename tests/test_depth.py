@@ -163,3 +163,5 @@ def test_the_start_log_names_the_trajectory_its_bridged_frames_and_its_depth_cue
     gated = _describe_start({"search_turn_deg": 20.0, "search_turn_kept": False, "search_depth_cue": "width"})
     assert "(under the gate: the centre track only)" in gated and "bridged" not in gated
     assert "trajectory" not in _describe_start({"search_rotation_deg": 12.0})
+    fitted = _describe_start({"search_turn_deg": 99.2, "search_turn_kept": False, "search_turn_fit": 0.558})
+    assert "trajectory turning up to 99 deg (under the gate: the centre track only; fit 0.56)" in fitted

@@ -111,6 +111,8 @@ def _describe_start(placed: dict) -> str:
         parts.append(f"runner-up loss {placed['search_runner_up_ratio']:.1f}x the winner's")
     if "search_turn_deg" in placed:  # the trajectory (search.frames=all)
         kept = "kept" if placed.get("search_turn_kept") else "under the gate: the centre track only"
+        if "search_turn_fit" in placed:  # search.turn_fit: the turned poses' best pixel loss over the centre track's
+            kept += f"; fit {placed['search_turn_fit']:.2f}"
         parts.append(f"trajectory turning up to {placed['search_turn_deg']:.0f} deg ({kept})")
     if placed.get("search_bridged_frames"):
         parts.append("frames " + ", ".join(map(str, placed["search_bridged_frames"])) + " bridged")
