@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras
-from spectral_tracking.gaussians import Gaussians, quat_multiply, quat_to_rotmat, rotmat_to_quat
+from spectral_tracking.gaussians import Gaussians, quat_multiply, quat_to_rotmat, rotation_degrees, rotmat_to_quat
 
 PIXELS_PER_CHUNK = 2**21  # rendered pixels per chunk of frames (each frame is refined on its own: memory, not the result)
 
@@ -185,8 +185,6 @@ def _bridge_spans(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Te
     refined, where each frame's `pixel_losses` is at most (1 + ``margin``) x its own; of runs that overlap (or
     lean on a frame another run moves), the one with the lowest summed loss over its own. Updates ``Rs``,
     ``bs`` and ``own`` in place; returns the frames bridged."""
-    from spectral_tracking.gaussians import rotation_degrees
-
     T = len(Rs)
     bridged: set[int] = set()
     for _ in range(int(sweeps) if T >= span + 2 else 0):
@@ -243,8 +241,6 @@ def bridge_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     turn that reverses (a twist) fits its candidate far worse. Up to ``sweeps`` passes (two wrong
     frames in a row: the first pass mends one, the next the other). Returns (Rs, bs, the bridged
     frames, ascending)."""
-    from spectral_tracking.gaussians import rotation_degrees
-
     Rs, bs = Rs.detach().double().cpu().clone(), bs.detach().double().cpu().clone()
     T = len(Rs)
     center = placed.means.detach().double().cpu().mean(0)

@@ -168,9 +168,11 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
     record.update(search_frames_seconds=round(sum(f["seconds"] for f in frames), 2),
                   search_frame_losses=[f["loss"] for f in frames])
     turn = max(rotation_degrees(R) for R in Rs)
-    gated = len(views) <= int(s["gate_views"]) and turn < float(s["turn_gate"])
+    gate = len(views) <= int(s["gate_views"])  # the turn gate looks at runs with this few views
+    gated = gate and turn < float(s["turn_gate"])
     c = result.gaussians.means.detach().double().cpu().mean(0)  # the placed asset's centre
-    if not gated and len(views) <= int(s["gate_views"]) and s["turn_fit"] is not None:
+    still = (torch.eye(3, dtype=Rs.dtype).expand_as(Rs), Rs @ c + bs - c)  # the centre track: each frame a translation
+    if gate and not gated and s["turn_fit"] is not None:
         # a turn the images show: in some frame the turned pose fits far better than the centre track alone (the
         # body's other side comes into view); a body that deforms in place fits a rigid turn a little better in
         # every frame (tracking/refine.py, pixel_losses)
@@ -178,18 +180,16 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
 
         losses = dict(background=common["background"], backend=backend)
         turned = pixel_losses(result.gaussians, targets.cameras, targets.images, targets.masks, views, Rs, bs, **losses)
-        still = pixel_losses(result.gaussians, targets.cameras, targets.images, targets.masks, views,
-                             torch.eye(3, dtype=Rs.dtype).expand_as(Rs), Rs @ c + bs - c, **losses)
-        fit = float((turned[1:] / still[1:].clamp_min(1e-12)).min()) if len(Rs) > 1 else 1.0
+        unturned = pixel_losses(result.gaussians, targets.cameras, targets.images, targets.masks, views, *still, **losses)
+        fit = float((turned[1:] / unturned[1:].clamp_min(1e-12)).min()) if len(Rs) > 1 else 1.0
         gated = fit > float(s["turn_fit"])
         record["search_turn_fit"] = round(fit, 3)
     record.update(search_turn_deg=round(turn, 1), search_turn_kept=not gated)
     if gated:
         # no turn worth the name, seen by one view (or as many as search.gate_views), where a small turn of an
         # elongated body and a change of its depth (or width) look alike while its limbs move: only the centre
-        # track is kept (each frame a translation)
-        bs = Rs @ c + bs - c
-        Rs = torch.eye(3, dtype=Rs.dtype).expand_as(Rs).clone()
+        # track is kept
+        Rs, bs = still[0].clone(), still[1]
     refine = dict(background=common["background"], steps=int(s["refine_steps"]), lr=float(s["refine_lr"]),
                   depth=len(views) > 1 or bool(s["refine_depth"]), backend=backend)
     # a trajectory the gate reduced to its centre track is not refined: its centres come from the masks' moments,
