@@ -157,6 +157,13 @@ KERNELS = {
             const S *weights /* [N*K] */, const S *table /* [J*C] */, S *out /* [N*C] */, int n_threads);
         void st_blend_bwd_table_S(int64_t N, int K, int C, int64_t J, const int64_t *index /* [N*K] indices < J */,
             const S *weights /* [N*K] */, const S *grad /* [N*C] */, S *grad_table /* [J*C] */, int n_threads);
+        void st_skin_fused_fwd_S(int64_t N, int K, int64_t J, const int64_t *index /* [N*K] indices < J */,
+            const S *weights /* [N*K] */, const S *table /* [J*16] */, const S *means /* [N*3] */,
+            const S *quats /* [N*4] */, S *new_means /* [N*3] */, S *new_quats /* [N*4] */, int n_threads);
+        void st_skin_fused_bwd_S(int64_t N, int K, int64_t J, const int64_t *index /* [N*K] indices < J */,
+            const S *weights /* [N*K] */, const S *table /* [J*16] */, const S *means /* [N*3] */,
+            const S *quats /* [N*4] */, const S *v_new_means /* [N*3] */, const S *v_new_quats /* [N*4] */,
+            S *grad_table /* [J*16] */, int n_threads);
         """,
     ),
     "spectral": Kernel(

@@ -1,6 +1,8 @@
 // Skinning on the CPU: the per-Gaussian end, fused, forward and backward (the C++ twin of the torch
-// lines at the end of ../control_points.py's ``skin``), and the blend before it (`blend`'s sparse
-// products; below). The tests compare each with its torch twin.
+// lines at the end of ../control_points.py's ``skin``), the blend before it (`blend`'s sparse
+// products; below), and both in one pass each way (``st_skin_fused_*``, what tracking takes: the
+// weights and the canonical asset are constants there). The tests compare each with its torch twin,
+// and the fused pass with the two steps (the same bits in float32).
 //
 // Given each Gaussian's blend of its control points' motion table, mixed [N, 16] = (A [3x3] =
 // sum_k w_k (R_k - I), b [3] = sum_k w_k (dc_k - (R_k - I) c_k), dq [4] = sum_k w_k (q_k - (1,0,0,0))):
@@ -23,23 +25,69 @@ namespace {
 
 constexpr int64_t kSerialBelow = 16384;
 
+// One Gaussian's end, forward: mean' and quat' from its blend m [16] (A, b, dq), mean p [3] and quat b [4].
+template <typename S>
+inline void tail_fwd(const S *m, const S *p, const S *b, S *new_mean, S *o) {
+    for (int r = 0; r < 3; ++r)
+        new_mean[r] = p[r] + (m[3 * r] * p[0] + m[3 * r + 1] * p[1] + m[3 * r + 2] * p[2]) + m[9 + r];
+    S a[4] = {m[12] + S(1), m[13], m[14], m[15]};
+    const S norm = std::max(std::sqrt(a[0] * a[0] + a[1] * a[1] + a[2] * a[2] + a[3] * a[3]), S(1e-12));
+    for (int k = 0; k < 4; ++k) a[k] /= norm;
+    o[0] = a[0] * b[0] - a[1] * b[1] - a[2] * b[2] - a[3] * b[3];
+    o[1] = a[0] * b[1] + a[1] * b[0] + a[2] * b[3] - a[3] * b[2];
+    o[2] = a[0] * b[2] - a[1] * b[3] + a[2] * b[0] + a[3] * b[1];
+    o[3] = a[0] * b[3] + a[1] * b[2] - a[2] * b[1] + a[3] * b[0];
+}
+
+// Whether no gradient reached a Gaussian (hidden or off screen: most of a dense asset): every gradient
+// of its end is then a product with a zero.
+template <typename S>
+inline bool no_gradient(const S *gm, const S *g) {
+    return gm[0] == S(0) && gm[1] == S(0) && gm[2] == S(0) && g[0] == S(0) && g[1] == S(0) && g[2] == S(0) &&
+           g[3] == S(0);
+}
+
+// One Gaussian's end, backward: vm [16] (the blend's gradient) and, where not null, v_mean [3] and
+// v_quat [4], from the gradients gm [3] and g [4] of mean' and quat'.
+template <typename S>
+inline void tail_bwd(const S *m, const S *p, const S *b, const S *gm, const S *g, S *vm, S *v_mean, S *v_quat) {
+    // mean' = mean + A mean + b
+    for (int r = 0; r < 3; ++r) {
+        for (int c = 0; c < 3; ++c) vm[3 * r + c] = gm[r] * p[c];
+        vm[9 + r] = gm[r];
+    }
+    if (v_mean)
+        for (int c = 0; c < 3; ++c) v_mean[c] = gm[c] + m[c] * gm[0] + m[3 + c] * gm[1] + m[6 + c] * gm[2];
+    // quat' = a (x) b with a = normalise(dq + (1, 0, 0, 0))
+    const S raw[4] = {m[12] + S(1), m[13], m[14], m[15]};
+    const S length = std::sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2] + raw[3] * raw[3]);
+    const S norm = std::max(length, S(1e-12));
+    S a[4];
+    for (int k = 0; k < 4; ++k) a[k] = raw[k] / norm;
+    const S ga[4] = {g[0] * b[0] + g[1] * b[1] + g[2] * b[2] + g[3] * b[3],
+                     -g[0] * b[1] + g[1] * b[0] - g[2] * b[3] + g[3] * b[2],
+                     -g[0] * b[2] + g[1] * b[3] + g[2] * b[0] - g[3] * b[1],
+                     -g[0] * b[3] - g[1] * b[2] + g[2] * b[1] + g[3] * b[0]};
+    if (v_quat) {
+        v_quat[0] = g[0] * a[0] + g[1] * a[1] + g[2] * a[2] + g[3] * a[3];
+        v_quat[1] = -g[0] * a[1] + g[1] * a[0] + g[2] * a[3] - g[3] * a[2];
+        v_quat[2] = -g[0] * a[2] - g[1] * a[3] + g[2] * a[0] + g[3] * a[1];
+        v_quat[3] = -g[0] * a[3] + g[1] * a[2] - g[2] * a[1] + g[3] * a[0];
+    }
+    if (length > S(1e-12)) {  // through the normalisation
+        const S dot = a[0] * ga[0] + a[1] * ga[1] + a[2] * ga[2] + a[3] * ga[3];
+        for (int k = 0; k < 4; ++k) vm[12 + k] = (ga[k] - a[k] * dot) / norm;
+    } else {  // the norm clamped at 1e-12: a constant
+        for (int k = 0; k < 4; ++k) vm[12 + k] = ga[k] / norm;
+    }
+}
+
 template <typename S>
 void skin_fwd(int64_t N, const S *mixed, const S *means, const S *quats, S *new_means, S *new_quats, int n_threads) {
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-        const S *m = mixed + 16 * n, *p = means + 3 * n, *b = quats + 4 * n;
-        for (int r = 0; r < 3; ++r)
-            new_means[3 * n + r] = p[r] + (m[3 * r] * p[0] + m[3 * r + 1] * p[1] + m[3 * r + 2] * p[2]) + m[9 + r];
-        S a[4] = {m[12] + S(1), m[13], m[14], m[15]};
-        const S norm = std::max(std::sqrt(a[0] * a[0] + a[1] * a[1] + a[2] * a[2] + a[3] * a[3]), S(1e-12));
-        for (int k = 0; k < 4; ++k) a[k] /= norm;
-        S *o = new_quats + 4 * n;
-        o[0] = a[0] * b[0] - a[1] * b[1] - a[2] * b[2] - a[3] * b[3];
-        o[1] = a[0] * b[1] + a[1] * b[0] + a[2] * b[3] - a[3] * b[2];
-        o[2] = a[0] * b[2] - a[1] * b[3] + a[2] * b[0] + a[3] * b[1];
-        o[3] = a[0] * b[3] + a[1] * b[2] - a[2] * b[1] + a[3] * b[0];
-    }
+    for (int64_t n = 0; n < N; ++n)
+        tail_fwd(mixed + 16 * n, means + 3 * n, quats + 4 * n, new_means + 3 * n, new_quats + 4 * n);
 }
 
 template <typename S>
@@ -48,48 +96,16 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-        const S *m = mixed + 16 * n, *p = means + 3 * n, *b = quats + 4 * n;
         const S *gm = v_new_means + 3 * n, *g = v_new_quats + 4 * n;
         S *vm = v_mixed + 16 * n;
-        if (gm[0] == S(0) && gm[1] == S(0) && gm[2] == S(0) && g[0] == S(0) && g[1] == S(0) && g[2] == S(0) &&
-            g[3] == S(0)) {
-            // no gradient reached this Gaussian (hidden or off screen: most of a dense asset); every
-            // output below is a product with a zero, so write the zeros (their sign aside) directly
+        if (no_gradient(gm, g)) {  // write the zeros (their sign aside) directly
             std::fill(vm, vm + 16, S(0));
             if (v_means) std::fill(v_means + 3 * n, v_means + 3 * n + 3, S(0));
             if (v_quats) std::fill(v_quats + 4 * n, v_quats + 4 * n + 4, S(0));
             continue;
         }
-        // mean' = mean + A mean + b
-        for (int r = 0; r < 3; ++r) {
-            for (int c = 0; c < 3; ++c) vm[3 * r + c] = gm[r] * p[c];
-            vm[9 + r] = gm[r];
-        }
-        if (v_means)
-            for (int c = 0; c < 3; ++c) v_means[3 * n + c] = gm[c] + m[c] * gm[0] + m[3 + c] * gm[1] + m[6 + c] * gm[2];
-        // quat' = a (x) b with a = normalise(dq + (1, 0, 0, 0))
-        const S raw[4] = {m[12] + S(1), m[13], m[14], m[15]};
-        const S length = std::sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2] + raw[3] * raw[3]);
-        const S norm = std::max(length, S(1e-12));
-        S a[4];
-        for (int k = 0; k < 4; ++k) a[k] = raw[k] / norm;
-        const S ga[4] = {g[0] * b[0] + g[1] * b[1] + g[2] * b[2] + g[3] * b[3],
-                         -g[0] * b[1] + g[1] * b[0] - g[2] * b[3] + g[3] * b[2],
-                         -g[0] * b[2] + g[1] * b[3] + g[2] * b[0] - g[3] * b[1],
-                         -g[0] * b[3] - g[1] * b[2] + g[2] * b[1] + g[3] * b[0]};
-        if (v_quats) {
-            S *vq = v_quats + 4 * n;
-            vq[0] = g[0] * a[0] + g[1] * a[1] + g[2] * a[2] + g[3] * a[3];
-            vq[1] = -g[0] * a[1] + g[1] * a[0] + g[2] * a[3] - g[3] * a[2];
-            vq[2] = -g[0] * a[2] - g[1] * a[3] + g[2] * a[0] + g[3] * a[1];
-            vq[3] = -g[0] * a[3] + g[1] * a[2] - g[2] * a[1] + g[3] * a[0];
-        }
-        if (length > S(1e-12)) {  // through the normalisation
-            const S dot = a[0] * ga[0] + a[1] * ga[1] + a[2] * ga[2] + a[3] * ga[3];
-            for (int k = 0; k < 4; ++k) vm[12 + k] = (ga[k] - a[k] * dot) / norm;
-        } else {  // the norm clamped at 1e-12: a constant
-            for (int k = 0; k < 4; ++k) vm[12 + k] = ga[k] / norm;
-        }
+        tail_bwd(mixed + 16 * n, means + 3 * n, quats + 4 * n, gm, g, vm, v_means ? v_means + 3 * n : nullptr,
+                 v_quats ? v_quats + 4 * n : nullptr);
     }
 }
 
@@ -103,40 +119,45 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
 
 constexpr int64_t kBlendChunk = 4096;
 
+// One Gaussian's blend: o [C] = sum_k w[k] * table[idx[k]] (k ascending).
 template <typename S>
-void blend_fwd(int64_t N, int K, int C, const int64_t *index, const S *weights, const S *table, S *out, int n_threads) {
-    const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-        S *o = out + C * n;
-        for (int c = 0; c < C; ++c) o[c] = S(0);
-        for (int k = 0; k < K; ++k) {
-            const S w = weights[K * n + k];
-            const S *row = table + C * index[K * n + k];
-            for (int c = 0; c < C; ++c) o[c] += w * row[c];
-        }
+inline void blend_row(int K, int C, const int64_t *idx, const S *w, const S *table, S *o) {
+    for (int c = 0; c < C; ++c) o[c] = S(0);
+    for (int k = 0; k < K; ++k) {
+        const S *row = table + C * idx[k];
+        for (int c = 0; c < C; ++c) o[c] += w[k] * row[c];
     }
 }
 
 template <typename S>
-void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, const S *weights, const S *grad,
-                     S *grad_table, int n_threads) {
+void blend_fwd(int64_t N, int K, int C, const int64_t *index, const S *weights, const S *table, S *out, int n_threads) {
+    const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; ++n) blend_row(K, C, index + K * n, weights + K * n, table, out + C * n);
+}
+
+// grad_table [J, C] = sum_n sum_k weights[n, k] * g_n over the (n, k) with index[n, k] = j, where
+// row_grad(n, scratch) gives g_n [C] (in scratch or elsewhere), or null where it is all zeros: a
+// Gaussian no pixel saw adds nothing (the sums start at +0 and never become -0, so skipping it keeps
+// every bit). By chunks of kBlendChunk Gaussians, each into its own table, summed in chunk order.
+template <typename S, typename RowGrad>
+void table_gradient(int64_t N, int K, int C, int64_t J, const int64_t *index, const S *weights, S *grad_table,
+                    int n_threads, RowGrad row_grad) {
     const int64_t chunks = (N + kBlendChunk - 1) / kBlendChunk;
     std::vector<S> scratch(static_cast<size_t>(chunks * J * C));  // the chunks' tables (12.5 MB at 1M Gaussians)
     S *partials = scratch.data();
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel num_threads(nt)
     {
+        alignas(64) S local[16];
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < chunks; ++b) {
             S *part = partials + b * J * C;
             std::fill(part, part + J * C, S(0));
             const int64_t end = std::min(N, (b + 1) * kBlendChunk);
             for (int64_t n = b * kBlendChunk; n < end; ++n) {
-                const S *g = grad + C * n;
-                // a row of zeros (a Gaussian no pixel saw) adds nothing: the sums start at +0 and never
-                // become -0, so skipping it keeps every bit
-                if (std::all_of(g, g + C, [](S x) { return x == S(0); })) continue;
+                const S *g = row_grad(n, local);
+                if (g == nullptr) continue;
                 for (int k = 0; k < K; ++k) {
                     const S w = weights[K * n + k];
                     S *row = part + C * index[K * n + k];
@@ -154,6 +175,44 @@ void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, c
             }
         }
     }
+}
+
+template <typename S>
+void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, const S *weights, const S *grad,
+                     S *grad_table, int n_threads) {
+    table_gradient(N, K, C, J, index, weights, grad_table, n_threads, [&](int64_t n, S *) -> const S * {
+        const S *g = grad + C * n;
+        return std::all_of(g, g + C, [](S x) { return x == S(0); }) ? nullptr : g;
+    });
+}
+
+// The blend and the end in one pass each way, for tracking, where the weights and the canonical asset
+// are constants: the blend (m [16]) is never written as an [N, 16] array (at 1M Gaussians 64 MB, past
+// the cache, written and read back each way), and the backward computes it again.
+template <typename S>
+void skin_fused_fwd(int64_t N, int K, const int64_t *index, const S *weights, const S *table, const S *means,
+                    const S *quats, S *new_means, S *new_quats, int n_threads) {
+    const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+        alignas(64) S m[16];
+        blend_row(K, 16, index + K * n, weights + K * n, table, m);
+        tail_fwd(m, means + 3 * n, quats + 4 * n, new_means + 3 * n, new_quats + 4 * n);
+    }
+}
+
+template <typename S>
+void skin_fused_bwd(int64_t N, int K, int64_t J, const int64_t *index, const S *weights, const S *table,
+                    const S *means, const S *quats, const S *v_new_means, const S *v_new_quats, S *grad_table,
+                    int n_threads) {
+    table_gradient(N, K, 16, J, index, weights, grad_table, n_threads, [&](int64_t n, S *vm) -> const S * {
+        const S *gm = v_new_means + 3 * n, *g = v_new_quats + 4 * n;
+        if (no_gradient(gm, g)) return nullptr;
+        alignas(64) S m[16];
+        blend_row(K, 16, index + K * n, weights + K * n, table, m);
+        tail_bwd(m, means + 3 * n, quats + 4 * n, gm, g, vm, static_cast<S *>(nullptr), static_cast<S *>(nullptr));
+        return vm;
+    });
 }
 
 }  // namespace
@@ -178,6 +237,20 @@ void blend_bwd_table(int64_t N, int K, int C, int64_t J, const int64_t *index, c
                                                 const S *weights, const S *grad, S *grad_table,       \
                                                 int n_threads) {                                      \
         blend_bwd_table<S>(N, K, C, J, index, weights, grad, grad_table, n_threads);                  \
+    }                                                                                                 \
+    extern "C" void st_skin_fused_fwd_##SUFFIX(int64_t N, int K, int64_t J, const int64_t *index,     \
+                                               const S *weights, const S *table, const S *means,      \
+                                               const S *quats, S *new_means, S *new_quats,            \
+                                               int n_threads) {                                       \
+        (void)J;                                                                                      \
+        skin_fused_fwd<S>(N, K, index, weights, table, means, quats, new_means, new_quats, n_threads); \
+    }                                                                                                 \
+    extern "C" void st_skin_fused_bwd_##SUFFIX(int64_t N, int K, int64_t J, const int64_t *index,     \
+                                               const S *weights, const S *table, const S *means,      \
+                                               const S *quats, const S *v_new_means,                  \
+                                               const S *v_new_quats, S *grad_table, int n_threads) {  \
+        skin_fused_bwd<S>(N, K, J, index, weights, table, means, quats, v_new_means, v_new_quats,     \
+                          grad_table, n_threads);                                                     \
     }
 
 ST_EXPORT(float, f32)
