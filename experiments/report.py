@@ -64,6 +64,11 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The per-frame rigid part frozen at the start (2026-12-07, tenth sitting)", (
+        Result("turning_rigid_frozen", "python -m experiments.turning --variant trajectory_beam --override "
+               "deform.rigid_lr=0 --seeds 0 1 --jobs 2 --out experiments/results/turning_rigid_frozen", "48",
+               "10.5 min"),
+    )),
     Section("Where the turning start belongs: Table 2 and the real sequences (2026-12-07, ninth sitting)", (
         Result("table2_trajectory_baseline", "python -m experiments.table2 --variant defaults --jobs 2 "
                "--out experiments/results/table2_trajectory_baseline", "36", "3.5 min"),
