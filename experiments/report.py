@@ -64,6 +64,10 @@ LITE = ("--presets quadruped_walk hopper_jump flower_twist --pairs quadruped_jum
         "--rotations 0.01")  # rotation_null's five cases furthest apart
 
 SECTIONS: tuple[Section, ...] = (
+    Section("The rotation curves again, a day later (2026-12-07, tenth sitting)", (
+        Result("rotation_curves_recheck", "python -m experiments.rotation_curves --variant defaults --jobs 2 "
+               "--out experiments/results/rotation_curves_recheck", "400", "46 min"),
+    )),
     Section("The per-frame rigid part frozen at the start (2026-12-07, tenth sitting)", (
         Result("turning_rigid_frozen", "python -m experiments.turning --variant trajectory_beam --override "
                "deform.rigid_lr=0 --seeds 0 1 --jobs 2 --out experiments/results/turning_rigid_frozen", "48",
