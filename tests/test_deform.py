@@ -611,15 +611,17 @@ def test_skin_cpu_kernel_backward_skips_gaussians_without_gradient():
 
 def test_skin_fused_kernel_is_the_two_step_path():
     """`skin` on the CPU with constant weights and canonical asset (tracking) takes the fused kernel
-    (blend and end in one pass each way): in float32, the same bits as the blend then the end, forward
-    and the motion's gradients, with a third of the Gaussians hidden (zero gradient); in float64 equal
-    to rounding and through finite differences. Where the weights or the canonical need a gradient it
-    takes the two-step path."""
+    (blend and end in one pass each way): the same bits as the blend then the end, forward and the
+    motion's gradients, with a third of the Gaussians hidden (zero gradient), in float32 and float64, at
+    4 neighbours and at 10 (from 8 on the compiler vectorised the fused blend differently before its
+    multiply-adds were written out); through finite differences. Where the weights or the canonical need
+    a gradient it takes the two-step path."""
     import spectral_tracking.deform.control_points as cp
 
     gen = torch.Generator().manual_seed(5)
-    for dtype, n in ((torch.float32, 30_000), (torch.float64, 2_000)):
-        g, c, binding, d2, radius, *_ = _skin_case(dtype, n=n, j=64)
+    for dtype, n, k in ((torch.float32, 30_000, 4), (torch.float64, 2_000, 4), (torch.float32, 3_000, 10),
+                        (torch.float64, 2_000, 10)):
+        g, c, binding, d2, radius, *_ = _skin_case(dtype, n=n, j=64, k=k)
         j = c.shape[0]
         w = skinning_weights(d2, radius.detach()[binding.neighbor_index])
         tr = 0.05 * torch.randn(j, 3, generator=gen, dtype=dtype)
@@ -640,16 +642,15 @@ def test_skin_fused_kernel_is_the_two_step_path():
             assert cp._fused_applies(cp._motion_table(c, t_, r_), w, g.means, g.quats)
             outs.append((m, q, *torch.autograd.grad((m, q), (t_, r_), (v_m, v_q))))
         for a, b in zip(*outs):
-            if dtype == torch.float32:
-                assert torch.equal(a, b)
-            else:
-                torch.testing.assert_close(a, b, atol=1e-13, rtol=1e-13)
+            assert torch.equal(a, b)
     g, c, binding, d2, radius, *_ = _skin_case(torch.float64, n=40, j=8, k=3)
     w = skinning_weights(d2, radius.detach()[binding.neighbor_index])
     table = (0.2 * torch.randn(8, 16, generator=gen, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: cp._SkinFusedCPU.apply(t, w, binding, g.means, g.quats), (table,))
     assert not cp._fused_applies(table, w.clone().requires_grad_(), g.means, g.quats)
     assert not cp._fused_applies(table, w, g.means.clone().requires_grad_(), g.quats)
+    assert not cp._fused_applies(table, w, g.means, g.quats.clone().requires_grad_())
+    assert not cp._fused_applies(table.float(), w, g.means, g.quats)  # mixed dtypes: the two steps
 
 
 def test_skin_falls_back_to_torch_without_a_compiler(no_compiler):

@@ -30,7 +30,7 @@ Implementation notes (why the fast path looks the way it does):
 - While tracking (the weights and the canonical asset constant) the blend and the end are one C++
   pass each way (`_SkinFusedCPU`): the [N, 16] blend is never written, and the backward computes it
   again. At 1M Gaussians that array is 64 MB, past the cache, written and read back each way: the
-  skinning's forward + backward goes from 62 to 24 ms (level at 300k; the same bits in float32).
+  skinning's forward + backward goes from 62 to 24 ms (level at 300k; the same bits as the two steps).
 - `skin_reference` is the plain, literal twin of `skin` (the formula above, [N, K, 3, 3] and all);
   the tests compare the two, outputs and gradients.
 - Quaternion blending is linear (then normalised), as written above; it assumes neighbouring

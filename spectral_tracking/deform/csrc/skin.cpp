@@ -2,7 +2,7 @@
 // lines at the end of ../control_points.py's ``skin``), the blend before it (`blend`'s sparse
 // products; below), and both in one pass each way (``st_skin_fused_*``, what tracking takes: the
 // weights and the canonical asset are constants there). The tests compare each with its torch twin,
-// and the fused pass with the two steps (the same bits in float32).
+// and the fused pass with the two steps (the same bits, float32 and float64, any K).
 //
 // Given each Gaussian's blend of its control points' motion table, mixed [N, 16] = (A [3x3] =
 // sum_k w_k (R_k - I), b [3] = sum_k w_k (dc_k - (R_k - I) c_k), dq [4] = sum_k w_k (q_k - (1,0,0,0))):
@@ -119,13 +119,15 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
 
 constexpr int64_t kBlendChunk = 4096;
 
-// One Gaussian's blend: o [C] = sum_k w[k] * table[idx[k]] (k ascending).
+// One Gaussian's blend: o [C] = sum_k w[k] * table[idx[k]] (k ascending), each term a fused multiply-add
+// written out: left to the compiler's contraction, the fused pass (C fixed at 16) was vectorised over k
+// from K = 8 on with the product rounded before the sum, so its bits differed from the two steps'.
 template <typename S>
 inline void blend_row(int K, int C, const int64_t *idx, const S *w, const S *table, S *o) {
     for (int c = 0; c < C; ++c) o[c] = S(0);
     for (int k = 0; k < K; ++k) {
         const S *row = table + C * idx[k];
-        for (int c = 0; c < C; ++c) o[c] += w[k] * row[c];
+        for (int c = 0; c < C; ++c) o[c] = std::fma(w[k], row[c], o[c]);
     }
 }
 
