@@ -24,6 +24,7 @@
 namespace {
 
 constexpr int64_t kSerialBelow = 16384;
+constexpr int kMix = 16;  // a Gaussian's blend of the motion table: A (9), b (3), dq (4)
 
 // One Gaussian's end, forward: mean' and quat' from its blend m [16] (A, b, dq), mean p [3] and quat b [4].
 template <typename S>
@@ -87,7 +88,7 @@ void skin_fwd(int64_t N, const S *mixed, const S *means, const S *quats, S *new_
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; ++n)
-        tail_fwd(mixed + 16 * n, means + 3 * n, quats + 4 * n, new_means + 3 * n, new_quats + 4 * n);
+        tail_fwd(mixed + kMix * n, means + 3 * n, quats + 4 * n, new_means + 3 * n, new_quats + 4 * n);
 }
 
 template <typename S>
@@ -97,14 +98,14 @@ void skin_bwd(int64_t N, const S *mixed, const S *means, const S *quats, const S
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
         const S *gm = v_new_means + 3 * n, *g = v_new_quats + 4 * n;
-        S *vm = v_mixed + 16 * n;
+        S *vm = v_mixed + kMix * n;
         if (no_gradient(gm, g)) {  // write the zeros (their sign aside) directly
-            std::fill(vm, vm + 16, S(0));
+            std::fill(vm, vm + kMix, S(0));
             if (v_means) std::fill(v_means + 3 * n, v_means + 3 * n + 3, S(0));
             if (v_quats) std::fill(v_quats + 4 * n, v_quats + 4 * n + 4, S(0));
             continue;
         }
-        tail_bwd(mixed + 16 * n, means + 3 * n, quats + 4 * n, gm, g, vm, v_means ? v_means + 3 * n : nullptr,
+        tail_bwd(mixed + kMix * n, means + 3 * n, quats + 4 * n, gm, g, vm, v_means ? v_means + 3 * n : nullptr,
                  v_quats ? v_quats + 4 * n : nullptr);
     }
 }
@@ -139,9 +140,10 @@ void blend_fwd(int64_t N, int K, int C, const int64_t *index, const S *weights, 
 }
 
 // grad_table [J, C] = sum_n sum_k weights[n, k] * g_n over the (n, k) with index[n, k] = j, where
-// row_grad(n, scratch) gives g_n [C] (in scratch or elsewhere), or null where it is all zeros: a
-// Gaussian no pixel saw adds nothing (the sums start at +0 and never become -0, so skipping it keeps
-// every bit). By chunks of kBlendChunk Gaussians, each into its own table, summed in chunk order.
+// row_grad(n, scratch) gives g_n [C] (in scratch, which holds kMix values, or elsewhere), or null where
+// it is all zeros: a Gaussian no pixel saw adds nothing (the sums start at +0 and never become -0, so
+// skipping it keeps every bit). By chunks of kBlendChunk Gaussians, each into its own table, summed in
+// chunk order.
 template <typename S, typename RowGrad>
 void table_gradient(int64_t N, int K, int C, int64_t J, const int64_t *index, const S *weights, S *grad_table,
                     int n_threads, RowGrad row_grad) {
@@ -151,7 +153,7 @@ void table_gradient(int64_t N, int K, int C, int64_t J, const int64_t *index, co
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel num_threads(nt)
     {
-        alignas(64) S local[16];
+        alignas(64) S local[kMix];  // row_grad writes at most kMix values here (C = kMix: the fused pass)
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < chunks; ++b) {
             S *part = partials + b * J * C;
@@ -197,8 +199,8 @@ void skin_fused_fwd(int64_t N, int K, const int64_t *index, const S *weights, co
     const int nt = N < kSerialBelow ? 1 : std::max(1, n_threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-        alignas(64) S m[16];
-        blend_row(K, 16, index + K * n, weights + K * n, table, m);
+        alignas(64) S m[kMix];
+        blend_row(K, kMix, index + K * n, weights + K * n, table, m);
         tail_fwd(m, means + 3 * n, quats + 4 * n, new_means + 3 * n, new_quats + 4 * n);
     }
 }
@@ -207,11 +209,11 @@ template <typename S>
 void skin_fused_bwd(int64_t N, int K, int64_t J, const int64_t *index, const S *weights, const S *table,
                     const S *means, const S *quats, const S *v_new_means, const S *v_new_quats, S *grad_table,
                     int n_threads) {
-    table_gradient(N, K, 16, J, index, weights, grad_table, n_threads, [&](int64_t n, S *vm) -> const S * {
+    table_gradient(N, K, kMix, J, index, weights, grad_table, n_threads, [&](int64_t n, S *vm) -> const S * {
         const S *gm = v_new_means + 3 * n, *g = v_new_quats + 4 * n;
         if (no_gradient(gm, g)) return nullptr;
-        alignas(64) S m[16];
-        blend_row(K, 16, index + K * n, weights + K * n, table, m);
+        alignas(64) S m[kMix];
+        blend_row(K, kMix, index + K * n, weights + K * n, table, m);
         tail_bwd(m, means + 3 * n, quats + 4 * n, gm, g, vm, static_cast<S *>(nullptr), static_cast<S *>(nullptr));
         return vm;
     });
