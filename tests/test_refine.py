@@ -199,6 +199,36 @@ def test_the_bridge_gives_a_frame_the_pose_between_its_neighbours_only_where_its
     assert bridged == []
 
 
+def test_the_bridge_bounds_every_sweep_by_the_loss_each_frame_came_with(frames, monkeypatch):
+    """Two wrong frames side by side (yaw 0, 80, -80, 0) swing towards each other over the sweeps, each sweep's
+    candidate fitting 1.25 x worse than the pose before it (stubbed losses): a frame takes a candidate only while
+    it fits within (1 + margin) x the loss at the pose it came with, not x the loss of the candidate it took
+    the sweep before (which let the two frames end at 1.25^3 = 1.95 x their own)."""
+    import spectral_tracking.tracking.refine as refine
+
+    scene = frames[0]
+    Rs, bs, images, masks = _rendered(scene, [0.0, 80.0, -80.0, 0.0])
+    calls = {"n": 0}
+
+    def losses(placed, cameras, images_, masks_, views, Rs_, bs_, **kwargs):
+        calls["n"] += 1  # the first call: the poses given; each later call: one sweep's candidates, 1.25 x worse
+        return torch.full((len(Rs_),), 1.25 ** (calls["n"] - 1), dtype=torch.float64)
+
+    monkeypatch.setattr(refine, "pixel_losses", losses)
+    monkeypatch.setattr(refine, "refine_trajectory", lambda placed, cameras, images, masks, views, Rs_, bs_, **k: (Rs_, bs_))
+    final = {}
+    for margin in (0.3, 1.0):
+        calls["n"] = 0
+        new_Rs, _, bridged = refine.bridge_trajectory(scene.canonical, scene.cameras, images, masks, [0], Rs, bs,
+                                                      background=torch.ones(3), margin=margin, degrees=15.0, steps=1,
+                                                      lr=0.02, depth=False)
+        final[margin] = (bridged, calls["n"] - 1)  # the sweeps that rendered candidates
+    # margin 0.3: the first sweep's candidates (1.25 x) pass, the second's (1.5625 x their own) do not
+    assert final[0.3] == ([1, 2], 2), final
+    # margin 1.0: the third sweep's candidates would be 1.95 x: still within 2 x, so all three sweeps take them
+    assert final[1.0] == ([1, 2], 3), final
+
+
 def test_the_bridge_over_a_span_mends_two_wrong_frames_in_a_row(frames):
     """bridge_trajectory with span 2: frames 1 and 2 of a steady turn (0, 25, 50, 75 degrees) left at 55 and 20
     both take their poses on the way from frame 0's to frame 3's, within half a degree, where one frame at a

@@ -182,9 +182,10 @@ def _bridge_spans(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Te
     """`bridge_trajectory` over runs of ``span`` frames in a row (two wrong frames side by side: the pose halfway
     between a frame's neighbours is then half wrong). A run whose every frame differs by more than ``degrees``
     from its pose on the way between the run's two neighbours (`_spanned`) takes those poses, their translations
-    refined, where each frame's `pixel_losses` is at most (1 + ``margin``) x its own; of runs that overlap (or
-    lean on a frame another run moves), the one with the lowest summed loss over its own. Updates ``Rs``,
-    ``bs`` and ``own`` in place; returns the frames bridged."""
+    refined, where each frame's `pixel_losses` is at most (1 + ``margin``) x its own (``own``: at the poses the
+    bridge was given, so that no sweep lets a frame drift further); of runs that overlap (or lean on a frame
+    another run moves), the one with the lowest summed loss over its own. Updates ``Rs`` and ``bs`` in place;
+    returns the frames bridged."""
     T = len(Rs)
     bridged: set[int] = set()
     for _ in range(int(sweeps) if T >= span + 2 else 0):
@@ -216,7 +217,7 @@ def _bridge_spans(placed: Gaussians, cameras: Cameras, images: Tensor, masks: Te
             if inner & (moved | leaned) or {first - 1, first + span} & moved:
                 continue
             for i, t in enumerate(range(first, first + span)):
-                Rs[t], bs[t], own[t] = sub_R[1 + j * span + i], sub_b[1 + j * span + i], theirs[j * span + i]
+                Rs[t], bs[t] = sub_R[1 + j * span + i], sub_b[1 + j * span + i]
             moved |= inner
             leaned |= {first - 1, first + span}
         if not moved:
@@ -237,15 +238,17 @@ def bridge_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
     frames around it are within 3. Each inner frame's candidate is `_between` its neighbours, its
     translation refined (`refine_trajectory` without a turn, ``steps`` at ``lr``; ``depth``: as there);
     it replaces the frame's pose where the two differ by more than ``degrees`` and its `pixel_losses`
-    is at most (1 + ``margin``) x the frame's own. A frame the images do show keeps its pose: a real
-    turn that reverses (a twist) fits its candidate far worse. Up to ``sweeps`` passes (two wrong
-    frames in a row: the first pass mends one, the next the other). Returns (Rs, bs, the bridged
-    frames, ascending)."""
+    is at most (1 + ``margin``) x the frame's own, at the pose it came with (every sweep against that
+    loss: a frame bridged twice never fits worse than the bound). A frame the images do show keeps its
+    pose: a real turn that reverses (a twist) fits its candidate far worse. Up to ``sweeps`` passes, each
+    over every frame at once from the poses the pass before left (two wrong frames in a row each lean on
+    the other's wrong pose: ``span`` 2 bridges them together). Returns (Rs, bs, the bridged frames,
+    ascending)."""
     Rs, bs = Rs.detach().double().cpu().clone(), bs.detach().double().cpu().clone()
     T = len(Rs)
     center = placed.means.detach().double().cpu().mean(0)
     common = dict(background=background, backend=backend)
-    own = pixel_losses(placed, cameras, images, masks, views, Rs, bs, **common)
+    own = pixel_losses(placed, cameras, images, masks, views, Rs, bs, **common)  # the bound's reference, kept
     bridged: set[int] = set()
     for length in range(int(span), 1, -1):  # the longest runs first: a shorter one leans on a wrong neighbour
         bridged |= _bridge_spans(placed, cameras, images, masks, views, Rs, bs, own, center, span=length, margin=margin,
@@ -267,6 +270,6 @@ def bridge_trajectory(placed: Gaussians, cameras: Cameras, images: Tensor, masks
         if not take:
             break
         for i, t in take:
-            Rs[t], bs[t], own[t] = sub_R[i + 1], sub_b[i + 1], theirs[i]
+            Rs[t], bs[t] = sub_R[i + 1], sub_b[i + 1]
         bridged.update(t for _, t in take)
     return Rs, bs, sorted(bridged)
