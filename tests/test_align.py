@@ -55,6 +55,24 @@ def test_align_rejects_an_empty_target_mask(scene):
         align_to_targets(scene.canonical, scene.cameras, masks, [0], backend="torch")
 
 
+def test_align_leaves_out_a_view_whose_mask_is_empty_where_another_sees_the_body(scene, caplog):
+    """A body out of one training view (its mask empty in the aligned frame) is aligned by the views that
+    see it, with a warning naming the view; with every view empty it is an error, as with one view."""
+    seq = select_views(scene, 2)
+    masks = torch.stack([seq.mask(v, 0) for v in range(len(seq.view_names))])
+    a, b = seq.train_views
+    expected, _ = align_to_targets(seq.canonical, seq.cameras, masks, [a], backend="torch")
+    out = masks.clone()
+    out[b] = 0
+    with caplog.at_level("WARNING", logger="spectral_tracking.tracking.align"):
+        got, _ = align_to_targets(seq.canonical, seq.cameras, out, [a, b], backend="torch")
+    assert torch.equal(got.means, expected.means)
+    assert f"views [{b}] left out, their target masks are empty" in caplog.text
+    out[a] = 0
+    with pytest.raises(ValueError, match=f"target mask of view {a} is empty in the aligned frame .every training view"):
+        align_to_targets(seq.canonical, seq.cameras, out, [a, b], backend="torch")
+
+
 def test_align_leaves_out_views_whose_mask_is_cut_by_the_border(scene):
     seq = select_views(scene, 2)
     masks = torch.stack([seq.mask(v, 0) for v in range(len(seq.view_names))])

@@ -90,6 +90,7 @@ def test_rotation_sets():
         cos = ((grid.transpose(1, 2) @ R).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
         worst = max(worst, math.degrees(math.acos(float(cos.clamp(-1, 1).max()))))
     assert worst < 55, worst
+    assert [len(rotation_set("grid", count)) for count in (1, 2, 8)] == [1, 2, 8]  # the identity and count - 1
     with pytest.raises(ValueError, match="search.rotations"):
         rotation_set("sphere")
 
@@ -483,6 +484,35 @@ def _place_with(scene, settings: dict, views: int = 1):
     masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
     targets = SimpleNamespace(train_views=list(seq.train_views), cameras=seq.cameras, images=images, masks=masks)
     return place("search", seq.canonical, targets, settings=OmegaConf.create(settings))
+
+
+def test_the_trajectory_refuses_a_frame_no_training_view_sees_before_any_search(scene, monkeypatch, caplog):
+    """search.frames=all over frames whose target masks are empty in every training view: one line naming the
+    frames and the way out, before the search runs; a frame that one of two views still sees is followed
+    by that view, with a warning naming the frame."""
+    from types import SimpleNamespace
+
+    import spectral_tracking.tracking.search as search_module
+    from spectral_tracking.tracking.start import place
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched")
+
+    seq = select_views(scene, 2)
+    images = torch.stack([torch.stack([seq.target(v, t, background=torch.ones(3)) for t in range(2)])
+                          for v in range(len(seq.view_names))])
+    masks = torch.stack([torch.stack([seq.mask(v, t) for t in range(2)]) for v in range(len(seq.view_names))])
+    a, b = seq.train_views
+    masks[[a, b], 1] = 0
+    targets = SimpleNamespace(train_views=[a, b], cameras=seq.cameras, images=images, masks=masks)
+    monkeypatch.setattr(search_module, "search_pose", no_search)
+    with pytest.raises(ValueError, match=r"search.frames=all: the target mask is empty in every training view at "
+                                         r"frame\(s\) 1, .* use search.frames=first"):
+        place("search", seq.canonical, targets, settings=OmegaConf.create({"frames": "all"}))
+    masks[a, 1] = seq.mask(a, 1)
+    with caplog.at_level("WARNING", logger="spectral_tracking.tracking.start"), pytest.raises(AssertionError, match="searched"):
+        place("search", seq.canonical, targets, settings=OmegaConf.create({"frames": "all"}))
+    assert "a training view's target mask is empty at frame(s) 1" in caplog.text
 
 
 def test_a_round_of_the_search_keeps_the_preferred_identity_beside_the_survivors_not_instead():

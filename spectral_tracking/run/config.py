@@ -216,6 +216,14 @@ def validate(cfg: DictConfig) -> None:
                 f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
                 f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
             )
+    if cfg.align == "search":  # the search compares the lowest bands of images at the run's resolution
+        kmax = max_band_for_resolution(resolution)
+        keys = ["search.bands"] + (["search.frame_bands"] if cfg.search.frames == "all" else [])
+        for key in keys:
+            value = OmegaConf.select(cfg, key)
+            if value is not None and int(value) > kmax:
+                raise ConfigError(f"{key}={value} is not supported at resolution={cfg.resolution}: at most {kmax} bands fit "
+                                  f"(band k needs frequencies up to 2^(k-1)); lower {key} or raise resolution")
     if cfg.align == "search" and cfg.search.frames == "all":
         kwargs = cfg.deform.get("kwargs") or {}
         if not (cfg.deform.name == "rigid" or (cfg.deform.name == "rigid_mlp" and kwargs.get("rigid_per_frame"))):

@@ -77,7 +77,7 @@ def estimate_center(gaussians: Gaussians, cameras: Cameras, v: int, target_mask:
     R, t, K = _camera_frame(cameras, v)
     A_t, c_t = mask_moments(target_mask.detach().cpu())
     if A_t <= 0:
-        raise ValueError(f"align=moments: the target mask of view {v} is empty in the aligned frame; "
+        raise ValueError(f"align: the target mask of view {v} is empty in the aligned frame (every training view's is); "
                          f"nothing to align to (use align=none)")
     X = gaussians.means.detach().double().cpu().mean(0)
     camera = cameras[v].to(gaussians.device)
@@ -106,11 +106,18 @@ def align_to_targets(gaussians: Gaussians, cameras: Cameras, masks: Tensor, view
     """Translate ``gaussians`` to the centre the masks' moments imply (mean over ``views``).
 
     masks: [V, H, W] (one frame, every camera of ``cameras``). Returns (translated, offset [3]).
-    A view whose mask touches the image border is left out (its area and centroid are cut); when
-    that leaves none, the asset keeps its depth and moves onto the visible part's centroid
-    (`visible_centroid_offset`), with a warning (``warn=False``: none, the caller says it once)."""
+    A view whose mask is empty (the body out of that view) is left out, with a warning, where another
+    view sees it; every view empty is an error. A view whose mask touches the image border is left
+    out (its area and centroid are cut); when that leaves none, the asset keeps its depth and moves
+    onto the visible part's centroid (`visible_centroid_offset`), with a warning (``warn=False``:
+    none, the caller says it once)."""
     if not views:
         raise ValueError("align_to_targets: no views given")
+    empty = [v for v in views if not float(masks[v].sum()) > 0]
+    if empty and len(empty) < len(views):
+        if warn:
+            log.warning("align=moments: views %s left out, their target masks are empty in the aligned frame", empty)
+        views = [v for v in views if v not in empty]
     cut = [v for v in views if _touches_border(masks[v], threshold=0.5)]
     kept = [v for v in views if v not in cut]
     if not kept:  # every mask cut by the frame: its area says nothing of depth, its centroid only of the visible part

@@ -103,7 +103,7 @@ def rotation_set(kind: str, count: int = 72) -> Tensor:
         out.sort(key=lambda R: -float(torch.trace(R)))  # the identity first
         return torch.stack(out)
     if kind == "grid":
-        n = max(1, int(count) - 1)
+        n = max(0, int(count) - 1)  # count 1: the identity alone
         phi, psi = math.sqrt(2.0), 1.533751168755204288118041
         qs = [torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)]
         for i in range(n):
@@ -164,15 +164,16 @@ def proxy(gaussians: Gaussians, max_gaussians: int, cameras: Cameras | None = No
             break
     inverse, count = cells(large)
     w = g.opacities.double()  # [N]
-    wsum = torch.zeros(count, dtype=torch.float64).index_add_(0, inverse, w).clamp_min(1e-12)
-    mu = torch.zeros(count, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None] * means) / wsum[:, None]
+    zeros = means.new_zeros  # float64 on the asset's device (a CUDA asset: every sum on the GPU)
+    wsum = zeros(count).index_add_(0, inverse, w).clamp_min(1e-12)
+    mu = zeros(count, 3).index_add_(0, inverse, w[:, None] * means) / wsum[:, None]
     d = means - mu[inverse]
     cov_i = g.covariances().double() + d[:, :, None] * d[:, None, :]
-    cov = torch.zeros(count, 3, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None, None] * cov_i) / wsum[:, None, None]
-    sh0 = torch.zeros(count, 3, dtype=torch.float64).index_add_(0, inverse, w[:, None] * g.sh[:, 0].double()) / wsum[:, None]
-    log_clear = torch.zeros(count, dtype=torch.float64).index_add_(0, inverse, torch.log1p(-w.clamp(max=1 - 1e-6)))
+    cov = zeros(count, 3, 3).index_add_(0, inverse, w[:, None, None] * cov_i) / wsum[:, None, None]
+    sh0 = zeros(count, 3).index_add_(0, inverse, w[:, None] * g.sh[:, 0].double()) / wsum[:, None]
+    log_clear = zeros(count).index_add_(0, inverse, torch.log1p(-w.clamp(max=1 - 1e-6)))
     alpha = (1 - torch.exp(log_clear)).clamp(0.01, 0.99)
-    evals, evecs = torch.linalg.eigh(cov + 1e-12 * torch.eye(3, dtype=torch.float64))
+    evals, evecs = torch.linalg.eigh(cov + 1e-12 * torch.eye(3, dtype=torch.float64, device=means.device))
     evecs = evecs * torch.where(torch.det(evecs) < 0, -1.0, 1.0)[:, None, None]
     merged = Gaussians(means=mu.to(g.means), quats=rotmat_to_quat(evecs).to(g.means),
                        log_scales=(0.5 * evals.clamp_min(1e-12).log()).to(g.means),
@@ -297,8 +298,8 @@ def _round_survivors(losses: Tensor, first: int | None, stays: bool, prefer: flo
     (their order, best first, and how many of them go on). ``first``: the identity's place among them
     (None: not alive, or no preference). It comes first where its fit ``stays`` near the identity and
     the best loss is not below ``prefer`` x its own; otherwise, before the last round (``round_`` 2), it
-    is kept second whatever its loss. Rounds 0 and 1 keep ``survivors`` (round 0: at least a quarter);
-    the last keeps all. With several survivors (the trajectory's beam) an identity kept by the
+    is ranked second whatever its loss (so it goes on where a round keeps two or more). Rounds 0 and 1
+    keep ``survivors`` (round 0: at least a quarter); the last keeps all. With several survivors (the trajectory's beam) an identity kept by the
     preference alone is one more, not one of them: else the beam's second branch would be the
     identity's by default, and a turn fitting better than it but not best would be dropped."""
     ranked = torch.argsort(losses)

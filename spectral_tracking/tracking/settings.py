@@ -193,7 +193,9 @@ class SearchSettings:
 
     rotations: str = setting("grid", choices=("grid", "cube", "yaw", "none"))  # the rotation hypotheses
     count: int = setting(72, low=1, integer=True)  # hypotheses of the grid (the identity and count - 1 spread over SO(3))
-    keep: int = setting(8, low=1, integer=True)  # the best-screened hypotheses that are fitted
+    # the best-screened hypotheses that are fitted (frame 0's search; each frame of frames=all fits 3, or beam if
+    # more). The identity takes one of these places where the screening did not keep it (see prefer)
+    keep: int = setting(8, low=1, integer=True)
     steps: int = setting(45, low=3, integer=True)  # fitting steps (successive halving over three thirds)
     # Where the winner's silhouette matches frame 0's mask below this IoU in a training view, the search runs
     # once more with twice the steps and the lower loss wins (null: never)
@@ -202,13 +204,18 @@ class SearchSettings:
     lr: float = setting(0.05, low=0, low_open=True)  # Adam's step on the rotation (radians; translation and log-scale: x0.2)
     scale: str = setting("auto", choices=("auto", "free", "fixed"))  # the size: auto = free with two or more views
     # The identity (no turn) is always fitted, and a turn wins only with a loss below prefer x the identity's: a
-    # symmetric asset (a torus, a flower) keeps its orientation where a symmetric turn fits as well (1: no preference)
+    # symmetric asset (a torus, a flower) keeps its orientation where a symmetric turn fits as well. At 1 the lowest
+    # loss wins, but the identity is still fitted in place of the last screened hypothesis (keep=1: it alone)
     prefer: float = setting(0.5, low=0, high=1, low_open=True)
-    max_gaussians: int = setting(4000, low=1, integer=True)  # a random subset of larger assets, widened to keep their silhouette
+    # larger assets are searched on a proxy: their Gaussians merged per voxel cell (moment matching), widened to keep
+    # their silhouette's area; the winner is polished on the asset itself
+    max_gaussians: int = setting(4000, low=1, integer=True)
     # first: frame 0 only | all: then the whole asset's rigid motion frame by frame (hypotheses around the
     # pose before), the start of a per-frame rigid part (deform=rigid_mlp with rigid_per_frame, or rigid)
     frames: str = setting("first", choices=("first", "all"))
-    local_degrees: float = setting(35.0, low=0, high=180)  # frames=all: the turns tried around the pose before
+    # frames=all: the turns tried around the pose before, +-local_degrees about each axis and twice that about the
+    # vertical (at most 90: beyond it the vertical's turns wrap past a half turn)
+    local_degrees: float = setting(35.0, low=0, high=90)
     # frames=all: each frame's depth once more from the mask area of the orientation found there (false: the
     # area of the pose before's orientation only, as until 2026-12-06; a turning elongated body changes its area)
     realign: bool = True
@@ -238,7 +245,8 @@ class SearchSettings:
     # 2026-12-07. The frame before's pose is near, so the fit needs no global basin, and the finer bands tell a turn
     # from its mirror where the three lowest see one silhouette (experiments/trajectory_probe.py)
     frame_bands: Optional[int] = setting(None, low=1, integer=True)
-    # frames=all: a prior on smooth turning. Each frame's fitted loss is weighed by 1 + smooth x (the change, in
+    # frames=all: a prior on smooth turning. Each frame's score (beam_score: its pixel error, or its fitted loss) is
+    # weighed by 1 + smooth x (the change, in
     # radians, of the turn per frame)^2 in the trajectories' sums, so that a branch jumping to a mirror and back
     # costs more than one turning steadily (0: the losses alone, as until 2026-12-07)
     smooth: float = setting(0.0, low=0)

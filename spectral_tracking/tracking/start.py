@@ -137,6 +137,18 @@ def place(method: str, canonical: Gaussians, targets, *, backend: str = "auto", 
                            free_scale=None if s["scale"] == "auto" else s["scale"] == "free", prefer_first=float(s["prefer"]),
                            **common)
 
+    if s["frames"] == "all":  # before any search: a frame no view sees cannot be followed
+        seen = (targets.masks[views].flatten(2).sum(-1) > 0)[:, 1:]  # [V, T - 1] the frames after the first
+        unseen = [t + 1 for t in range(seen.shape[1]) if not bool(seen[:, t].any())]
+        if unseen:
+            raise ValueError(f"search.frames=all: the target mask is empty in every training view at frame(s) "
+                             f"{', '.join(map(str, unseen))}, so the trajectory has nothing to follow there; use "
+                             f"search.frames=first (the search at frame 0 only), or leave out the frames without the body")
+        partly = [t + 1 for t in range(seen.shape[1]) if not bool(seen[:, t].all())]
+        if partly:
+            log.warning("align=search: a training view's target mask is empty at frame(s) %s; there the trajectory "
+                        "follows the views that see the body", ", ".join(map(str, partly)))
+
     from spectral_tracking.tracking.align import _touches_border
 
     cut = [v for v in views if _touches_border(targets.masks[v, 0], threshold=0.5)]
