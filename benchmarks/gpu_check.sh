@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
 # The GPU path, proven in one go: on a machine with one CUDA GPU, in at most 10 minutes,
-#   1. install what that machine lacks from wheels brought along (no network there),
-#   2. build gsplat's CUDA kernels (TORCH_CUDA_ARCH_LIST / MAX_JOBS from the environment, default 9.0 / 16),
+#   1. install what that machine lacks from wheels brought along (no network there): only the listed
+#      packages it has not got, --no-deps, into a folder of their own (never over the machine's own),
+#   2. build gsplat's CUDA kernels (TORCH_CUDA_ARCH_LIST / MAX_JOBS from the environment, default 9.0 / 16);
+#      where the build fails, the CUDA stages are not run (each would compile again inside its own limit),
 #   3. run the cuda-marked tests (gsplat backend against the CPU backend: images and gradients),
-#   4. one paper-scale tracking run (experiment=sc4d_mlp dataset=synthetic trainer=gpu), its wall time and it/s,
-#   5. benchmarks/step.py (paper scale), benchmarks/scale.py (step and memory against N and frames,
-#      without the whole-run column) and benchmarks/render.py on CUDA,
+#   4. one paper-scale tracking run (experiment=sc4d_mlp dataset=synthetic trainer=gpu, 2000 steps), its
+#      wall time and it/s,
+#   5. benchmarks/step.py (paper scale) and benchmarks/render.py on CUDA,
 #   6. fit.py on CUDA,
-# writing every log and a summary (summary.txt) under OUT_DIR.
+#   7. benchmarks/scale.py (step and memory against N: 3k, 300k, 1M; without the whole-run column),
+# the most telling first, writing every log and a summary (summary.txt) under OUT_DIR.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [--wheels DIR] [--quick] [--budget SECONDS]
+#   benchmarks/gpu_check.sh OUT_DIR [--wheels DIR] [--quick] [--budget SECONDS] [--bundle DIR]
 #   benchmarks/gpu_check.sh --plan OUT_DIR [--quick]   # print the stages and commands, run nothing
 #   benchmarks/gpu_check.sh --download [DIR]           # on a machine with network: fetch the wheels (default wheels/)
+#
+# With the device tool (docs/performance.md, "The GPU check"): the wheels fetched here first, then one call
+#   run(command="bash benchmarks/gpu_check.sh /tmp/gpu_check --bundle $OUT", carry=["wheels"], timeout_s=600)
+# --bundle DIR: on exit, summary.txt, env.txt and logs.tar.gz (every log, the tracking run's metrics.json)
+# into DIR: three small files (the device tool brings back 8 files at most).
 #
 # The wheels: benchmarks/gpu_wheels.txt lists them (cp312, manylinux); --download fetches them with
 # --no-deps (so torch is never pulled in) and builds the one that is only an sdist (antlr4 4.9.3).
 # wheels/ is ignored by git. Without a CUDA device the same stages run on the CPU (the fallbacks,
-# used by tests/test_gpu_check.py): no gsplat build, the cuda tests skip themselves, trainer=cpu.
-# --quick shrinks every stage (a smoke run). Every stage has its own time limit inside --budget
-# (default 570 s); a stage that would start with less than 20 s left is skipped and said so.
+# used by tests/test_gpu_check.py): no gsplat build, the cuda tests skip themselves, trainer=cpu. Where
+# nvidia-smi sees a GPU but PYTHON's torch does not, it stops at once and says so. --quick shrinks every
+# stage (a smoke run). Every stage has its own time limit inside --budget (default 540 s, counted from
+# the start); a stage that would start with less than 20 s left is skipped and said so.
 set -u -o pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHEEL_LIST="$REPO/benchmarks/gpu_wheels.txt"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"  # on the device machine the interpreter with torch is python3 (device/KINDS.md)
 
 usage() {
     sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2
@@ -51,7 +60,8 @@ PLAN=0
 QUICK=0
 OUT=""
 WHEELS="$REPO/wheels"
-BUDGET=570
+BUDGET=540
+BUNDLE=""
 while (($#)); do
     case "$1" in
         --download) shift; download "$@"; exit $? ;;
@@ -59,6 +69,7 @@ while (($#)); do
         --quick) QUICK=1 ;;
         --wheels) shift; (($#)) || usage; WHEELS="$1" ;;
         --budget) shift; (($#)) || usage; [[ "$1" =~ ^[0-9]+$ ]] || { echo "--budget: seconds, got '$1'" >&2; exit 2; }; BUDGET="$1" ;;
+        --bundle) shift; (($#)) || usage; BUNDLE="$1" ;;
         -h|--help) usage ;;
         -*) echo "unknown option: $1" >&2; usage ;;
         *) [[ -z "$OUT" ]] || { echo "one OUT_DIR only, got '$OUT' and '$1'" >&2; exit 2; }; OUT="$1" ;;
@@ -66,9 +77,15 @@ while (($#)); do
     shift
 done
 [[ -n "$OUT" ]] || { echo "missing OUT_DIR" >&2; usage; }
+START=$(date +%s)  # the budget counts from here, the probe below included
+DEADLINE=$((START + BUDGET))
 
-if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if PROBE="$("$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>&1)"; then
     DEVICE=cuda
+elif command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
+    echo "gpu_check: nvidia-smi sees a GPU but $PY's torch has no CUDA device (${PROBE:-torch.cuda.is_available() is False});" \
+         "set PYTHON to the interpreter whose torch has CUDA, e.g. PYTHON=/opt/torch/.venv/bin/python3" >&2
+    exit 1
 else
     DEVICE=cpu
 fi
@@ -80,12 +97,14 @@ if ((QUICK)); then
     SCALE_ARGS=(--quick --sweep gaussians)
     RENDER_ARGS=(--scenes 2k_128 --reps 2)
     FIT_SIZE=(steps=30 resolution=64 num_points=500)
+    FIT_DATA_RES=64
 else
-    TRACK_SIZE=()
+    TRACK_SIZE=(max_steps=2000)  # the paper's schedule is fractions of the steps: its shape, a fifth as long
     STEP_ARGS=(--scale paper --steps 200)
-    SCALE_ARGS=(--sweep gaussians frames --no-run --steps 20)
+    SCALE_ARGS=(--sweep gaussians --gaussians 3000 300000 1000000 --no-run --steps 20)
     RENDER_ARGS=(--reps 7)
     FIT_SIZE=(steps=2000 resolution=256)
+    FIT_DATA_RES=256  # the fit's own resolution: its targets are not upsampled
 fi
 if [[ "$DEVICE" == cuda ]]; then
     HARDWARE=(trainer=gpu)
@@ -107,23 +126,25 @@ TESTS=("$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_render.py)
 STEP=("$PY" benchmarks/step.py "${STEP_ARGS[@]}")
 SCALE=("$PY" benchmarks/scale.py "${SCALE_ARGS[@]}" --root "$DATA/synthetic")
 RENDER=("$PY" benchmarks/render.py "${RENDER_ARGS[@]}")
-FIT_DATA_CMD=("$PY" -m spectral_tracking.data.synthetic --preset quadruped_walk --frames 12 --resolution 128 --root "$DATA/synthetic")
+FIT_DATA_CMD=("$PY" -m spectral_tracking.data.synthetic --preset quadruped_walk --frames 12 --resolution "$FIT_DATA_RES"
+              --root "$DATA/synthetic")
 FIT=("$PY" fit.py "${FIT_DEVICE[@]}" "${FIT_SIZE[@]}" progress=false "out=$OUT/fit")
 BUILD=("$PY" -c 'from gsplat.cuda._backend import _C; import sys; print("gsplat CUDA extension:", _C); sys.exit(_C is None)')
-NEEDED='import hydra, omegaconf, gsplat, plyfile, PIL, matplotlib, pytest, jaxtyping, rich'
+SITE="${GPU_CHECK_SITE:-/tmp/gpu_check_site}"  # the missing packages' folder (PYTHONPATH), apart from the machine's own
 
 if ((PLAN)); then
     echo "device: $DEVICE$([[ $DEVICE == cpu ]] && echo ' (no CUDA device: the CPU fallbacks)')"
     echo "out: $OUT   wheels: $WHEELS   budget: $BUDGET s   quick: $QUICK"
-    echo "install:   pip install --no-index --find-links $WHEELS -r benchmarks/gpu_wheels.txt (skipped if '$NEEDED' works)"
+    echo "install:   pip install --no-index --no-deps --target $SITE <the wheels in $WHEELS of the listed packages not installed>"
     [[ "$DEVICE" == cuda ]] && echo "build:     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} ${BUILD[*]}"
     echo "tests:     ${TESTS[*]}"
     echo "track:     ${TRACK[*]}"
     echo "step:      ${STEP[*]}"
-    echo "scale:     ${SCALE[*]}"
     echo "render:    ${RENDER[*]}"
     echo "fit data:  ${FIT_DATA_CMD[*]}"
     echo "fit:       ${FIT[*]} data.path=<the generated sequence>"
+    echo "scale:     ${SCALE[*]}"
+    [[ -n "$BUNDLE" ]] && echo "bundle:    summary.txt, env.txt, logs.tar.gz into $BUNDLE"
     exit 0
 fi
 
@@ -132,8 +153,6 @@ mkdir -p "$OUT" || exit 1
 OUT="$(cd "$OUT" && pwd)"
 DATA="$OUT/data"
 SUMMARY="$OUT/summary.txt"
-START=$(date +%s)
-DEADLINE=$((START + BUDGET))
 cd "$REPO" || exit 1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export SPECTRAL_TRACKING_DATA="$DATA"
@@ -144,6 +163,16 @@ FAILED=0
 
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
+
+bundle() {  # the few small files the device tool brings back
+    [[ -n "$BUNDLE" ]] || return 0
+    mkdir -p "$BUNDLE" || return 0
+    cp "$SUMMARY" "$BUNDLE/summary.txt" 2> /dev/null
+    [[ -f "$OUT/env.txt" ]] && cp "$OUT/env.txt" "$BUNDLE/env.txt"
+    (cd "$OUT" && tar czf "$BUNDLE/logs.tar.gz" summary.txt $(ls ./*.log track/metrics.json fit/*.json 2> /dev/null))
+    return 0
+}
+trap bundle EXIT
 
 # stage NAME LIMIT_S CMD...: run CMD with a time limit, log to OUT/NAME.log, one summary line
 stage() {
@@ -158,7 +187,7 @@ stage() {
     ((limit > left)) && limit=$left
     local t0 t1 rc
     t0=$(date +%s%N)
-    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+    timeout --kill-after=5 "$limit" "$@" > "$OUT/$name.log" 2>&1
     rc=$?
     t1=$(date +%s%N)
     local verdict=ok
@@ -180,27 +209,52 @@ say "gpu_check: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), budget $BUDGET s, device $D
     echo "cores: $(nproc)"
 } 2>&1 | tee "$OUT/env.txt" | tee -a "$SUMMARY"
 
-# 1. install
-if "$PY" -c "$NEEDED" 2> /dev/null; then
-    say "install  skipped: every package is importable already"
+# 1. install: the listed packages this interpreter has not got, from their wheels, into SITE
+MISSING="$("$PY" - "$WHEEL_LIST" "$WHEELS" << 'EOF'
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+
+def norm(name):  # a distribution's name as a wheel file spells it
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+folder = Path(sys.argv[2])
+wheels = {norm(f.name.split("-")[0]): f for f in folder.glob("*.whl")} if folder.is_dir() else {}
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        try:
+            metadata.distribution(line.split("==")[0])
+        except metadata.PackageNotFoundError:
+            print(wheels.get(norm(line.split("==")[0]), f"MISSING:{line}"))
+EOF
+)"
+if [[ -z "$MISSING" ]]; then
+    say "install  skipped: every listed package is installed already"
+elif grep -q "^MISSING:" <<< "$MISSING"; then
+    say "install  FAILED: no wheel in $WHEELS for $(grep '^MISSING:' <<< "$MISSING" | sed 's/^MISSING://' | paste -sd' ')" \
+        "(fetch them on a machine with network: benchmarks/gpu_check.sh --download)"
+    exit 1
 else
-    [[ -d "$WHEELS" ]] || say "install: no wheel folder at $WHEELS (fetch it with: benchmarks/gpu_check.sh --download)"
-    stage install 120 "$PY" -m pip install --no-index --find-links "$WHEELS" -r "$WHEEL_LIST" || { say "cannot go on without the packages"; exit 1; }
-fi
-if PYTHONPATH= "$PY" -c "import sys, spectral_tracking as s; sys.exit(not s.__file__.startswith('$REPO/'))" 2> /dev/null; then
-    say "project  skipped: installed from this checkout already"
-else
-    stage project 60 "$PY" -m pip install --no-index --no-deps --no-build-isolation -e "$REPO" \
-        || say "         (the project runs from the checkout through PYTHONPATH instead)"
+    mapfile -t FILES <<< "$MISSING"
+    stage install 90 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+        "${FILES[@]}" || { say "cannot go on without the packages"; exit 1; }
+    export PYTHONPATH="$PYTHONPATH:$SITE"
 fi
 
-# 2. gsplat's CUDA kernels (the cuda tests would build them too, inside their own time limit)
-[[ "$DEVICE" == cuda ]] && stage build 300 "${BUILD[@]}"
+# 2. gsplat's CUDA kernels, once: a failed build would be tried again by every CUDA stage, inside its own limit
+if [[ "$DEVICE" == cuda ]] && ! stage build 240 "${BUILD[@]}"; then
+    say "gpu_check: the gsplat build failed or timed out (build.log), so the CUDA stages are not run"
+    exit 1
+fi
 
-# 3-6
-stage tests 120 "${TESTS[@]}"
+# 3-7, the most telling first
+stage tests 60 "${TESTS[@]}"
 [[ "$DEVICE" == cpu ]] && grep -q "deselected\|skipped\|no tests ran" "$OUT/tests.log" && say "         (no CUDA device: the cuda tests do not run here)"
-if stage track 300 "${TRACK[@]}"; then
+if stage track 150 "${TRACK[@]}"; then
     "$PY" - "$OUT/track/metrics.json" << 'EOF' 2>&1 | tee -a "$SUMMARY"
 import json, sys
 m = json.load(open(sys.argv[1]))["metrics"]
@@ -209,13 +263,13 @@ print(f"track    {m['steps']} steps in {m['seconds']:.1f} s of training = {m['st
       f"3d err {m.get('3d_mean_error', float('nan')):.3f}")
 EOF
 fi
-stage step 150 "${STEP[@]}"
-stage scale 150 "${SCALE[@]}"
-stage render 60 "${RENDER[@]}"
-if stage fitdata 60 "${FIT_DATA_CMD[@]}"; then
+stage step 75 "${STEP[@]}"
+stage render 45 "${RENDER[@]}"
+if stage fitdata 30 "${FIT_DATA_CMD[@]}"; then
     SEQ="$(ls -d "$DATA"/synthetic/quadruped_walk_* 2> /dev/null | head -n 1)"
-    stage fit 120 "${FIT[@]}" "data.path=$SEQ"
+    stage fit 60 "${FIT[@]}" "data.path=$SEQ"
 fi
+stage scale 120 "${SCALE[@]}"
 
 say "gpu_check: done in $(($(date +%s) - START)) s, $([[ $FAILED == 0 ]] && echo 'every stage passed' || echo 'SOME STAGES FAILED OR WERE SKIPPED'); logs in $OUT"
 exit $FAILED

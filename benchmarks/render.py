@@ -144,6 +144,7 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start; fwd+bwd wall-clock medians; "
           f"peak = max-RSS growth (CPU) / max allocated (CUDA)")
+    failed = 0
     for scene in args.scenes:
         if SCENES[scene][0] is None and not DONUT.exists():
             print(f"scene={scene:<10} skipped: {DONUT} not found")
@@ -155,6 +156,7 @@ def main() -> None:
             cmd += ["--calls"] if args.calls else []
             proc = subprocess.run([*cmd, "--_child", scene, backend], capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
+                failed += 1
                 res[backend] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
             else:
                 res[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -173,6 +175,8 @@ def main() -> None:
             print(" " * 17 + "cpu calls (median ms): " + ", ".join(
                 f"{k.removeprefix('st_')} {v:.2f}" for k, v in res["cpu"]["calls_ms"].items()), flush=True)
     print(f"# load average {os.getloadavg()[0]:.2f} at end")
+    if failed:
+        sys.exit(f"render.py: {failed} measurement(s) FAILED (above); exit 1")
 
 
 if __name__ == "__main__":

@@ -88,13 +88,33 @@ def test_plan_on_a_machine_without_cuda_uses_the_cpu_fallbacks(tmp_path):
     assert "build:" not in plan  # no gsplat build without CUDA
     assert "train.py experiment=sc4d_mlp dataset=synthetic trainer=cpu" in plan
     assert "benchmarks/step.py --scale paper --steps 200 --device cpu" in plan
-    assert "benchmarks/scale.py --sweep gaussians frames --no-run --steps 20 --device cpu --root" in plan
+    assert "benchmarks/scale.py --sweep gaussians --gaussians 3000 300000 1000000 --no-run --steps 20 --device cpu --root" in plan
+    assert "trainer=cpu max_steps=2000" in plan  # the paper-scale run, a fifth as long: it fits the budget
+    assert "--resolution 256" in plan.split("fit data:")[1].split("\n")[0]  # the fit's targets at its own resolution
+    # the most telling stages first, the longest sweep last
+    order = [line.split(":")[0] for line in plan.splitlines() if line[:1].isalpha() and ":" in line][3:]
+    assert order == ["tests", "track", "step", "render", "fit data", "fit", "scale"], order
     assert "--backends cpu" in plan and "gsplat" not in plan.split("render:")[1].split("\n")[0]
     assert "fit.py device=cpu backend=auto" in plan
     assert "-m cuda" in plan
     assert not (tmp_path / "out").exists()  # --plan runs nothing
     quick = sh("--plan", str(tmp_path / "out"), "--quick").stdout
     assert "max_steps=30" in quick and "--scale cpu --steps 20" in quick
+
+
+def test_a_gpu_that_pythons_torch_does_not_see_stops_the_check_at_once(tmp_path):
+    """Where nvidia-smi sees a GPU but PYTHON's torch has no CUDA device (the wrong interpreter), the script
+    says so and exits 1 instead of spending the lease on the CPU fallbacks."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    res = sh("--plan", str(tmp_path / "out"), env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
+    assert res.returncode == 1
+    assert "nvidia-smi sees a GPU but python3's torch has no CUDA device" in res.stderr
+    assert "PYTHON=/opt/torch/.venv/bin/python3" in res.stderr
 
 
 def test_the_plans_commands_are_real():
@@ -176,7 +196,7 @@ def test_quick_run_on_the_cpu_passes_every_stage(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device: run the script itself")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = sh(str(tmp_path / "out"), "--quick", env=env, timeout=600)
+    res = sh(str(tmp_path / "out"), "--quick", "--bundle", str(tmp_path / "bundle"), env=env, timeout=600)
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert res.returncode == 0, summary
     assert "every stage passed" in summary
@@ -185,3 +205,10 @@ def test_quick_run_on_the_cpu_passes_every_stage(tmp_path):
     assert re.search(r"^track\s+30 steps in .* it/s", summary, re.M)
     assert (tmp_path / "out" / "track" / "metrics.json").is_file()
     assert (tmp_path / "out" / "fit" / "canonical.ply").is_file()
+    # --bundle: the three small files the device tool brings back
+    assert sorted(f.name for f in (tmp_path / "bundle").iterdir()) == ["env.txt", "logs.tar.gz", "summary.txt"]
+    import tarfile
+
+    with tarfile.open(tmp_path / "bundle" / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"./track.log", "./fit.log", "track/metrics.json"} <= names, names

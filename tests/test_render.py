@@ -41,10 +41,10 @@ def _render_and_grads(g: Gaussians, cams: Cameras, backend: str, background=None
     g = _leaf(g)
     bg = None if background is None else background.detach().clone().requires_grad_(True)
     out = render(g, cams, background=bg, backend=backend)
-    gen = torch.Generator().manual_seed(123)
-    w_rgb = torch.randn(out.rgb.shape, generator=gen, dtype=out.rgb.dtype)
-    w_a = torch.randn(out.alpha.shape, generator=gen, dtype=out.rgb.dtype)
-    w_d = torch.randn(out.depth.shape, generator=gen, dtype=out.rgb.dtype)
+    gen = torch.Generator().manual_seed(123)  # drawn on the CPU, then moved: the same weights on any device
+    w_rgb = torch.randn(out.rgb.shape, generator=gen, dtype=out.rgb.dtype).to(out.rgb.device)
+    w_a = torch.randn(out.alpha.shape, generator=gen, dtype=out.rgb.dtype).to(out.rgb.device)
+    w_d = torch.randn(out.depth.shape, generator=gen, dtype=out.rgb.dtype).to(out.rgb.device)
     loss = (out.rgb * w_rgb).sum() + (out.alpha * w_a).sum() + (out.depth * out.alpha.detach() * w_d).sum()
     loss.backward()
     grads = {k: getattr(g, k).grad for k in PARAMS}
