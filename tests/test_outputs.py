@@ -84,6 +84,26 @@ def test_curves_come_from_the_run(finished):
     assert image.width >= 1000 and image.height >= 300
 
 
+def test_the_curves_mark_where_this_runs_spatial_phase_began(tmp_path, data_root, monkeypatch):
+    """curves.png's dashed line is the run's own switch (`Objective.spectral_end`, metrics.json's
+    spectral_end), which the overlap switch moves before loss.spectral_end, not the configured step."""
+    import spectral_tracking.figures as figures  # write_outputs imports save_curves from there when it runs
+
+    seen = {}
+    save_curves = figures.save_curves
+
+    def spy(history, path, spectral_end=None):
+        seen["spectral_end"] = spectral_end
+        return save_curves(history, path, spectral_end=spectral_end)
+
+    monkeypatch.setattr(figures, "save_curves", spy)
+    cfg = make_cfg(tmp_path, data_root, ["views=1", "eval.videos=false"])
+    run(cfg)
+    switched = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["spectral_end"]
+    assert switched < int(cfg.loss.spectral_end)  # the overlap switch ended the spectral phase early here
+    assert seen["spectral_end"] == switched
+
+
 def test_tracked_npz_holds_the_sequence(finished):
     result, folder = finished
     data = load_tracked(folder / "tracked.npz")

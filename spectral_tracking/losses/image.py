@@ -22,9 +22,11 @@ from spectral_tracking.losses.spectral import band_sizes, spectral_loss
 class SpectralMomentLoss:
     """band_reduction: how eq. 22 combines the frequencies of a band. "mean" (default): the mean
     distance over the band's frequencies, so every band weighs alike whatever its size; "sum": the
-    sum, eq. 22 as printed, which weighs band k by its frequency count (9, 16, 56, ... 49,152 at
-    k = 7), i.e. the per-band means times `band_sizes`. lambda_rgb weighs the colour moments (1 in
-    the paper; 0 keeps the masks' only, beyond the paper)."""
+    sum, eq. 22's sum over the band as printed, which weighs band k by its frequency count (9, 16, 56,
+    ... 49,152 at k = 7), i.e. the per-band means times `band_sizes`. Either way the colour term is the
+    mean over the 3 channels and the views (the L1 of an RGB moment read per channel; summing the
+    channels would make it 3x larger against ``lambda_mask``'s mask term). lambda_rgb weighs the colour
+    moments (1 in the paper; 0 keeps the masks' only, beyond the paper)."""
 
     REDUCTIONS = ("mean", "sum")
 

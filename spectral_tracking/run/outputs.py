@@ -85,8 +85,9 @@ def write_outputs(cfg: DictConfig, module, initial: torch.Tensor, progression, o
             videos["orbit"] = encoder.submit(write_video, partial(orbit_frames, module),
                                              out_dir / "orbit.mp4", fps=ORBIT_FPS)
             figures.update(dict.fromkeys(videos))  # their place in the summary, filled below
+        # where the spatial phase began in this run: the overlap switch moves it before loss.spectral_end
         curves = timed("curves", save_curves, progression.history, out_dir / "curves.png",
-                       spectral_end=int(cfg.loss.spectral_end) if cfg.loss.image == "spectral" else None)
+                       spectral_end=int(module.objective.spectral_end) if cfg.loss.image == "spectral" else None)
         if curves:
             figures["curves"] = str(curves)
         figures["tracked"] = str(timed("tracked", save_tracked, module, out_dir / "tracked.npz", normalization))

@@ -13,13 +13,14 @@
 6's "add pixel loss": 60-70% of the run). The moments are there for a render that does not overlap
 its target, where a pixel loss has no gradient; from a start that already overlaps, those steps
 are spent on a coarse loss the start has made unnecessary. With ``loss.switch_iou=tau`` (beyond
-the paper, the default 0.8) the spatial phase starts at the first step after the warm-up at which
-the running mean (weight ``beta`` on the past, about the last 5 steps) of the training render's
-mask IoU (opacity > 0.5 against mask > 0.5) reaches tau, or at ``loss.spectral_end``, whichever
-comes first (``loss.switch_from=start``: at any step, so that a start that already overlaps skips the
-warm-up too); ``switch_iou=null`` is the paper's fixed step. The running mean starts at 0
-(``loss.switch_prior=zero``), or at the start's own IoU (``start``, `Objective.prime`): then a start
-that already overlaps goes to the spatial phase before step 0, the same run as the Pixel baseline. The step is `Objective.spectral_end`
+the paper, the default 0.5) the spatial phase starts at the first step at which the running mean
+(weight ``beta`` on the past, about the last 5 steps) of the training render's mask IoU (opacity >
+0.5 against mask > 0.5) reaches tau, or at ``loss.spectral_end``, whichever comes first (the default
+``loss.switch_from=start``: at any step, so that a start that already overlaps skips the warm-up too;
+``warmup``: only after the warm-up); ``switch_iou=null`` is the paper's fixed step. The running mean
+starts at 0 (``loss.switch_prior=zero``), or at the start's own IoU (``start``, `Objective.prime`):
+then a start that already overlaps goes to the spatial phase before step 0, the same run as the Pixel
+baseline until a rescue fires (below; the Pixel baseline has none). The step is `Objective.spectral_end`
 (also ``metrics.json``'s ``spectral_end``); it and the running mean are the module's extra state,
 saved in checkpoints, so a resumed run switches where the uninterrupted one would.
 
@@ -135,7 +136,8 @@ class Objective(nn.Module):
     def prime(self, iou: float) -> None:
         """With ``loss.switch_prior=start``, seed the running mean with the start's own IoU (frame 0,
         mean over the training views, as the start stage measured it): a start that already reaches the
-        threshold, where the switch may act from the start, has no spectral step. A no-op with the prior
+        threshold, where the switch may act from the start, has no spectral step (its steps are then the
+        Pixel baseline's until a rescue fires, `rescues`). A no-op with the prior
         at zero or the switch off. Call it before training: a resumed run's checkpoint restores the
         switch's state over it."""
         if self.threshold is None or self.settings.switch_prior != "start":

@@ -113,7 +113,7 @@ class LossSettings:
     switch_from: str = setting("start", choices=("start", "warmup"))
     # What the running IoU starts from: zero (it needs about 4 steps to pass 0.5, so even a start that overlaps
     # has 4 spectral steps) | start (the start's own IoU, frame 0 over the training views: a start that already
-    # overlaps has none, and is tracked exactly as the Pixel baseline would)
+    # overlaps has none, and is tracked exactly as the Pixel baseline would until a rescue fires: rescue_iou)
     switch_prior: str = setting("zero", choices=("zero", "start"))
     # A step of the spatial phase whose render overlaps its target below this mask IoU (the asset has left
     # the frame: a pixel loss has no gradient to bring it back) takes the spectral loss of the lowest
@@ -125,7 +125,9 @@ class LossSettings:
     # target mask's centroid (losses/recentre.py; beyond the paper). 0: off (the rescue as on 2026-12-07)
     rescue_recentre: float = setting(1.0, low=0)
     norm: str = setting("l1", choices=("l1", "l2"))
-    band_reduction: str = setting("mean", choices=("mean", "sum"))  # sum: eq. 22 as printed (losses/image.py)
+    # how a band's frequencies combine: mean | sum (eq. 22's sum over the band, as printed; either way the colour
+    # term is the mean over the channels and the views: losses/image.py)
+    band_reduction: str = setting("mean", choices=("mean", "sum"))
     lambda_image: float = setting(5000.0, low=0)
     lambda_spec_mask: float = setting(0.5, low=0)
     lambda_spec_rgb: float = setting(1.0, low=0)  # weight of the colour moments (the paper: 1; 0 = masks only)
