@@ -59,7 +59,17 @@ def _value(v: Any) -> str:
         return "null"
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(_value(x) for x in v) + "]"
-    return str(v)
+    return _quoted(str(v)) if isinstance(v, (str, Path)) else str(v)
+
+
+def _quoted(text: str) -> str:
+    """A string as a Hydra override value: as it is where the override grammar reads it plainly, else
+    quoted (a path such as ``runs/run (1)`` or ``a,b`` would otherwise fail to parse or split a sweep)."""
+    import re
+
+    if re.fullmatch(r"[\w./~+@:-]*", text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"  # inside quotes Hydra reads a backslash as itself
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -81,19 +91,26 @@ def compose_config(overrides: SequenceType[str] = (), config_name: str = "train"
 
 
 def input_fingerprint(sequence) -> str:
-    """A hash of what a run tracks: the canonical's Gaussians, the frames, masks and cameras. It goes
-    into the run's config (``dataset.fingerprint``), so a run folder made from other inputs is never
-    reused for these, nor resumed with them."""
+    """A hash of what a run tracks and measures: the canonical's Gaussians, the frames, masks and
+    cameras, the views' azimuths (they choose the training views), the ground truth (the 3D errors), its
+    frame rate and its normalisation record (the frame the exports are written in). It goes into the
+    run's config (``dataset.fingerprint``), so a run folder made from other inputs is never reused for
+    these, nor resumed with them."""
     import hashlib
+    import json
 
     h = hashlib.sha1()
     g = sequence.canonical
-    for tensor in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, sequence.images, sequence.masks,
-                   sequence.cameras.Ks, sequence.cameras.viewmats):
+    tensors = [g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, sequence.images, sequence.masks,
+               sequence.cameras.Ks, sequence.cameras.viewmats]
+    tensors += [t for t in (sequence.gt_means, getattr(sequence, "gt_index", None)) if t is not None]
+    for tensor in tensors:
         t = tensor.detach().cpu().contiguous()
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.numpy().tobytes())
     h.update(repr((list(sequence.view_names), list(sequence.train_views), list(sequence.eval_views))).encode())
+    h.update(repr((list(sequence.azimuths), float(sequence.fps), sequence.gt_means is None)).encode())
+    h.update(json.dumps(sequence.meta.get("normalization"), sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -140,7 +157,7 @@ def track(
     if sequence is None and canonical is not None:
         raise ValueError("track: a canonical was given without a sequence to track it through")
     out = Path(out_dir) if out_dir is not None else Path("outputs") / "track" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    args = [*_flatten(settings), *overrides, f"out_dir={out.resolve()}", f"eval.export_ply={_value(export_ply)}"]
+    args = [*_flatten(settings), *overrides, f"out_dir={_quoted(str(out.resolve()))}", f"eval.export_ply={_value(export_ply)}"]
     seq = None
     if sequence is not None:
         seq = _sequence(sequence, canonical)

@@ -51,8 +51,13 @@ def export_asset_frames(deformation, out_dir: Path, normalization: Mapping | Non
     appearance offset where there is one (`WithAppearance`), so the files carry the evaluated colours."""
     out_dir = Path(out_dir)
     frames = list(range(deformation.num_frames)) if frames is None else [int(f) for f in frames]
+    paths = []
     with torch.no_grad():
-        return [save_ply(to_asset_frame(deformation(f), normalization), out_dir / f"frame_{f:04d}.ply") for f in frames]
+        for f in frames:
+            g = to_asset_frame(deformation(f), normalization)
+            g.check_finite(f"export: frame {f} of the tracked sequence")  # as the .splat export: none written with NaN
+            paths.append(save_ply(g, out_dir / f"frame_{f:04d}.ply"))
+    return paths
 
 
 def export_asset_splats(deformation, out_dir: Path, normalization: Mapping | None = None,
@@ -69,6 +74,8 @@ def export_asset_splats(deformation, out_dir: Path, normalization: Mapping | Non
     with torch.no_grad():
         for f in frames:
             g = to_asset_frame(deformation(f), normalization).to("cpu", torch.float32)
+            # gsplat's export drops rows holding NaN or inf without a word: refused here, naming the frame
+            g.check_finite(f"export: frame {f} of the tracked sequence")
             path = out_dir / f"frame_{f:04d}.splat"
             export_splats(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh[:, :1], g.sh[:, 1:], format="splat",
                           save_to=str(path))

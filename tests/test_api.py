@@ -28,6 +28,18 @@ def test_settings_become_overrides():
                      "background": [1.0, 0.0, 0.0], "eval": {"lpips": "none", "export_ply": False}}) == [
         "shift=0.5", "deform=rigid_mlp", "finetune_appearance=true", "ckpt_path=null", "background=[1.0,0.0,0.0]",
         "eval.lpips=none", "eval.export_ply=false"]
+    # a string the override grammar would not read plainly is quoted: it neither fails to parse nor splits a sweep
+    assert _flatten({"logger": {"run_name": "my run, 2"}, "note": "it's"}) == ["logger.run_name='my run, 2'", "note='it\\'s'"]
+
+
+def test_an_out_dir_the_override_grammar_would_misread_is_passed_whole(sequence_folder, tmp_path):
+    """Folder names such as ``run (1)`` or ``a,b``, ordinary on a desktop, are a run's folder like any other."""
+    from spectral_tracking.data import load_sequence
+
+    canonical = load_ply(sequence_folder / "canonical.ply")
+    out = tmp_path / "runs (1), copy"
+    result = track(canonical, load_sequence(sequence_folder), out_dir=out, shift=0.0, **TINY)
+    assert result.out_dir == out and (out / "metrics.json").is_file()
 
 
 def test_track_a_sequence_object_with_a_canonical(sequence_folder, tmp_path):
@@ -148,3 +160,22 @@ def test_a_sequence_whose_training_masks_are_all_empty_is_refused(sequence_folde
     with pytest.raises(SequenceFormatError, match=r"every training view's mask is empty in every frame \(views \['0\.0'\]\)"):
         track(seq.canonical, blank, out_dir=tmp_path / "run", align=align, **TINY)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_inputs_fingerprint_sees_azimuths_ground_truth_and_normalisation(sequence_folder):
+    """What chooses the training views (the azimuths), what the 3D errors are measured against (the
+    ground truth) and the frame the exports are written in (the normalisation record) change the
+    fingerprint, so a corrected input never returns the run made from the old one."""
+    from dataclasses import replace
+
+    from spectral_tracking.api import input_fingerprint
+    from spectral_tracking.data import load_sequence
+
+    seq = load_sequence(sequence_folder)
+    base = input_fingerprint(seq)
+    assert input_fingerprint(load_sequence(sequence_folder)) == base  # the same inputs: the same fingerprint
+    turned = replace(seq, azimuths=[None if a is None else a + 1.0 for a in seq.azimuths])
+    moved = replace(seq, gt_means=seq.gt_means + 0.01)
+    renormalised = replace(seq, meta={**seq.meta, "normalization": {"center": [1.0, 0.0, 0.0], "scale": 2.0}})
+    prints = [input_fingerprint(s) for s in (turned, moved, renormalised)]
+    assert base not in prints and len(set(prints)) == 3, prints

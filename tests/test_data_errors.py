@@ -80,6 +80,21 @@ def _non_square(folder: Path) -> None:
         Image.open(p).resize((32, 24)).save(p)
 
 
+def _alpha_0_1(folder: Path) -> None:
+    """Frame 2 of view 0.0 saved with its alpha as 0/1 (np.uint8(bool_mask)), not 0/255."""
+    p = folder / "frames" / "0.0" / "2.png"
+    a = np.asarray(Image.open(p)).copy()
+    a[..., 3] = (a[..., 3] > 127).astype(np.uint8)
+    Image.fromarray(a).save(p)
+
+
+def _rgba_and_mask(folder: Path) -> None:
+    """A mask file beside an RGBA frame (frame 1 of view 0.0): two masks for one frame."""
+    p = folder / "frames" / "0.0" / "1.png"
+    (folder / "masks" / "0.0").mkdir(parents=True)
+    Image.fromarray(np.asarray(Image.open(p))[..., 3]).save(folder / "masks" / "0.0" / "1.png")
+
+
 def _no_azimuth_0(views) -> None:
     views[0]["azimuth_deg"] = 10.0
 
@@ -107,7 +122,14 @@ CASES = {
     "ply_renamed_property": (lambda f: write_bad_ply("renamed_property", f / "canonical.ply", f / "canonical.ply"), [],
                              r"canonical\.ply: missing required vertex properties \['opacity'\]"),
     "non_square": (_non_square, [], r"frames are 32x24 .*non-square frames are not supported"),
+    "alpha_0_1": (_alpha_0_1, [], r"frames/0\.0/2\.png: alpha values are 0\.\.1; expected 0\.\.255 .*multiply the alpha by 255"),
+    "rgba_and_mask": (_rgba_and_mask, [], r"frames/0\.0/1\.png: an RGBA frame carries its mask as alpha, and "
+                                          r".*masks/0\.0/1\.png is a mask for it too; keep one"),
     "meta_empty": (lambda f: (f / "meta.json").write_text(""), [], r"meta\.json: empty; write \{\"num_frames\""),
+    "fps_text": (lambda f: (f / "meta.json").write_text(json.dumps({**json.loads((f / "meta.json").read_text()), "fps": "24"})),
+                 [], r"meta\.json: \"fps\" must be a positive number \(frames per second\), got '24'"),
+    "azimuth_text": (lambda f: _edit_cameras(f, lambda v: v[1].__setitem__("azimuth_deg", "ninety")), [],
+                     r"cameras\.json: view '90\.0': azimuth_deg must be a number \(degrees\) or null, got 'ninety'"),
     "meta_unparseable": (lambda f: (f / "meta.json").write_text("{num_frames: 4"), [], r"meta\.json: not valid JSON"),
 }
 

@@ -216,3 +216,53 @@ def test_resize_keeps_colour_at_soft_edges():
     assert m.shape == (10, 10) and r.shape == (10, 10, 3)
     assert np.all(r[m > 0][:, 0] == 255) and np.all(r[m > 0][:, 1:] == 0)
     assert soft.sum() == 0 or np.all(r[soft][:, 0] == 255)
+
+
+def test_a_16_bit_grey_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """A 16-bit matte (0..65535) reads as 0..255 in proportion: clipped, every value above 255 would turn
+    into a fat hard mask."""
+    from PIL import Image
+
+    from spectral_tracking.data.frames import read_png
+
+    ramp = np.linspace(0, 65535, 64).astype(np.uint16)[None].repeat(4, 0)
+    Image.fromarray(ramp).save(tmp_path / "matte.png")
+    got = read_png(tmp_path / "matte.png")[..., 0]
+    assert got.dtype == np.uint8 and got.shape == (4, 64)
+    np.testing.assert_array_equal(got[0], np.rint(ramp[0] / 65535.0 * 255).astype(np.uint8))
+
+
+def test_a_non_square_video_is_refused_not_squashed(tmp_path):
+    """Consistent4D (as SC4D and GART) resizes a frame to resolution x resolution: an 80x40 frame would be
+    squashed 2:1 (its object distorted) without a word, so it is refused, naming the file."""
+    d = tmp_path / "wide"
+    d.mkdir()
+    for t in range(2):
+        a = np.zeros((40, 80, 4), np.uint8)
+        a[10:30, 30:50] = (200, 100, 50, 255)
+        Image.fromarray(a).save(d / f"{t}.png")
+    with pytest.raises(SequenceFormatError, match=r"0\.png: frames are 80x40; .* non-square frames are not supported"):
+        load_consistent4d(d, resolution=32)
+    assert load_consistent4d(d, resolution=None).images.shape == (1, 2, 40, 80, 3)  # unresized, as stored
+
+
+def test_a_donut_sequence_from_another_asset_is_cached_apart(tmp_path, monkeypatch):
+    """The donut's cached sequences are read by name: one rendered from another asset (dataset.asset) gets a
+    folder of its own, named by the file's content, so the shared donut's folder is never tracked for it;
+    a missing asset is one line naming the file."""
+    import spectral_tracking.data.donut as donut
+    from spectral_tracking.errors import DataNotFoundError
+    from spectral_tracking.gaussians import random_gaussians, save_ply
+
+    finals = []
+    monkeypatch.setattr(donut, "render_cached", lambda final, source, **kwargs: finals.append(final) or final)
+    a, b = tmp_path / "a.ply", tmp_path / "b.ply"
+    save_ply(random_gaussians(20, seed=1), a)
+    save_ply(random_gaussians(20, seed=2), b)
+    for asset in (None, a, a, b):
+        donut.generate_donut("squash", frames=4, resolution=32, root=tmp_path / "cache", donut_ply=asset)
+    default, first, again, other = (f.name for f in finals)
+    assert default == "donut_squash_clean_r32_t4_s0"  # the shared donut: the name as before
+    assert first == again and first.startswith(default + "_a") and other != first
+    with pytest.raises(DataNotFoundError, match=r"nowhere\.ply: the donut asset is not there"):
+        donut.generate_donut("squash", frames=4, resolution=32, root=tmp_path / "cache", donut_ply=tmp_path / "nowhere.ply")

@@ -213,6 +213,23 @@ def test_exports_carry_the_appearance_offset(tmp_path):
     torch.testing.assert_close(g.means, asset.means / 0.5 + torch.tensor([1.0, 2.0, 3.0]), atol=1e-5, rtol=0)
 
 
+def test_an_export_of_a_frame_holding_nan_names_the_frame_and_writes_nothing(tmp_path):
+    """gsplat's .splat export drops rows holding NaN without a word, and a PLY would carry them: both
+    exports refuse the frame, naming it, before anything of it is written."""
+    from spectral_tracking.deform import build_deformation
+    from spectral_tracking.export import export_asset_frames, export_asset_splats
+    from spectral_tracking.gaussians import random_gaussians
+
+    asset = random_gaussians(60, seed=1)
+    d = build_deformation("rigid", asset, 2, num_control_points=8)
+    with torch.no_grad():
+        d.canonical_means[3, 0] = float("nan")
+    for export in (export_asset_frames, export_asset_splats):
+        with pytest.raises(ValueError, match=r"export: frame 0 of the tracked sequence: means holds \d+ non-finite"):
+            export(d, tmp_path / export.__name__, None, frames=[0])
+        assert not list((tmp_path / export.__name__).glob("frame_*"))
+
+
 def test_without_the_encoder_videos_fall_back_to_gif(tmp_path, monkeypatch, caplog):
     import spectral_tracking.video as video
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.frames import front_camera, read_rgba_frame, resize_rgb_mask
+from spectral_tracking.data.frames import front_camera, read_rgba_frame, resize_square
 from spectral_tracking.data.sequence import Sequence, load_asset
 from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.gaussians import Gaussians
@@ -56,7 +56,7 @@ def load_consistent4d(folder: str | Path, resolution: int | None = 256, canonica
         size = img.shape[:2]
         rgb, m = img[..., :3], img[..., 3]
         if resolution is not None:
-            rgb, m = resize_rgb_mask(rgb, m, resolution)
+            rgb, m = resize_square(rgb, m, resolution, folder / f"{t}.png")
         rgbs.append(rgb)
         masks.append(m)
     H, W = rgbs[0].shape[:2]

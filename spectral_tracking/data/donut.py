@@ -128,6 +128,15 @@ def generate_donut(motion: str, setting: str = "clean", frames: int = 24, resolu
     preset = f"donut_{motion}"
     root = Path(root) if root is not None else DEFAULT_ROOT
     final = root / sequence_name(preset, setting, resolution, frames, seed, DEFAULT_GAUSSIANS)
+    if donut_ply is not None and Path(donut_ply).resolve() != Path(DEFAULT_DONUT).resolve():
+        # another asset than the shared donut: its own cached folder, named by the file's content (the cache
+        # is read by name, so without this a folder rendered from another asset would be tracked)
+        import hashlib
+
+        path = Path(donut_ply)
+        if not path.is_file():
+            raise DataNotFoundError(f"{path}: the donut asset is not there (a 3DGS point_cloud.ply)")
+        final = final.with_name(f"{final.name}_a{hashlib.sha1(path.read_bytes()).hexdigest()[:10]}")
 
     def source():
         truth, record = load_donut(donut_ply)

@@ -25,6 +25,7 @@ ground truth when the canonical is not the true asset (-1: no truth).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from spectral_tracking.cameras import Cameras, camera_problem
-from spectral_tracking.data.frames import read_png, write_png
+from spectral_tracking.data.frames import check_mask_range, read_png, write_png
 from spectral_tracking.data.sequence import Sequence, load_asset
 from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
 from spectral_tracking.gaussians import Gaussians, save_ply
@@ -208,6 +209,10 @@ def read_frame(path: Path, mask_path: Path | None, size: tuple[int, int]) -> tup
     if img.shape[:2] != (H, W):
         raise SequenceFormatError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, expected {W}x{H} (from cameras.json)")
     if img.shape[2] == 4:
+        if mask_path is not None and mask_path.is_file():
+            raise SequenceFormatError(f"{path}: an RGBA frame carries its mask as alpha, and {mask_path} is a mask "
+                                      f"for it too; keep one: save the frame as RGB, or remove the mask file")
+        check_mask_range(img[..., 3], path, "alpha")
         return img[..., :3], img[..., 3]
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
@@ -218,6 +223,7 @@ def read_frame(path: Path, mask_path: Path | None, size: tuple[int, int]) -> tup
         raise SequenceFormatError(f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]}, expected {W}x{H} like its frame {path.name}")
     if m.shape[2] != 1:
         raise SequenceFormatError(f"{mask_path}: mask must be a single-channel (greyscale) PNG, got {m.shape[2]} channels")
+    check_mask_range(m[..., 0], mask_path)
     return img, m[..., 0]
 
 
@@ -235,12 +241,18 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
                                   "(2 to track; one frame is a still capture, for fit.py)")
     if "fps" not in meta:
         raise SequenceFormatError(f"{folder / 'meta.json'}: missing \"fps\"")
+    fps = meta["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise SequenceFormatError(f"{folder / 'meta.json'}: \"fps\" must be a positive number (frames per second), got {fps!r}")
     cams = _read_json(folder / "cameras.json")
     views = cams.get("views")
     if not isinstance(views, list) or not views:
         raise SequenceFormatError(f"{folder / 'cameras.json'}: expected a non-empty list under \"views\"")
     names, splits, azimuths, Ks, vms, sizes = [], [], [], [], [], set()
     for i, v in enumerate(views):
+        if not isinstance(v, dict):
+            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {i} must be an object {{\"name\", \"split\", \"K\", "
+                                      f"\"viewmat\", \"width\", \"height\"}}, got {type(v).__name__}")
         for key in ("name", "split", "K", "viewmat", "width", "height"):
             if key not in v:
                 raise SequenceFormatError(f"{folder / 'cameras.json'}: view {i} lacks \"{key}\"")
@@ -260,6 +272,9 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
         names.append(str(v["name"]))
         splits.append(v["split"])
         az = v.get("azimuth_deg")
+        if az is not None and (isinstance(az, bool) or not isinstance(az, (int, float)) or not math.isfinite(az)):
+            raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: azimuth_deg must be a number "
+                                      f"(degrees) or null, got {az!r}")
         azimuths.append(None if az is None else float(az))
         Ks.append(K)
         vms.append(vm)

@@ -29,8 +29,18 @@ def read_png(path: Path) -> np.ndarray:
                 arr = np.asarray(im.convert("RGBA"))
             elif mode == "P":
                 arr = np.asarray(im.convert("RGB"))
-            elif mode in ("1", "I", "I;16", "F"):
+            elif mode == "1":
                 arr = np.asarray(im.convert("L"))
+            elif mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: scaled to 0..255, not clipped
+                wide = np.asarray(im, dtype=np.float64)
+                if wide.min() < 0 or wide.max() > 65535:
+                    raise SequenceFormatError(f"{path}: 32-bit grey values outside 0..65535; save it as an 8- or 16-bit PNG")
+                arr = np.rint(wide * (255.0 / 65535.0)).astype(np.uint8)
+            elif mode == "F":  # float grey: read as 0..1
+                wide = np.asarray(im, dtype=np.float64)
+                if not np.isfinite(wide).all() or wide.min() < 0 or wide.max() > 1:
+                    raise SequenceFormatError(f"{path}: float grey values must lie in 0..1; save it as an 8- or 16-bit PNG")
+                arr = np.rint(wide * 255.0).astype(np.uint8)
             else:
                 raise SequenceFormatError(f"{path}: unsupported image mode {mode!r} (expected RGBA, RGB or greyscale)")
     except SequenceFormatError:
@@ -66,7 +76,31 @@ def read_rgba_frame(path: Path, layout: str, size: tuple[int, int] | None, first
         raise SequenceFormatError(f"{path}: {layout} frames must be RGBA (alpha = object mask), got {img.shape[2]} channel(s)")
     if size is not None and img.shape[:2] != size:
         raise SequenceFormatError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, but {first} is {size[1]}x{size[0]}")
+    check_mask_range(img[..., 3], path, "alpha")
     return img
+
+
+def check_mask_range(mask: np.ndarray, path: Path, what: str = "mask") -> None:
+    """Refuse a mask (or alpha) [H, W] uint8 stored as 0..1 instead of 0..255 (``np.uint8(bool_mask)``): read
+    as 0..255 it is an almost empty object, which would be tracked without a word. Such a mask's top value is 1
+    over a body of pixels (here at least 0.1% of the image); an antialiased sliver of an object at the image's
+    edge can top out at 1 over a few pixels, and is not refused."""
+    top = int(mask.max()) if mask.size else 0
+    if top == 1 and int((mask == 1).sum()) >= max(4, mask.size // 1000):
+        raise SequenceFormatError(f"{path}: {what} values are 0..1; expected 0..255 (255 = object): multiply the "
+                                  f"{what} by 255 when saving it")
+
+
+def resize_square(rgb: np.ndarray, mask: np.ndarray, resolution: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`resize_rgb_mask` to ``resolution`` x ``resolution`` for a reader whose frames must be square: a
+    non-square frame would be squashed (its object distorted, its focal wrong along one axis), so it is
+    refused, naming ``path``."""
+    H, W = rgb.shape[:2]
+    if H != W:
+        raise SequenceFormatError(f"{path}: frames are {W}x{H}; tracking resizes them to {resolution}x{resolution} "
+                                  f"(resolution is one side), and non-square frames are not supported: crop or pad them "
+                                  f"to square")
+    return resize_rgb_mask(rgb, mask, resolution)
 
 
 def resize_rgb_mask(rgb: np.ndarray, mask: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectral_tracking.data.frames import front_camera, read_png, resize_rgb_mask
+from spectral_tracking.data.frames import front_camera, read_png, resize_square
 from spectral_tracking.data.rle import decode_coco_rle
 from spectral_tracking.data.sequence import Sequence, load_asset
 from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
@@ -127,7 +127,7 @@ def load_gart(folder: str | Path, canonical: str | Path | None = None, frame_ids
             raise SequenceFormatError(f"{pp}: pred_focal = {f} is not a positive number")
         focals.append(f * size[1] / 256.0)  # BITE predicts for 256-pixel crops; GART doubles it for 512
         if resolution is not None:
-            img, m = resize_rgb_mask(img, m, resolution)
+            img, m = resize_square(img, m, resolution, ip)
         rgbs.append(img)
         masks.append(m)
     H, W = rgbs[0].shape[:2]

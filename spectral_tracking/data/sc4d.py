@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spectral_tracking.cameras import orbit_camera
-from spectral_tracking.data.frames import read_rgba_frame, resize_rgb_mask
+from spectral_tracking.data.frames import read_rgba_frame, resize_square
 from spectral_tracking.data.gart import require_dir
 from spectral_tracking.data.sequence import Sequence, load_asset, normalize_scene
 from spectral_tracking.errors import DataNotFoundError, SequenceFormatError
@@ -100,7 +100,7 @@ def load_sc4d(folder: str | Path, resolution: int | None = None, fovy_deg: float
             size = img.shape[:2]
             rgb, m = img[..., :3], img[..., 3]
             if resolution is not None:
-                rgb, m = resize_rgb_mask(rgb, m, resolution)
+                rgb, m = resize_square(rgb, m, resolution, d / f"{t}.png")
             vi.append(rgb)
             vm.append(m)
         images.append(np.stack(vi))
