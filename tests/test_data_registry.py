@@ -137,6 +137,13 @@ def test_nerf_synthetic_is_a_still_capture(tmp_path):
     assert load_nerf_synthetic(tmp_path / "scene", resolution=8).images.shape == (3, 1, 8, 8, 3)
     with pytest.raises(SequenceFormatError, match="exactly 1 frame"):
         Sequence(**{**seq.__dict__, "images": seq.images.repeat(1, 2, 1, 1, 1), "masks": seq.masks.repeat(1, 2, 1, 1)})
+    # a frame saved without its alpha: refused, naming the file (an all-opaque mask made the whole view the object)
+    from PIL import Image
+
+    frame = next((tmp_path / "scene").rglob("r_1.png"))
+    Image.open(frame).convert("RGB").save(frame)
+    with pytest.raises(SequenceFormatError, match=r"r_1\.png: an RGB image without alpha; .* save the frames with their alpha"):
+        load_nerf_synthetic(tmp_path / "scene")
 
 
 def test_detect_type(tmp_path):

@@ -85,8 +85,11 @@ def load_nerf_synthetic(folder: PathLike, split: str = "train", resolution: int 
                 arr = np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB"))
         except Exception as e:
             raise SequenceFormatError(f"{img_path}: not a readable image ({type(e).__name__}: {e})") from e
+        if arr.shape[-1] != 4:  # an all-opaque mask would make the whole view, background included, the object
+            raise SequenceFormatError(f"{img_path}: an RGB image without alpha; NeRF-synthetic frames are RGBA, their "
+                                      f"alpha the object's mask: save the frames with their alpha channel")
         images.append(np.ascontiguousarray(arr[..., :3]))
-        masks.append(np.ascontiguousarray(arr[..., 3]) if arr.shape[-1] == 4 else np.full(arr.shape[:2], 255, np.uint8))
+        masks.append(np.ascontiguousarray(arr[..., 3]))
         sizes.append((arr.shape[1], arr.shape[0]))
         viewmats.append(torch.linalg.inv(c2w @ _GL_TO_CV).float())
         names.append(Path(fr["file_path"]).name)

@@ -62,7 +62,9 @@ class SpectralGS:
     spectral_threshold: float = setting(0.5, low=0)  # tau on the raw spectral entropy H = -sum p ln p (sphere: ln 3)
     normalized_entropy: bool = False  # true: compare H / ln 3 with tau instead (not the paper's reading)
     split_factor: float = setting(1.6, low=1, low_open=True)  # children's principal axis = parent's / factor (paper 1.6, write-up 2.0)
-    split_offset: Optional[float] = None  # children at +-offset principal sigmas; null: span the parent's 3-sigma segment
+    # children at +-offset principal sigmas; null: span the parent's 3-sigma segment, 3 (1 - 1/split_factor), which
+    # thins the needle between them; sqrt(1 - 1/split_factor^2) (0.78 at 1.6) keeps its covariance (fit/strategy.py)
+    split_offset: Optional[float] = None
     max_spectral_splits: int = setting(3000, low=0, integer=True)  # per refine step, lowest entropy first (0 = no cap)
 
 

@@ -22,9 +22,16 @@ Split. A needle is replaced by two children that keep the parent's rotation, col
 only the principal (longest) axis shrinks, by ``split_factor`` (1.6 in the paper, following 3DGS'
 split; 2.0 in the write-up), and the children sit on the principal axis at +-offset * s_max. The
 default offset 3 (1 - 1/factor) makes the union of the children's 3-sigma segments along the
-principal axis exactly the parent's 3-sigma segment (for factor <= 2 the children overlap or touch,
-no gap). Only the principal axis shrinks, so the eigenvalue distribution evens out and H rises; an
-isotropic shrink would keep H unchanged.
+principal axis exactly the parent's 3-sigma segment, but it does not keep the parent's density: the
+pair spreads d^2 + 1/f^2 = 1.66 sigma^2 along the axis at factor 1.6 (2.5 at 2.0), and midway between
+the children the density falls to 0.40 of the parent's peak at 1.6 (0.02 at 2.0: a hole), so a
+rendered needle thins at its centre where it was split (a helper's render of one needle, seen side-on:
+alpha 0.87 at the parent's centre, 0.32 between its children at 1.6). ``split_offset =
+sqrt(1 - 1/factor^2)`` (0.78 at 1.6, 0.87 at 2.0) keeps the parent's covariance exactly (3DGS draws its
+children from N(0, Sigma), about 0.8 sigma out; the write-up puts them at 0.5). The default stays the
+extent until the two are measured against each other on the fitting benchmark (docs/fitting.md). Only
+the principal axis shrinks, so the eigenvalue distribution evens out and H rises; an isotropic shrink
+would keep H unchanged.
 
 The split is fully vectorised (``spectral_split_children``) with a per-Gaussian loop twin built on an
 eigendecomposition of the covariance (``spectral_split_children_reference``), compared in the tests.

@@ -64,7 +64,9 @@ class WeightAverage(pl.Callback):
             torch._foreach_lerp_(self.average, [p.detach() for p in params], 1.0 - self.decay)  # one call, as torch.optim
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self.average is None:
+        # only at the last step: a fit that Ctrl-C stopped early (session.train) ends here too, and its checkpoint
+        # must keep the raw weights beside their Adam moments, or the resumed run would go on from the average
+        if self.average is None or int(trainer.global_step) < int(trainer.max_steps):
             return
         with torch.no_grad():
             for avg, p in zip(self.average, self._parameters(pl_module), strict=True):
