@@ -44,6 +44,14 @@ def to_asset_frame(gaussians: Gaussians, normalization: Mapping | None) -> Gauss
     return replace(gaussians, means=means, log_scales=gaussians.log_scales - math.log(scale))
 
 
+def _exported(deformation, frame: int, normalization: Mapping | None) -> Gaussians:
+    """Frame ``frame``'s tracked Gaussians in the asset's own frame, refused where they hold NaN or inf,
+    naming the frame (gsplat's .splat export drops such rows without a word; a PLY would carry them)."""
+    g = to_asset_frame(deformation(frame), normalization)
+    g.check_finite(f"export: frame {frame} of the tracked sequence")
+    return g
+
+
 def export_asset_frames(deformation, out_dir: Path, normalization: Mapping | None = None,
                         frames: list[int] | None = None) -> list[Path]:
     """Write each frame's tracked Gaussians as ``out_dir/frame_XXXX.ply`` (standard 3DGS layout) in
@@ -51,13 +59,8 @@ def export_asset_frames(deformation, out_dir: Path, normalization: Mapping | Non
     appearance offset where there is one (`WithAppearance`), so the files carry the evaluated colours."""
     out_dir = Path(out_dir)
     frames = list(range(deformation.num_frames)) if frames is None else [int(f) for f in frames]
-    paths = []
     with torch.no_grad():
-        for f in frames:
-            g = to_asset_frame(deformation(f), normalization)
-            g.check_finite(f"export: frame {f} of the tracked sequence")  # as the .splat export: none written with NaN
-            paths.append(save_ply(g, out_dir / f"frame_{f:04d}.ply"))
-    return paths
+        return [save_ply(_exported(deformation, f, normalization), out_dir / f"frame_{f:04d}.ply") for f in frames]
 
 
 def export_asset_splats(deformation, out_dir: Path, normalization: Mapping | None = None,
@@ -73,9 +76,7 @@ def export_asset_splats(deformation, out_dir: Path, normalization: Mapping | Non
     paths = []
     with torch.no_grad():
         for f in frames:
-            g = to_asset_frame(deformation(f), normalization).to("cpu", torch.float32)
-            # gsplat's export drops rows holding NaN or inf without a word: refused here, naming the frame
-            g.check_finite(f"export: frame {f} of the tracked sequence")
+            g = _exported(deformation, f, normalization).to("cpu", torch.float32)
             path = out_dir / f"frame_{f:04d}.splat"
             export_splats(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh[:, :1], g.sh[:, 1:], format="splat",
                           save_to=str(path))

@@ -227,6 +227,11 @@ def read_frame(path: Path, mask_path: Path | None, size: tuple[int, int]) -> tup
     return img, m[..., 0]
 
 
+def _is_number(x) -> bool:
+    """Whether a JSON value is a finite number (true and false are not)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
     """Read a sequence folder (see the module docstring); every problem is an error naming the file."""
     folder = Path(folder)
@@ -242,7 +247,7 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
     if "fps" not in meta:
         raise SequenceFormatError(f"{folder / 'meta.json'}: missing \"fps\"")
     fps = meta["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+    if not _is_number(fps) or fps <= 0:
         raise SequenceFormatError(f"{folder / 'meta.json'}: \"fps\" must be a positive number (frames per second), got {fps!r}")
     cams = _read_json(folder / "cameras.json")
     views = cams.get("views")
@@ -272,7 +277,7 @@ def load_sequence(folder: PathLike, require_canonical: bool = True) -> Sequence:
         names.append(str(v["name"]))
         splits.append(v["split"])
         az = v.get("azimuth_deg")
-        if az is not None and (isinstance(az, bool) or not isinstance(az, (int, float)) or not math.isfinite(az)):
+        if az is not None and not _is_number(az):
             raise SequenceFormatError(f"{folder / 'cameras.json'}: view {v['name']!r}: azimuth_deg must be a number "
                                       f"(degrees) or null, got {az!r}")
         azimuths.append(None if az is None else float(az))

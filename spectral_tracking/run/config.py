@@ -175,6 +175,15 @@ def max_band_for_resolution(resolution: int) -> int:
     return max_num_bands(resolution, resolution)
 
 
+def _check_bands(cfg: DictConfig, key: str, lower: str) -> None:
+    """The band count at ``key`` (null: none) against what a square image of ``cfg.resolution`` supports;
+    ``lower``: the name the message asks to lower."""
+    value, kmax = OmegaConf.select(cfg, key), max_band_for_resolution(int(cfg.resolution))
+    if value is not None and int(value) > kmax:
+        raise ConfigError(f"{key}={value} is not supported at resolution={cfg.resolution}: at most {kmax} bands fit "
+                          f"(band k needs frequencies up to 2^(k-1)); lower {lower} or raise resolution")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for settings that cannot run, before any data is loaded or file written.
 
@@ -210,20 +219,10 @@ def validate(cfg: DictConfig) -> None:
                 f"loss.warmup={loss.warmup} ends at step {math.ceil(float(loss.warmup) * steps)}, after "
                 f"loss.spectral_end={end}: the bands could never grow"
             )
-        kmax = max_band_for_resolution(resolution)
-        if int(loss.num_bands) > kmax:
-            raise ConfigError(
-                f"loss.num_bands={loss.num_bands} is not supported at resolution={cfg.resolution}: "
-                f"at most {kmax} bands fit (band k needs frequencies up to 2^(k-1)); lower num_bands or raise resolution"
-            )
+        _check_bands(cfg, "loss.num_bands", lower="num_bands")
     if cfg.align == "search":  # the search compares the lowest bands of images at the run's resolution
-        kmax = max_band_for_resolution(resolution)
-        keys = ["search.bands"] + (["search.frame_bands"] if cfg.search.frames == "all" else [])
-        for key in keys:
-            value = OmegaConf.select(cfg, key)
-            if value is not None and int(value) > kmax:
-                raise ConfigError(f"{key}={value} is not supported at resolution={cfg.resolution}: at most {kmax} bands fit "
-                                  f"(band k needs frequencies up to 2^(k-1)); lower {key} or raise resolution")
+        for key in ["search.bands"] + (["search.frame_bands"] if cfg.search.frames == "all" else []):
+            _check_bands(cfg, key, lower=key)
     if cfg.align == "search" and cfg.search.frames == "all":
         kwargs = cfg.deform.get("kwargs") or {}
         if not (cfg.deform.name == "rigid" or (cfg.deform.name == "rigid_mlp" and kwargs.get("rigid_per_frame"))):

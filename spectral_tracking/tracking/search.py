@@ -298,10 +298,11 @@ def _round_survivors(losses: Tensor, first: int | None, stays: bool, prefer: flo
     (their order, best first, and how many of them go on). ``first``: the identity's place among them
     (None: not alive, or no preference). It comes first where its fit ``stays`` near the identity and
     the best loss is not below ``prefer`` x its own; otherwise, before the last round (``round_`` 2), it
-    is ranked second whatever its loss (so it goes on where a round keeps two or more). Rounds 0 and 1
-    keep ``survivors`` (round 0: at least a quarter); the last keeps all. With several survivors (the trajectory's beam) an identity kept by the
-    preference alone is one more, not one of them: else the beam's second branch would be the
-    identity's by default, and a turn fitting better than it but not best would be dropped."""
+    is ranked second whatever its loss (so it goes on where a round keeps two or more). Rounds 0 and 1 keep
+    ``survivors`` (round 0: at least a quarter); the last keeps all. With several survivors (the
+    trajectory's beam) an identity kept by the preference alone is one more, not one of them: else the
+    beam's second branch would be the identity's by default, and a turn fitting better than it but not best
+    would be dropped."""
     ranked = torch.argsort(losses)
     k = max(survivors, math.ceil(len(losses) / 4)) if round_ == 0 else survivors
     forced = False  # the identity kept by the preference alone: its loss would not have kept it
